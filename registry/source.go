@@ -1,0 +1,64 @@
+package registry
+
+import (
+	"context"
+	"io"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ErrNotFound is what a Source returns when it does not hold the content; the
+// handler then tries the next source. It is containerd's not-found error, so a
+// containerd lookup needs no translation.
+var ErrNotFound = errdefs.ErrNotFound
+
+// Ref names a repository of a registry, as containerd asks a mirror for it:
+// /v2/<Repository>/...?ns=<Registry>.
+type Ref struct {
+	Registry   string // "docker.io", "ghcr.io", "127.0.0.1:5000"
+	Repository string // "library/alpine"
+}
+
+// String returns the reference as containerd names images: registry/repository.
+func (r Ref) String() string { return r.Registry + "/" + r.Repository }
+
+// Blob is a blob one source is ready to serve.
+type Blob interface {
+	// Size is the blob's length in bytes.
+	Size() int64
+	// Open returns the bytes from offset to the end. A source that finds its
+	// bytes wrong (digest mismatch, short body) fails the read with an error,
+	// never with an early io.EOF, so a response is aborted rather than
+	// completed with bad data.
+	Open(ctx context.Context, offset int64) (io.ReadCloser, error)
+	// Close releases what the source holds for the blob.
+	Close() error
+}
+
+// SeekableBlob is a Blob with random access. The handler serves it through
+// http.ServeContent, which sends an *os.File with sendfile.
+type SeekableBlob interface {
+	Blob
+	ReadSeeker() io.ReadSeeker
+}
+
+// Manifest is a manifest or index with its exact bytes.
+type Manifest struct {
+	MediaType string
+	Digest    digest.Digest
+	Content   []byte
+}
+
+// Source is one place content comes from.
+type Source interface {
+	// Name labels the source in logs and metrics: "containerd", "swarm", "upstream".
+	Name() string
+	// Resolve returns the descriptor a tag points to.
+	Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error)
+	// Manifest returns the manifest or index with the given digest.
+	Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*Manifest, error)
+	// Blob returns the blob with the given digest, ready to be opened.
+	Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error)
+}
