@@ -1,0 +1,76 @@
+package swarm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// metainfoCache keeps each blob's info dictionary in the data directory, so
+// a restart seeds without rehashing. A file starts with a header line holding
+// the sha256 of the info bytes that follow: a torn or flipped file is
+// detected and recomputed, never trusted.
+type metainfoCache struct {
+	dir string
+}
+
+const metainfoHeader = "dregistry-metainfo-v1 "
+
+func (c metainfoCache) path(dgst digest.Digest) string {
+	return filepath.Join(c.dir, string(dgst.Algorithm()), dgst.Encoded()+".info")
+}
+
+// load returns the cached info of dgst; fs.ErrNotExist when there is none
+// (or none that is intact).
+func (c metainfoCache) load(dgst digest.Digest) (*blobInfo, error) {
+	raw, err := os.ReadFile(c.path(dgst))
+	if err != nil {
+		return nil, err
+	}
+	line, body, ok := bytes.Cut(raw, []byte("\n"))
+	sum := sha256.Sum256(body)
+	if !ok || string(line) != metainfoHeader+hex.EncodeToString(sum[:]) {
+		return nil, fmt.Errorf("metainfo cache of %s is corrupt: %w", dgst, fs.ErrNotExist)
+	}
+	b, err := parseBlobInfo(dgst, body)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo cache: %w: %w", err, fs.ErrNotExist)
+	}
+	return b, nil
+}
+
+// store writes the info atomically (temporary file, then rename).
+func (c metainfoCache) store(b *blobInfo) error {
+	p := c.path(b.digest)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("metainfo cache: %w", err)
+	}
+	sum := sha256.Sum256(b.infoBytes)
+	content := append([]byte(metainfoHeader+hex.EncodeToString(sum[:])+"\n"), b.infoBytes...)
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".info-*")
+	if err != nil {
+		return fmt.Errorf("metainfo cache: %w", err)
+	}
+	_, werr := tmp.Write(content)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
+	}
+	return nil
+}
+
+func (c metainfoCache) remove(dgst digest.Digest) {
+	os.Remove(c.path(dgst))
+}

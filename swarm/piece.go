@@ -1,0 +1,37 @@
+package swarm
+
+// Piece-length policy. Every node derives a blob's torrent on its own, so the
+// piece length must be a pure function of the blob size: changing this table
+// changes every infohash in the cluster (nodes on different versions would
+// form separate swarms for the same digest).
+//
+//	blob size          piece length   pieces
+//	≤ 64 MiB           256 KiB        ≤ 256
+//	≤ 256 MiB          512 KiB        ≤ 512
+//	≤ 1 GiB            1 MiB          ≤ 1024
+//	≤ 4 GiB            2 MiB          ≤ 2048
+//	≤ 16 GiB           4 MiB          ≤ 4096
+//	larger             8 MiB          size/8 MiB
+//
+// Small pieces give a short time to first byte (a piece must be whole and
+// verified before any of it is served) and spread a blob over more peers;
+// large pieces keep the per-torrent bitfield and hash list small. The
+// measured figures behind the choice are in docs/benchmarks.md.
+// PieceLength returns the torrent piece length for a blob of size bytes: a
+// power of two between 256 KiB and 8 MiB (see the table above).
+func PieceLength(size int64) int64 {
+	switch {
+	case size <= 64<<20:
+		return 256 << 10
+	case size <= 256<<20:
+		return 512 << 10
+	case size <= 1<<30:
+		return 1 << 20
+	case size <= 4<<30:
+		return 2 << 20
+	case size <= 16<<30:
+		return 4 << 20
+	default:
+		return 8 << 20
+	}
+}
