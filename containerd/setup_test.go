@@ -79,7 +79,7 @@ func TestCheckSetupFixtures(t *testing.T) {
 		},
 		{
 			name: "config_path not a string", fixture: "containerd-config-path-array.toml", version: "1.6.20",
-			want: []Check{CheckNoConfigPath, CheckCtrHostsDir},
+			want:     []Check{CheckNoConfigPath, CheckCtrHostsDir},
 			contains: map[Check][]string{CheckNoConfigPath: {"not a string"}},
 		},
 		{
