@@ -1,0 +1,191 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// errStalled is the cause recorded when a source stopped delivering bytes.
+var errStalled = errors.New("source delivered no byte within the stall timeout")
+
+// openBlob is a blob a source answered with, opened at the requested range
+// when it has to be streamed.
+type openBlob struct {
+	blob Blob
+	rng  byteRange
+	body io.ReadCloser // nil for a SeekableBlob, a HEAD, or a 416
+}
+
+func (ob openBlob) close() {
+	if ob.body != nil {
+		_ = ob.body.Close()
+	}
+	_ = ob.blob.Close()
+}
+
+// serveBlob answers GET|HEAD /v2/<name>/blobs/<digest>.
+func (h *handler) serveBlob(ex *exchange, name, reference string) {
+	w, r := ex.w, ex.r
+	ref, ok := h.parseRef(ex, name)
+	if !ok {
+		return
+	}
+	dgst, err := ParseDigest(reference)
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, codeDigestInvalid, err.Error())
+		return
+	}
+	rangeHeader := r.Header.Get("Range")
+	f, err := firstAnswer(r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
+		func(ctx context.Context, src Source) (openBlob, error) {
+			b, err := src.Blob(ctx, ref, dgst)
+			if err != nil {
+				return openBlob{}, err
+			}
+			if b == nil {
+				return openBlob{}, fmt.Errorf("source returned no blob for %s", dgst)
+			}
+			size := b.Size()
+			if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
+				_ = b.Close()
+				return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
+			}
+			ob := openBlob{blob: b, rng: parseRange(rangeHeader, size)}
+			if _, seekable := b.(SeekableBlob); seekable || r.Method == http.MethodHead || ob.rng.Kind == rangeUnsatisfiable {
+				return ob, nil
+			}
+			ob.body, err = b.Open(ctx, ob.rng.Start)
+			if err != nil {
+				_ = b.Close()
+				return openBlob{}, fmt.Errorf("blob %s: open at %d: %w", dgst, ob.rng.Start, err)
+			}
+			return ob, nil
+		}, openBlob.close)
+	if err != nil {
+		h.log.Debug("blob not found", "ref", ref.String(), "digest", dgst, "err", err)
+		writeError(w, r, http.StatusNotFound, codeBlobUnknown, fmt.Sprintf("blob %s in %s unknown", dgst, ref))
+		return
+	}
+	ex.source = f.source.Name()
+	ob := f.value
+	var closeOnce sync.Once
+	closeBlob := func() { closeOnce.Do(ob.close) }
+	defer f.release()
+	defer closeBlob()
+
+	size := ob.blob.Size()
+	hd := w.Header()
+	hd.Set("Docker-Content-Digest", dgst.String())
+	hd.Set("Docker-Distribution-API-Version", apiVersion)
+	hd.Set("Accept-Ranges", "bytes")
+	hd.Set("Content-Type", "application/octet-stream")
+	hd.Set("Etag", `"`+dgst.String()+`"`)
+
+	if ob.rng.Kind == rangeUnsatisfiable {
+		hd.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		hd.Set("Content-Length", "0")
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
+	// A stalled source is cut off by cancelling its context and closing its
+	// reader, which ends the blocked read with an error.
+	onStall := func() {
+		h.log.Warn("source stalled, aborting response", "source", ex.source, "digest", dgst, "after", h.cfg.StallTimeout)
+		f.release()
+		closeBlob()
+	}
+	if sb, ok := ob.blob.(SeekableBlob); ok {
+		h.serveSeekable(w, r, sb.ReadSeeker(), onStall)
+		return
+	}
+
+	hd.Set("Content-Length", strconv.FormatInt(ob.rng.Length, 10))
+	status := http.StatusOK
+	if ob.rng.Kind == rangePartial {
+		status = http.StatusPartialContent
+		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", ob.rng.Start, ob.rng.Start+ob.rng.Length-1, size))
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	watch := newStallWatch(ob.body, h.cfg.StallTimeout, onStall)
+	defer watch.stop()
+	if err := h.copyBlob(w, watch, ob.rng.Length); err != nil {
+		h.log.Warn("aborting blob response", "source", ex.source, "digest", dgst, "err", err)
+		// Never pad or finish a response with bytes we do not have: cut the
+		// connection so containerd retries with Range.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// serveSeekable hands random-access content to http.ServeContent. An
+// *os.File goes unwrapped so it leaves by sendfile; other readers get the
+// stall watch and an error check, since ServeContent swallows read errors.
+func (h *handler) serveSeekable(w http.ResponseWriter, r *http.Request, rs io.ReadSeeker, onStall func()) {
+	if file, isFile := rs.(*os.File); isFile {
+		http.ServeContent(w, r, "", time.Time{}, file)
+		return
+	}
+	watch := newStallWatch(rs, h.cfg.StallTimeout, onStall)
+	defer watch.stop()
+	failing := &readErrors{r: watch}
+	http.ServeContent(w, r, "", time.Time{}, struct {
+		io.Reader
+		io.Seeker
+	}{failing, rs})
+	if failing.err != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// readErrors remembers the first read error other than io.EOF.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrors) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// errShortBlob is a source ending before the length it promised.
+var errShortBlob = errors.New("source ended before the end of the blob")
+
+// copyBlob sends exactly n bytes from src. A read error or a short source is
+// returned; a write error means the client left and ends the copy quietly.
+func (h *handler) copyBlob(w io.Writer, src io.Reader, n int64) error {
+	bufp := h.buffers.Get().(*[]byte)
+	defer h.buffers.Put(bufp)
+	buf := *bufp
+	for n > 0 {
+		chunk := buf[:min(int64(len(buf)), n)]
+		got, rerr := src.Read(chunk)
+		if got > 0 {
+			if _, werr := w.Write(chunk[:got]); werr != nil {
+				return nil
+			}
+			n -= int64(got)
+		}
+		switch {
+		case n == 0:
+			return nil
+		case rerr == io.EOF:
+			return fmt.Errorf("%w: %d bytes missing", errShortBlob, n)
+		case rerr != nil:
+			return rerr
+		}
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package registry
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// apiVersion is the header value clients (and the conformance suite) expect
+// on every /v2/ answer.
+const apiVersion = "registry/2.0"
+
+// Defaults for Config.
+const (
+	DefaultLookupTimeout = 5 * time.Second
+	DefaultStallTimeout  = 30 * time.Second
+	DefaultRegistryHost  = "docker.io"
+)
+
+// Observer learns about every response, for metrics. Served is called once
+// per request, after the response ended (or was aborted, status then being
+// the one already sent). ttfb is the time until the status line was written.
+type Observer interface {
+	Served(route, source string, status int, bytes int64, ttfb time.Duration)
+}
+
+// Config configures the pull API handler.
+type Config struct {
+	// Sources answer digest lookups (manifests and blobs), tried in order.
+	Sources []Source
+	// TagSources resolve tags, tried in order: upstream first (tags are
+	// mutable), then containerd's image store as the last known answer.
+	TagSources []Source
+	// DefaultRegistry is the registry of a request without ?ns=; default "docker.io".
+	DefaultRegistry string
+	// LookupTimeout bounds each source until it has answered (time to first
+	// byte); past it the next source is tried. Default 5s.
+	LookupTimeout time.Duration
+	// StallTimeout aborts a response whose source delivered no byte for this
+	// long. Default 30s.
+	StallTimeout time.Duration
+	// Logger gets one debug line per response; default slog.Default().
+	Logger *slog.Logger
+	// Observer, if set, is told about every response.
+	Observer Observer
+}
+
+type handler struct {
+	cfg     Config
+	log     *slog.Logger
+	buffers sync.Pool // of *[]byte, copy buffers for streamed blobs
+}
+
+// NewHandler returns the OCI Distribution pull API (mount it at /v2/).
+func NewHandler(cfg Config) http.Handler {
+	if cfg.DefaultRegistry == "" {
+		cfg.DefaultRegistry = DefaultRegistryHost
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = DefaultLookupTimeout
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = DefaultStallTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &handler{cfg: cfg, log: cfg.Logger}
+	h.buffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	return h
+}
+
+// copyBufferSize is the chunk streamed blobs are copied in.
+const copyBufferSize = 256 << 10
+
+// Route labels for logs and the Observer.
+const (
+	routeBase     = "base"
+	routeManifest = "manifest"
+	routeBlob     = "blob"
+	routeUnknown  = "unknown"
+)
+
+// exchange is one request being answered: what the log line and the
+// Observer report at the end.
+type exchange struct {
+	w      *recorder
+	r      *http.Request
+	route  string
+	source string
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ex := &exchange{w: newRecorder(w, start), r: r, route: routeUnknown}
+	defer func() {
+		// An abort (http.ErrAbortHandler) is reported, then passed on so the
+		// server cuts the connection.
+		p := recover()
+		h.finish(ex, start, p != nil)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	h.route(ex)
+}
+
+func (h *handler) finish(ex *exchange, start time.Time, aborted bool) {
+	status := ex.w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	h.log.Debug("served", "method", ex.r.Method, "path", ex.r.URL.Path, "ns", ex.r.URL.Query().Get("ns"),
+		"status", status, "source", ex.source, "bytes", ex.w.bytes,
+		"duration", time.Since(start), "aborted", aborted)
+	if h.cfg.Observer != nil {
+		h.cfg.Observer.Served(ex.route, ex.source, status, ex.w.bytes, ex.w.ttfb)
+	}
+}
+
+// route dispatches by suffix, since repository names contain slashes:
+// /v2/<name>/manifests/<reference> and /v2/<name>/blobs/<digest>.
+func (h *handler) route(ex *exchange) {
+	w, r := ex.w, ex.r
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, r, http.StatusMethodNotAllowed, codeUnsupported,
+			"this registry mirror is read-only: "+r.Method+" is not supported")
+		return
+	}
+	path := r.URL.Path
+	if path == "/v2/" || path == "/v2" {
+		ex.route = routeBase
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.Header().Set("Docker-Distribution-API-Version", apiVersion)
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "{}")
+		}
+		return
+	}
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	slash := strings.LastIndexByte(rest, '/')
+	if !ok || slash < 0 {
+		writeError(w, r, http.StatusNotFound, codeNameUnknown, "unknown path "+path)
+		return
+	}
+	head, last := rest[:slash], rest[slash+1:]
+	if name, ok := strings.CutSuffix(head, "/manifests"); ok {
+		ex.route = routeManifest
+		h.serveManifest(ex, name, last)
+		return
+	}
+	if name, ok := strings.CutSuffix(head, "/blobs"); ok {
+		ex.route = routeBlob
+		h.serveBlob(ex, name, last)
+		return
+	}
+	writeError(w, r, http.StatusNotFound, codeNameUnknown, "unknown path "+path)
+}
+
+// parseRef reads ns and name; on bad input it answers 400 and returns false.
+func (h *handler) parseRef(ex *exchange, name string) (Ref, bool) {
+	ref, err := ParseRef(ex.r.URL.Query().Get("ns"), name, h.cfg.DefaultRegistry)
+	if err != nil {
+		writeError(ex.w, ex.r, http.StatusBadRequest, codeNameInvalid, err.Error())
+		return Ref{}, false
+	}
+	return ref, true
+}
+
+// errLookupTimeout is the cause recorded when a source missed its deadline.
+var errLookupTimeout = errors.New("source did not answer within the lookup timeout")

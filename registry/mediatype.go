@@ -1,0 +1,68 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Docker's manifest media types, still what most registries hold.
+const (
+	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+// maxManifestSize caps a manifest read into memory (distribution uses 4 MiB).
+const maxManifestSize = 4 << 20
+
+// manifestAccept is the Accept list containerd sends, for upstream requests.
+const manifestAccept = ocispec.MediaTypeImageIndex + ", " + ocispec.MediaTypeImageManifest + ", " +
+	mediaTypeDockerManifestList + ", " + mediaTypeDockerManifest + ", */*;q=0.8"
+
+// isManifestType reports whether mt is a manifest or index media type we serve.
+func isManifestType(mt string) bool {
+	switch mt {
+	case ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest,
+		mediaTypeDockerManifestList, mediaTypeDockerManifest:
+		return true
+	}
+	return false
+}
+
+// contentMediaType strips parameters from a Content-Type header value.
+func contentMediaType(header string) string {
+	mt, _, err := mime.ParseMediaType(header)
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+// sniffManifestType reads the media type of manifest JSON: its mediaType
+// field, else inferred from its shape (an index has "manifests", an image
+// manifest "config" and "layers"). Anything else is not a manifest.
+func sniffManifestType(content []byte) (string, error) {
+	var probe struct {
+		MediaType string            `json:"mediaType"`
+		Manifests json.RawMessage   `json:"manifests"`
+		Config    json.RawMessage   `json:"config"`
+		Layers    []json.RawMessage `json:"layers"`
+	}
+	if err := json.Unmarshal(content, &probe); err != nil {
+		return "", fmt.Errorf("not a manifest: %w", err)
+	}
+	switch {
+	case probe.MediaType != "":
+		if !isManifestType(probe.MediaType) {
+			return "", fmt.Errorf("not a manifest: media type %q", probe.MediaType)
+		}
+		return probe.MediaType, nil
+	case probe.Manifests != nil:
+		return ocispec.MediaTypeImageIndex, nil
+	case probe.Config != nil && probe.Layers != nil:
+		return ocispec.MediaTypeImageManifest, nil
+	}
+	return "", fmt.Errorf("not a manifest: no mediaType, manifests, or config and layers")
+}
