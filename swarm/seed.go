@@ -1,0 +1,114 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Seed offers local, complete content (containerd's content file or gRPC
+// ReaderAt) to the swarm without copying it. The first time a blob is seeded
+// its piece hashes are computed in the same pass that checks its digest, and
+// kept in the data directory; later calls (and restarts) reuse them. Content
+// that does not match dgst is refused and changes nothing. Seeding a blob
+// this node downloaded replaces the download (see Release).
+func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
+	if err := dgst.Validate(); err != nil {
+		return fmt.Errorf("swarm: seed %q: %w", dgst, err)
+	}
+	if size <= 0 || content == nil {
+		return fmt.Errorf("swarm: seed %s: need content of positive size, got %d", dgst, size)
+	}
+	if e := s.seeded(dgst); e != nil && e.info.size() == size {
+		return nil
+	}
+	b, err := s.meta.load(dgst)
+	fromCache := err == nil && b.size() == size
+	if !fromCache {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("metainfo cache unreadable, rehashing", "digest", dgst, "err", err)
+		}
+		if b, err = hashBlob(ctx, dgst, size, content); err != nil {
+			return fmt.Errorf("swarm: seed: %w", err)
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	if old := s.torrents[dgst]; old != nil {
+		if old.seed != nil && old.info.infoHash == b.infoHash {
+			return nil
+		}
+		s.dropLocked(dgst, old)
+	}
+	t, err := s.addTorrent(b, seedStorage{content: content})
+	if err != nil {
+		return err
+	}
+	s.torrents[dgst] = &entry{info: b, t: t, seed: content, verified: closedChan(), stop: make(chan struct{})}
+	if !fromCache {
+		if err := s.meta.store(b); err != nil {
+			s.log.Warn("metainfo not cached", "digest", dgst, "err", err)
+		}
+	}
+	s.log.Debug("seeding", "digest", dgst, "size", size, "infohash", b.infoHash.HexString(), "cached", fromCache)
+	return nil
+}
+
+// Release drops this node's downloaded copy of dgst once containerd has
+// committed the blob (the daemon then calls Seed with containerd's content).
+// Seeded content and unknown digests are left alone.
+func (s *Swarm) Release(dgst digest.Digest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.torrents[dgst]
+	if e == nil || e.seed != nil {
+		return nil
+	}
+	return s.dropLocked(dgst, e)
+}
+
+// Unseed stops seeding dgst (containerd deleted it).
+func (s *Swarm) Unseed(dgst digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.torrents[dgst]; e != nil && e.seed != nil {
+		s.dropLocked(dgst, e)
+	}
+}
+
+// dropLocked removes a torrent from the client; a download's files go too.
+func (s *Swarm) dropLocked(dgst digest.Digest, e *entry) error {
+	delete(s.torrents, dgst)
+	close(e.stop)
+	e.t.Drop()
+	if e.seed == nil {
+		if err := s.downloads.remove(dgst); err != nil {
+			return fmt.Errorf("swarm: release %s: %w", dgst, err)
+		}
+	}
+	return nil
+}
+
+// seeded returns the seed entry of dgst, or nil.
+func (s *Swarm) seeded(dgst digest.Digest) *entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.torrents[dgst]; e != nil && e.seed != nil {
+		return e
+	}
+	return nil
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}

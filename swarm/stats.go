@@ -1,0 +1,91 @@
+package swarm
+
+import (
+	"net"
+	"sort"
+	"sync"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/opencontainers/go-digest"
+)
+
+// Stats is a snapshot of the swarm, for `dregistry swarm stats` and tests.
+type Stats struct {
+	Torrents []TorrentStats
+}
+
+// TorrentStats describes one torrent of this node.
+type TorrentStats struct {
+	Digest         digest.Digest
+	Size           int64
+	Seeding        bool // local content, as opposed to a download
+	Verified       bool // the whole digest is checked (always true when Seeding)
+	BytesCompleted int64
+	ConnectedPeers int
+	// ReceivedFrom counts the useful piece bytes received from each peer IP
+	// over the torrent's life.
+	ReceivedFrom map[string]int64
+}
+
+// Stats returns the state of every torrent.
+func (s *Swarm) Stats() Stats {
+	s.mu.Lock()
+	entries := make([]*entry, 0, len(s.torrents))
+	for _, e := range s.torrents {
+		entries = append(entries, e)
+	}
+	s.mu.Unlock()
+	var st Stats
+	for _, e := range entries {
+		st.Torrents = append(st.Torrents, TorrentStats{
+			Digest:         e.info.digest,
+			Size:           e.info.size(),
+			Seeding:        e.seed != nil,
+			Verified:       e.isVerified(),
+			BytesCompleted: e.t.BytesCompleted(),
+			ConnectedPeers: len(e.t.PeerConns()),
+			ReceivedFrom:   s.received.of(e.info.infoHash),
+		})
+	}
+	sort.Slice(st.Torrents, func(i, j int) bool { return st.Torrents[i].Digest < st.Torrents[j].Digest })
+	return st
+}
+
+// peerCounters counts useful bytes received per torrent and peer IP. The
+// library calls record with its own lock held, so it must stay cheap and
+// must never call back into the client.
+type peerCounters struct {
+	mu     sync.Mutex
+	counts map[metainfo.Hash]map[string]int64
+}
+
+func newPeerCounters() *peerCounters {
+	return &peerCounters{counts: map[metainfo.Hash]map[string]int64{}}
+}
+
+func (c *peerCounters) record(ev torrent.ReceivedUsefulDataEvent) {
+	ih := ev.Peer.Torrent().InfoHash()
+	ip := ev.Peer.RemoteAddr.String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.counts[ih]
+	if m == nil {
+		m = map[string]int64{}
+		c.counts[ih] = m
+	}
+	m[ip] += int64(len(ev.Message.Piece))
+}
+
+func (c *peerCounters) of(ih metainfo.Hash) map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.counts[ih]))
+	for k, v := range c.counts[ih] {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,298 @@
+package swarm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
+)
+
+// Peer is a node that seeds a digest, as the tracker knows it.
+type Peer struct {
+	TorrentAddr netip.AddrPort // its BitTorrent listener (--torrent-addr)
+	HTTPAddr    string         // host:port of its peer HTTP endpoint
+}
+
+// Seeders lists the current seeders of a digest (the tracker's lookup).
+type Seeders interface {
+	Seeders(digest.Digest) []Peer
+}
+
+// Config configures a Swarm. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds downloads, metainfo and the client's state. Required.
+	DataDir string
+	// ListenAddr is the BitTorrent listener (--torrent-addr); default ":6881".
+	// Port 0 picks a free port (see Swarm.TorrentAddr).
+	ListenAddr string
+	// UploadLimit and DownloadLimit are bytes per second for the whole node;
+	// 0 means unlimited.
+	UploadLimit, DownloadLimit int64
+	// MaxConns caps the established connections of each torrent; default 50.
+	MaxConns int
+	// Seeders finds the seeders of a digest. Required.
+	Seeders Seeders
+	// Members admits swarm and peer-HTTP traffic. Required.
+	Members Members
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// HTTPClient fetches metainfo and small blobs from peers; default a client
+	// with a 5 s connect and 30 s header timeout.
+	HTTPClient *http.Client
+	// SmallBlobSize: blobs smaller than this skip the torrent and come whole
+	// over HTTP from one seeder. Default 8 MiB (see docs/benchmarks.md).
+	SmallBlobSize int64
+	// LookupTimeout bounds the metainfo fetch from seeders; default 5 s.
+	LookupTimeout time.Duration
+	// StallTimeout fails a read that receives nothing for this long, so the
+	// response is aborted and containerd retries; default 30 s.
+	StallTimeout time.Duration
+	// PeerRefresh is how often a download asks Seeders for new peers;
+	// default 2 s.
+	PeerRefresh time.Duration
+	// Readahead is how far ahead of a reader pieces are prioritised;
+	// default 64 MiB.
+	Readahead int64
+	// ChunkSize is the BitTorrent request size; default 64 KiB.
+	ChunkSize int
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("swarm: Config.DataDir is required")
+	}
+	if c.Seeders == nil || c.Members == nil {
+		return errors.New("swarm: Config.Seeders and Config.Members are required")
+	}
+	if c.UploadLimit < 0 || c.DownloadLimit < 0 || c.MaxConns < 0 || c.SmallBlobSize < 0 || c.Readahead < 0 || c.ChunkSize < 0 {
+		return errors.New("swarm: limits and sizes must not be negative")
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":6881"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 50
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		}}
+	}
+	if c.SmallBlobSize == 0 {
+		c.SmallBlobSize = 8 << 20
+	}
+	if c.LookupTimeout == 0 {
+		c.LookupTimeout = 5 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 30 * time.Second
+	}
+	if c.PeerRefresh == 0 {
+		c.PeerRefresh = 2 * time.Second
+	}
+	if c.Readahead == 0 {
+		c.Readahead = 64 << 20
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = 64 << 10
+	}
+	return nil
+}
+
+// Swarm is this node's torrent client: it seeds local blobs and downloads
+// missing ones from the cluster's seeders. It is a registry.Source named
+// "swarm".
+type Swarm struct {
+	cfg       Config
+	client    *torrent.Client
+	meta      metainfoCache
+	downloads downloadStorage
+	received  *peerCounters
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	torrents map[digest.Digest]*entry
+	closed   bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// entry is one torrent of the client: a seed over local content, or a
+// download into the data directory.
+type entry struct {
+	info *blobInfo
+	t    *torrent.Torrent
+	seed io.ReaderAt // nil for a download
+	// verified is set once a download's whole digest has been checked.
+	verified chan struct{}
+	once     sync.Once
+	stop     chan struct{} // ends the download's peer refresher
+}
+
+func (e *entry) markVerified() bool {
+	first := false
+	e.once.Do(func() { close(e.verified); first = true })
+	return first
+}
+
+func (e *entry) isVerified() bool {
+	select {
+	case <-e.verified:
+		return true
+	default:
+		return false
+	}
+}
+
+// New starts the torrent client, listening on cfg.ListenAddr.
+func New(cfg Config) (*Swarm, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	host, portStr, err := net.SplitHostPort(cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: listen address %q: %w", cfg.ListenAddr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: listen port %q: %w", portStr, err)
+	}
+	for _, d := range []string{"downloads", "metainfo", "client"} {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("swarm: data dir: %w", err)
+		}
+	}
+	s := &Swarm{
+		cfg:       cfg,
+		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo")},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads")},
+		received:  newPeerCounters(),
+		log:       cfg.Logger.With("component", "swarm"),
+		torrents:  map[digest.Digest]*entry{},
+		stop:      make(chan struct{}),
+	}
+	cc := s.clientConfig(host, int(port))
+	s.client, err = torrent.NewClient(cc)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: start torrent client on %s: %w", cfg.ListenAddr, err)
+	}
+	return s, nil
+}
+
+// clientConfig makes a private swarm: no DHT, PEX, trackers, web seeds or
+// port forwarding; only members connect; plaintext TCP (the content is
+// public and verified by hash, and RC4 would cost CPU).
+func (s *Swarm) clientConfig(host string, port int) *torrent.ClientConfig {
+	cc := torrent.NewDefaultClientConfig()
+	cc.ListenHost = func(string) string { return host }
+	cc.ListenPort = port
+	if ip, err := netip.ParseAddr(host); err == nil {
+		cc.DisableIPv6 = ip.Is4()
+		cc.DisableIPv4 = ip.Is6() && !ip.Is4In6()
+	}
+	cc.DataDir = filepath.Join(s.cfg.DataDir, "client")
+	cc.DefaultStorage = s.downloads
+	cc.NoDHT = true
+	cc.DisablePEX = true
+	cc.DisableTrackers = true
+	cc.NoDefaultPortForwarding = true
+	cc.DisableWebseeds = true
+	cc.DisableWebtorrent = true
+	cc.DisableUTP = true
+	cc.Seed = true
+	cc.IPBlocklist = memberAllowList{members: s.cfg.Members}
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{}
+	cc.EstablishedConnsPerTorrent = s.cfg.MaxConns
+	cc.DialRateLimiter = rate.NewLimiter(100, 100)
+	cc.KeepAliveTimeout = 20 * time.Second
+	cc.MaxAllocPeerRequestDataPerConn = 4 << 20
+	cc.UploadRateLimiter = limiter(s.cfg.UploadLimit, s.cfg.ChunkSize)
+	if s.cfg.DownloadLimit > 0 {
+		// nil, not an infinite limiter: the library reads a limiter with no
+		// tokens as "downloads disabled" and dials nobody.
+		cc.DownloadRateLimiter = limiter(s.cfg.DownloadLimit, s.cfg.ChunkSize)
+	}
+	cc.Slogger = s.log.With("lib", "anacrolix")
+	cc.Logger = alog.Default.WithFilterLevel(alog.Warning)
+	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.received.record)
+	return cc
+}
+
+// limiter returns a byte-rate limiter; its burst must hold at least one chunk
+// or requests of that size are refused.
+func limiter(bytesPerSecond int64, chunk int) *rate.Limiter {
+	if bytesPerSecond == 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(bytesPerSecond), max(int(bytesPerSecond), chunk, 1<<20))
+}
+
+// TorrentAddr is the address the client listens on (useful with port 0).
+func (s *Swarm) TorrentAddr() netip.AddrPort {
+	for _, a := range s.client.ListenAddrs() {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// Name labels the swarm among the registry's sources.
+func (s *Swarm) Name() string { return "swarm" }
+
+// Close stops every torrent and the client.
+func (s *Swarm) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.mu.Unlock()
+	s.wg.Wait()
+	return errors.Join(s.client.Close()...)
+}
+
+var errClosed = errors.New("swarm: closed")
+
+// addTorrent adds b's torrent to the client over st. The info bytes go
+// through SetInfoBytes, which reports bad info (AddTorrentOpt with bad info
+// bytes hangs instead). Caller holds s.mu.
+func (s *Swarm) addTorrent(b *blobInfo, st storage.ClientImpl) (*torrent.Torrent, error) {
+	t, isNew := s.client.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  b.infoHash,
+		Storage:   st,
+		ChunkSize: pp.Integer(s.cfg.ChunkSize),
+		// Both storages know their completion; nothing needs an initial check.
+		DisableInitialPieceCheck: true,
+	})
+	if !isNew {
+		return nil, fmt.Errorf("swarm: torrent of %s is already in the client", b.digest)
+	}
+	if err := t.SetInfoBytes(b.infoBytes); err != nil {
+		t.Drop()
+		return nil, fmt.Errorf("swarm: add torrent of %s: %w", b.digest, err)
+	}
+	return t, nil
+}
