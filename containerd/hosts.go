@@ -601,7 +601,11 @@ func printChange(out io.Writer, p HostsChange, dryRun bool) {
 func indent(b []byte) string {
 	var s strings.Builder
 	for _, line := range strings.SplitAfter(string(b), "\n") {
-		if line != "" {
+		switch line {
+		case "":
+		case "\n":
+			s.WriteString(line)
+		default:
 			s.WriteString("    " + line)
 		}
 	}
