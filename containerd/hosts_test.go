@@ -4,14 +4,23 @@ import (
 	"bytes"
 	"context"
 	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/dregistry/dregistry/internal/testenv"
 )
 
 const testMirror = "http://127.0.0.1:5000"
@@ -458,5 +467,119 @@ func TestTOMLStringEscapes(t *testing.T) {
 		if err := toml.Unmarshal([]byte("S = "+tomlString(s)), &v); err != nil || v.S != s {
 			t.Errorf("tomlString(%q) = %s parses to %q, %v", s, tomlString(s), v.S, err)
 		}
+	}
+}
+
+// recordingMirror is a stand-in for dregistry: it forwards every request to
+// the upstream under its own User-Agent and records what containerd asked.
+type recordingMirror struct {
+	srv *http.Server
+	ln  net.Listener
+	mu  sync.Mutex
+	got []*url.URL
+}
+
+func startRecordingMirror(t *testing.T, addr, upstream string) *recordingMirror {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("mirror listen: %v", err)
+	}
+	m := &recordingMirror{ln: ln}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	m.srv = &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m.mu.Lock()
+			m.got = append(m.got, r.URL)
+			m.mu.Unlock()
+			r.Header.Set("User-Agent", "dregistry-hosts-test-mirror")
+			proxy.ServeHTTP(w, r)
+		}),
+	}
+	go m.srv.Serve(ln)
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *recordingMirror) stop() { m.srv.Close() }
+
+func (m *recordingMirror) requests() []*url.URL {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.got)
+}
+
+// TestRealCtrPullsThroughMirrorThenUpstream runs containerd 1.6's own ctr
+// against the hosts.toml files ConfigureHosts writes: the mirror is asked
+// first (with ?ns=<registry>), and with the mirror down the upstream, the
+// last host, still serves the pull.
+func TestRealCtrPullsThroughMirrorThenUpstream(t *testing.T) {
+	ctd := testenv.StartContainerd(t, "")
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(21)+":5500")
+	mirrorAddr := testenv.LoopbackIP(22) + ":5000"
+	mirror := startRecordingMirror(t, mirrorAddr, up.URL())
+	for _, tag := range []string{"named", "default", "fallback"} {
+		testenv.PushImage(t, up, "hosts-test", tag, 2048)
+	}
+
+	pull := func(hostsDir, tag string) {
+		t.Helper()
+		if out, err := ctd.Ctr(t, "images", "pull", "--hosts-dir", hostsDir, up.Addr+"/hosts-test:"+tag); err != nil {
+			t.Fatalf("ctr pull %s: %v\n%s\ncontainerd log:\n%s", tag, err, out, ctd.LogTail())
+		}
+	}
+	containerdAskedUpstream := func(tag string) bool {
+		for _, q := range testenv.FromContainerd(up.Requests(t)) {
+			if q.Path == "/v2/hosts-test/manifests/"+tag {
+				return true
+			}
+		}
+		return false
+	}
+	mirrorSaw := func(tag string) {
+		t.Helper()
+		for _, u := range mirror.requests() {
+			if u.Path == "/v2/hosts-test/manifests/"+tag {
+				if ns := u.Query().Get("ns"); ns != up.Addr {
+					t.Errorf("mirror got %s with ns=%q, want ns=%s", u, ns, up.Addr)
+				}
+				return
+			}
+		}
+		t.Errorf("mirror never asked for manifest %s; it got %v", tag, mirror.requests())
+	}
+
+	// A directory named for the registry, upstream over plain HTTP.
+	named := t.TempDir()
+	if _, err := ConfigureHosts(HostsConfig{HostsDir: named, Mirror: "http://" + mirrorAddr, Registries: []string{up.Addr}, PlainHTTP: []string{up.Addr}}); err != nil {
+		t.Fatal(err)
+	}
+	pull(named, "named")
+	mirrorSaw("named")
+	if containerdAskedUpstream("named") {
+		t.Error("containerd went to the upstream itself although the mirror answered")
+	}
+
+	// _default: no server line, containerd appends the registry itself.
+	def := t.TempDir()
+	if _, err := ConfigureHosts(HostsConfig{HostsDir: def, Mirror: "http://" + mirrorAddr}); err != nil {
+		t.Fatal(err)
+	}
+	pull(def, "default")
+	mirrorSaw("default")
+	if containerdAskedUpstream("default") {
+		t.Error("containerd went to the upstream itself although the mirror answered")
+	}
+
+	// dregistry down: the pull must still succeed from the upstream.
+	mirror.stop()
+	pull(def, "fallback")
+	if !containerdAskedUpstream("fallback") {
+		t.Error("with the mirror down, containerd did not fall back to the upstream")
 	}
 }
