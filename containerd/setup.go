@@ -56,6 +56,7 @@ const (
 	CheckDeprecatedMirrors   Check = "deprecated-mirrors"
 	CheckDiscardUnpacked     Check = "discard-unpacked-layers"
 	CheckCtrHostsDir         Check = "ctr-hosts-dir"
+	CheckCRIDisabled         Check = "cri-disabled"
 	CheckVersionUnknown      Check = "version-unknown"
 )
 
@@ -122,8 +123,14 @@ func CheckSetup(in SetupInput) []Finding {
 			img.fileVersion = 3
 		}
 	}
-	out = append(out, checkConfigPath(in, img, ver, known, missing)...)
-	if img.discard {
+	if img.criDisabled != "" {
+		out = append(out, Finding{SeverityNote, CheckCRIDisabled, fmt.Sprintf(
+			"%s: disabled_plugins has %q, so there are no CRI (kubelet) pulls on this containerd; "+
+				"only clients given the hosts dir use hosts.toml", in.ContainerdConfig, img.criDisabled)})
+	} else {
+		out = append(out, checkConfigPath(in, img, ver, known, missing)...)
+	}
+	if img.discard && img.criDisabled == "" {
 		out = append(out, Finding{SeverityWarning, CheckDiscardUnpacked, fmt.Sprintf(
 			"%s: `%s = true` makes CRI delete layer blobs once they are unpacked, so this node cannot "+
 				"seed layers to its peers (pulls through the mirror still work). Set it to false and restart "+
@@ -165,6 +172,7 @@ type imageConfig struct {
 	discard       bool
 	discardKey    string
 	localPull     bool
+	criDisabled   string // the disabled_plugins entry that turns CRI pulls off
 }
 
 const (
@@ -235,6 +243,12 @@ func imageSettings(cfg map[string]any) imageConfig {
 	}
 	if v, ok := images["use_local_image_pull"].(bool); ok {
 		c.localPull = v
+	}
+	disabled, _ := cfg["disabled_plugins"].([]any)
+	for _, d := range disabled {
+		if s, _ := d.(string); s == criV1 || s == criV2 || s == imagesV3 {
+			c.criDisabled = s
+		}
 	}
 	return c
 }

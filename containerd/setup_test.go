@@ -175,6 +175,23 @@ func TestCheckSetupFixtures(t *testing.T) {
 	}
 }
 
+func TestCheckSetupCRIDisabled(t *testing.T) {
+	// The e2e harness runs containerd this way: only ctr --hosts-dir pulls.
+	config := filepath.Join(t.TempDir(), "config.toml")
+	body := "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n" +
+		"[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  discard_unpacked_layers = true\n"
+	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := CheckSetup(SetupInput{ContainerdConfig: config, HostsDir: "/tmp/hosts", Version: "1.6.20", Root: noRancher(t)})
+	if want := []Check{CheckCRIDisabled, CheckCtrHostsDir}; !slices.Equal(checks(got), want) {
+		t.Fatalf("findings %v, want %v (CRI settings do not matter without CRI)", checks(got), want)
+	}
+	if got[0].Severity != SeverityNote {
+		t.Errorf("%s severity %v, want note", got[0].Check, got[0].Severity)
+	}
+}
+
 func TestCheckSetupImports(t *testing.T) {
 	dir := t.TempDir()
 	main := "version = 2\nimports = [\"conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"
