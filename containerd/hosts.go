@@ -170,6 +170,9 @@ func RestoreHosts(cfg RestoreConfig) (HostsResult, error) {
 		}
 	} else {
 		entries, err := os.ReadDir(cfg.HostsDir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return res, nil // never configured: nothing to restore
+		}
 		if err != nil {
 			return res, fmt.Errorf("read hosts dir: %w", err)
 		}

@@ -280,10 +280,13 @@ func TestConfigureHostsBackupAndRestore(t *testing.T) {
 		t.Errorf("restore output = %q", out.String())
 	}
 
-	// A second restore has nothing left to do.
-	res, err = RestoreHosts(RestoreConfig{HostsDir: hostsDir})
-	if err != nil || len(res.Changes) != 0 {
-		t.Fatalf("second restore = %+v, %v; want nothing", res.Changes, err)
+	// A second restore has nothing left to do, nor has one of a hosts dir
+	// that never existed.
+	for _, dir := range []string{hostsDir, filepath.Join(hostsDir, "absent")} {
+		res, err = RestoreHosts(RestoreConfig{HostsDir: dir})
+		if err != nil || len(res.Changes) != 0 {
+			t.Fatalf("restore of %s = %+v, %v; want nothing", dir, res.Changes, err)
+		}
 	}
 }
 
