@@ -1,0 +1,243 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Ports every node uses on its own loopback address.
+const (
+	NodeHTTPPort    = "5000"
+	NodeGossipPort  = "7946"
+	NodeTorrentPort = "6881"
+)
+
+// cliTimeout bounds one run of a dregistry subcommand.
+const cliTimeout = time.Minute
+
+// NodeConfig describes one node: a containerd and a dregistry daemon on one
+// loopback address.
+type NodeConfig struct {
+	// Name labels the node in messages; default "node-<IP>".
+	Name string
+	// IP is the node's loopback address; default LoopbackIP(11). Give each
+	// node its own (LoopbackIP(11), LoopbackIP(12), ...).
+	IP string
+	// Containerd is the node's containerd; nil starts a new one for the node.
+	Containerd *Containerd
+	// Upstream is the registry the node mirrors: containerd's hosts.toml for
+	// it points at the node, the daemon reaches it over plain HTTP, and it is
+	// the daemon's --default-registry.
+	Upstream *Registry
+	// ExtraArgs are more `dregistry daemon` flags (e.g. --join, --egress).
+	ExtraArgs []string
+	// Env is extra environment for the daemon (DREGISTRY_*).
+	Env []string
+	// Binary is the dregistry to run; default BuildDregistry(t).
+	Binary string
+}
+
+// Node is one running node of a test cluster.
+type Node struct {
+	Name        string
+	IP          string
+	HTTPAddr    string // IP:5000, the mirror and peer endpoint
+	GossipAddr  string // IP:7946
+	TorrentAddr string // IP:6881
+	Dir         string // everything of the node
+	DataDir     string // --data-dir
+	HostsDir    string // containerd's hosts directory for this node
+	LogPath     string // the daemon's log
+	Binary      string
+	Containerd  *Containerd
+	Upstream    *Registry
+
+	proc *Process
+}
+
+// StartNode starts the node's containerd (unless given), configures its hosts
+// dir with `dregistry containerd configure`, starts `dregistry daemon` and
+// waits for GET /v2/. Both daemons stop in t.Cleanup; on failure the tail of
+// each log is printed.
+func StartNode(t testing.TB, cfg NodeConfig) *Node {
+	t.Helper()
+	if cfg.IP == "" {
+		cfg.IP = LoopbackIP(11)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "node-" + cfg.IP
+	}
+	if cfg.Binary == "" {
+		cfg.Binary = BuildDregistry(t)
+	}
+	if cfg.Containerd == nil {
+		cfg.Containerd = StartContainerd(t, "")
+	}
+	dir := t.TempDir()
+	n := &Node{
+		Name:        cfg.Name,
+		IP:          cfg.IP,
+		HTTPAddr:    cfg.IP + ":" + NodeHTTPPort,
+		GossipAddr:  cfg.IP + ":" + NodeGossipPort,
+		TorrentAddr: cfg.IP + ":" + NodeTorrentPort,
+		Dir:         dir,
+		DataDir:     filepath.Join(dir, "data"),
+		HostsDir:    filepath.Join(dir, "hosts"),
+		LogPath:     filepath.Join(dir, "dregistry.log"),
+		Binary:      cfg.Binary,
+		Containerd:  cfg.Containerd,
+		Upstream:    cfg.Upstream,
+	}
+	args := []string{
+		"daemon",
+		"--http-addr", n.HTTPAddr,
+		"--advertise-addr", n.IP,
+		"--gossip-addr", n.GossipAddr,
+		"--torrent-addr", n.TorrentAddr,
+		"--data-dir", n.DataDir,
+		"--containerd-address", n.Containerd.Address,
+		"--log-level", "debug",
+	}
+	if n.Upstream != nil {
+		args = append(args, "--default-registry", n.Upstream.Addr, "--upstream-plain-http", n.Upstream.Addr)
+		out, err := n.Run(t, "containerd", "configure",
+			"--hosts-dir", n.HostsDir,
+			"--mirror", n.URL(),
+			"--registry", n.Upstream.Addr,
+			"--plain-http", n.Upstream.Addr,
+			"--containerd-config", n.Containerd.ConfigPath,
+			"--containerd-address", n.Containerd.Address)
+		if err != nil {
+			t.Fatalf("testenv: %s: %v", n.Name, err)
+		}
+		t.Logf("%s: dregistry containerd configure:\n%s", n.Name, strings.TrimSpace(out))
+	}
+	n.proc = &Process{
+		Name:    "dregistry " + n.Name,
+		Path:    n.Binary,
+		Args:    append(args, cfg.ExtraArgs...),
+		Env:     cfg.Env,
+		LogPath: n.LogPath,
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s: dregistry log %s (tail):\n%s", n.Name, n.LogPath, n.proc.Tail(tailLines))
+		}
+		if err := n.proc.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
+	n.Start(t)
+	return n
+}
+
+// URL is the node's mirror endpoint, http://IP:5000.
+func (n *Node) URL() string { return "http://" + n.HTTPAddr }
+
+// Start starts the stopped daemon and waits until GET /v2/ answers 200.
+func (n *Node) Start(t testing.TB) {
+	t.Helper()
+	if err := n.proc.Start(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := n.proc.WaitHTTP(n.URL()+"/v2/", readyTimeout); err != nil {
+		t.Logf("%s: dregistry log (tail):\n%s", n.Name, n.proc.Tail(tailLines))
+		_ = n.proc.Stop()
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Stop stops the daemon with SIGTERM (a clean shutdown).
+func (n *Node) Stop(t testing.TB) {
+	t.Helper()
+	if err := n.proc.Stop(); err != nil {
+		t.Errorf("testenv: %v", err)
+	}
+}
+
+// Kill stops the daemon with SIGKILL (a crash).
+func (n *Node) Kill(t testing.TB) {
+	t.Helper()
+	if err := n.proc.Kill(); err != nil {
+		t.Errorf("testenv: %v", err)
+	}
+}
+
+// Restart stops and starts the daemon, keeping its data dir.
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
+	n.Stop(t)
+	n.Start(t)
+}
+
+// Running reports whether the daemon is started.
+func (n *Node) Running() bool { return n.proc.Running() }
+
+// Pid is the daemon's process id (0 when stopped).
+func (n *Node) Pid() int { return n.proc.Pid() }
+
+// RestartContainerd stops and starts the node's containerd under the running
+// daemon, keeping its content store.
+func (n *Node) RestartContainerd(t testing.TB) {
+	t.Helper()
+	n.Containerd.Stop(t)
+	n.Containerd.Start(t)
+}
+
+// LogTail returns the last lines of the daemon's log.
+func (n *Node) LogTail() string { return n.proc.Tail(tailLines) }
+
+// Pull pulls ref into the node's containerd (namespace default) through the
+// node's hosts dir, as a user would with ctr, and fails the test on error.
+// args go before ref (e.g. "--all-platforms").
+func (n *Node) Pull(t testing.TB, ref string, args ...string) string {
+	t.Helper()
+	out, err := n.TryPull(t, ref, args...)
+	if err != nil {
+		t.Fatalf("testenv: %s: %v", n.Name, err)
+	}
+	return out
+}
+
+// TryPull is Pull that returns the error instead of failing.
+func (n *Node) TryPull(t testing.TB, ref string, args ...string) (string, error) {
+	t.Helper()
+	cmd := []string{"-n", "default", "images", "pull", "--plain-http", "--hosts-dir", n.HostsDir}
+	cmd = append(cmd, args...)
+	return n.Containerd.Ctr(t, append(cmd, ref)...)
+}
+
+// Run runs `dregistry args...` (a CLI subcommand, not the daemon) and returns
+// its combined output; the error carries the output too.
+func (n *Node) Run(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, n.Binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("dregistry %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// HostsFile returns the hosts.toml containerd reads for the upstream.
+func (n *Node) HostsFile(t testing.TB) string {
+	t.Helper()
+	if n.Upstream == nil {
+		t.Fatalf("testenv: %s has no upstream", n.Name)
+	}
+	b, err := os.ReadFile(filepath.Join(n.HostsDir, n.Upstream.Addr, "hosts.toml"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return string(b)
+}
