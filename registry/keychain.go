@@ -1,0 +1,67 @@
+package registry
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
+	"github.com/docker/cli/cli/config/types"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// fileKeychain reads pull credentials from one docker config.json, named by
+// the operator, never from $HOME or $DOCKER_CONFIG of the daemon.
+type fileKeychain struct {
+	cf *configfile.ConfigFile
+}
+
+func loadKeychain(path string) (authn.Keychain, error) {
+	if path == "" {
+		return anonymousKeychain{}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("docker config: %w", err)
+	}
+	defer f.Close()
+	cf, err := config.LoadFromReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("docker config %s: %w", path, err)
+	}
+	cf.Filename = path
+	return fileKeychain{cf: cf}, nil
+}
+
+// Resolve looks up the repository, then the registry, the way docker does;
+// Docker Hub's credentials live under its historical v1 URL.
+func (k fileKeychain) Resolve(target authn.Resource) (authn.Authenticator, error) {
+	var empty types.AuthConfig
+	for _, key := range []string{target.String(), target.RegistryStr()} {
+		if key == name.DefaultRegistry {
+			key = authn.DefaultAuthKey
+		}
+		cfg, err := k.cf.GetAuthConfig(key)
+		if err != nil {
+			return nil, fmt.Errorf("credentials for %s: %w", key, err)
+		}
+		cfg.ServerAddress = "" // set by GetAuthConfig; not a credential
+		if cfg != empty {
+			return authn.FromConfig(authn.AuthConfig{
+				Username:      cfg.Username,
+				Password:      cfg.Password,
+				Auth:          cfg.Auth,
+				IdentityToken: cfg.IdentityToken,
+				RegistryToken: cfg.RegistryToken,
+			}), nil
+		}
+	}
+	return authn.Anonymous, nil
+}
+
+type anonymousKeychain struct{}
+
+func (anonymousKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return authn.Anonymous, nil
+}

@@ -1,0 +1,295 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+)
+
+// UpstreamConfig configures the client of upstream registries.
+type UpstreamConfig struct {
+	// PlainHTTP lists registries (host[:port], as in ?ns=) reached over
+	// plain HTTP. Loopback and private addresses fall back to HTTP anyway.
+	PlainHTTP []string
+	// DockerConfig is the path of a docker config.json holding pull
+	// credentials; "" pulls anonymously.
+	DockerConfig string
+	// Transport carries the requests; default: an http.Transport with 10s
+	// dial, TLS handshake and response header timeouts.
+	Transport http.RoundTripper
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// MaxRepositories bounds the cache of authenticated transports, one per
+	// (registry, repository); default 256.
+	MaxRepositories int
+}
+
+// Upstream is the Source that pulls from the registry a request names. It
+// authenticates with the registry token flow of go-containerregistry and
+// checks every byte against its digest.
+type Upstream struct {
+	cfg        UpstreamConfig
+	log        *slog.Logger
+	keychain   authn.Keychain
+	base       http.RoundTripper
+	transports *transportCache
+	handshakes singleflight.Group
+}
+
+// upstreamTimeout bounds connecting, the TLS handshake and waiting for
+// response headers on the default transport.
+const upstreamTimeout = 10 * time.Second
+
+// NewUpstream returns the upstream source. It fails only on an unreadable
+// DockerConfig.
+func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRepositories <= 0 {
+		cfg.MaxRepositories = 256
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: upstreamTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   upstreamTimeout,
+			ResponseHeaderTimeout: upstreamTimeout,
+			ExpectContinueTimeout: time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   16,
+			ForceAttemptHTTP2:     true,
+		}
+	}
+	for _, reg := range cfg.PlainHTTP {
+		if _, err := ParseRegistry(reg, ""); err != nil {
+			return nil, fmt.Errorf("plain HTTP registry: %w", err)
+		}
+	}
+	kc, err := loadKeychain(cfg.DockerConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &Upstream{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		keychain:   kc,
+		base:       cfg.Transport,
+		transports: newTransportCache(cfg.MaxRepositories),
+	}, nil
+}
+
+// Name implements Source.
+func (u *Upstream) Name() string { return "upstream" }
+
+// repository is one upstream repository with its authenticated client.
+type repository struct {
+	repo   name.Repository
+	client *http.Client
+	key    string
+}
+
+func (r repository) url(kind, reference string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", r.repo.Scheme(), r.repo.RegistryStr(), r.repo.RepositoryStr(), kind, reference)
+}
+
+// repository returns the client for ref, doing the auth handshake (ping,
+// then a pull-scoped token when the registry asks for one) on first use.
+func (u *Upstream) repository(ctx context.Context, ref Ref) (repository, error) {
+	var opts []name.Option
+	if slices.Contains(u.cfg.PlainHTTP, ref.Registry) {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(ref.Registry, opts...) // maps docker.io to index.docker.io
+	if err != nil {
+		return repository{}, fmt.Errorf("registry %q: %w", ref.Registry, err)
+	}
+	repo := reg.Repo(ref.Repository)
+	key := ref.String()
+	rt, ok := u.transports.get(key)
+	if !ok {
+		v, err, _ := u.handshakes.Do(key, func() (any, error) {
+			auth, err := authn.Resolve(ctx, u.keychain, repo)
+			if err != nil {
+				return nil, err
+			}
+			rt, err := transport.NewWithContext(ctx, reg, auth, u.base, []string{repo.Scope(transport.PullScope)})
+			if err != nil {
+				return nil, err
+			}
+			u.transports.put(key, rt)
+			u.log.Debug("authenticated to upstream", "repository", key)
+			return rt, nil
+		})
+		if err != nil {
+			return repository{}, fmt.Errorf("upstream %s: %w", key, err)
+		}
+		rt = v.(http.RoundTripper)
+	}
+	return repository{repo: repo, client: &http.Client{Transport: rt}, key: key}, nil
+}
+
+// do sends a request built here, so no header of containerd's (above all
+// its Authorization) ever reaches the upstream.
+func (u *Upstream) do(ctx context.Context, r repository, method, url string, accept string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		// A token the registry no longer accepts: authenticate afresh next time.
+		u.transports.drop(r.key)
+	}
+	return resp, nil
+}
+
+// checkStatus turns a non-200 reply into an error (ErrNotFound for 404)
+// and closes its body.
+func checkStatus(resp *http.Response, method, url string) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	defer resp.Body.Close()
+	body := resp.Body
+	resp.Body = io.NopCloser(io.LimitReader(body, 64<<10)) // error pages are read whole otherwise
+	err := transport.CheckError(resp, http.StatusOK)
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s %s: %w: %w", method, url, ErrNotFound, err)
+	}
+	return fmt.Errorf("%s %s: %w", method, url, err)
+}
+
+// Resolve implements Source: a HEAD of the tag, and a GET only when the
+// HEAD lacks the digest, length or media type.
+func (u *Upstream) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error) {
+	r, err := u.repository(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	url := r.url("manifests", tag)
+	resp, err := u.do(ctx, r, http.MethodHead, url, manifestAccept)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if err := checkStatus(resp, http.MethodHead, url); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	resp.Body.Close()
+	mt := contentMediaType(resp.Header.Get("Content-Type"))
+	dgst, derr := ParseDigest(resp.Header.Get("Docker-Content-Digest"))
+	if derr == nil && resp.ContentLength > 0 && resp.ContentLength <= maxManifestSize && isManifestType(mt) {
+		return ocispec.Descriptor{MediaType: mt, Digest: dgst, Size: resp.ContentLength}, nil
+	}
+	m, err := u.getManifest(ctx, r, tag, digest.SHA256)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: int64(len(m.Content))}, nil
+}
+
+// Manifest implements Source.
+func (u *Upstream) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*Manifest, error) {
+	r, err := u.repository(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	m, err := u.getManifest(ctx, r, dgst.String(), dgst.Algorithm())
+	if err != nil {
+		return nil, err
+	}
+	if m.Digest != dgst {
+		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, errDigestMismatch)
+	}
+	return m, nil
+}
+
+// getManifest GETs a manifest by tag or digest and hashes it with alg.
+func (u *Upstream) getManifest(ctx context.Context, r repository, reference string, alg digest.Algorithm) (*Manifest, error) {
+	url := r.url("manifests", reference)
+	resp, err := u.do(ctx, r, http.MethodGet, url, manifestAccept)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatus(resp, http.MethodGet, url); err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > maxManifestSize {
+		return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than %d", url, resp.ContentLength, maxManifestSize)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if len(body) > maxManifestSize {
+		return nil, fmt.Errorf("GET %s: manifest larger than %d bytes", url, maxManifestSize)
+	}
+	if resp.ContentLength >= 0 && int64(len(body)) != resp.ContentLength {
+		return nil, fmt.Errorf("GET %s: got %d bytes, Content-Length said %d", url, len(body), resp.ContentLength)
+	}
+	mt, err := manifestTypeOf(resp.Header.Get("Content-Type"), body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return &Manifest{MediaType: mt, Digest: alg.FromBytes(body), Content: body}, nil
+}
+
+// manifestTypeOf trusts a manifest Content-Type; a generic one (some
+// registries and proxies send application/json) defers to the body. Anything
+// else, an HTML error page for one, is refused.
+func manifestTypeOf(contentType string, body []byte) (string, error) {
+	mt := contentMediaType(contentType)
+	if isManifestType(mt) {
+		return mt, nil
+	}
+	switch mt {
+	case "", "application/json", "application/octet-stream", "text/plain":
+		return sniffManifestType(body)
+	}
+	return "", fmt.Errorf("Content-Type %q is not a manifest type", contentType)
+}
+
+// Blob implements Source: a HEAD for the size; the bytes come with Open.
+func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error) {
+	r, err := u.repository(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	url := r.url("blobs", dgst.String())
+	resp, err := u.do(ctx, r, http.MethodHead, url, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatus(resp, http.MethodHead, url); err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
+		return nil, fmt.Errorf("HEAD %s: upstream says digest %s: %w", url, got, errDigestMismatch)
+	}
+	size := resp.ContentLength
+	if size < 0 {
+		return nil, fmt.Errorf("HEAD %s: no Content-Length", url)
+	}
+	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size}, nil
+}
+var _ Source = (*Upstream)(nil)
