@@ -292,4 +292,5 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 	}
 	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size}, nil
 }
+
 var _ Source = (*Upstream)(nil)
