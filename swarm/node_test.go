@@ -135,7 +135,7 @@ func readBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) ([]byte, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b, err := n.Blob(ctx, registry.Ref{Registry: "docker.io", Repository: "library/test"}, dgst)
+	b, err := n.Blob(ctx, refForTests(), dgst)
 	if err != nil {
 		return nil, err
 	}
@@ -153,4 +153,8 @@ func mustEqual(t testing.TB, got, want []byte) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("content differs: got %d bytes, want %d", len(got), len(want))
 	}
+}
+
+func refForTests() registry.Ref {
+	return registry.Ref{Registry: "docker.io", Repository: "library/test"}
 }

@@ -21,7 +21,8 @@ type TorrentStats struct {
 	Size           int64
 	Seeding        bool // local content, as opposed to a download
 	Verified       bool // the whole digest is checked (always true when Seeding)
-	BytesCompleted int64
+	BytesCompleted int64 // verified pieces plus chunks of pieces in flight
+	PiecesComplete int
 	ConnectedPeers int
 	// ReceivedFrom counts the useful piece bytes received from each peer IP
 	// over the torrent's life.
@@ -44,6 +45,7 @@ func (s *Swarm) Stats() Stats {
 			Seeding:        e.seed != nil,
 			Verified:       e.isVerified(),
 			BytesCompleted: e.t.BytesCompleted(),
+			PiecesComplete: e.t.Stats().PiecesComplete,
 			ConnectedPeers: len(e.t.PeerConns()),
 			ReceivedFrom:   s.received.of(e.info.infoHash),
 		})

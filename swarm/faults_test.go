@@ -1,0 +1,242 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// seedCorrupt makes n seed dgst with the right metainfo but wrong bytes, as
+// a broken or malicious peer would.
+func seedCorrupt(t *testing.T, n *node, tr *tracker, content []byte, dgst digest.Digest) {
+	t.Helper()
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(content)
+	for i := range bad {
+		bad[i] ^= 0x5a
+	}
+	n.mu.Lock()
+	tor, err := n.addTorrent(b, seedStorage{content: bytes.NewReader(bad)})
+	if err == nil {
+		n.torrents[dgst] = &entry{info: b, t: tor, seed: bytes.NewReader(bad), verified: closedChan(), stop: make(chan struct{})}
+	}
+	n.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.announce(dgst, n)
+}
+
+func banned(n *node, ip string) bool {
+	for _, b := range n.client.BadPeerIPs() {
+		if a, err := netip.ParseAddr(b); err == nil && a.Unmap().String() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond for at most a minute (an event, not a timing claim).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("gave up waiting for %s", what)
+}
+
+func TestBadPiecePeerIsBannedAndItsDataDropped(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 16<<20)
+	liar := startNode(t, tr, "127.0.0.6", "", nil)
+	seedCorrupt(t, liar, tr, content, dgst)
+	d := startNode(t, tr, "127.0.0.7", "", func(c *Config) { c.StallTimeout = time.Minute })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := d.Blob(ctx, refForTests(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		all, err := io.ReadAll(rc)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- all
+	}()
+	waitFor(t, "the liar to be banned", func() bool { return banned(d, "127.0.0.6") })
+	if c := d.Stats().Torrents[0].PiecesComplete; c != 0 {
+		t.Fatalf("%d pieces of the liar's data kept", c)
+	}
+	good := startNode(t, tr, "127.0.0.8", "", nil)
+	seed(t, good, tr, content, dgst)
+	mustEqual(t, <-got, content)
+	if from := d.Stats().Torrents[0].ReceivedFrom; from["127.0.0.8"] < int64(len(content)) {
+		t.Fatalf("received %v", from)
+	}
+}
+
+func TestDownloadResumesAfterRestart(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 24<<20)
+	a := startNode(t, tr, "127.0.0.2", "", nil)
+	seed(t, a, tr, content, dgst)
+	dir := t.TempDir()
+	small := func(c *Config) { c.Readahead = 1 << 20 }
+
+	d := startNode(t, tr, "127.0.0.3", dir, small)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := d.Blob(ctx, refForTests(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 8<<20)
+	if _, err := io.ReadFull(rc, first); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	d.stop()
+
+	d = startNode(t, tr, "127.0.0.3", dir, small)
+	b, err = d.Blob(ctx, refForTests(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done := d.Stats().Torrents[0].BytesCompleted; done < int64(len(first)) {
+		t.Fatalf("after restart %d bytes complete, had %d", done, len(first))
+	}
+	rc, err = b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	all, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, all, content)
+	if again := d.Stats().Torrents[0].ReceivedFrom["127.0.0.2"]; again > int64(len(content)-len(first)) {
+		t.Fatalf("fetched %d bytes again after restart; %d were on disk", again, len(first))
+	}
+
+	// Once containerd holds the blob, the download's files are released and
+	// seeding containerd's copy needs no rehash (the metainfo is cached).
+	if err := d.Release(dgst); err != nil {
+		t.Fatal(err)
+	}
+	data, pieces := d.downloads.paths(dgst)
+	for _, p := range []string{data, pieces} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s still there: %v", p, err)
+		}
+	}
+	if _, err := d.meta.load(dgst); err != nil {
+		t.Fatalf("verified download left no metainfo: %v", err)
+	}
+	if err := d.Seed(ctx, dgst, int64(len(content)), failingReaderAt{}); err != nil {
+		t.Fatalf("seed from cached metainfo read the content: %v", err)
+	}
+}
+
+// failingReaderAt proves a code path does not read the content.
+type failingReaderAt struct{}
+
+func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+func TestDownloadStorageKeepsCompletionAcrossOpens(t *testing.T) {
+	content, dgst := randomBlob(t, 1<<20)
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := downloadStorage{dir: t.TempDir()}
+	ti, err := st.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1 := ti.Piece(b.info.Piece(1))
+	if _, err := p1.WriteAt(content[256<<10:512<<10], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p1.WriteAt(make([]byte, 10), 256<<10-5); err == nil {
+		t.Fatal("write past the piece accepted")
+	}
+	if err := p1.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	ti.Close()
+
+	ti, err = st.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true, false, false} {
+		if c := ti.Piece(b.info.Piece(i)).Completion(); !c.Ok || c.Complete != want {
+			t.Errorf("piece %d after reopen: %+v", i, c)
+		}
+	}
+	buf := make([]byte, 256<<10)
+	if _, err := ti.Piece(b.info.Piece(1)).ReadAt(buf, 0); err != nil || !bytes.Equal(buf, content[256<<10:512<<10]) {
+		t.Fatalf("piece 1 read back: %v", err)
+	}
+	ti.Close()
+
+	// Marks of another torrent for the same digest are not trusted.
+	other := b.infoHash
+	other[0] ^= 1
+	ti, err = st.OpenTorrent(context.Background(), &b.info, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ti.Close()
+	if c := ti.Piece(b.info.Piece(1)).Completion(); c.Complete {
+		t.Fatal("completion of another infohash trusted")
+	}
+}
+
+func TestSeedStorageServesTheReaderAtReadOnly(t *testing.T) {
+	content, dgst := randomBlob(t, 600<<10)
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := seedStorage{content: bytes.NewReader(content)}.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ti.Piece(b.info.Piece(2)) // 600 KiB = 256 + 256 + 88 KiB
+	if c := last.Completion(); !c.Ok || !c.Complete {
+		t.Fatalf("seeded piece not complete: %+v", c)
+	}
+	buf := make([]byte, 100<<10)
+	n, _ := last.ReadAt(buf, 0)
+	if n != 88<<10 || !bytes.Equal(buf[:n], content[512<<10:]) {
+		t.Fatalf("last piece read %d bytes", n)
+	}
+	if _, err := last.WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("write to seeded content accepted")
+	}
+}
