@@ -19,8 +19,8 @@ type Stats struct {
 type TorrentStats struct {
 	Digest         digest.Digest
 	Size           int64
-	Seeding        bool // local content, as opposed to a download
-	Verified       bool // the whole digest is checked (always true when Seeding)
+	Seeding        bool  // local content, as opposed to a download
+	Verified       bool  // the whole digest is checked (always true when Seeding)
 	BytesCompleted int64 // verified pieces plus chunks of pieces in flight
 	PiecesComplete int
 	ConnectedPeers int
