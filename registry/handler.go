@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -106,7 +105,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(p)
 		}
 	}()
-	h.route(ex)
+	h.dispatch(ex)
 }
 
 func (h *handler) finish(ex *exchange, start time.Time, aborted bool) {
@@ -122,9 +121,9 @@ func (h *handler) finish(ex *exchange, start time.Time, aborted bool) {
 	}
 }
 
-// route dispatches by suffix, since repository names contain slashes:
+// dispatch routes by suffix, since repository names contain slashes:
 // /v2/<name>/manifests/<reference> and /v2/<name>/blobs/<digest>.
-func (h *handler) route(ex *exchange) {
+func (h *handler) dispatch(ex *exchange) {
 	w, r := ex.w, ex.r
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -173,6 +172,3 @@ func (h *handler) parseRef(ex *exchange, name string) (Ref, bool) {
 	}
 	return ref, true
 }
-
-// errLookupTimeout is the cause recorded when a source missed its deadline.
-var errLookupTimeout = errors.New("source did not answer within the lookup timeout")

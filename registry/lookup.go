@@ -7,14 +7,16 @@ import (
 	"time"
 )
 
-// found is the first answer a source gave. ctx stays alive for streaming
-// from that source until release is called.
+// found is the first answer a source gave. The context the source got stays
+// alive, for streaming, until release is called.
 type found[T any] struct {
 	value   T
 	source  Source
-	ctx     context.Context
 	release context.CancelFunc
 }
+
+// errLookupTimeout is the cause recorded when a source missed its deadline.
+var errLookupTimeout = errors.New("source did not answer within the lookup timeout")
 
 type answer[T any] struct {
 	value T
@@ -49,7 +51,7 @@ func firstAnswer[T any](ctx context.Context, sources []Source, timeout time.Dura
 		case a := <-replies:
 			timer.Stop()
 			if a.err == nil {
-				return found[T]{value: a.value, source: src, ctx: sctx, release: func() { cancel(context.Canceled) }}, nil
+				return found[T]{value: a.value, source: src, release: func() { cancel(context.Canceled) }}, nil
 			}
 			cancel(a.err)
 			errs = append(errs, fmt.Errorf("%s: %w", src.Name(), a.err))

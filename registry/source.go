@@ -31,7 +31,8 @@ type Blob interface {
 	// Open returns the bytes from offset to the end. A source that finds its
 	// bytes wrong (digest mismatch, short body) fails the read with an error,
 	// never with an early io.EOF, so a response is aborted rather than
-	// completed with bad data.
+	// completed with bad data. Reads must end once ctx (or the ctx given to
+	// Blob) is cancelled: that is how the handler cuts off a stalled source.
 	Open(ctx context.Context, offset int64) (io.ReadCloser, error)
 	// Close releases what the source holds for the blob.
 	Close() error
@@ -59,6 +60,7 @@ type Source interface {
 	Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error)
 	// Manifest returns the manifest or index with the given digest.
 	Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*Manifest, error)
-	// Blob returns the blob with the given digest, ready to be opened.
+	// Blob returns the blob with the given digest, ready to be opened. ctx
+	// lives until the response ends, so the blob's readers may depend on it.
 	Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error)
 }

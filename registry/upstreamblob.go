@@ -61,13 +61,15 @@ type verifyingReader struct {
 	size int64 // bytes the blob has
 	pos  int64 // bytes read from body
 	skip int64 // bytes still to drop before the caller's offset
+
+	scratch []byte // for dropped bytes
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	if v.skip > 0 {
-		if err := v.discard(); err != nil {
-			return 0, err
-		}
+		// Drop at most discardStep per call and report "nothing yet", so a
+		// caller's stall watch sees the upstream is alive during a long skip.
+		return 0, v.discard(discardStep)
 	}
 	if v.pos == v.size {
 		if err := v.verify(); err != nil {
@@ -97,14 +99,21 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// discard reads and hashes the bytes before the caller's offset.
-func (v *verifyingReader) discard() error {
-	buf := make([]byte, min(v.skip, 64<<10))
-	for v.skip > 0 {
+// discardStep bounds the bytes skipped by one Read.
+const discardStep = 8 << 20
+
+// discard reads and hashes up to limit of the bytes before the caller's offset.
+func (v *verifyingReader) discard(limit int64) error {
+	if v.scratch == nil {
+		v.scratch = make([]byte, min(v.skip, 64<<10))
+	}
+	buf := v.scratch
+	for v.skip > 0 && limit > 0 {
 		n, err := v.body.Read(buf[:min(int64(len(buf)), v.skip)])
 		v.hash.Write(buf[:n])
 		v.pos += int64(n)
 		v.skip -= int64(n)
+		limit -= int64(n)
 		if v.skip == 0 {
 			break
 		}

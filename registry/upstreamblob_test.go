@@ -1,0 +1,74 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func newVerifying(body []byte, want digest.Digest, size, offset int64) *verifyingReader {
+	return &verifyingReader{
+		body: io.NopCloser(bytes.NewReader(body)), url: "test", want: want,
+		hash: want.Algorithm().Hash(), size: size, skip: offset,
+	}
+}
+
+func TestVerifyingReader(t *testing.T) {
+	data := randomBytes(9<<20+3, 5)
+	good := digest.FromBytes(data)
+	bad := append([]byte(nil), data...)
+	bad[len(bad)-1] ^= 1
+	for _, tc := range []struct {
+		name      string
+		body      []byte
+		offset    int64
+		wantErr   error
+		wantZeros int // Reads that only skipped
+	}{
+		{"whole", data, 0, nil, 0},
+		{"from 8.5 MiB", data, 17 << 19, nil, 2},
+		{"from the end", data, int64(len(data)), nil, 2},
+		{"wrong last byte", bad, 0, errDigestMismatch, 0},
+		{"wrong last byte, from the middle", bad, 4 << 20, errDigestMismatch, 1},
+		{"short", data[:len(data)-1], 0, io.ErrUnexpectedEOF, 0},
+		{"short while skipping", data[:1<<20], 2 << 20, io.ErrUnexpectedEOF, 0},
+		{"long (extra bytes are not the blob)", append(append([]byte(nil), data...), 'x'), 0, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVerifying(tc.body, good, int64(len(data)), tc.offset)
+			var got []byte
+			zeros := 0
+			buf := make([]byte, 1<<20)
+			var err error
+			for i := 0; i < 1000; i++ {
+				var n int
+				n, err = v.Read(buf)
+				got = append(got, buf[:n]...)
+				if n == 0 && err == nil {
+					zeros++
+				}
+				if err != nil {
+					break
+				}
+			}
+			if tc.wantErr == nil {
+				if err != io.EOF || !bytes.Equal(got, data[tc.offset:]) {
+					t.Fatalf("got %d bytes, %v", len(got), err)
+				}
+			} else {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("error %v, want %v", err, tc.wantErr)
+				}
+				if int64(len(got)) >= int64(len(data))-tc.offset {
+					t.Fatalf("all %d bytes were handed out before the error", len(got))
+				}
+			}
+			if zeros != tc.wantZeros {
+				t.Errorf("%d skip-only reads, want %d", zeros, tc.wantZeros)
+			}
+		})
+	}
+}
