@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
@@ -19,6 +20,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
 )
 
 // DefaultAddress is containerd's socket on Debian/Ubuntu and upstream packages.
@@ -172,12 +174,11 @@ func (s *Store) ReaderAt(ctx context.Context, dgst digest.Digest) (content.Reade
 	if f := s.openFile(nsctx, dgst, info.Size); f != nil {
 		return f, nil
 	}
-	ra, err := s.client.ContentStore().ReaderAt(nsctx, ocispec.Descriptor{Digest: dgst, Size: info.Size})
-	s.observe(err)
-	if err != nil {
-		return nil, fmt.Errorf("read %s in namespace %s: %w", dgst, ns, err)
+	conn, ok := s.client.Conn().(*grpc.ClientConn)
+	if !ok {
+		return nil, fmt.Errorf("read %s: containerd client has no gRPC connection: %w", dgst, errdefs.ErrUnavailable)
 	}
-	return ra, nil
+	return newStreamReaderAt(nsctx, contentapi.NewContentClient(conn), dgst, info.Size), nil
 }
 
 // find returns the first namespace holding dgst and its Info.
