@@ -1,0 +1,55 @@
+# dregistry — every target installs what it needs (Debian packages through
+# apt-get, Go modules through the module proxy).
+
+GO        ?= go
+BIN       := bin/dregistry
+PKGS      := ./...
+# Debian packages the tests and the demo start for real.
+DEB_PKGS  := containerd docker-registry skopeo iproute2 ca-certificates
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build test unit bench demo lint deps conformance fmt
+
+all: build
+
+build:
+	$(GO) build -trimpath $(if $(wildcard .git),-buildvcs=true) -o $(BIN) ./cmd/dregistry
+
+# deps installs the real components (containerd, the upstream registry and the
+# pull clients) when any is missing.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# The Debian packages start their services on a booted host; the tests run their own.
+	@$(GO) mod download
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+conformance:
+	cd e2e/conformance && $(GO) test -c -o conformance.test .
+
+# test runs everything: unit tests, fuzz seeds, and the e2e tests against
+# real containerd daemons, a real registry and real pull clients.
+test: deps lint conformance
+	DREGISTRY_E2E=required DREGISTRY_CONFORMANCE_BIN=$(CURDIR)/e2e/conformance/conformance.test \
+		$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+# unit runs only the tests that need no root and no daemons.
+unit:
+	$(GO) test -race -count=1 -short $(PKGS)
+
+bench: deps
+	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 60m $(PKGS)
+
+demo: deps
+	DREGISTRY_E2E=required $(GO) test -count=1 -v -run '^TestDemo$$' -timeout 10m ./e2e
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dregistry/dregistry/containerd"
+	"github.com/dregistry/dregistry/registry"
+)
+
+func daemonCommand() *cli.Command {
+	flags := daemonFlags()
+	return &cli.Command{
+		Name:   "daemon",
+		Usage:  "run the node daemon: containerd's registry mirror and a member of the swarm",
+		Flags:  flags,
+		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Action: func(c *cli.Context) error {
+			cfg, err := parseDaemonConfig(c)
+			if err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: cfg.LogLevel}))
+			return runDaemon(c.Context, cfg, logger)
+		},
+	}
+}
+
+// runDaemon wires the packages together and serves until ctx ends.
+func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	log.Info("starting dregistry", "version", buildVersion(), "http", cfg.HTTPAddr,
+		"containerd", cfg.ContainerdAddress, "default_registry", cfg.DefaultRegistry)
+
+	store, err := containerd.New(ctx, containerd.Config{
+		Address:    cfg.ContainerdAddress,
+		Namespaces: cfg.ContainerdNamespaces,
+		Logger:     log.With("component", "containerd"),
+	})
+	if err != nil {
+		return fmt.Errorf("containerd: %w", err)
+	}
+	defer store.Close()
+	inventory := containerd.NewInventory(store)
+
+	upstream, err := registry.NewUpstream(registry.UpstreamConfig{
+		PlainHTTP:    cfg.UpstreamPlainHTTP,
+		DockerConfig: cfg.RegistryConfig,
+		Logger:       log.With("component", "upstream"),
+	})
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	local := registry.NewLocalSource(store)
+	mirror := registry.NewHandler(registry.Config{
+		Sources:         []registry.Source{local, upstream},
+		TagSources:      []registry.Source{upstream, local},
+		DefaultRegistry: cfg.DefaultRegistry,
+		LookupTimeout:   cfg.LookupTimeout,
+		StallTimeout:    cfg.StallTimeout,
+		Logger:          log.With("component", "registry"),
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", mirror)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --http-addr: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inventory.Run(gctx) })
+	g.Go(func() error {
+		log.Info("serving", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+// daemonConfig is everything `dregistry daemon` is told, after flags,
+// DREGISTRY_* environment variables and the YAML file are merged (in that
+// order of precedence).
+type daemonConfig struct {
+	HTTPAddr             string
+	AdvertiseAddr        string
+	GossipAddr           string
+	TorrentAddr          string
+	Join                 []string
+	Egress               bool
+	DataDir              string
+	ContainerdAddress    string
+	ContainerdNamespaces []string
+	DefaultRegistry      string
+	UpstreamPlainHTTP    []string
+	RegistryConfig       string
+	LookupTimeout        time.Duration
+	StallTimeout         time.Duration
+	LogLevel             slog.Level
+}
+
+// envName maps a flag to its environment variable: --http-addr → DREGISTRY_HTTP_ADDR.
+func envName(flag string) []string {
+	return []string{"DREGISTRY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
+}
+
+func daemonFlags() []cli.Flag {
+	str := func(name, value, usage string) cli.Flag {
+		return altsrc.NewStringFlag(&cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: envName(name)})
+	}
+	list := func(name, usage string) cli.Flag {
+		return altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envName(name)})
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return altsrc.NewDurationFlag(&cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: envName(name)})
+	}
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML file with flag values (keys are flag names); flags and DREGISTRY_* variables override it", EnvVars: envName("config")},
+		str("http-addr", ":5000", "address of the registry mirror, peer and admin endpoint"),
+		str("advertise-addr", "", "IP address peers use to reach this node (default: the first non-loopback address)"),
+		str("gossip-addr", ":7946", "address of the gossip (memberlist) listener"),
+		str("torrent-addr", ":6881", "address of the BitTorrent listener"),
+		list("join", "gossip address (host:port) of a cluster member to join; repeat or comma-separate"),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
+		str("data-dir", "/var/lib/dregistry", "directory for downloaded blobs, metainfo and state"),
+		str("containerd-address", "/run/containerd/containerd.sock", "containerd's gRPC socket"),
+		list("containerd-namespaces", "containerd namespaces to serve and seed (default: every namespace)"),
+		str("default-registry", "docker.io", "upstream registry for requests that carry no ns parameter"),
+		list("upstream-plain-http", "registries (host[:port]) reached over plain HTTP instead of HTTPS"),
+		str("registry-config", "", "docker-style config.json with credentials for upstream registries"),
+		dur("lookup-timeout", 5*time.Second, "how long one source may take to start answering before the next is tried"),
+		dur("stall-timeout", 30*time.Second, "a transfer that makes no progress this long is aborted so containerd retries"),
+		str("log-level", "info", "debug, info, warn or error"),
+	}
+}
+
+func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
+	cfg := daemonConfig{
+		HTTPAddr:             c.String("http-addr"),
+		AdvertiseAddr:        c.String("advertise-addr"),
+		GossipAddr:           c.String("gossip-addr"),
+		TorrentAddr:          c.String("torrent-addr"),
+		Join:                 splitList(c.StringSlice("join")),
+		Egress:               c.Bool("egress"),
+		DataDir:              c.String("data-dir"),
+		ContainerdAddress:    c.String("containerd-address"),
+		ContainerdNamespaces: splitList(c.StringSlice("containerd-namespaces")),
+		DefaultRegistry:      c.String("default-registry"),
+		UpstreamPlainHTTP:    splitList(c.StringSlice("upstream-plain-http")),
+		RegistryConfig:       c.String("registry-config"),
+		LookupTimeout:        c.Duration("lookup-timeout"),
+		StallTimeout:         c.Duration("stall-timeout"),
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return cfg, fmt.Errorf("--log-level: %w", err)
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"http-addr", cfg.HTTPAddr}, {"gossip-addr", cfg.GossipAddr}, {"torrent-addr", cfg.TorrentAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return cfg, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
+		}
+	}
+	for _, j := range cfg.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return cfg, fmt.Errorf("--join %q: %w", j, err)
+		}
+	}
+	if cfg.AdvertiseAddr == "" {
+		ip, err := firstNonLoopback()
+		if err != nil {
+			return cfg, fmt.Errorf("--advertise-addr not set and none found: %w", err)
+		}
+		cfg.AdvertiseAddr = ip.String()
+	} else if net.ParseIP(cfg.AdvertiseAddr) == nil {
+		return cfg, fmt.Errorf("--advertise-addr %q: not an IP address", cfg.AdvertiseAddr)
+	}
+	if cfg.DataDir == "" {
+		return cfg, fmt.Errorf("--data-dir must not be empty")
+	}
+	if cfg.DefaultRegistry == "" {
+		return cfg, fmt.Errorf("--default-registry must not be empty")
+	}
+	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 {
+		return cfg, fmt.Errorf("--lookup-timeout and --stall-timeout must be positive")
+	}
+	return cfg, nil
+}
+
+// splitList accepts both repeated flags and comma lists (from YAML or env).
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// firstNonLoopback returns the first global unicast address of an up
+// interface, IPv4 preferred.
+func firstNonLoopback() (net.IP, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list interface addresses: %w", err)
+	}
+	var v6 net.IP
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || n.IP.IsLoopback() || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if ip4 := n.IP.To4(); ip4 != nil {
+			return ip4, nil
+		}
+		if v6 == nil {
+			v6 = n.IP
+		}
+	}
+	if v6 != nil {
+		return v6, nil
+	}
+	return nil, fmt.Errorf("no non-loopback address on this host")
+}

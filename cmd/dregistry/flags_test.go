@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// parseArgs runs the daemon command's flag handling without starting the daemon.
+func parseArgs(t *testing.T, args ...string) (daemonConfig, error) {
+	t.Helper()
+	var got daemonConfig
+	var parseErr error
+	cmd := daemonCommand()
+	cmd.Action = func(c *cli.Context) error {
+		got, parseErr = parseDaemonConfig(c)
+		return nil
+	}
+	app := &cli.App{Name: "dregistry", Commands: []*cli.Command{cmd}, Writer: &bytes.Buffer{}, ErrWriter: &bytes.Buffer{}}
+	if err := app.Run(append([]string{"dregistry", "daemon"}, args...)); err != nil {
+		return got, err
+	}
+	return got, parseErr
+}
+
+func TestDaemonFlagDefaults(t *testing.T) {
+	cfg, err := parseArgs(t, "--advertise-addr", "10.1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := daemonConfig{
+		HTTPAddr: ":5000", AdvertiseAddr: "10.1.2.3", GossipAddr: ":7946", TorrentAddr: ":6881",
+		DataDir: "/var/lib/dregistry", ContainerdAddress: "/run/containerd/containerd.sock",
+		DefaultRegistry: "docker.io", LookupTimeout: 5 * time.Second, StallTimeout: 30 * time.Second,
+	}
+	if cfg.HTTPAddr != want.HTTPAddr || cfg.GossipAddr != want.GossipAddr || cfg.TorrentAddr != want.TorrentAddr ||
+		cfg.DataDir != want.DataDir || cfg.ContainerdAddress != want.ContainerdAddress ||
+		cfg.DefaultRegistry != want.DefaultRegistry || cfg.LookupTimeout != want.LookupTimeout ||
+		cfg.StallTimeout != want.StallTimeout || cfg.Egress || len(cfg.Join) != 0 || len(cfg.ContainerdNamespaces) != 0 {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+func TestDaemonFlagPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "dregistry.yaml")
+	yaml := "http-addr: 127.0.0.1:6000\ndata-dir: /from/yaml\negress: true\njoin: [10.0.0.1:7946, 10.0.0.2:7946]\nlog-level: debug\ndefault-registry: ghcr.io\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DREGISTRY_DATA_DIR", "/from/env")
+	t.Setenv("DREGISTRY_UPSTREAM_PLAIN_HTTP", "a.local:5000,b.local")
+	cfg, err := parseArgs(t, "--config", file, "--advertise-addr", "10.1.2.3", "--default-registry", "quay.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ name, got, want string }{
+		{"yaml only", cfg.HTTPAddr, "127.0.0.1:6000"},
+		{"env beats yaml", cfg.DataDir, "/from/env"},
+		{"flag beats yaml", cfg.DefaultRegistry, "quay.io"},
+		{"yaml list", strings.Join(cfg.Join, ","), "10.0.0.1:7946,10.0.0.2:7946"},
+		{"env comma list", strings.Join(cfg.UpstreamPlainHTTP, ","), "a.local:5000,b.local"},
+		{"yaml level", cfg.LogLevel.String(), "DEBUG"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if !cfg.Egress {
+		t.Error("egress from yaml not applied")
+	}
+}
+
+func TestDaemonFlagErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"http addr without port", []string{"--http-addr", "localhost"}, "--http-addr"},
+		{"bad join", []string{"--join", "nohostport"}, "--join"},
+		{"bad advertise", []string{"--advertise-addr", "not-an-ip"}, "--advertise-addr"},
+		{"bad level", []string{"--log-level", "loud"}, "--log-level"},
+		{"zero timeout", []string{"--lookup-timeout", "0s"}, "timeout"},
+		{"missing config file", []string{"--config", "/nonexistent/dregistry.yaml"}, "dregistry.yaml"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"--advertise-addr", "10.1.2.3"}, c.args...)
+			_, err := parseArgs(t, args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, c.want)
+			}
+		})
+	}
+}
