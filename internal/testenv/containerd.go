@@ -255,17 +255,7 @@ func (c *Containerd) run(ctx context.Context, args ...string) (string, error) {
 }
 
 // LogTail returns the last lines of the daemon's log.
-func (c *Containerd) LogTail() string {
-	b, err := os.ReadFile(c.LogPath)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > logTailLines {
-		lines = lines[len(lines)-logTailLines:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (c *Containerd) LogTail() string { return tailFile(c.LogPath, logTailLines) }
 
 // RequireRoot skips a test that needs root, or fails it when
 // DREGISTRY_E2E=required.
