@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +109,11 @@ func runBenchGetter() int {
 	dgst := digest.Digest(os.Getenv("SWARM_BENCH_DIGEST"))
 	var peers []Peer
 	json.Unmarshal([]byte(os.Getenv("SWARM_BENCH_PEERS")), &peers)
+	if prof := os.Getenv("SWARM_BENCH_CPUPROFILE"); prof != "" {
+		f, _ := os.Create(prof)
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	var u usage
 	start := time.Now()
 	first := func() {
@@ -164,7 +170,10 @@ func benchHTTPGet(p Peer, dgst digest.Digest, first func()) (int64, error) {
 func benchTorrentGet(ip string, peers []Peer, dgst digest.Digest, first func()) (int64, error) {
 	dir, _ := os.MkdirTemp("", "swarm-bench-get")
 	defer os.RemoveAll(dir)
-	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{peers: peers}, Members: allowLoopback{}, Logger: testLogger(nil)})
+	chunk, _ := strconv.Atoi(os.Getenv("SWARM_BENCH_CHUNK_KIB"))
+	readahead, _ := strconv.ParseInt(os.Getenv("SWARM_BENCH_READAHEAD_MIB"), 10, 64)
+	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{peers: peers}, Members: allowLoopback{}, Logger: testLogger(nil),
+		ChunkSize: chunk << 10, Readahead: readahead << 20})
 	if err != nil {
 		return 0, err
 	}
