@@ -1,0 +1,120 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/sourcetest"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func TestUpstreamConformance(t *testing.T) {
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	sourcetest.Run(t, sourcetest.Harness{
+		Registry: host, ResolvesTags: true, ServesManifests: true,
+		New: func(t *testing.T, c sourcetest.Content) registry.Source {
+			repo, err := name.NewRepository(c.Ref.String(), name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.WriteLayer(repo, static.NewLayer(c.Blob, types.OCIConfigJSON)); err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Put(repo.Tag(c.Tag), rawManifest{c.Manifest}); err != nil {
+				t.Fatal(err)
+			}
+			u, err := registry.NewUpstream(registry.UpstreamConfig{
+				PlainHTTP: []string{host},
+				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u
+		},
+	})
+}
+
+// rawManifest lets remote.Put push exact bytes with their media type.
+type rawManifest struct{ m registry.Manifest }
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.m.Content, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return types.MediaType(r.m.MediaType), nil }
+
+func TestLocalConformance(t *testing.T) {
+	sourcetest.Run(t, sourcetest.Harness{
+		ResolvesTags: true, ServesManifests: true,
+		New: func(t *testing.T, c sourcetest.Content) registry.Source {
+			store := dirStore{dir: t.TempDir(), images: map[string]ocispec.Descriptor{
+				c.Ref.String() + ":" + c.Tag: {MediaType: c.Manifest.MediaType, Digest: c.Manifest.Digest, Size: int64(len(c.Manifest.Content))},
+			}}
+			for _, b := range [][]byte{c.Blob, c.Manifest.Content} {
+				if err := os.WriteFile(filepath.Join(store.dir, digest.FromBytes(b).Encoded()), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return registry.NewLocalSource(store)
+		},
+	})
+}
+
+// dirStore stands in for the containerd package: files named by digest.
+type dirStore struct {
+	dir    string
+	images map[string]ocispec.Descriptor
+}
+
+func (s dirStore) ReaderAt(_ context.Context, dgst digest.Digest) (content.ReaderAt, error) {
+	f, err := os.Open(filepath.Join(s.dir, dgst.Encoded()))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dgst, registry.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return fileReaderAt{f: f, size: fi.Size()}, nil
+}
+
+func (s dirStore) ImageTarget(_ context.Context, name string) (ocispec.Descriptor, error) {
+	d, ok := s.images[name]
+	if !ok {
+		return d, fmt.Errorf("image %s: %w", name, registry.ErrNotFound)
+	}
+	return d, nil
+}
+
+// fileReaderAt has File(), as the containerd package's reader has when
+// the content directory is readable.
+type fileReaderAt struct {
+	f    *os.File
+	size int64
+}
+
+func (r fileReaderAt) ReadAt(p []byte, off int64) (int, error) { return r.f.ReadAt(p, off) }
+func (r fileReaderAt) Close() error                            { return r.f.Close() }
+func (r fileReaderAt) Size() int64                             { return r.size }
+func (r fileReaderAt) File() *os.File                          { return r.f }
