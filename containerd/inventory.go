@@ -30,6 +30,9 @@ const (
 	// sessionBackoffMin/Max pace resubscribing after containerd went away.
 	sessionBackoffMin = 100 * time.Millisecond
 	sessionBackoffMax = 5 * time.Second
+	// walkTimeout bounds one namespace's walk, so a containerd that accepts
+	// and never answers cannot stall the inventory.
+	walkTimeout = 2 * time.Minute
 )
 
 // ChangeFunc learns digests that became held (added) or are held no more
@@ -324,6 +327,8 @@ func (inv *Inventory) resyncNamespace(ctx context.Context, ns string) error {
 // walk lists the committed content of one namespace; a namespace deleted
 // meanwhile holds nothing.
 func (inv *Inventory) walk(ctx context.Context, ns string) (map[digest.Digest]struct{}, error) {
+	ctx, cancel := context.WithTimeout(ctx, walkTimeout)
+	defer cancel()
 	set := map[digest.Digest]struct{}{}
 	err := inv.store.client.ContentStore().Walk(namespaces.WithNamespace(ctx, ns), func(info content.Info) error {
 		set[info.Digest] = struct{}{}

@@ -167,6 +167,18 @@ func TestStoreImageTargetPrefersTheNewestRecord(t *testing.T) {
 	if got, err := only.ImageTarget(ctx, name); err != nil || got.Digest != older.Digest {
 		t.Fatalf("ImageTarget in k8s.io only = %v, %v; want %s", got.Digest, err, older.Digest)
 	}
+	// A record made by ctr, the way users name images.
+	const tagged = "docker.io/library/alpine:latest"
+	if out, err := ctd.Ctr(t, "-n", "moby", "images", "tag", name, tagged); err == nil {
+		t.Fatalf("ctr tagged an image that moby does not have: %s", out)
+	}
+	if _, err := ctd.Ctr(t, "-n", "default", "images", "tag", name, tagged); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ImageTarget(ctx, tagged); err != nil || got.Digest != newer.Digest {
+		t.Fatalf("ImageTarget(%s) after ctr images tag = %v, %v; want %s", tagged, got.Digest, err, newer.Digest)
+	}
+
 	if _, err := s.ImageTarget(ctx, ""); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("ImageTarget(\"\"): %v, want invalid argument", err)
 	}
