@@ -1,0 +1,241 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config configures a Tracker. Zero values take the documented defaults;
+// the defaults are memberlist's LAN profile unless said otherwise.
+type Config struct {
+	// Name is this member's unique name in the cluster; default the hostname.
+	Name string
+	// GossipAddr is the host:port memberlist listens on (UDP and TCP),
+	// --gossip-addr; default "0.0.0.0:7946". Unused when Transport is set.
+	GossipAddr string
+	// AdvertiseAddr is the host:port other members reach this one at,
+	// --advertise-addr; default: memberlist picks an address of this host.
+	AdvertiseAddr string
+	// Transport replaces the UDP/TCP transport built from GossipAddr; tests
+	// pass an in-memory one.
+	Transport memberlist.Transport
+
+	// Keys enable encryption of all gossip (AES-GCM; 16, 24 or 32 bytes
+	// each). Keys[0] encrypts, all of them decrypt; see LoadKeyFile for
+	// rotation. Nil disables encryption and logs a warning.
+	Keys [][]byte
+
+	// PeerHTTPAddr is this node's peer HTTP endpoint (host:port). Required.
+	PeerHTTPAddr string
+	// TorrentAddr is this node's BitTorrent listener. Required.
+	TorrentAddr netip.AddrPort
+	// Egress marks the node as one that fetches from upstream registries.
+	Egress bool
+	// Version is the daemon's version, shown in Members; default "dev".
+	Version string
+
+	// GossipInterval is how often announcements are gossiped; default 200 ms.
+	GossipInterval time.Duration
+	// GossipNodes is how many random members each gossip round reaches;
+	// default 4 (LAN profile: 3), which cuts propagation time in large
+	// clusters at a small cost in bytes.
+	GossipNodes int
+	// RetransmitMult: each announcement is sent RetransmitMult*log10(N+1)
+	// times by every member that learns it; default 4.
+	RetransmitMult int
+	// ProbeInterval and ProbeTimeout drive failure detection; defaults 1 s
+	// and 500 ms.
+	ProbeInterval, ProbeTimeout time.Duration
+	// SuspicionMult: a suspected member is declared failed after
+	// SuspicionMult*log10(N+1)*ProbeInterval; default 4.
+	SuspicionMult int
+	// PushPullInterval is the anti-entropy period (memberlist scales it up
+	// beyond 32 members); default 30 s.
+	PushPullInterval time.Duration
+	// DeadNodeReclaimTime is how long after a member failed another
+	// address may take over its name (a pod restarted on a new IP);
+	// default 15 s.
+	DeadNodeReclaimTime time.Duration
+	// RelayViews is how many other members' inventories ride along with
+	// this node's own in each periodic push/pull; default 2.
+	RelayViews int
+	// JoinStateBytes bounds the full view sent to a joining node; default
+	// 8 MiB (about 240,000 announcements; memberlist refuses 20 MiB).
+	JoinStateBytes int
+	// MaxMessageBytes bounds one announcement broadcast; default 1,024,
+	// which fits a 1,400-byte gossip packet with encryption overhead.
+	MaxMessageBytes int
+	// MaxQueuedBroadcasts bounds the broadcast queue; the oldest are
+	// pruned first (anti-entropy repairs what they carried); default 8,192.
+	MaxQueuedBroadcasts int
+	// MaxMembers bounds the origins the index keeps; default 16,384.
+	MaxMembers int
+	// MaxDigestsPerMember bounds one origin's entries (tombstones included);
+	// default 1,000,000.
+	MaxDigestsPerMember int
+	// JoinAttempts and JoinBackoff bound Join's retries: attempt k waits
+	// JoinBackoff*2^k, at most JoinMaxBackoff. Defaults 10, 500 ms, 15 s.
+	JoinAttempts                int
+	JoinBackoff, JoinMaxBackoff time.Duration
+	// LeaveTimeout bounds the goodbye broadcast on Close; default 5 s.
+	LeaveTimeout time.Duration
+
+	// Logger receives the tracker's logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("tracker: no Name and no hostname: %w", err)
+		}
+		c.Name = h
+	}
+	if len(c.Name) > maxNameLen {
+		return fmt.Errorf("tracker: Name %q longer than %d bytes", c.Name, maxNameLen)
+	}
+	if c.PeerHTTPAddr == "" || !c.TorrentAddr.IsValid() {
+		return errors.New("tracker: PeerHTTPAddr and TorrentAddr are required")
+	}
+	for i, k := range c.Keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return fmt.Errorf("tracker: cluster key %d: %w", i+1, err)
+		}
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "0.0.0.0:7946"
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	defDur(&c.GossipInterval, 200*time.Millisecond)
+	def(&c.GossipNodes, 4)
+	def(&c.RetransmitMult, 4)
+	defDur(&c.ProbeInterval, time.Second)
+	defDur(&c.ProbeTimeout, 500*time.Millisecond)
+	def(&c.SuspicionMult, 4)
+	defDur(&c.PushPullInterval, 30*time.Second)
+	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
+	def(&c.RelayViews, 2)
+	def(&c.JoinStateBytes, 8<<20)
+	def(&c.MaxMessageBytes, 1024)
+	def(&c.MaxQueuedBroadcasts, 8192)
+	def(&c.MaxMembers, 16384)
+	def(&c.MaxDigestsPerMember, 1_000_000)
+	def(&c.JoinAttempts, 10)
+	defDur(&c.JoinBackoff, 500*time.Millisecond)
+	defDur(&c.JoinMaxBackoff, 15*time.Second)
+	defDur(&c.LeaveTimeout, 5*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.JoinStateBytes > 16<<20 {
+		return errors.New("tracker: JoinStateBytes above 16 MiB would exceed memberlist's push/pull limit")
+	}
+	if c.MaxMessageBytes < 128 || c.MaxMessageBytes > 1200 {
+		return errors.New("tracker: MaxMessageBytes must be within 128..1200 to fit a gossip packet")
+	}
+	return nil
+}
+
+// memberlistConfig tunes memberlist for a LAN and plugs the tracker in.
+func (c *Config) memberlistConfig(d *delegate) (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.Name
+	mc.GossipInterval = c.GossipInterval
+	mc.GossipNodes = c.GossipNodes
+	mc.RetransmitMult = c.RetransmitMult
+	mc.ProbeInterval = c.ProbeInterval
+	mc.ProbeTimeout = c.ProbeTimeout
+	mc.SuspicionMult = c.SuspicionMult
+	mc.PushPullInterval = c.PushPullInterval
+	mc.DeadNodeReclaimTime = c.DeadNodeReclaimTime
+	// Announcements are mostly random digest bytes: compression costs CPU
+	// and gains nothing.
+	mc.EnableCompression = false
+	mc.Delegate = d
+	mc.Events = d
+	// memberlist logs through the standard logger; route it to slog.
+	mc.Logger = log.New(slogWriter{c.Logger.With("component", "memberlist")}, "", 0)
+	if len(c.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(c.Keys[1:], c.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("tracker: keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	if c.Transport != nil {
+		mc.Transport = c.Transport
+		return mc, nil
+	}
+	host, port, err := splitHostPort(c.GossipAddr)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: gossip address: %w", err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if c.AdvertiseAddr != "" {
+		host, port, err := splitHostPort(c.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("tracker: advertise address: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	}
+	return mc, nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", ps, err)
+	}
+	return host, int(port), nil
+}
+
+// slogWriter turns memberlist's "[LEVEL] memberlist: text" lines into slog
+// records at the matching level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := string(p)
+	level := slog.LevelInfo
+	for prefix, l := range map[string]slog.Level{"[DEBUG]": slog.LevelDebug, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelError} {
+		if len(line) >= len(prefix) && line[:len(prefix)] == prefix {
+			level = l
+		}
+	}
+	for len(line) > 0 && line[len(line)-1] == '\n' {
+		line = line[:len(line)-1]
+	}
+	w.l.Log(context.Background(), level, line)
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

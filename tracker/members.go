@@ -1,0 +1,147 @@
+package tracker
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/opencontainers/go-digest"
+)
+
+// Member is one node of the cluster as memberlist currently sees it.
+type Member struct {
+	Name        string
+	GossipAddr  netip.AddrPort
+	HTTPAddr    string
+	TorrentAddr netip.AddrPort
+	Egress      bool
+	Version     string
+	State       string // "alive" or "suspect"
+}
+
+// Members lists the live members (alive or suspect), this node included,
+// sorted by name. A member whose metadata cannot be read is listed with
+// its name and gossip address only.
+func (t *Tracker) Members() []Member {
+	nodes := t.ml.Members()
+	out := make([]Member, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, memberOf(n))
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func memberOf(n *memberlist.Node) Member {
+	m := Member{Name: n.Name, State: stateName(n.State)}
+	if ip, ok := netip.AddrFromSlice(n.Addr); ok {
+		m.GossipAddr = netip.AddrPortFrom(ip.Unmap(), n.Port)
+	}
+	if meta, err := decodeMeta(n.Meta); err == nil {
+		m.HTTPAddr, m.TorrentAddr, m.Egress, m.Version = meta.HTTPAddr, meta.TorrentAddr, meta.Egress, meta.Version
+	}
+	return m
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+// EgressNodes lists the live members with the egress role.
+func (t *Tracker) EgressNodes() []Member {
+	var out []Member
+	for _, m := range t.Members() {
+		if m.Egress {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// EgressFor picks the member that fetches d from upstream: the rendezvous
+// hash of d over the live egress members, or over all live members when
+// none is marked egress. Every member picks the same one for the same
+// membership. False only when there is no member at all.
+func (t *Tracker) EgressFor(d digest.Digest) (Member, bool) {
+	candidates := t.EgressNodes()
+	if len(candidates) == 0 {
+		candidates = t.Members()
+	}
+	var best Member
+	var bestScore uint64
+	found := false
+	for _, m := range candidates {
+		h := sha256.Sum256([]byte(m.Name + "\x00" + string(d)))
+		score := binary.BigEndian.Uint64(h[:8])
+		if !found || score > bestScore || (score == bestScore && m.Name < best.Name) {
+			best, bestScore, found = m, score, true
+		}
+	}
+	return best, found
+}
+
+// memberAddrs counts, per IP, the live members using it (several members
+// may share a host in tests and on multi-daemon hosts).
+type memberAddrs struct {
+	byName map[string][]netip.Addr
+	count  map[netip.Addr]int
+}
+
+func (a *memberAddrs) set(name string, ips []netip.Addr) {
+	a.remove(name)
+	a.byName[name] = ips
+	for _, ip := range ips {
+		a.count[ip]++
+	}
+}
+
+func (a *memberAddrs) remove(name string) {
+	for _, ip := range a.byName[name] {
+		if a.count[ip]--; a.count[ip] <= 0 {
+			delete(a.count, ip)
+		}
+	}
+	delete(a.byName, name)
+}
+
+// addrsOf lists the distinct IPs a member uses: gossip, torrent and peer
+// HTTP (when that is an IP literal).
+func addrsOf(n *memberlist.Node, meta nodeMeta, metaOK bool) []netip.Addr {
+	var ips []netip.Addr
+	if ip, ok := netip.AddrFromSlice(n.Addr); ok {
+		ips = append(ips, ip.Unmap())
+	}
+	if metaOK {
+		if meta.TorrentAddr.IsValid() {
+			ips = append(ips, meta.TorrentAddr.Addr().Unmap())
+		}
+		if host, _, err := net.SplitHostPort(meta.HTTPAddr); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil {
+				ips = append(ips, ip.Unmap())
+			}
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return slices.Compact(ips)
+}

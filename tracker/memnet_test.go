@@ -1,0 +1,156 @@
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// memNet is an in-process network for many memberlist instances, like
+// memberlist's MockNetwork, plus what these tests need: it is safe for
+// concurrent use, a stopped member's packets are dropped (MockNetwork's
+// unbuffered channels would block the sender forever), every member gets
+// its own loopback IP, and bytes sent are counted per member.
+type memNet struct {
+	mu     sync.RWMutex
+	byAddr map[string]*memTransport
+	next   int
+}
+
+func newMemNet() *memNet { return &memNet{byAddr: make(map[string]*memTransport)} }
+
+func (n *memNet) transport() *memTransport {
+	n.mu.Lock()
+	n.next++
+	ip := netip.AddrFrom4([4]byte{127, 1, byte(n.next / 250), byte(n.next%250 + 1)})
+	n.mu.Unlock()
+	return n.transportAt(netip.AddrPortFrom(ip, 7946))
+}
+
+// transportAt binds addr, replacing a stopped transport there (a restart).
+func (n *memNet) transportAt(addr netip.AddrPort) *memTransport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := &memTransport{
+		net:      n,
+		addr:     addr,
+		packetCh: make(chan *memberlist.Packet, 4096),
+		streamCh: make(chan net.Conn, 64),
+	}
+	n.byAddr[t.addr.String()] = t
+	return t
+}
+
+func (n *memNet) peer(addr string) (*memTransport, error) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	t, ok := n.byAddr[addr]
+	if !ok || t.down.Load() {
+		return nil, fmt.Errorf("dial %s: connection refused", addr)
+	}
+	return t, nil
+}
+
+type memTransport struct {
+	net      *memNet
+	addr     netip.AddrPort
+	packetCh chan *memberlist.Packet
+	streamCh chan net.Conn
+	down     atomic.Bool
+	sent     atomic.Int64 // bytes this member wrote: packets and streams
+}
+
+var _ memberlist.NodeAwareTransport = (*memTransport)(nil)
+
+func (t *memTransport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
+	return t.addr.Addr().AsSlice(), int(t.addr.Port()), nil
+}
+
+func (t *memTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	now := time.Now()
+	if t.down.Load() {
+		return now, errors.New("transport is shut down")
+	}
+	t.sent.Add(int64(len(b)))
+	dest, err := t.net.peer(a.Addr)
+	if err != nil {
+		return now, nil // UDP: a lost packet is not an error
+	}
+	select {
+	case dest.packetCh <- &memberlist.Packet{Buf: append([]byte(nil), b...), From: t.netAddr(), Timestamp: now}:
+	default: // receiver overloaded: drop, like a full socket buffer
+	}
+	return now, nil
+}
+
+func (t *memTransport) netAddr() net.Addr {
+	return &net.UDPAddr{IP: t.addr.Addr().AsSlice(), Port: int(t.addr.Port())}
+}
+
+func (t *memTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+func (t *memTransport) IngestPacket(conn net.Conn, addr net.Addr, now time.Time, shouldClose bool) error {
+	return errors.New("not supported")
+}
+
+func (t *memTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if t.down.Load() {
+		return nil, errors.New("transport is shut down")
+	}
+	dest, err := t.net.peer(a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	local, remote := net.Pipe()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case dest.streamCh <- countingConn{Conn: remote, n: &dest.sent, from: t.netAddr()}:
+		return countingConn{Conn: local, n: &t.sent, from: dest.netAddr()}, nil
+	case <-timer.C:
+		local.Close()
+		remote.Close()
+		return nil, fmt.Errorf("dial %s: timeout", a.Addr)
+	}
+}
+
+func (t *memTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+func (t *memTransport) IngestStream(net.Conn) error { return errors.New("not supported") }
+
+func (t *memTransport) Shutdown() error {
+	t.down.Store(true)
+	return nil
+}
+
+// countingConn counts the bytes one side writes and reports the peer's address.
+type countingConn struct {
+	net.Conn
+	n    *atomic.Int64
+	from net.Addr
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c countingConn) RemoteAddr() net.Addr { return c.from }
+
+func (t *memTransport) String() string { return t.addr.Addr().String() + ":" + strconv.Itoa(int(t.addr.Port())) }

@@ -1,0 +1,354 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/opencontainers/go-digest"
+)
+
+// Seeder is a member that announced a digest.
+type Seeder struct {
+	Node        string
+	HTTPAddr    string         // its peer HTTP endpoint, host:port
+	TorrentAddr netip.AddrPort // its BitTorrent listener
+	Complete    bool           // holds the whole verified blob (else: downloading it)
+	Egress      bool
+}
+
+// Tracker is this node's membership in the cluster and its view of who
+// seeds what. All methods are safe for concurrent use.
+type Tracker struct {
+	cfg   Config
+	log   *slog.Logger
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	meta  []byte
+
+	mu       sync.RWMutex
+	idx      *index
+	own      inventory
+	watchers map[sha256Digest][]chan Seeder
+	addrs    memberAddrs
+
+	sendQ   chan string // members to send our own snapshot to
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closing sync.Once
+
+	stats counters
+}
+
+// New starts memberlist (listening, not yet joined) with this node's
+// metadata. Call Join to meet the cluster and Close to leave it.
+func New(cfg Config) (*Tracker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	epoch := uint64(time.Now().UnixNano())
+	meta, err := nodeMeta{
+		Egress: cfg.Egress, Epoch: epoch, HTTPAddr: cfg.PeerHTTPAddr,
+		TorrentAddr: cfg.TorrentAddr, Version: cfg.Version,
+	}.encode()
+	if err != nil {
+		return nil, fmt.Errorf("tracker: %w", err)
+	}
+	t := &Tracker{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "tracker"),
+		meta:     meta,
+		idx:      newIndex(cfg.MaxMembers, cfg.MaxDigestsPerMember),
+		own:      inventory{name: cfg.Name, epoch: epoch, have: make(map[sha256Digest]entryState)},
+		watchers: make(map[sha256Digest][]chan Seeder),
+		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
+		sendQ:    make(chan string, 4096),
+		stop:     make(chan struct{}),
+	}
+	t.idx.onSeeder = t.notifyWatchers
+	if len(cfg.Keys) == 0 {
+		t.log.Warn("gossip is NOT encrypted: any host that reaches the gossip port can join the cluster and announce seeders; set --cluster-key-file")
+	}
+	mc, err := cfg.memberlistConfig(&delegate{t})
+	if err != nil {
+		return nil, err
+	}
+	t.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.RetransmitMult}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: start gossip on %s: %w", cfg.GossipAddr, err)
+	}
+	t.ml = ml
+	t.queue.NumNodes = ml.NumMembers
+	t.wg.Add(1)
+	go t.sendSnapshots()
+	return t, nil
+}
+
+// Join meets the cluster through any of addrs (host:port of members),
+// retrying with bounded backoff until one answers, ctx ends or
+// Config.JoinAttempts are spent. No addrs: this node starts a new cluster.
+func (t *Tracker) Join(ctx context.Context, addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	var lastErr error
+	wait := t.cfg.JoinBackoff
+	for attempt := 1; attempt <= t.cfg.JoinAttempts; attempt++ {
+		n, err := t.ml.Join(addrs)
+		if n > 0 {
+			t.log.Info("joined the cluster", "contacted", n, "members", t.ml.NumMembers())
+			return nil
+		}
+		lastErr = err
+		t.log.Warn("join failed, retrying", "attempt", attempt, "of", t.cfg.JoinAttempts, "wait", wait, "err", err)
+		if attempt == t.cfg.JoinAttempts {
+			break
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("tracker: join %v: %w (last error: %v)", addrs, context.Cause(ctx), lastErr)
+		case <-timer.C:
+		}
+		wait = min(2*wait, t.cfg.JoinMaxBackoff)
+	}
+	hint := "if the cluster uses --cluster-key-file, this node needs the same key"
+	if len(t.cfg.Keys) > 0 {
+		hint = "check that --cluster-key-file holds a key the cluster uses (a wrong key makes every member drop our messages)"
+	}
+	return fmt.Errorf("tracker: no member in %v accepted the join: %w; %s", addrs, lastErr, hint)
+}
+
+// Close leaves the cluster gracefully (members drop our announcements at
+// once instead of after failure detection) and stops gossip.
+func (t *Tracker) Close() error {
+	var err error
+	t.closing.Do(func() {
+		if lerr := t.ml.Leave(t.cfg.LeaveTimeout); lerr != nil {
+			err = fmt.Errorf("tracker: leave: %w", lerr)
+		}
+		close(t.stop)
+		t.wg.Wait()
+		if serr := t.ml.Shutdown(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("tracker: shutdown: %w", serr))
+		}
+		t.mu.Lock()
+		for d, chs := range t.watchers {
+			for _, ch := range chs {
+				close(ch)
+			}
+			delete(t.watchers, d)
+		}
+		t.mu.Unlock()
+	})
+	return err
+}
+
+// Announce says this node seeds d: complete when it holds the whole
+// verified blob, else it is downloading it. A partial announcement of a
+// digest already complete changes nothing.
+func (t *Tracker) Announce(d digest.Digest, complete bool) error {
+	s := statePartial
+	if complete {
+		s = stateComplete
+	}
+	return t.change(d, s)
+}
+
+// Withdraw says this node no longer has d.
+func (t *Tracker) Withdraw(d digest.Digest) error { return t.change(d, stateWithdrawn) }
+
+func (t *Tracker) change(d digest.Digest, s entryState) error {
+	raw, err := parseDigest(d)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, err = t.own.change(raw, s)
+	return err
+}
+
+// Resync makes the complete announcements exactly the given set (e.g. the
+// containerd inventory plus the blobs the swarm completed): new ones are
+// announced, missing ones withdrawn. Partial announcements are kept unless
+// listed. Nothing changes if a digest is invalid.
+func (t *Tracker) Resync(complete []digest.Digest) error {
+	want := make(map[sha256Digest]struct{}, len(complete))
+	for _, d := range complete {
+		raw, err := parseDigest(d)
+		if err != nil {
+			return err
+		}
+		want[raw] = struct{}{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for d, s := range t.own.have {
+		if _, ok := want[d]; !ok && s == stateComplete {
+			if _, err := t.own.change(d, stateWithdrawn); err != nil {
+				return err
+			}
+		}
+	}
+	for d := range want {
+		if _, err := t.own.change(d, stateComplete); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lookup returns the live members (this node excluded) that announced d:
+// complete seeders first, each class shuffled so load spreads. A digest
+// that is not a valid sha256 digest has no seeders.
+func (t *Tracker) Lookup(d digest.Digest) []Seeder {
+	raw, err := parseDigest(d)
+	if err != nil {
+		return nil
+	}
+	var complete, partial []Seeder
+	t.mu.RLock()
+	for _, r := range t.idx.holdersOf(raw) {
+		o := t.idx.origins[r.id()]
+		if r.state() == stateWithdrawn || !o.serving() || o.name == t.cfg.Name {
+			continue
+		}
+		s := o.seeder(r.state())
+		if s.Complete {
+			complete = append(complete, s)
+		} else {
+			partial = append(partial, s)
+		}
+	}
+	t.mu.RUnlock()
+	rand.Shuffle(len(complete), func(i, j int) { complete[i], complete[j] = complete[j], complete[i] })
+	rand.Shuffle(len(partial), func(i, j int) { partial[i], partial[j] = partial[j], partial[i] })
+	return append(complete, partial...)
+}
+
+func (o *origin) serving() bool { return o.alive && o.metaOK }
+
+func (o *origin) seeder(s entryState) Seeder {
+	return Seeder{
+		Node: o.name, HTTPAddr: o.meta.HTTPAddr, TorrentAddr: o.meta.TorrentAddr,
+		Complete: s == stateComplete, Egress: o.meta.Egress,
+	}
+}
+
+// Watch reports members that newly announce d (as complete or partial)
+// until ctx ends, then closes the channel. A slow reader misses seeders
+// rather than stalling gossip; Lookup still lists them.
+func (t *Tracker) Watch(ctx context.Context, d digest.Digest) (<-chan Seeder, error) {
+	raw, err := parseDigest(d)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan Seeder, 16)
+	t.mu.Lock()
+	select {
+	case <-t.stop:
+		t.mu.Unlock()
+		return nil, errors.New("tracker: closed")
+	default:
+	}
+	t.watchers[raw] = append(t.watchers[raw], ch)
+	t.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		chs := t.watchers[raw]
+		for i, c := range chs {
+			if c == ch {
+				close(ch)
+				chs = append(chs[:i], chs[i+1:]...)
+				break
+			}
+		}
+		if len(chs) == 0 {
+			delete(t.watchers, raw)
+		} else {
+			t.watchers[raw] = chs
+		}
+	})
+	return ch, nil
+}
+
+// notifyWatchers runs under t.mu from the index.
+func (t *Tracker) notifyWatchers(d sha256Digest, o *origin, s entryState) {
+	chs := t.watchers[d]
+	if len(chs) == 0 || !o.serving() {
+		return
+	}
+	seeder := o.seeder(s)
+	for _, ch := range chs {
+		select {
+		case ch <- seeder:
+		default:
+		}
+	}
+}
+
+// IsMember reports whether ip is an address of a current member (its
+// gossip, peer HTTP or torrent address): the allow-list of the swarm and
+// the peer endpoint.
+func (t *Tracker) IsMember(ip netip.Addr) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.addrs.count[ip.Unmap()] > 0
+}
+
+// LocalName is this member's name.
+func (t *Tracker) LocalName() string { return t.cfg.Name }
+
+func (t *Tracker) sendSnapshots() {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case name := <-t.sendQ:
+			t.sendSnapshot(name)
+		}
+	}
+}
+
+// sendSnapshot sends our whole inventory straight to a member we just saw
+// join, so it knows our announcements without waiting for anti-entropy.
+func (t *Tracker) sendSnapshot(name string) {
+	var node *memberlist.Node
+	for _, n := range t.ml.Members() {
+		if n.Name == name {
+			node = n
+			break
+		}
+	}
+	if node == nil {
+		return // gone again
+	}
+	t.mu.RLock()
+	v := t.own.snapshot()
+	t.mu.RUnlock()
+	msg := appendView(appendHeader(nil, kindState, 1), &v)
+	if err := t.ml.SendReliable(node, msg); err != nil {
+		t.stats.snapshotsFailed.Add(1)
+		t.log.Debug("sending our inventory to a new member failed; anti-entropy will repair", "member", name, "err", err)
+		return
+	}
+	t.stats.snapshotsSent.Add(1)
+}
+
+// counters are read by Stats (and the metrics package through it).
+type counters struct {
+	received, dropped, stale, rebroadcast   atomic.Uint64
+	snapshotsSent, snapshotsFailed, skipped atomic.Uint64
+}

@@ -1,0 +1,278 @@
+package tracker
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+const converge = 20 * time.Second
+
+func TestAnnounceLookupWithdraw(t *testing.T) {
+	c := newCluster(t, 5, func(i int, cfg *Config) { cfg.Egress = i == 1 })
+	d := testDigest("layer")
+	seed, downloader := c.nodes[1], c.nodes[2]
+	if err := seed.Announce(d, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := downloader.Announce(d, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range c.without(seed, downloader) {
+		waitFor(t, tr.LocalName()+" to see both seeders", converge, func() bool {
+			return seesExactly(tr, d, seed.LocalName(), downloader.LocalName())
+		})
+		got := tr.Lookup(d)
+		want := []Seeder{
+			{Node: seed.LocalName(), HTTPAddr: seed.cfg.PeerHTTPAddr, TorrentAddr: seed.cfg.TorrentAddr, Complete: true, Egress: true},
+			{Node: downloader.LocalName(), HTTPAddr: downloader.cfg.PeerHTTPAddr, TorrentAddr: downloader.cfg.TorrentAddr},
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: Lookup = %+v, want complete seeder first: %+v", tr.LocalName(), got, want)
+		}
+	}
+	if got := seed.Lookup(d); !slices.Equal(seederNames(got), []string{downloader.LocalName() + "/partial"}) {
+		t.Fatalf("a node must not list itself: %v", seederNames(got))
+	}
+	// The downloader completes: it is upgraded, not listed twice.
+	if err := downloader.Announce(d, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upgrade to complete", converge, func() bool {
+		got := c.nodes[0].Lookup(d)
+		return len(got) == 2 && got[0].Complete && got[1].Complete
+	})
+	if err := seed.Withdraw(d); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range c.without(seed, downloader) {
+		waitFor(t, tr.LocalName()+" to drop the withdrawn seeder", converge, func() bool {
+			return seesExactly(tr, d, downloader.LocalName())
+		})
+	}
+}
+
+func TestBadDigestIsRefusedAndChangesNothing(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	tr := c.nodes[0]
+	for _, d := range []string{"", "sha256:abc", "sha512:" + strings.Repeat("a", 128), "md5:" + strings.Repeat("a", 32), "sha256:" + strings.Repeat("G", 64)} {
+		if err := tr.Announce(digest.Digest(d), true); err == nil {
+			t.Errorf("Announce(%q) accepted", d)
+		}
+		if got := tr.Lookup(digest.Digest(d)); got != nil {
+			t.Errorf("Lookup(%q) = %v", d, got)
+		}
+	}
+	good := testDigest("a")
+	if err := tr.Resync([]digest.Digest{good, "sha256:nothex"}); err == nil {
+		t.Error("Resync with an invalid digest accepted")
+	}
+	if s := tr.Stats(); s.OwnDigests != 0 {
+		t.Errorf("a refused Resync changed the inventory: %d digests", s.OwnDigests)
+	}
+}
+
+func TestLookupShufflesWithinClass(t *testing.T) {
+	c := newCluster(t, 8, nil)
+	d := testDigest("popular")
+	for i, tr := range c.nodes[1:] {
+		if err := tr.Announce(d, i < 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader := c.nodes[0]
+	waitFor(t, "all seven seeders", converge, func() bool { return len(reader.Lookup(d)) == 7 })
+	firsts := map[string]bool{}
+	for range 60 {
+		got := reader.Lookup(d)
+		for i, s := range got {
+			if s.Complete != (i < 5) {
+				t.Fatalf("complete seeders must come first: %v", seederNames(got))
+			}
+		}
+		firsts[got[0].Node] = true
+	}
+	// Five complete seeders, 60 draws: a fixed order would give one name.
+	if len(firsts) < 2 {
+		t.Fatalf("Lookup always returns the same first seeder %v: load does not spread", firsts)
+	}
+}
+
+func TestJoiningNodeKnowsEverySeederAfterOneExchange(t *testing.T) {
+	c := newCluster(t, 6, nil)
+	var want []string
+	for i, tr := range c.nodes {
+		if err := tr.Announce(testDigest("shared"), true); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Announce(testDigest("own-"+tr.LocalName()), i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, tr.LocalName())
+	}
+	for _, tr := range c.nodes {
+		waitFor(t, tr.LocalName()+" to know every seeder", converge, func() bool {
+			return len(tr.Lookup(testDigest("shared"))) == len(c.nodes)-1
+		})
+	}
+	late := c.add("late", nil)
+	// No wait: Join returns after the push/pull that carries the full view.
+	if !seesExactly(late, testDigest("shared"), want...) {
+		t.Fatalf("right after Join the new node sees %v, want %v", seederNames(late.Lookup(testDigest("shared"))), want)
+	}
+	for _, tr := range c.nodes[:6] {
+		if !seesExactly(late, testDigest("own-"+tr.LocalName()), tr.LocalName()) {
+			t.Fatalf("right after Join the new node misses %s's own digest", tr.LocalName())
+		}
+	}
+}
+
+func TestFailedOrLeavingMemberLosesAllAnnouncements(t *testing.T) {
+	c := newCluster(t, 6, nil)
+	crashed, left := c.nodes[2], c.nodes[3]
+	digests := []string{"a", "b", "c"}
+	for _, tr := range []*Tracker{crashed, left} {
+		for _, l := range digests {
+			if err := tr.Announce(testDigest(l), true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tr := range c.without(crashed, left) {
+		waitFor(t, "announcements to spread", converge, func() bool {
+			return seesExactly(tr, testDigest("c"), crashed.LocalName(), left.LocalName())
+		})
+	}
+	crash(crashed)
+	if err := left.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range c.without(crashed, left) {
+		waitFor(t, tr.LocalName()+" to drop the failed and the departed member", converge, func() bool {
+			for _, l := range digests {
+				if len(tr.Lookup(testDigest(l))) != 0 {
+					return false
+				}
+			}
+			return true
+		})
+		if s := tr.Stats(); s.Announcements != 0 {
+			t.Fatalf("%s still indexes %d announcements of departed members", tr.LocalName(), s.Announcements)
+		}
+	}
+}
+
+func TestRestartedMemberComesBackWithItsNewInventory(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	victim := c.nodes[3]
+	name := victim.LocalName()
+	if err := victim.Announce(testDigest("before"), true); err != nil {
+		t.Fatal(err)
+	}
+	observer := c.nodes[1]
+	waitFor(t, "the first announcement", converge, func() bool { return seesExactly(observer, testDigest("before"), name) })
+	crash(victim)
+	waitFor(t, "failure detection", converge, func() bool { return len(observer.Lookup(testDigest("before"))) == 0 })
+
+	// Same name, new run: its inventory lost "before" and holds "after".
+	back := c.restart(victim, nil)
+	if err := back.Announce(testDigest("after"), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range c.without(back) {
+		waitFor(t, tr.LocalName()+" to see the restarted member's new inventory", converge, func() bool {
+			return seesExactly(tr, testDigest("after"), name)
+		})
+		if got := tr.Lookup(testDigest("before")); len(got) != 0 {
+			t.Fatalf("%s resurrected the old run's announcement: %v", tr.LocalName(), seederNames(got))
+		}
+	}
+}
+
+func TestWatchReportsNewSeeders(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	d := testDigest("wanted")
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := c.nodes[0].Watch(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[2].Announce(d, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-ch:
+		if s.Node != c.nodes[2].LocalName() || s.Complete || s.HTTPAddr != c.nodes[2].cfg.PeerHTTPAddr {
+			t.Fatalf("Watch reported %+v", s)
+		}
+	case <-time.After(converge):
+		t.Fatal("Watch reported nothing")
+	}
+	cancel()
+	waitFor(t, "the watch channel to close", converge, func() bool {
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+}
+
+func TestMembershipRolesAndAllowList(t *testing.T) {
+	c := newCluster(t, 4, func(i int, cfg *Config) { cfg.Egress = i >= 2 })
+	for _, tr := range c.nodes {
+		waitFor(t, "full membership", converge, func() bool { return len(tr.Members()) == 4 })
+	}
+	ms := c.nodes[0].Members()
+	for i, m := range ms {
+		tr := c.nodes[i]
+		want := Member{
+			Name: tr.LocalName(), GossipAddr: c.ports[tr].addr, HTTPAddr: tr.cfg.PeerHTTPAddr,
+			TorrentAddr: tr.cfg.TorrentAddr, Egress: i >= 2, Version: "test", State: "alive",
+		}
+		if m != want {
+			t.Fatalf("Members()[%d] = %+v, want %+v", i, m, want)
+		}
+	}
+	if eg := c.nodes[0].EgressNodes(); len(eg) != 2 || eg[0].Name != "node-002" || eg[1].Name != "node-003" {
+		t.Fatalf("EgressNodes = %+v", eg)
+	}
+	// Every member picks the same egress node for a digest, and only egress nodes.
+	d := testDigest("upstream-only")
+	pick, ok := c.nodes[0].EgressFor(d)
+	if !ok || !pick.Egress {
+		t.Fatalf("EgressFor = %+v, %v", pick, ok)
+	}
+	for _, tr := range c.nodes[1:] {
+		if p, _ := tr.EgressFor(d); p.Name != pick.Name {
+			t.Fatalf("%s picks %s, node-000 picks %s", tr.LocalName(), p.Name, pick.Name)
+		}
+	}
+
+	gone := c.nodes[3]
+	goneIP := c.ports[gone].addr.Addr()
+	for _, tr := range c.nodes {
+		if !c.nodes[0].IsMember(c.ports[tr].addr.Addr()) {
+			t.Fatalf("IsMember(%s) = false for a member", c.ports[tr].addr.Addr())
+		}
+	}
+	for _, ip := range []string{"127.0.0.1", "10.0.0.1", "::1"} {
+		if c.nodes[0].IsMember(netip.MustParseAddr(ip)) {
+			t.Fatalf("IsMember(%s) = true for a stranger", ip)
+		}
+	}
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the departed member to leave the allow-list", converge, func() bool { return !c.nodes[0].IsMember(goneIP) })
+}
