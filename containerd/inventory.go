@@ -30,9 +30,9 @@ const (
 	// sessionBackoffMin/Max pace resubscribing after containerd went away.
 	sessionBackoffMin = 100 * time.Millisecond
 	sessionBackoffMax = 5 * time.Second
-	// walkTimeout bounds one namespace's walk, so a containerd that accepts
-	// and never answers cannot stall the inventory.
-	walkTimeout = 2 * time.Minute
+	// callTimeout bounds each call of the inventory (a walk included), so a
+	// containerd that accepts and never answers cannot stall it.
+	callTimeout = 2 * time.Minute
 )
 
 // ChangeFunc learns digests that became held (added) or are held no more
@@ -172,7 +172,10 @@ func (inv *Inventory) waitAnsweringResync(ctx context.Context, bo *backoff) bool
 // session is one connection's life: subscribe, resync, then apply events
 // and periodic resyncs until the stream or a resync fails.
 func (inv *Inventory) session(ctx context.Context, bo *backoff) error {
-	if err := inv.store.Ping(ctx); err != nil {
+	pctx, cancelPing := context.WithTimeout(ctx, callTimeout)
+	err := inv.store.Ping(pctx)
+	cancelPing()
+	if err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -287,7 +290,9 @@ func (inv *Inventory) chosen(ns string) bool {
 
 // resyncAll walks every chosen namespace and forgets namespaces that are gone.
 func (inv *Inventory) resyncAll(ctx context.Context) error {
-	nss, err := inv.store.namespaces(ctx)
+	lctx, cancel := context.WithTimeout(ctx, callTimeout)
+	nss, err := inv.store.namespaces(lctx)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -327,7 +332,7 @@ func (inv *Inventory) resyncNamespace(ctx context.Context, ns string) error {
 // walk lists the committed content of one namespace; a namespace deleted
 // meanwhile holds nothing.
 func (inv *Inventory) walk(ctx context.Context, ns string) (map[digest.Digest]struct{}, error) {
-	ctx, cancel := context.WithTimeout(ctx, walkTimeout)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	set := map[digest.Digest]struct{}{}
 	err := inv.store.client.ContentStore().Walk(namespaces.WithNamespace(ctx, ns), func(info content.Info) error {
