@@ -58,12 +58,13 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		return nil, errClosed
 	case e != nil && e.seed != nil:
 		return newLocalBlob(e.seed, e.info.size()), nil
-	case e != nil:
+	}
+	peers := s.peersOf(dgst)
+	if e != nil && (len(peers) > 0 || e.t.Complete().Bool()) {
 		return &torrentBlob{s: s, e: e}, nil
 	}
-
-	peers := s.peersOf(dgst)
 	if len(peers) == 0 {
+		// Answer at once rather than stall: the registry tries the next source.
 		return nil, fmt.Errorf("swarm: no seeder of %s: %w", dgst, registry.ErrNotFound)
 	}
 	b, err := s.meta.load(dgst)

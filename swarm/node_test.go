@@ -95,6 +95,8 @@ func startNode(t testing.TB, tr *tracker, ip string, dir string, tune func(*Conf
 		Logger:       testLogger(t),
 		StallTimeout: 8 * time.Second,
 		PeerRefresh:  100 * time.Millisecond,
+		// Small, so the torrent path is tested with blobs of a few MiB.
+		SmallBlobSize: 1 << 20,
 	}
 	if tune != nil {
 		tune(&cfg)
