@@ -96,8 +96,9 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	}
 	// A stalled source is cut off by cancelling its context and closing its
 	// reader, which ends the blocked read with an error.
+	source := ex.source
 	onStall := func() {
-		h.log.Warn("source stalled, aborting response", "source", ex.source, "digest", dgst, "after", h.cfg.StallTimeout)
+		h.log.Warn("source stalled, aborting response", "source", source, "digest", dgst, "after", h.cfg.StallTimeout)
 		f.release()
 		closeBlob()
 	}

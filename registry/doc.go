@@ -6,5 +6,16 @@
 // order (this node's containerd, then the swarm, then the egress or
 // upstream). It never answers 401 and never waits on a source past its
 // deadline: what cannot be served is a fast 404, so containerd moves on to its
-// next host.
+// next host. A source failing once bytes have gone out aborts the response;
+// it is never padded or completed.
+//
+// The API:
+//
+//	NewHandler(Config) http.Handler       // GET|HEAD /v2/, manifests, blobs; ?ns=<registry>
+//	NewLocalSource(ContentStore) Source   // containerd's content and image stores
+//	NewUpstream(UpstreamConfig) (*Upstream, error) // the registry named by ns, token auth
+//	ParseName, ParseRegistry, ParseRef, ParseReference, ParseDigest // input checks
+//
+// Every Source implementation runs the conformance suite in
+// registry/sourcetest.
 package registry
