@@ -153,4 +153,6 @@ func (c countingConn) Write(b []byte) (int, error) {
 
 func (c countingConn) RemoteAddr() net.Addr { return c.from }
 
-func (t *memTransport) String() string { return t.addr.Addr().String() + ":" + strconv.Itoa(int(t.addr.Port())) }
+func (t *memTransport) String() string {
+	return t.addr.Addr().String() + ":" + strconv.Itoa(int(t.addr.Port()))
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,8 +126,23 @@ func (t *Tracker) Join(ctx context.Context, addrs []string) error {
 	if len(t.cfg.Keys) > 0 {
 		hint = "check that --cluster-key-file holds a key the cluster uses (a wrong key makes every member drop our messages)"
 	}
-	return fmt.Errorf("tracker: no member in %v accepted the join: %w; %s", addrs, lastErr, hint)
+	return &joinError{addrs: addrs, err: lastErr, hint: hint}
 }
+
+// joinError says why no member let us in, on one line (memberlist's
+// multi-error spans several).
+type joinError struct {
+	addrs []string
+	err   error
+	hint  string
+}
+
+func (e *joinError) Error() string {
+	cause := strings.Join(strings.Fields(strings.ReplaceAll(e.err.Error(), "* ", "")), " ")
+	return fmt.Sprintf("tracker: no member in %v accepted the join (%s); %s", e.addrs, cause, e.hint)
+}
+
+func (e *joinError) Unwrap() error { return e.err }
 
 // Close leaves the cluster gracefully (members drop our announcements at
 // once instead of after failure detection) and stops gossip.
