@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/netip"
 	"os"
@@ -238,5 +239,66 @@ func TestSeedStorageServesTheReaderAtReadOnly(t *testing.T) {
 	}
 	if _, err := last.WriteAt([]byte("x"), 0); err == nil {
 		t.Fatal("write to seeded content accepted")
+	}
+}
+
+// stallingReaderAt serves nothing until released, like a seeder whose disk
+// or process hangs while its connection stays open.
+type stallingReaderAt struct{ release chan struct{} }
+
+func (s stallingReaderAt) ReadAt([]byte, int64) (int, error) {
+	<-s.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4<<20)
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := startNode(t, tr, "127.0.0.9", "", nil)
+	stall := stallingReaderAt{release: make(chan struct{})}
+	defer close(stall.release)
+	hung.mu.Lock()
+	tor, err := hung.addTorrent(b, seedStorage{content: stall})
+	if err == nil {
+		hung.torrents[dgst] = &entry{info: b, t: tor, seed: stall, verified: closedChan(), stop: make(chan struct{})}
+	}
+	hung.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.announce(dgst, hung)
+	// The metainfo endpoint answers; the pieces never come.
+	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
+	_, err = readBlob(t, d, dgst, 0)
+	if !errors.Is(err, errStalled) {
+		t.Fatalf("err = %v, want the no-progress error", err)
+	}
+}
+
+func TestSeedRefusesWrongContentAndChangesNothing(t *testing.T) {
+	tr := newTracker()
+	n := startNode(t, tr, "127.0.0.2", "", nil)
+	content, _ := randomBlob(t, 2<<20)
+	wrong := digest.FromString("not this content")
+	if err := n.Seed(context.Background(), wrong, int64(len(content)), bytes.NewReader(content)); !errors.Is(err, errDigestMismatch) {
+		t.Fatalf("err = %v, want digest mismatch", err)
+	}
+	if st := n.Stats().Torrents; len(st) != 0 {
+		t.Fatalf("torrents after a refused seed: %+v", st)
+	}
+	if _, err := n.meta.load(wrong); err == nil {
+		t.Fatal("metainfo cached for refused content")
+	}
+	for _, bad := range []struct {
+		dgst digest.Digest
+		size int64
+	}{{"sha256:short", 10}, {digest.FromBytes(content), 0}} {
+		if err := n.Seed(context.Background(), bad.dgst, bad.size, bytes.NewReader(content)); err == nil {
+			t.Errorf("Seed(%q, %d) accepted", bad.dgst, bad.size)
+		}
 	}
 }
