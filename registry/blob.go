@@ -99,7 +99,7 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	source := ex.source
 	onStall := func() {
 		h.log.Warn("source stalled, aborting response", "source", source, "digest", dgst, "after", h.cfg.StallTimeout)
-		f.release()
+		f.cancel(errStalled)
 		closeBlob()
 	}
 	if sb, ok := ob.blob.(SeekableBlob); ok {

@@ -10,10 +10,12 @@ import (
 // found is the first answer a source gave. The context the source got stays
 // alive, for streaming, until release is called.
 type found[T any] struct {
-	value   T
-	source  Source
-	release context.CancelFunc
+	value  T
+	source Source
+	cancel context.CancelCauseFunc // ends the source's context, with a cause
 }
+
+func (f found[T]) release() { f.cancel(context.Canceled) }
 
 // errLookupTimeout is the cause recorded when a source missed its deadline.
 var errLookupTimeout = errors.New("source did not answer within the lookup timeout")
@@ -51,7 +53,7 @@ func firstAnswer[T any](ctx context.Context, sources []Source, timeout time.Dura
 		case a := <-replies:
 			timer.Stop()
 			if a.err == nil {
-				return found[T]{value: a.value, source: src, release: func() { cancel(context.Canceled) }}, nil
+				return found[T]{value: a.value, source: src, cancel: cancel}, nil
 			}
 			cancel(a.err)
 			errs = append(errs, fmt.Errorf("%s: %w", src.Name(), a.err))
