@@ -42,6 +42,10 @@ type NodeConfig struct {
 	Env []string
 	// Binary is the dregistry to run; default BuildDregistry(t).
 	Binary string
+	// Netns, when set, is the namespace the daemon runs in; IP must then be
+	// an address of it that containerd and the test reach (over a Link).
+	// containerd stays in the test's namespace (its socket is a file).
+	Netns *Netns
 }
 
 // Node is one running node of a test cluster.
@@ -125,6 +129,7 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		Args:    append(args, cfg.ExtraArgs...),
 		Env:     cfg.Env,
 		LogPath: n.LogPath,
+		Netns:   cfg.Netns,
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

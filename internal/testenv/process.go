@@ -35,6 +35,8 @@ type Process struct {
 	// StdoutPath, when set, receives stdout apart from the log (a registry's
 	// access log).
 	StdoutPath string
+	// Netns, when set, is the network namespace the process runs in.
+	Netns *Netns
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd has been waited for
@@ -56,7 +58,12 @@ func (p *Process) Start() error {
 			return fmt.Errorf("%s: open stdout log: %w", p.Name, err)
 		}
 	}
-	cmd := exec.Command(p.Path, p.Args...)
+	path, args := p.Path, p.Args
+	if p.Netns != nil {
+		// ip netns exec execs in place: the pid and signals stay the process's.
+		path, args = p.Netns.Command(path, args)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Stdout = stdout
 	cmd.Stderr = logFile

@@ -45,6 +45,13 @@ type Registry struct {
 // DREGISTRY_E2E=required) when docker-registry is not installed.
 func StartRegistry(t testing.TB, addr string) *Registry {
 	t.Helper()
+	return StartRegistryIn(t, nil, addr)
+}
+
+// StartRegistryIn is StartRegistry inside network namespace ns (nil: the
+// test's own); addr must be reachable from the test, e.g. over a Link.
+func StartRegistryIn(t testing.TB, ns *Netns, addr string) *Registry {
+	t.Helper()
 	bin := RequireBinary(t, registryBinary)
 	dir := t.TempDir()
 	r := &Registry{
@@ -63,6 +70,7 @@ func StartRegistry(t testing.TB, addr string) *Registry {
 		Args:       []string{"serve", r.ConfigPath},
 		LogPath:    r.LogPath,
 		StdoutPath: r.AccessLogPath,
+		Netns:      ns,
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
