@@ -109,6 +109,7 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		"--containerd-address", n.Containerd.Address,
 		"--log-level", "debug",
 	}
+	configureOut := ""
 	if n.Upstream != nil {
 		args = append(args, "--default-registry", n.Upstream.Addr, "--upstream-plain-http", n.Upstream.Addr)
 		out, err := n.Run(t, "containerd", "configure",
@@ -121,7 +122,7 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		if err != nil {
 			t.Fatalf("testenv: %s: %v", n.Name, err)
 		}
-		t.Logf("%s: dregistry containerd configure:\n%s", n.Name, strings.TrimSpace(out))
+		configureOut = strings.TrimSpace(out)
 	}
 	n.proc = &Process{
 		Name:    "dregistry " + n.Name,
@@ -133,6 +134,7 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
+			t.Logf("%s: dregistry containerd configure said:\n%s", n.Name, configureOut)
 			t.Logf("%s: dregistry log %s (tail):\n%s", n.Name, n.LogPath, n.proc.Tail(tailLines))
 		}
 		if err := n.proc.Stop(); err != nil {
