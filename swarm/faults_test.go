@@ -302,3 +302,26 @@ func TestSeedRefusesWrongContentAndChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestSeederRefusesSwarmConnectionsFromNonMembers(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4<<20)
+	a := startNode(t, tr, "127.0.0.2", "", nil)
+	seed(t, a, tr, content, dgst)
+	d := startNode(t, tr, "127.0.0.12", "", func(c *Config) { c.StallTimeout = time.Second })
+	// d knows the metainfo already, so only the BitTorrent connection is tried.
+	if err := d.meta.store(a.seeded(dgst).info); err != nil {
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	tr.outside[netip.MustParseAddr("127.0.0.12")] = true
+	// Dials to 127/8 leave from 127.0.0.1, whatever address d listens on.
+	tr.outside[netip.MustParseAddr("127.0.0.1")] = true
+	tr.mu.Unlock()
+	if _, err := readBlob(t, d, dgst, 0); !errors.Is(err, errStalled) {
+		t.Fatalf("non-member read: %v, want a stall (no connection accepted)", err)
+	}
+	if got := d.Stats().Torrents[0].ReceivedFrom["127.0.0.2"]; got != 0 {
+		t.Fatalf("non-member received %d bytes", got)
+	}
+}
