@@ -186,8 +186,14 @@ func TestSingleNodeMirror(t *testing.T) {
 	t.Run("with the upstream stopped, tag, manifest and blobs are served from containerd with exact headers", func(t *testing.T) {
 		m.up.Stop(t)
 		defer m.up.Start(t)
+		before := len(m.node.Served(t))
 		for _, ns := range []bool{true, false} {
 			checkServedFromContainerd(t, m, small, ns)
+		}
+		for _, s := range m.node.Served(t)[before:] {
+			if s.Status == http.StatusOK && s.Source != "containerd" {
+				t.Errorf("%s %s was served from %q, want containerd", s.Method, s.Path, s.Source)
+			}
 		}
 		idx := do(t, http.MethodGet, m.url(multi.Repo, "manifests/"+multi.Tag, true), "Accept: "+manifestAccept)
 		if idx.Status != http.StatusOK || !bytes.Equal(idx.Body, multi.IndexBytes) {
