@@ -36,7 +36,9 @@ func startMirror(t *testing.T) mirror {
 	}
 	testenv.RequireRoot(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(5)+":5000")
-	node := testenv.StartNode(t, testenv.NodeConfig{Name: "node1", IP: testenv.LoopbackIP(11), Upstream: up})
+	// A short lookup timeout keeps the hung-upstream case brief.
+	node := testenv.StartNode(t, testenv.NodeConfig{Name: "node1", IP: testenv.LoopbackIP(11), Upstream: up,
+		ExtraArgs: []string{"--lookup-timeout", "2s"}})
 	return mirror{up: up, node: node}
 }
 
@@ -201,6 +203,28 @@ func TestSingleNodeMirror(t *testing.T) {
 		}
 		checkHeader(t, "index", idx, "Content-Type", ocispec.MediaTypeImageIndex)
 		checkHeader(t, "index", idx, "Docker-Content-Digest", multi.Manifest.Digest.String())
+	})
+
+	t.Run("a hung upstream costs at most the lookup timeout: unknown content 404s, known content answers from containerd", func(t *testing.T) {
+		m.up.Pause(t)
+		defer m.up.Resume(t)
+		unknown := digest.FromString("dregistry e2e: never pushed")
+		for _, c := range []struct {
+			method, path string
+			status       int
+		}{
+			{http.MethodGet, "blobs/" + unknown.String(), http.StatusNotFound},
+			{http.MethodHead, "manifests/" + unknown.String(), http.StatusNotFound},
+			{http.MethodHead, "manifests/no-such-tag", http.StatusNotFound},
+			{http.MethodHead, "manifests/" + small.Tag, http.StatusOK},
+			{http.MethodGet, "blobs/" + small.Layers[0].Digest.String(), http.StatusOK},
+		} {
+			// do's own timeout (requestTimeout) fails the test if the daemon hangs.
+			r := do(t, c.method, m.url(small.Repo, c.path, true), "Accept: "+manifestAccept)
+			if r.Status != c.status {
+				t.Errorf("%s %s with the upstream hung: %d, want %d", c.method, c.path, r.Status, c.status)
+			}
+		}
 	})
 
 	t.Run("dregistry restarted serves again without intervention", func(t *testing.T) {

@@ -110,6 +110,23 @@ func (p *Process) Pid() int {
 	return p.cmd.Process.Pid
 }
 
+// Pause stops the process with SIGSTOP: its sockets still accept
+// connections, but nothing answers (a hung server). Resume undoes it.
+func (p *Process) Pause() error { return p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process with SIGCONT.
+func (p *Process) Resume() error { return p.signal(syscall.SIGCONT) }
+
+func (p *Process) signal(sig syscall.Signal) error {
+	if p.cmd == nil {
+		return fmt.Errorf("%s: not running", p.Name)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("%s: signal %v: %w", p.Name, sig, err)
+	}
+	return nil
+}
+
 // Stop sends SIGTERM, waits at most processStopTimeout, then SIGKILLs.
 // Stopping a stopped process does nothing.
 func (p *Process) Stop() error { return p.halt(syscall.SIGTERM) }

@@ -132,6 +132,25 @@ func (r *Registry) Stop(t testing.TB) {
 	}
 }
 
+// Pause freezes the registry (SIGSTOP): connections are accepted and never
+// answered, the upstream failure that hangs a pull without a deadline. A
+// paused registry is resumed before it is stopped.
+func (r *Registry) Pause(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Pause(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = r.proc.Resume() })
+}
+
+// Resume continues a paused registry.
+func (r *Registry) Resume(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Resume(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
 // Running reports whether the registry is started.
 func (r *Registry) Running() bool { return r.proc.Running() }
 
