@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -181,6 +183,24 @@ func TestSingleNodeMirror(t *testing.T) {
 		}
 	})
 
+	t.Run("an upstream that dies mid-blob aborts the response, and containerd's Range retry completes it", func(t *testing.T) {
+		big := testenv.PushImage(t, m.up, "e2e/midblob", "v1", 64<<20)
+		layer := big.Layers[0]
+		url := m.url(big.Repo, "blobs/"+layer.Digest.String(), true)
+		got, err := readThenKill(t, url, 1<<20, func() { m.up.Kill(t) })
+		m.up.Start(t)
+		if err == nil || int64(len(got)) >= layer.Size {
+			t.Fatalf("the response ended cleanly after %d of %d bytes (err %v); a cut upstream must abort it", len(got), layer.Size, err)
+		}
+		// What arrived is a true prefix; the rest comes with Range, as containerd asks.
+		rest := do(t, http.MethodGet, url, fmt.Sprintf("Range: bytes=%d-", len(got)))
+		if rest.Status != http.StatusPartialContent {
+			t.Fatalf("Range retry from %d: status %d, want 206", len(got), rest.Status)
+		}
+		checkHeader(t, "Range retry", rest, "Content-Range", fmt.Sprintf("bytes %d-%d/%d", len(got), layer.Size-1, layer.Size))
+		checkDigest(t, "aborted prefix + Range retry", append(got, rest.Body...), layer.Digest)
+	})
+
 	t.Run("bad input gets its OCI error and the daemon keeps serving", func(t *testing.T) {
 		checkBadInput(t, m, small)
 	})
@@ -251,6 +271,33 @@ func TestSingleNodeMirror(t *testing.T) {
 			t.Errorf("upstream sent the new layer %d times, want once (by dregistry)", n)
 		}
 	})
+}
+
+// readThenKill reads first bytes of url's body, calls kill, then reads on
+// until the body ends; it returns what arrived and how the body ended.
+func readThenKill(t *testing.T, url string, first int, kill func()) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	got := make([]byte, first)
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("GET %s: first %d bytes: %v", url, first, err)
+	}
+	kill()
+	rest, err := io.ReadAll(resp.Body)
+	return append(got, rest...), err
 }
 
 // checkRanges asserts the Range behaviour of one blob whose bytes are full.

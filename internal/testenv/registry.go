@@ -132,6 +132,15 @@ func (r *Registry) Stop(t testing.TB) {
 	}
 }
 
+// Kill stops the registry with SIGKILL: a crash in the middle of whatever
+// it was sending. Start brings it back with the same storage.
+func (r *Registry) Kill(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Kill(); err != nil {
+		t.Errorf("testenv: %v", err)
+	}
+}
+
 // Pause freezes the registry (SIGSTOP): connections are accepted and never
 // answered, the upstream failure that hangs a pull without a deadline. A
 // paused registry is resumed before it is stopped.
