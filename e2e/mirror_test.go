@@ -108,6 +108,14 @@ func TestSingleNodeMirror(t *testing.T) {
 		}
 	})
 
+	t.Run("an image pulled in the k8s.io namespace is served from containerd too", func(t *testing.T) {
+		k8s := testenv.PushImage(t, m.up, "e2e/k8s", "v1", 100<<10)
+		m.node.PullIn(t, "k8s.io", k8s.Ref)
+		m.up.Stop(t)
+		defer m.up.Start(t)
+		checkServedFromContainerd(t, m, k8s, true)
+	})
+
 	t.Run("a multi-platform index pulls through the mirror for every platform", func(t *testing.T) {
 		m.node.Pull(t, multi.Ref, "--all-platforms")
 		have := contentDigests(t, m.node)

@@ -216,7 +216,24 @@ func (n *Node) Pull(t testing.TB, ref string, args ...string) string {
 // TryPull is Pull that returns the error instead of failing.
 func (n *Node) TryPull(t testing.TB, ref string, args ...string) (string, error) {
 	t.Helper()
-	cmd := []string{"-n", "default", "images", "pull", "--plain-http", "--hosts-dir", n.HostsDir}
+	return n.TryPullIn(t, "default", ref, args...)
+}
+
+// PullIn is Pull into containerd namespace ns: "k8s.io" is where kubelet's
+// images live, "moby" Docker's.
+func (n *Node) PullIn(t testing.TB, ns, ref string, args ...string) string {
+	t.Helper()
+	out, err := n.TryPullIn(t, ns, ref, args...)
+	if err != nil {
+		t.Fatalf("testenv: %s: %v", n.Name, err)
+	}
+	return out
+}
+
+// TryPullIn is PullIn that returns the error instead of failing.
+func (n *Node) TryPullIn(t testing.TB, ns, ref string, args ...string) (string, error) {
+	t.Helper()
+	cmd := []string{"-n", ns, "images", "pull", "--plain-http", "--hosts-dir", n.HostsDir}
 	cmd = append(cmd, args...)
 	return n.Containerd.Ctr(t, append(cmd, ref)...)
 }
