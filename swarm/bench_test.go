@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -206,16 +207,18 @@ func benchTorrentGet(ip string, peers []Peer, dgst digest.Digest, first func()) 
 }
 
 type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Scanner
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Scanner
+	stderr *bytes.Buffer
 }
 
 func startChild(b *testing.B, env ...string) *child {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -223,17 +226,26 @@ func startChild(b *testing.B, env ...string) *child {
 	}
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	return &child{cmd: cmd, stdin: stdin, out: sc}
+	return &child{cmd: cmd, stdin: stdin, out: sc, stderr: stderr}
 }
 
 func (c *child) decode(b *testing.B, v any) {
 	b.Helper()
+	if err := c.read(v); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// read decodes the child's next JSON line; safe off the benchmark goroutine.
+func (c *child) read(v any) error {
 	if !c.out.Scan() {
-		b.Fatalf("child ended early: %v", c.out.Err())
+		c.cmd.Wait()
+		return fmt.Errorf("child ended early (%v, %v): %s", c.out.Err(), c.cmd.ProcessState, tail(c.stderr.String(), 4000))
 	}
 	if err := json.Unmarshal(c.out.Bytes(), v); err != nil {
-		b.Fatalf("child said %q: %v", c.out.Text(), err)
+		return fmt.Errorf("child said %q: %w", c.out.Text(), err)
 	}
+	return nil
 }
 
 // benchBlob writes a blob of size pseudo-random bytes (fast to make, not
@@ -305,11 +317,13 @@ func BenchmarkTransfer(b *testing.B) {
 				var wg sync.WaitGroup
 				for g := range sc.getters {
 					c := startChild(b, benchRoleEnv+"=get", "SWARM_BENCH_MODE="+sc.mode, "SWARM_BENCH_DIGEST="+dgst.String(),
-						"SWARM_BENCH_PEERS="+string(peersJSON), fmt.Sprintf("SWARM_BENCH_IP=127.0.2.%d", g+1))
+						"SWARM_BENCH_PEERS="+string(peersJSON), "SWARM_BENCH_IP=127.0.0.1")
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						c.decode(b, &results[g])
+						if err := c.read(&results[g]); err != nil {
+							results[g].Err = err.Error()
+						}
 						c.cmd.Wait()
 					}()
 				}
@@ -453,3 +467,5 @@ func BenchmarkSmallBlob(b *testing.B) {
 		}
 	}
 }
+
+func tail(s string, n int) string { return s[max(0, len(s)-n):] }

@@ -217,7 +217,9 @@ func (s *Swarm) clientConfig(host string, port int) *torrent.ClientConfig {
 	cc.DataDir = filepath.Join(s.cfg.DataDir, "client")
 	cc.DefaultStorage = s.downloads
 	cc.NoDHT = true
-	cc.DisablePEX = true
+	// PEX stays on: it lets downloaders of one blob feed each other, and the
+	// member allow-list below filters every address it brings in.
+	cc.DisablePEX = false
 	cc.DisableTrackers = true
 	cc.NoDefaultPortForwarding = true
 	cc.DisableWebseeds = true
