@@ -29,7 +29,7 @@ const (
 // figure; docs/benchmarks.md records the medians.
 func BenchmarkBlobGET(b *testing.B) {
 	testenv.RequireRoot(b)
-	up := testenv.StartRegistry(b, testenv.LoopbackIP(8)+":5000")
+	up := testenv.StartRegistry(b, testenv.LoopbackIP(8)+":5500")
 	node := testenv.StartNode(b, testenv.NodeConfig{Name: "bench", IP: testenv.LoopbackIP(31), Upstream: up})
 	img := up.Push(b, testenv.ImageSpec{Repo: "bench/large", Tag: "v1", LayerSizes: []int64{benchBlobSize}, Uncompressed: true})
 	layer := img.Layers[0]

@@ -13,7 +13,7 @@ func TestEveryNodeOfAClusterPullsThroughItsOwnMirror(t *testing.T) {
 		t.Skip("e2e: starts three nodes")
 	}
 	testenv.RequireRoot(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(7)+":5000")
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(7)+":5500")
 	img := testenv.PushImage(t, up, "e2e/cluster", "v1", 256<<10, 512<<10)
 	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up})
 	seen := map[string]bool{}

@@ -57,11 +57,11 @@ func TestOCIConformance(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	suite := conformanceSuite(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(6)+":5000")
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(6)+":5500")
 	node := testenv.StartNode(t, testenv.NodeConfig{Name: "conformance", IP: testenv.LoopbackIP(21), Upstream: up})
 
 	baseline := runConformance(t, suite, up.Addr, "baseline")
-	r := startRouter(t, testenv.LoopbackIP(22)+":5000", node.URL(), up.URL())
+	r := startRouter(t, testenv.LoopbackIP(22)+":5600", node.URL(), up.URL())
 	mirror := runConformance(t, suite, r.addr, "mirror")
 
 	t.Logf("conformance through dregistry: %s (%d requests to dregistry, %d to the upstream)",

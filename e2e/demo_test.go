@@ -18,7 +18,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("e2e: starts two nodes and a registry")
 	}
 	testenv.RequireRoot(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5000")
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5500")
 	img := testenv.PushImage(t, up, "demo/app", "v1", 4<<20, 16<<20)
 	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up})
 

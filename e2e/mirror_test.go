@@ -37,7 +37,7 @@ func startMirror(t *testing.T) mirror {
 		t.Skip("e2e: starts containerd, docker-registry and dregistry")
 	}
 	testenv.RequireRoot(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(5)+":5000")
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(5)+":5500")
 	// A short lookup timeout keeps the hung-upstream case brief.
 	node := testenv.StartNode(t, testenv.NodeConfig{Name: "node1", IP: testenv.LoopbackIP(11), Upstream: up,
 		ExtraArgs: []string{"--lookup-timeout", "2s"}})

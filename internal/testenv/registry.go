@@ -40,7 +40,8 @@ type Registry struct {
 	proc *Process
 }
 
-// StartRegistry starts docker-registry on addr (e.g. "127.0.0.5:5500"),
+// StartRegistry starts docker-registry on addr (e.g. LoopbackIP(5)+":5500";
+// not :5000, where a packaged registry service may listen on every address),
 // waits for /v2/ and stops it in t.Cleanup. It skips (or fails when
 // DREGISTRY_E2E=required) when docker-registry is not installed.
 func StartRegistry(t testing.TB, addr string) *Registry {

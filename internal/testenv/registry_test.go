@@ -38,7 +38,7 @@ func TestRegistryServesPushedImageAndLogsEveryRequest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts docker-registry")
 	}
-	reg := StartRegistry(t, LoopbackIP(2)+":5000")
+	reg := StartRegistry(t, LoopbackIP(2)+":5500")
 	img := PushImage(t, reg, "testenv/small", "v1", 1000, 5000)
 
 	resp, body := get(t, http.MethodGet, reg.URL()+"/v2/testenv/small/manifests/v1", ocispec.MediaTypeImageManifest, "containerd/1.6.20")
@@ -91,7 +91,7 @@ func TestPushIndexPushesOneImagePerPlatform(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts docker-registry")
 	}
-	reg := StartRegistry(t, LoopbackIP(3)+":5000")
+	reg := StartRegistry(t, LoopbackIP(3)+":5500")
 	idx := PushIndex(t, reg, "testenv/multi", "v1", []string{"linux/amd64", "linux/arm64"}, 2000)
 	resp, body := get(t, http.MethodGet, reg.URL()+"/v2/testenv/multi/manifests/v1", ocispec.MediaTypeImageIndex, "test")
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, idx.IndexBytes) {
