@@ -83,6 +83,9 @@ func checkPulledThroughMirror(t *testing.T, up *testenv.Registry, blobs []testen
 	}
 }
 
+// TestSingleNodeMirror is issue 2's scenario on one node: its subtests run in
+// order and build on each other (the first pull fills containerd), so they
+// share one upstream and one node instead of starting their own.
 func TestSingleNodeMirror(t *testing.T) {
 	m := startMirror(t)
 	small := testenv.PushImage(t, m.up, "e2e/small", "v1", 300<<10, 2<<20)
