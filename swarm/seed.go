@@ -89,6 +89,7 @@ func (s *Swarm) dropLocked(dgst digest.Digest, e *entry) error {
 	delete(s.torrents, dgst)
 	close(e.stop)
 	e.t.Drop()
+	s.received.forget(e.info.infoHash)
 	if e.seed == nil {
 		if err := s.downloads.remove(dgst); err != nil {
 			return fmt.Errorf("swarm: release %s: %w", dgst, err)

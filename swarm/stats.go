@@ -91,3 +91,9 @@ func (c *peerCounters) of(ih metainfo.Hash) map[string]int64 {
 	}
 	return out
 }
+
+func (c *peerCounters) forget(ih metainfo.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.counts, ih)
+}
