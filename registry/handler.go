@@ -68,6 +68,10 @@ func NewHandler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if _, err := ParseRegistry(cfg.DefaultRegistry, ""); err != nil {
+		// Requests without ?ns= will get 400 NAME_INVALID; say why once.
+		cfg.Logger.Error("default registry is not a registry host", "err", err)
+	}
 	h := &handler{cfg: cfg, log: cfg.Logger}
 	h.buffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	return h

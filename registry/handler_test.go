@@ -273,7 +273,7 @@ func TestHandlerSourceFallback(t *testing.T) {
 		}, 404, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(f *fixture, cfg *Config) { cfg.LookupTimeout = 100 * time.Millisecond })
+			f := newFixture(t, func(f *fixture, cfg *Config) { cfg.LookupTimeout = 500 * time.Millisecond })
 			f.local.tags[f.ref.String()+":v1"] = f.index
 			tc.breakSrc(f)
 			resp, body, err := doRequest(t, "GET", f.url("/v2/library/alpine/manifests/v1"), nil)
@@ -378,12 +378,12 @@ func TestHandlerBlobAbortsOnFailingSource(t *testing.T) {
 		setup func(f *fixture, cfg *Config)
 	}{
 		{"stream fails", func(f *fixture, _ *Config) { f.local.failAt = 300 << 10 }},
-		{"stream stalls", func(f *fixture, cfg *Config) { f.local.stallAt = 300 << 10; cfg.StallTimeout = 100 * time.Millisecond }},
+		{"stream stalls", func(f *fixture, cfg *Config) { f.local.stallAt = 300 << 10; cfg.StallTimeout = 300 * time.Millisecond }},
 		{"seekable fails", func(f *fixture, _ *Config) { f.local.seekable = true; f.local.failAt = 300 << 10 }},
 		{"seekable stalls", func(f *fixture, cfg *Config) {
 			f.local.seekable = true
 			f.local.stallAt = 300 << 10
-			cfg.StallTimeout = 100 * time.Millisecond
+			cfg.StallTimeout = 300 * time.Millisecond
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -431,7 +431,7 @@ func TestHandlerBlobFallback(t *testing.T) {
 		}, 404, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(f *fixture, cfg *Config) { cfg.LookupTimeout = 100 * time.Millisecond })
+			f := newFixture(t, func(f *fixture, cfg *Config) { cfg.LookupTimeout = 500 * time.Millisecond })
 			tc.setup(f)
 			resp, body, err := doRequest(t, "GET", f.url("/v2/library/alpine/blobs/"+f.blobDigest.String()), nil)
 			if err != nil {

@@ -495,7 +495,8 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		serve  func(release chan struct{}) http.HandlerFunc
-		status int // 0: the response is cut off
+		lookup time.Duration // short only where the upstream is meant to miss it
+		status int           // 0: the response is cut off
 	}{
 		{"lying upstream", func(chan struct{}) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
@@ -504,7 +505,7 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 				w.Header().Set("Content-Length", strconv.Itoa(len(bad)))
 				_, _ = w.Write(bad)
 			}
-		}, 0},
+		}, 10 * time.Second, 0},
 		{"upstream stalls mid-body", func(release chan struct{}) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
@@ -517,7 +518,7 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 					}
 				}
 			}
-		}, 0},
+		}, 10 * time.Second, 0},
 		{"upstream never answers", func(release chan struct{}) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
 				select {
@@ -525,7 +526,7 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 				case <-release:
 				}
 			}
-		}, 404},
+		}, 300 * time.Millisecond, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var serve http.HandlerFunc
@@ -534,7 +535,7 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 			mirror := httptest.NewServer(NewHandler(Config{
 				Sources: []Source{u}, TagSources: []Source{u}, Logger: testLogger(t),
-				LookupTimeout: 300 * time.Millisecond, StallTimeout: 300 * time.Millisecond,
+				LookupTimeout: tc.lookup, StallTimeout: 300 * time.Millisecond,
 			}))
 			t.Cleanup(mirror.Close)
 			resp, body, err := doRequest(t, "GET", mirror.URL+"/v2/test/app/blobs/"+dgst.String()+"?ns="+host, nil)
