@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -74,7 +75,6 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", mirror)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
@@ -85,7 +85,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return fmt.Errorf("listen on --http-addr: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           routeMirror(mirror, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -113,4 +113,17 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// routeMirror sends every /v2/ request to the mirror untouched: ServeMux
+// would clean a path such as /v2/a//b and redirect, where the registry API
+// must answer 400 NAME_INVALID.
+func routeMirror(mirror, rest http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			mirror.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
