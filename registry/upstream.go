@@ -269,6 +269,8 @@ func manifestTypeOf(contentType string, body []byte) (string, error) {
 }
 
 // Blob implements Source: a HEAD for the size; the bytes come with Open.
+// A registry that refuses HEAD (405, or a storage redirect signed for GET
+// only) is asked with a GET, whose body then serves the first Open.
 func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
@@ -279,18 +281,37 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 	if err != nil {
 		return nil, err
 	}
-	if err := checkStatus(resp, http.MethodHead, url); err != nil {
+	method := http.MethodHead
+	if resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusForbidden {
+		resp.Body.Close()
+		method = http.MethodGet
+		if resp, err = u.do(ctx, r, method, url, ""); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkStatus(resp, method, url); err != nil {
 		return nil, err
 	}
-	resp.Body.Close()
+	var pending io.ReadCloser
+	if method == http.MethodGet {
+		pending = resp.Body
+	} else {
+		resp.Body.Close()
+	}
+	fail := func(err error) (Blob, error) {
+		if pending != nil {
+			pending.Close()
+		}
+		return nil, err
+	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
-		return nil, fmt.Errorf("HEAD %s: upstream says digest %s: %w", url, got, errDigestMismatch)
+		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, errDigestMismatch))
 	}
 	size := resp.ContentLength
 	if size < 0 {
-		return nil, fmt.Errorf("HEAD %s: no Content-Length", url)
+		return fail(fmt.Errorf("%s %s: no Content-Length", method, url))
 	}
-	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size}, nil
+	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size, pending: pending}, nil
 }
 
 var _ Source = (*Upstream)(nil)

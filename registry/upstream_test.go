@@ -558,3 +558,39 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 		})
 	}
 }
+
+func TestUpstreamBlobWhereHEADIsRefused(t *testing.T) {
+	blob := randomBytes(300<<10, 13)
+	dgst := digest.FromBytes(blob)
+	var mu sync.Mutex
+	gets := 0
+	host, _ := scripted(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		mu.Lock()
+		gets++
+		mu.Unlock()
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		_, _ = w.Write(blob)
+	})
+	u := newTestUpstream(t, UpstreamConfig{})
+	ctx := testCtx(t)
+	b, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, dgst)
+	if err != nil || b.Size() != int64(len(blob)) {
+		t.Fatalf("Blob = %v, %v", b, err)
+	}
+	defer b.Close()
+	for _, offset := range []int64{0, 5} {
+		got, err := readBlob(ctx, b, offset)
+		if err != nil || !bytes.Equal(got, blob[offset:]) {
+			t.Fatalf("Open(%d): %d bytes, %v", offset, len(got), err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gets != 2 {
+		t.Errorf("%d GETs for Blob and two Opens, want 2 (the first reuses Blob's GET)", gets)
+	}
+}
