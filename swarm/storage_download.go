@@ -52,7 +52,7 @@ func (s downloadStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih 
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
-	d := &download{complete: make([]bool, info.NumPieces())}
+	d := &download{complete: make([]bool, info.NumPieces()), assembling: map[int][]byte{}}
 	if d.data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -77,6 +77,10 @@ type download struct {
 	data, pieces *os.File
 	mu           sync.Mutex
 	complete     []bool
+	// assembling holds pieces still being downloaded, until they verify and
+	// are written to the data file; at most the library's unverified bytes.
+	assembling map[int][]byte
+	spare      [][]byte
 }
 
 // load reads the completion marks left by an earlier run. Marks written for
@@ -132,7 +136,38 @@ func (d *download) mark(index int, complete bool) error {
 	return nil
 }
 
+// buffer returns the in-memory copy of a piece being assembled, creating it
+// if create is set. Caller holds d.mu.
+func (d *download) buffer(index int, length int64, create bool) []byte {
+	buf, ok := d.assembling[index]
+	if !ok && create {
+		if n := len(d.spare); n > 0 && int64(cap(d.spare[n-1])) >= length {
+			buf, d.spare = d.spare[n-1][:length], d.spare[:n-1]
+		} else {
+			buf = make([]byte, length)
+		}
+		d.assembling[index] = buf
+	}
+	return buf
+}
+
+// retire forgets a piece's buffer, keeping a few for the next pieces.
+// Caller holds d.mu.
+func (d *download) retire(index int) {
+	if buf, ok := d.assembling[index]; ok {
+		delete(d.assembling, index)
+		if len(d.spare) < maxSpareBuffers {
+			d.spare = append(d.spare, buf)
+		}
+	}
+}
+
+const maxSpareBuffers = 8
+
 func (d *download) close() error {
+	d.mu.Lock()
+	d.assembling, d.spare = map[int][]byte{}, nil
+	d.mu.Unlock()
 	return errors.Join(d.data.Close(), d.pieces.Close())
 }
 
@@ -146,22 +181,58 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 	if off >= p.length {
 		return 0, io.EOF
 	}
-	n, err := p.d.data.ReadAt(b[:min(int64(len(b)), p.length-off)], p.off+off)
+	b = b[:min(int64(len(b)), p.length-off)]
+	p.d.mu.Lock()
+	if buf := p.d.buffer(p.index, p.length, false); buf != nil {
+		n := copy(b, buf[off:])
+		p.d.mu.Unlock()
+		return n, nil
+	}
+	p.d.mu.Unlock()
+	n, err := p.d.data.ReadAt(b, p.off+off)
 	if err == nil && n < len(b) {
 		err = io.EOF
 	}
 	return n, err
 }
 
+// WriteAt copies a chunk into the piece's buffer: the connection's read loop
+// does no disk I/O, and the piece check hashes from memory.
 func (p downloadPiece) WriteAt(b []byte, off int64) (int, error) {
-	if off+int64(len(b)) > p.length {
+	if off < 0 || off+int64(len(b)) > p.length {
 		return 0, fmt.Errorf("write of %d bytes at %d overflows piece %d", len(b), off, p.index)
 	}
-	return p.d.data.WriteAt(b, p.off+off)
+	p.d.mu.Lock()
+	defer p.d.mu.Unlock()
+	return copy(p.d.buffer(p.index, p.length, true)[off:], b), nil
 }
 
-func (p downloadPiece) MarkComplete() error    { return p.d.mark(p.index, true) }
-func (p downloadPiece) MarkNotComplete() error { return p.d.mark(p.index, false) }
+// MarkComplete writes the verified piece to the data file, then records it.
+func (p downloadPiece) MarkComplete() error {
+	p.d.mu.Lock()
+	buf := p.d.buffer(p.index, p.length, false)
+	p.d.mu.Unlock()
+	if buf != nil {
+		if _, err := p.d.data.WriteAt(buf, p.off); err != nil {
+			return fmt.Errorf("write piece %d: %w", p.index, err)
+		}
+	}
+	if err := p.d.mark(p.index, true); err != nil {
+		return err
+	}
+	p.d.mu.Lock()
+	p.d.retire(p.index)
+	p.d.mu.Unlock()
+	return nil
+}
+
+// MarkNotComplete drops the piece's data (it failed its hash check).
+func (p downloadPiece) MarkNotComplete() error {
+	p.d.mu.Lock()
+	p.d.retire(p.index)
+	p.d.mu.Unlock()
+	return p.d.mark(p.index, false)
+}
 
 func (p downloadPiece) Completion() storage.Completion {
 	p.d.mu.Lock()

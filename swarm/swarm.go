@@ -72,7 +72,7 @@ type Config struct {
 	// default 64 MiB.
 	Readahead int64
 	// ChunkSize is the BitTorrent request size; default 256 KiB (16 KiB, the
-	// protocol's usual, halved throughput here: see BENCHMARKS.md).
+	// protocol's usual, halved throughput here: see swarm/BENCHMARKS.md).
 	ChunkSize int
 }
 
