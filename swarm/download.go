@@ -172,6 +172,7 @@ func (s *Swarm) discard(e *entry, cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.torrents[e.info.digest] == e {
+		s.received.forget(e.info.infoHash)
 		if err := s.dropLocked(e.info.digest, e); err != nil {
 			s.log.Warn("discard", "digest", e.info.digest, "err", err)
 		}

@@ -160,6 +160,9 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 	if err := d.Seed(ctx, dgst, int64(len(content)), failingReaderAt{}); err != nil {
 		t.Fatalf("seed from cached metainfo read the content: %v", err)
 	}
+	if st := d.Stats().Torrents[0]; !st.Seeding || st.ReceivedFrom["127.0.0.2"] == 0 {
+		t.Fatalf("seed after download lost where the blob came from: %+v", st)
+	}
 }
 
 // failingReaderAt proves a code path does not read the content.

@@ -81,6 +81,7 @@ func (s *Swarm) Unseed(dgst digest.Digest) {
 	defer s.mu.Unlock()
 	if e := s.torrents[dgst]; e != nil && e.seed != nil {
 		s.dropLocked(dgst, e)
+		s.received.forget(e.info.infoHash)
 	}
 }
 
@@ -89,7 +90,6 @@ func (s *Swarm) dropLocked(dgst digest.Digest, e *entry) error {
 	delete(s.torrents, dgst)
 	close(e.stop)
 	e.t.Drop()
-	s.received.forget(e.info.infoHash)
 	if e.seed == nil {
 		if err := s.downloads.remove(dgst); err != nil {
 			return fmt.Errorf("swarm: release %s: %w", dgst, err)

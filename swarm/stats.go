@@ -25,7 +25,8 @@ type TorrentStats struct {
 	PiecesComplete int
 	ConnectedPeers int
 	// ReceivedFrom counts the useful piece bytes received from each peer IP
-	// over the torrent's life.
+	// for this digest; a blob seeded after its download keeps the download's
+	// counts (until Unseed), so stats show where a node's copy came from.
 	ReceivedFrom map[string]int64
 }
 
