@@ -205,3 +205,33 @@ func TestPeerEndpointServesMembersOnly(t *testing.T) {
 		t.Fatalf("non-member got %d", code)
 	}
 }
+
+func TestBandwidthLimitsStillDeliver(t *testing.T) {
+	tr := newTracker()
+	limited := func(c *Config) { c.UploadLimit, c.DownloadLimit = 32<<20, 32<<20 }
+	a := startNode(t, tr, "127.0.0.2", "", limited)
+	d := startNode(t, tr, "127.0.0.3", "", limited)
+	content, dgst := randomBlob(t, 6<<20)
+	seed(t, a, tr, content, dgst)
+	got, err := readBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, content)
+}
+
+func TestConfigErrors(t *testing.T) {
+	tr := newTracker()
+	for name, cfg := range map[string]Config{
+		"no data dir":    {Seeders: tr, Members: tr},
+		"no tracker":     {DataDir: t.TempDir()},
+		"negative limit": {DataDir: t.TempDir(), Seeders: tr, Members: tr, UploadLimit: -1},
+		"bad address":    {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1"},
+		"bad port":       {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1:http"},
+	} {
+		if s, err := New(cfg); err == nil {
+			s.Close()
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
