@@ -15,7 +15,8 @@ import (
 // its piece hashes are computed in the same pass that checks its digest, and
 // kept in the data directory; later calls (and restarts) reuse them. Content
 // that does not match dgst is refused and changes nothing. Seeding a blob
-// this node downloaded replaces the download (see Release).
+// this node downloaded replaces the download (see Release). content must stay
+// readable until Unseed or Close; seeding a digest again keeps the first one.
 func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
 	if err := dgst.Validate(); err != nil {
 		return fmt.Errorf("swarm: seed %q: %w", dgst, err)

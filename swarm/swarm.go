@@ -196,11 +196,32 @@ func New(cfg Config) (*Swarm, error) {
 		stop:      make(chan struct{}),
 	}
 	cc := s.clientConfig(host, int(port))
+	bindIP := listenIP(host)
+	if bindIP != nil {
+		cc.DialForPeerConns = false // the dialer added below leaves from bindIP
+	}
 	s.client, err = torrent.NewClient(cc)
 	if err != nil {
 		return nil, fmt.Errorf("swarm: start torrent client on %s: %w", cfg.ListenAddr, err)
 	}
+	if bindIP != nil {
+		// Members admit each other by source address: on a host with several
+		// addresses (or loopback aliases) connections must leave from the
+		// address this node listens on and announces.
+		s.client.AddDialer(torrent.NetworkDialer{Network: "tcp", Dialer: &net.Dialer{
+			Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: bindIP},
+		}})
+	}
 	return s, nil
+}
+
+// listenIP is the IP of a listen host, nil when it is empty or unspecified.
+func listenIP(host string) net.IP {
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		return nil
+	}
+	return ip
 }
 
 // clientConfig makes a private swarm: no DHT, PEX, trackers, web seeds or
