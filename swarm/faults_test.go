@@ -13,28 +13,39 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// seedCorrupt makes n seed dgst with the right metainfo but wrong bytes, as
-// a broken or malicious peer would.
-func seedCorrupt(t *testing.T, n *node, tr *tracker, content []byte, dgst digest.Digest) {
+// seedRaw makes n seed b over content without checking it, as a broken or
+// malicious peer would.
+func seedRaw(t *testing.T, n *node, tr *tracker, b *blobInfo, content io.ReaderAt) {
 	t.Helper()
-	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := bytes.Clone(content)
-	for i := range bad {
-		bad[i] ^= 0x5a
-	}
 	n.mu.Lock()
-	tor, err := n.addTorrent(b, seedStorage{content: bytes.NewReader(bad)})
+	tor, err := n.addTorrent(b, seedStorage{content: content})
 	if err == nil {
-		n.torrents[dgst] = &entry{info: b, t: tor, seed: bytes.NewReader(bad), verified: closedChan(), stop: make(chan struct{})}
+		n.torrents[b.digest] = &entry{info: b, t: tor, seed: content, verified: closedChan(), stop: make(chan struct{})}
 	}
 	n.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.announce(dgst, n)
+	tr.announce(b.digest, n)
+}
+
+func mustHash(t *testing.T, content []byte, dgst digest.Digest) *blobInfo {
+	t.Helper()
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// seedCorrupt makes n seed dgst with the right metainfo but wrong bytes.
+func seedCorrupt(t *testing.T, n *node, tr *tracker, content []byte, dgst digest.Digest) {
+	t.Helper()
+	bad := bytes.Clone(content)
+	for i := range bad {
+		bad[i] ^= 0x5a
+	}
+	seedRaw(t, n, tr, mustHash(t, content, dgst), bytes.NewReader(bad))
 }
 
 func banned(n *node, ip string) bool {
@@ -64,17 +75,10 @@ func TestBadPiecePeerIsBannedAndItsDataDropped(t *testing.T) {
 	seedCorrupt(t, liar, tr, content, dgst)
 	d := startNode(t, tr, "127.0.0.7", "", func(c *Config) { c.StallTimeout = time.Minute })
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := d.Blob(ctx, refForTests(), dgst)
+	rc, err := openBlob(t, d, dgst, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := b.Open(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
 	got := make(chan []byte, 1)
 	go func() {
 		all, err := io.ReadAll(rc)
@@ -104,13 +108,7 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 	small := func(c *Config) { c.Readahead = 1 << 20 }
 
 	d := startNode(t, tr, "127.0.0.3", dir, small)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := d.Blob(ctx, refForTests(), dgst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := b.Open(ctx, 0)
+	rc, err := openBlob(t, d, dgst, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +120,9 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 	d.stop()
 
 	d = startNode(t, tr, "127.0.0.3", dir, small)
-	b, err = d.Blob(ctx, refForTests(), dgst)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := d.Blob(ctx, refForTests(), dgst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,26 +257,13 @@ func (s stallingReaderAt) ReadAt([]byte, int64) (int, error) {
 func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 4<<20)
-	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
-	if err != nil {
-		t.Fatal(err)
-	}
 	hung := startNode(t, tr, "127.0.0.9", "", nil)
 	stall := stallingReaderAt{release: make(chan struct{})}
 	defer close(stall.release)
-	hung.mu.Lock()
-	tor, err := hung.addTorrent(b, seedStorage{content: stall})
-	if err == nil {
-		hung.torrents[dgst] = &entry{info: b, t: tor, seed: stall, verified: closedChan(), stop: make(chan struct{})}
-	}
-	hung.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.announce(dgst, hung)
+	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
 	// The metainfo endpoint answers; the pieces never come.
 	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
-	_, err = readBlob(t, d, dgst, 0)
+	_, err := readBlob(t, d, dgst, 0)
 	if !errors.Is(err, errStalled) {
 		t.Fatalf("err = %v, want the no-progress error", err)
 	}

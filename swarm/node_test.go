@@ -132,17 +132,27 @@ func randomBlob(t testing.TB, size int) ([]byte, digest.Digest) {
 	return b, digest.FromBytes(b)
 }
 
-// readBlob opens dgst on n from offset and reads it to the end.
-func readBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) ([]byte, error) {
+// openBlob opens dgst on n from offset; the stream ends with the test.
+func openBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
 	b, err := n.Blob(ctx, refForTests(), dgst)
 	if err != nil {
 		return nil, err
 	}
-	defer b.Close()
 	rc, err := b.Open(ctx, offset)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { rc.Close() })
+	return rc, nil
+}
+
+// readBlob opens dgst on n from offset and reads it to the end.
+func readBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) ([]byte, error) {
+	t.Helper()
+	rc, err := openBlob(t, n, dgst, offset)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -28,8 +29,9 @@ type streamReader struct {
 	pos, size int64
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
-	digester digest.Digester
-	err      error
+	digester  digest.Digester
+	err       error
+	closeOnce sync.Once
 }
 
 func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *streamReader {
@@ -135,5 +137,7 @@ func (sr *streamReader) hashStored() (digest.Digest, error) {
 func (sr *streamReader) Close() error {
 	sr.watchdog.Stop()
 	sr.cancel(context.Canceled)
-	return sr.r.Close()
+	var err error
+	sr.closeOnce.Do(func() { err = sr.r.Close() })
+	return err
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
@@ -91,17 +90,10 @@ func TestVanishedSeederIsReplaced(t *testing.T) {
 	seed(t, a, tr, content, dgst)
 	d := startNode(t, tr, "127.0.0.4", "", func(c *Config) { c.Readahead = 2 << 20 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := d.Blob(ctx, registry.Ref{}, dgst)
+	rc, err := openBlob(t, d, dgst, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := b.Open(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
 	first := make([]byte, 4<<20)
 	if _, err := io.ReadFull(rc, first); err != nil {
 		t.Fatal(err)
