@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -313,5 +314,37 @@ func TestSeederRefusesSwarmConnectionsFromNonMembers(t *testing.T) {
 	}
 	if got := d.Stats().Torrents[0].ReceivedFrom["127.0.0.2"]; got != 0 {
 		t.Fatalf("non-member received %d bytes", got)
+	}
+}
+
+func TestAbandonedDownloadsArePrunedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	st := downloadStorage{dir: filepath.Join(dir, "downloads")}
+	oldDgst, newDgst := digest.FromString("old"), digest.FromString("new")
+	var paths []string
+	for _, d := range []digest.Digest{oldDgst, newDgst} {
+		data, pieces := st.paths(d)
+		paths = append(paths, data, pieces)
+	}
+	if err := os.MkdirAll(filepath.Dir(paths[0]), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-48 * time.Hour)
+	for _, p := range paths[:2] {
+		if err := os.Chtimes(p, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startNode(t, newTracker(), "127.0.0.2", dir, nil)
+	for i, p := range paths {
+		_, err := os.Stat(p)
+		if gone := os.IsNotExist(err); gone != (i < 2) {
+			t.Errorf("%s: gone=%v", p, gone)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -38,6 +39,35 @@ func (s downloadStorage) remove(dgst digest.Digest) error {
 	for _, p := range []string{data, pieces} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// prune deletes downloads whose files were last written before cutoff.
+func (s downloadStorage) prune(cutoff time.Time) error {
+	algos, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, algo := range algos {
+		if !algo.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.dir, algo.Name()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range files {
+			info, err := f.Info()
+			if err != nil || !info.ModTime().Before(cutoff) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(s.dir, algo.Name(), f.Name())); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

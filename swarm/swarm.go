@@ -71,6 +71,10 @@ type Config struct {
 	// Readahead is how far ahead of a reader pieces are prioritised;
 	// default 64 MiB.
 	Readahead int64
+	// DownloadRetention: downloads left unfinished and untouched this long
+	// (a pull that was abandoned) are deleted when the swarm starts; younger
+	// ones stay so a retry resumes. Default 24 h.
+	DownloadRetention time.Duration
 	// ChunkSize is the BitTorrent request size; default 256 KiB (16 KiB, the
 	// protocol's usual, halved throughput here: see swarm/BENCHMARKS.md).
 	ChunkSize int
@@ -116,6 +120,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Readahead == 0 {
 		c.Readahead = 64 << 20
+	}
+	if c.DownloadRetention == 0 {
+		c.DownloadRetention = 24 * time.Hour
 	}
 	if c.ChunkSize == 0 {
 		c.ChunkSize = 256 << 10
@@ -194,6 +201,9 @@ func New(cfg Config) (*Swarm, error) {
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
 		stop:      make(chan struct{}),
+	}
+	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
+		s.log.Warn("old downloads not pruned", "err", err)
 	}
 	cc := s.clientConfig(host, int(port))
 	bindIP := listenIP(host)
