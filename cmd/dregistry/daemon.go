@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 
 	"github.com/dregistry/dregistry/containerd"
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/tracker"
 )
 
 func daemonCommand() *cli.Command {
@@ -56,6 +59,38 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	defer store.Close()
 	inventory := containerd.NewInventory(store)
 
+	tcfg, err := trackerConfig(cfg)
+	if err != nil {
+		return err
+	}
+	tcfg.Logger = log
+	members, err := tracker.New(tcfg)
+	if err != nil {
+		return err
+	}
+	defer members.Close()
+
+	sw, err := swarm.New(swarm.Config{
+		DataDir:       filepath.Join(cfg.DataDir, "swarm"),
+		ListenAddr:    cfg.TorrentAddr,
+		UploadLimit:   cfg.UploadLimit,
+		DownloadLimit: cfg.DownloadLimit,
+		MaxConns:      cfg.MaxConns,
+		Seeders:       seedersOf{members},
+		Members:       members,
+		HTTPClient:    peerHTTPClient(cfg.HTTPAddr),
+		LookupTimeout: cfg.LookupTimeout,
+		StallTimeout:  cfg.StallTimeout,
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	defer sw.Close()
+	seeds := newSeeding(store, sw, members, log.With("component", "seeding"))
+	stopWatching := inventory.Subscribe(seeds.changed)
+	defer stopWatching()
+
 	upstream, err := registry.NewUpstream(registry.UpstreamConfig{
 		PlainHTTP:    cfg.UpstreamPlainHTTP,
 		DockerConfig: cfg.RegistryConfig,
@@ -66,7 +101,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	local := registry.NewLocalSource(store)
 	mirror := registry.NewHandler(registry.Config{
-		Sources:         []registry.Source{local, upstream},
+		Sources:         []registry.Source{local, sw, upstream},
 		TagSources:      []registry.Source{upstream, local},
 		DefaultRegistry: cfg.DefaultRegistry,
 		LookupTimeout:   cfg.LookupTimeout,
@@ -75,6 +110,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	})
 
 	mux := http.NewServeMux()
+	mux.Handle("/peer/v1/", sw.PeerHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
@@ -94,6 +130,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inventory.Run(gctx) })
+	g.Go(func() error { return seeds.run(gctx) })
+	g.Go(func() error { joinCluster(gctx, members, cfg.Join, log); return nil })
 	g.Go(func() error {
 		log.Info("serving", "addr", ln.Addr().String())
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -126,4 +164,44 @@ func routeMirror(mirror, rest http.Handler) http.Handler {
 		}
 		rest.ServeHTTP(w, r)
 	})
+}
+
+// rejoinInterval is how long the daemon waits before trying --join again
+// once the tracker's own retries are spent.
+const rejoinInterval = 30 * time.Second
+
+// joinCluster meets the cluster through --join, trying again until it
+// succeeds or ctx ends: a node that starts before its peers must still
+// end up in the cluster, and pulls work meanwhile.
+func joinCluster(ctx context.Context, t *tracker.Tracker, addrs []string, log *slog.Logger) {
+	for ctx.Err() == nil {
+		err := t.Join(ctx, addrs)
+		if err == nil {
+			return
+		}
+		log.Error("not joined to the cluster yet; serving from containerd and the upstream meanwhile", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(rejoinInterval):
+		}
+	}
+}
+
+// peerHTTPClient fetches from peers. When the daemon listens on one
+// address, requests leave from it too: peers admit members by source
+// address, and a host with several addresses (or loopback aliases) would
+// otherwise pick another one.
+func peerHTTPClient(httpAddr string) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if host, _, err := net.SplitHostPort(httpAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			dialer.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+	}
+	return &http.Client{Transport: &http.Transport{
+		DialContext:           dialer.DialContext,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   8,
+	}}
 }

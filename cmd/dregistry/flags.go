@@ -19,6 +19,11 @@ type daemonConfig struct {
 	AdvertiseAddr        string
 	GossipAddr           string
 	TorrentAddr          string
+	NodeName             string
+	ClusterKeyFile       string
+	UploadLimit          int64
+	DownloadLimit        int64
+	MaxConns             int
 	Join                 []string
 	Egress               bool
 	DataDir              string
@@ -47,14 +52,22 @@ func daemonFlags() []cli.Flag {
 	dur := func(name string, value time.Duration, usage string) cli.Flag {
 		return altsrc.NewDurationFlag(&cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: envName(name)})
 	}
+	num := func(name string, usage string) cli.Flag {
+		return altsrc.NewInt64Flag(&cli.Int64Flag{Name: name, Usage: usage, EnvVars: envName(name)})
+	}
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file with flag values (keys are flag names); flags and DREGISTRY_* variables override it", EnvVars: envName("config")},
 		str("http-addr", ":5000", "address of the registry mirror, peer and admin endpoint"),
 		str("advertise-addr", "", "IP address peers use to reach this node (default: the first non-loopback address)"),
 		str("gossip-addr", ":7946", "address of the gossip (memberlist) listener"),
 		str("torrent-addr", ":6881", "address of the BitTorrent listener"),
+		str("node-name", "", "this member's unique name in the cluster (default: hostname-<advertise-addr>)"),
+		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts) that encrypt gossip; without it gossip is plain"),
 		list("join", "gossip address (host:port) of a cluster member to join; repeat or comma-separate"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
+		num("upload-limit", "swarm upload limit of this node in bytes per second (0: none)"),
+		num("download-limit", "swarm download limit of this node in bytes per second (0: none)"),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Value: 50, Usage: "connection cap per torrent", EnvVars: envName("max-conns")}),
 		str("data-dir", "/var/lib/dregistry", "directory for downloaded blobs, metainfo and state"),
 		str("containerd-address", "/run/containerd/containerd.sock", "containerd's gRPC socket"),
 		list("containerd-namespaces", "containerd namespaces to serve and seed (default: every namespace)"),
@@ -73,6 +86,11 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		AdvertiseAddr:        c.String("advertise-addr"),
 		GossipAddr:           c.String("gossip-addr"),
 		TorrentAddr:          c.String("torrent-addr"),
+		NodeName:             c.String("node-name"),
+		ClusterKeyFile:       c.String("cluster-key-file"),
+		UploadLimit:          c.Int64("upload-limit"),
+		DownloadLimit:        c.Int64("download-limit"),
+		MaxConns:             c.Int("max-conns"),
 		Join:                 splitList(c.StringSlice("join")),
 		Egress:               c.Bool("egress"),
 		DataDir:              c.String("data-dir"),
@@ -113,6 +131,9 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	}
 	if cfg.DefaultRegistry == "" {
 		return cfg, fmt.Errorf("--default-registry must not be empty")
+	}
+	if cfg.UploadLimit < 0 || cfg.DownloadLimit < 0 || cfg.MaxConns <= 0 {
+		return cfg, fmt.Errorf("--upload-limit and --download-limit must not be negative, --max-conns must be positive")
 	}
 	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 {
 		return cfg, fmt.Errorf("--lookup-timeout and --stall-timeout must be positive")
