@@ -132,7 +132,10 @@ func (s *Swarm) fetchMetainfo(ctx context.Context, dgst digest.Digest, peers []P
 func (s *Swarm) fetchSmall(ctx context.Context, b *blobInfo, peers []Peer) ([]byte, error) {
 	var errs []error
 	for _, i := range rand.Perm(len(peers)) {
-		body, err := s.peerGet(ctx, peers[i], blobPathPrefix+b.digest.String(), b.size())
+		// A seeder that stops sending mid-body is given up after StallTimeout.
+		attempt, cancel := context.WithTimeout(ctx, s.cfg.StallTimeout)
+		body, err := s.peerGet(attempt, peers[i], blobPathPrefix+b.digest.String(), b.size())
+		cancel()
 		if err == nil {
 			switch {
 			case int64(len(body)) != b.size():

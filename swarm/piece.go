@@ -19,12 +19,15 @@ package swarm
 // on loopback, 1 MiB and 4 MiB pieces moved a 1 GiB blob equally fast
 // (shared/notes/torrent.md), so the table stays at the small end; figures in
 // swarm/BENCHMARKS.md.
+// minPieceLength is the smallest piece length of the policy.
+const minPieceLength = 256 << 10
+
 // PieceLength returns the torrent piece length for a blob of size bytes: a
 // power of two between 256 KiB and 8 MiB (see the table above).
 func PieceLength(size int64) int64 {
 	switch {
 	case size <= 64<<20:
-		return 256 << 10
+		return minPieceLength
 	case size <= 256<<20:
 		return 512 << 10
 	case size <= 1<<30:

@@ -220,6 +220,8 @@ func TestConfigErrors(t *testing.T) {
 		"negative limit": {DataDir: t.TempDir(), Seeders: tr, Members: tr, UploadLimit: -1},
 		"bad address":    {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1"},
 		"bad port":       {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1:http"},
+		"odd chunk":      {DataDir: t.TempDir(), Seeders: tr, Members: tr, ChunkSize: 100 << 10},
+		"huge chunk":     {DataDir: t.TempDir(), Seeders: tr, Members: tr, ChunkSize: 1 << 20},
 	} {
 		if s, err := New(cfg); err == nil {
 			s.Close()
