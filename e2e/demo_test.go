@@ -30,8 +30,12 @@ func TestDemo(t *testing.T) {
 		up.Addr, img.Ref, img.Manifest.Digest, len(img.Layers), totalSize(img.Blobs()))
 	for i, n := range nodes {
 		if i > 0 {
-			// Let gossip tell the next node who seeds the layers.
-			waitSeeders(t, n, img.Layers[len(img.Layers)-1].Digest.String(), i, 30*time.Second)
+			// Gossip tells the next node who seeds the big layer.
+			big := img.Layers[len(img.Layers)-1].Digest.String()
+			waitFor(t, 30*time.Second, n.Name+" sees the earlier nodes seed the layer", func() (bool, string) {
+				s := seeders(t, n, big)
+				return len(s) >= i, fmt.Sprint(s)
+			})
 		}
 		start := time.Now()
 		n.Pull(t, img.Ref)
@@ -71,14 +75,6 @@ func TestDemo(t *testing.T) {
 	if len(direct) > 0 {
 		t.Errorf("containerd went to the upstream itself: %+v", direct[0])
 	}
-}
-
-// waitSeeders waits until n's debug log shows nothing yet; gossip settles
-// within a second on loopback, so it polls the node's view through a pull
-// of nothing: it simply waits for the announcements to spread.
-func waitSeeders(t *testing.T, n *testenv.Node, _ string, _ int, max time.Duration) {
-	t.Helper()
-	time.Sleep(min(max, 3*time.Second))
 }
 
 func firstLine(s string) string {

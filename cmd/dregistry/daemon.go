@@ -111,6 +111,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/peer/v1/", sw.PeerHandler())
+	mux.Handle(seedersPath, seedersHandler(members))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
