@@ -270,6 +270,11 @@ func checkDaemonSet(t *testing.T, objs Objects, ds appsv1.DaemonSet, svc corev1.
 	}) {
 		t.Errorf("DaemonSet %s: no HOST_IP from status.hostIP in %+v", ds.Name, d.Env)
 	}
+	if got := flag1(t, d.Args, "node-name"); got != "$(NODE_NAME)" || !slices.ContainsFunc(d.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
+	}) {
+		t.Errorf("DaemonSet %s: --node-name=%s, want the node's name from spec.nodeName", ds.Name, got)
+	}
 
 	// Every file flag names a path some mount provides.
 	for _, f := range []string{"cluster-key-file", "registry-config", "data-dir", "containerd-address"} {
@@ -425,6 +430,10 @@ func TestChartAllOptions(t *testing.T) {
 		"data-dir":              "/var/lib/dregistry",
 		"lookup-timeout":        "2500ms",
 		"stall-timeout":         "1m",
+		"upload-limit":          "104857600",
+		"download-limit":        "209715200",
+		"max-conns":             "80",
+		"node-name":             "$(NODE_NAME)",
 	}
 	for f, v := range want {
 		if got := flag1(t, d.Args, f); got != v {
@@ -565,6 +574,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"bad duration", map[string]any{"daemon": map[string]any{"lookupTimeout": "5 seconds"}}, "lookupTimeout"},
 		{"join without port", map[string]any{"cluster": map[string]any{"join": []any{"seed.example"}}}, "join"},
 		{"registry list as string", map[string]any{"containerd": map[string]any{"registries": "docker.io"}}, "registries"},
+		{"negative limit", map[string]any{"daemon": map[string]any{"uploadLimit": -1}}, "uploadLimit"},
+		{"no connections", map[string]any{"daemon": map[string]any{"maxConns": 0}}, "maxConns"},
 		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "pullPolicy"},
 	}
 	for _, c := range cases {

@@ -130,6 +130,7 @@ spec:
             - daemon
             - --http-addr=:{{ $v.ports.http }}
             - --advertise-addr=$(HOST_IP)
+            - --node-name=$(NODE_NAME)
             - --gossip-addr=:{{ $v.ports.gossip }}
             - --torrent-addr=:{{ $v.ports.torrent }}
             - --join={{ include "dregistry.join" $ }}
@@ -146,6 +147,9 @@ spec:
             {{- if $mountAuth }}
             - --registry-config=/etc/dregistry/registry-auth/config.json
             {{- end }}
+            - --upload-limit={{ int64 $v.daemon.uploadLimit }}
+            - --download-limit={{ int64 $v.daemon.downloadLimit }}
+            - --max-conns={{ $v.daemon.maxConns }}
             - --lookup-timeout={{ $v.daemon.lookupTimeout }}
             - --stall-timeout={{ $v.daemon.stallTimeout }}
             - --log-level={{ $v.daemon.logLevel }}
@@ -160,6 +164,11 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: status.hostIP
+            # The member name in the cluster: the Kubernetes node name.
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
             # The Go runtime collects garbage before the memory limit is hit.
             - name: GOMEMLIMIT
               valueFrom:
