@@ -1,0 +1,112 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// downloadBuffer is the chunk the download reads, hashes and writes.
+const downloadBuffer = 1 << 20
+
+// maxEmptyReads fails an upstream whose reads return nothing, no error.
+const maxEmptyReads = 100
+
+// errLookupTimeout is the cause when the upstream did not answer in time.
+var errLookupTimeout = errors.New("upstream did not answer within the lookup timeout")
+
+// download fetches s from upstream into file, hashing as it writes; it
+// ends verified and kept, or failed and deleted.
+func (f *Fetcher) download(s *spool, file *os.File) {
+	defer f.wg.Done()
+	start := time.Now()
+	size, err := f.copyUpstream(s, file)
+	if cerr := file.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("spool: %w", cerr)
+	}
+	if err == nil {
+		err = s.complete(f.spoolPath(s.dgst))
+	}
+	if err != nil {
+		f.forget(s)
+		s.fail(err)
+		f.log.Warn("upstream fetch failed", "ref", s.ref.String(), "digest", s.dgst, "err", err)
+		return
+	}
+	f.log.Info("fetched from upstream", "ref", s.ref.String(), "digest", s.dgst, "size", size,
+		"duration", time.Since(start))
+	if f.cfg.OnComplete != nil {
+		s.mu.Lock()
+		path := s.path
+		s.mu.Unlock()
+		f.cfg.OnComplete(s.dgst, path, size)
+	}
+}
+
+// copyUpstream streams the blob into file and checks its digest.
+func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	defer cancel(nil)
+	// The blob's readers depend on the context Blob gets, so the lookup is
+	// bounded by a timer, not by a context that would end with it.
+	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
+	blob, err := f.cfg.Upstream.Blob(ctx, s.ref, s.dgst)
+	if err != nil {
+		lookup.Stop()
+		return 0, fmt.Errorf("upstream %s: %w", s.dgst, errors.Join(err, context.Cause(ctx)))
+	}
+	defer blob.Close()
+	size := blob.Size()
+	if size < 0 || (size == 0 && s.dgst != s.dgst.Algorithm().FromBytes(nil)) {
+		lookup.Stop()
+		return 0, fmt.Errorf("upstream %s: impossible size %d", s.dgst, size)
+	}
+	body, err := blob.Open(ctx, 0)
+	if !lookup.Stop() {
+		err = errors.Join(err, context.Cause(ctx))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
+	}
+	defer body.Close()
+	s.setSize(size)
+
+	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+	hash := s.dgst.Algorithm().Hash()
+	buf := make([]byte, downloadBuffer)
+	var written int64
+	for empty := 0; written < size; {
+		n, rerr := body.Read(buf[:min(int64(len(buf)), size-written)])
+		if n > 0 {
+			empty = 0
+			stall.Reset(f.cfg.StallTimeout)
+			hash.Write(buf[:n])
+			if _, err := file.Write(buf[:n]); err != nil {
+				return 0, fmt.Errorf("spool %s: %w", s.dgst, err)
+			}
+			written += int64(n)
+			s.progress(int64(n))
+		}
+		switch {
+		case written == size:
+		case rerr == io.EOF:
+			return 0, fmt.Errorf("upstream %s: body ended at %d of %d bytes: %w", s.dgst, written, size, io.ErrUnexpectedEOF)
+		case rerr != nil:
+			return 0, fmt.Errorf("upstream %s: at %d of %d bytes: %w", s.dgst, written, size, errors.Join(rerr, context.Cause(ctx)))
+		case n == 0:
+			if empty++; empty > maxEmptyReads {
+				return 0, fmt.Errorf("upstream %s: %w", s.dgst, io.ErrNoProgress)
+			}
+		}
+	}
+	if got := digest.NewDigest(s.dgst.Algorithm(), hash); got != s.dgst {
+		return 0, fmt.Errorf("upstream %s: content hashes to %s", s.dgst, got)
+	}
+	return size, nil
+}

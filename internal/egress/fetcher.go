@@ -1,0 +1,173 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// Fetcher is the owner side: one upstream download per digest however many
+// callers ask, streamed to all of them from a spool file as it arrives.
+type Fetcher struct {
+	cfg    FetcherConfig
+	log    *slog.Logger
+	ctx    context.Context // ends every download at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	spools map[digest.Digest]*spool // downloading, or verified and kept
+	closed bool
+
+	meta *metadata // tags and manifests
+}
+
+// spoolName matches the files a Fetcher writes, and nothing else.
+var spoolName = regexp.MustCompile(`^(sha256|sha512)-[0-9a-f]+(\.partial)?$`)
+
+// NewFetcher prepares SpoolDir, removing spools an earlier run left: they
+// are unverified, or verified copies nobody seeds any more.
+func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("egress: spool dir: %w", err)
+	}
+	entries, err := os.ReadDir(cfg.SpoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("egress: spool dir: %w", err)
+	}
+	for _, e := range entries {
+		if spoolName.MatchString(e.Name()) {
+			if err := os.Remove(filepath.Join(cfg.SpoolDir, e.Name())); err != nil {
+				return nil, fmt.Errorf("egress: clear old spool: %w", err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Fetcher{
+		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		spools: map[digest.Digest]*spool{},
+		meta:   newMetadata(cfg),
+	}, nil
+}
+
+var errClosed = errors.New("egress: fetcher closed")
+
+// Fetch returns the blob, downloading it from ref's upstream unless a
+// download of the digest is running or kept, which the caller joins. It
+// returns once the size is known; reads then follow the download.
+func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+		return nil, err
+	}
+	// A download started for another repository that lacks the blob does
+	// not speak for ref: ask once more, for ref itself.
+	for attempt := 0; ; attempt++ {
+		s, err := f.attach(ref, dgst)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("egress: waiting for %s: %w", dgst, context.Cause(ctx))
+		}
+		b, err := s.open(f.cfg.StallTimeout)
+		if err != nil && attempt == 0 && s.ref != ref && errors.Is(err, registry.ErrNotFound) {
+			continue
+		}
+		return b, err
+	}
+}
+
+// attach returns the spool of dgst, starting its download when there is
+// none.
+func (f *Fetcher) attach(ref registry.Ref, dgst digest.Digest) (*spool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, errClosed
+	}
+	if s := f.spools[dgst]; s != nil {
+		return s, nil
+	}
+	path := f.spoolPath(dgst) + ".partial"
+	file, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("egress: spool %s: %w", dgst, err)
+	}
+	s := newSpool(ref, dgst, path)
+	f.spools[dgst] = s
+	f.wg.Add(1)
+	go f.download(s, file)
+	return s, nil
+}
+
+func (f *Fetcher) spoolPath(dgst digest.Digest) string {
+	return filepath.Join(f.cfg.SpoolDir, strings.Replace(dgst.String(), ":", "-", 1))
+}
+
+// forget drops s from the table (a failed download: the next caller
+// starts afresh).
+func (f *Fetcher) forget(s *spool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spools[s.dgst] == s {
+		delete(f.spools, s.dgst)
+	}
+}
+
+// Release deletes the kept copy of dgst once containerd holds the blob. A
+// download still running is left alone; descriptors already open (a seed,
+// readers) keep their bytes.
+func (f *Fetcher) Release(dgst digest.Digest) error {
+	f.mu.Lock()
+	s := f.spools[dgst]
+	if s == nil {
+		f.mu.Unlock()
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.verified {
+		f.mu.Unlock()
+		return nil
+	}
+	delete(f.spools, dgst)
+	f.mu.Unlock()
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("egress: release %s: %w", dgst, err)
+	}
+	return nil
+}
+
+// Close ends every download (their readers fail) and removes every spool.
+func (f *Fetcher) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.cancel()
+	f.wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	for d, s := range f.spools {
+		delete(f.spools, d)
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

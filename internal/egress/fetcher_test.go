@@ -1,0 +1,250 @@
+package egress
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// Many callers, one upstream GET: readers at different offsets get their
+// bytes while the upstream is still held mid-blob, then the rest.
+func TestFetchOneDownloadStreamsToEveryCaller(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(3<<20+17, 1)
+	size := int64(len(c.Blob))
+	gateAt := size / 2
+	release := up.hold(gateAt)
+	defer release()
+	n := newNode(t, "a", true, up.source(), &cluster{}, nil)
+
+	offsets := []int64{0, 1, 4096, gateAt - 1, gateAt, gateAt + 1, size - 1, size}
+	type result struct {
+		offset int64
+		got    []byte
+		err    error
+	}
+	early := make(chan int64, len(offsets)) // offsets whose bytes before the gate arrived
+	results := make(chan result, len(offsets))
+	var wg sync.WaitGroup
+	for _, off := range offsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+			if err != nil {
+				results <- result{off, nil, err}
+				return
+			}
+			defer b.Close()
+			if b.Size() != size {
+				results <- result{off, nil, errors.New("wrong size")}
+				return
+			}
+			rc, err := b.Open(ctx, off)
+			if err != nil {
+				results <- result{off, nil, err}
+				return
+			}
+			defer rc.Close()
+			var got []byte
+			if off < gateAt {
+				got = make([]byte, gateAt-off)
+				if _, err := io.ReadFull(rc, got); err != nil {
+					results <- result{off, nil, err}
+					return
+				}
+				early <- off
+			}
+			rest, err := io.ReadAll(rc)
+			results <- result{off, append(got, rest...), err}
+		}()
+	}
+	// Every reader starting before the gate has its bytes up to the gate
+	// while the upstream still holds the rest back.
+	for range 4 {
+		select {
+		case <-early:
+		case r := <-results:
+			t.Fatalf("offset %d finished before the upstream sent the rest: %v", r.offset, r.err)
+		case <-ctx.Done():
+			t.Fatal("readers did not get the bytes already downloaded")
+		}
+	}
+	if len(n.done.list()) != 0 {
+		t.Fatal("OnComplete called before the download finished")
+	}
+	release()
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || !bytes.Equal(r.got, c.Blob[r.offset:]) {
+			t.Errorf("offset %d: %d bytes, %v; want blob[%d:]", r.offset, len(r.got), r.err, r.offset)
+		}
+	}
+	if got := up.gets(c.BlobDigest()); got != 1 {
+		t.Errorf("upstream saw %d blob GETs, want 1", got)
+	}
+
+	// Later callers get the kept, verified copy: random access, no GET.
+	b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.(registry.SeekableBlob); !ok {
+		t.Errorf("kept blob is %T, want a SeekableBlob", b)
+	}
+	if got, err := readAllAt(ctx, b, 5); err != nil || !bytes.Equal(got, c.Blob[5:]) {
+		t.Errorf("kept blob: %d bytes, %v", len(got), err)
+	}
+	b.Close()
+	if got := up.gets(c.BlobDigest()); got != 1 {
+		t.Errorf("upstream saw %d blob GETs after the download, want 1", got)
+	}
+
+	calls := n.done.list()
+	if len(calls) != 1 {
+		t.Fatalf("OnComplete called %d times, want 1", len(calls))
+	}
+	done := calls[0]
+	if done.dgst != c.BlobDigest() || done.size != size || !bytes.Equal(done.data, c.Blob) {
+		t.Errorf("OnComplete(%s, %s, %d) with %d bytes, want the verified blob", done.dgst, done.path, done.size, len(done.data))
+	}
+	if err := n.fetcher.Release(c.BlobDigest()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(done.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("spool after Release: %v, want it gone", err)
+	}
+}
+
+// An upstream that lies or breaks mid-blob fails every reader, never
+// completes a read, leaves no spool and announces nothing; the next
+// caller starts afresh.
+func TestFetchUpstreamFailureFailsEveryReader(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault upstreamFault
+	}{
+		{"corrupt byte", faultCorrupt},
+		{"cut connection", faultCut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			up := newTestUpstream(t)
+			c := up.content(2<<20+5, 2)
+			size := int64(len(c.Blob))
+			up.setFault(tc.fault, size/2)
+			release := up.hold(size / 2)
+			n := newNode(t, "a", true, up.source(), &cluster{}, nil)
+
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			started := make(chan struct{}, 4)
+			for _, off := range []int64{0, 10, size / 2, size - 1} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+					started <- struct{}{}
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer b.Close()
+					got, err := readAllAt(ctx, b, off)
+					if err == nil {
+						t.Errorf("offset %d: read %d bytes without error", off, len(got))
+					}
+					if int64(len(got)) >= size-off {
+						t.Errorf("offset %d: got %d bytes, the whole rest of a bad blob", off, len(got))
+					}
+					errs <- err
+				}()
+			}
+			for range 4 {
+				<-started
+			}
+			release()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err == nil {
+					t.Error("a reader succeeded")
+				}
+			}
+			if files := n.spoolFiles(t); len(files) != 0 {
+				t.Errorf("spool dir holds %v after a failed download", files)
+			}
+			if calls := n.done.list(); len(calls) != 0 {
+				t.Errorf("OnComplete called for a failed download: %v", calls)
+			}
+
+			up.setFault(faultNone, 0)
+			b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, c.Blob) {
+				t.Errorf("retry: %d bytes, %v", len(got), err)
+			}
+			if got := up.gets(c.BlobDigest()); got != 2 {
+				t.Errorf("upstream saw %d GETs, want 2 (the failed one and the retry)", got)
+			}
+		})
+	}
+}
+
+func TestFetchUnknownBlobIsNotFound(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(1000, 3)
+	n := newNode(t, "a", true, up.source(), &cluster{}, nil)
+	missing := registry.Ref{Registry: c.Ref.Registry, Repository: c.Ref.Repository}
+	_, err := n.fetcher.Fetch(ctx, missing, digest.FromString("not pushed"))
+	if !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("unknown blob: %v, want ErrNotFound", err)
+	}
+	if _, err := n.fetcher.Fetch(ctx, c.Ref, "sha256:nothex"); err == nil {
+		t.Error("malformed digest accepted")
+	}
+	if files := n.spoolFiles(t); len(files) != 0 {
+		t.Errorf("spool dir holds %v", files)
+	}
+}
+
+func TestFetcherClearsOldSpoolsAndRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	old := dir + "/sha256-" + string(bytes.Repeat([]byte("cd"), 32)) + ".partial"
+	keep := dir + "/not-ours"
+	for _, p := range []string{old, keep} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := NewFetcher(FetcherConfig{Upstream: &forbiddenUpstream{}, SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old spool still there: %v", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a file that is not a spool was touched: %v", err)
+	}
+	if _, err := NewFetcher(FetcherConfig{SpoolDir: dir}); err == nil {
+		t.Error("no Upstream accepted")
+	}
+	if _, err := NewFetcher(FetcherConfig{Upstream: &forbiddenUpstream{}}); err == nil {
+		t.Error("no SpoolDir accepted")
+	}
+}

@@ -1,0 +1,205 @@
+package egress
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/swarm"
+)
+
+// PeerHandler serves GET and HEAD of PeerPathPrefix to cluster members
+// from this node's Fetcher: blobs/<digest> (with Range), manifests/<digest>
+// and tags/<tag>, each with ?ns=<registry>&repo=<repository>. It answers
+// only requests carrying the no-forward header, never forwards one, and
+// refuses (503) when this node may not reach upstreams, so the requester
+// moves on to the next candidate. Mount it at PeerPathPrefix.
+func (s *Source) PeerHandler() http.Handler { return http.HandlerFunc(s.servePeer) }
+
+func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !s.cfg.Cluster.IsMember(ap.Addr().Unmap()) {
+		http.Error(w, "not a cluster member", http.StatusForbidden)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.Header.Get(swarm.NoForwardHeader) == "" {
+		http.Error(w, "peer requests must carry "+swarm.NoForwardHeader, http.StatusBadRequest)
+		return
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, PeerPathPrefix)
+	kind, name, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 {
+		http.NotFound(w, r)
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("ns") == "" {
+		http.Error(w, "missing ns (the registry)", http.StatusBadRequest)
+		return
+	}
+	ref, err := registry.ParseRef(q.Get("ns"), q.Get("repo"), "")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch kind {
+	case "blobs", "manifests":
+		dgst, err := registry.ParseDigest(name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !s.mayServe(w) {
+			return
+		}
+		if kind == "blobs" {
+			s.servePeerBlob(w, r, ref, dgst)
+		} else {
+			s.servePeerManifest(w, r, ref, dgst)
+		}
+	case "tags":
+		mref, err := registry.ParseReference(name)
+		if err != nil || mref.Tag == "" {
+			http.Error(w, fmt.Sprintf("bad tag %q", name), http.StatusBadRequest)
+			return
+		}
+		if !s.mayServe(w) {
+			return
+		}
+		desc, err := s.cfg.Fetcher.Resolve(r.Context(), ref, mref.Tag)
+		if err != nil {
+			s.peerError(w, r, err)
+			return
+		}
+		body, err := json.Marshal(desc)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.descriptor.v1+json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(body)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// mayServe refuses, with 503, when this node is not a candidate in its own
+// view: it then must not reach an upstream on anyone's behalf.
+func (s *Source) mayServe(w http.ResponseWriter) bool {
+	if mayFetch(s.cfg.Cluster.Members(), s.cfg.Egress) {
+		return true
+	}
+	http.Error(w, "this node does not fetch from upstream: egress nodes exist", http.StatusServiceUnavailable)
+	return false
+}
+
+// peerError answers a failed lookup: 404 when the upstream lacks it (an
+// answer), 502 otherwise (the requester tries the next candidate).
+func (s *Source) peerError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	if errors.Is(err, registry.ErrNotFound) {
+		status = http.StatusNotFound
+	}
+	s.log.Debug("egress peer request failed", "path", r.URL.Path, "status", status, "err", err)
+	http.Error(w, err.Error(), status)
+}
+
+func (s *Source) servePeerManifest(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+	m, err := s.cfg.Fetcher.Manifest(r.Context(), ref, dgst)
+	if err != nil {
+		s.peerError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", m.MediaType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(m.Content)))
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(m.Content)
+	}
+}
+
+func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+	b, err := s.cfg.Fetcher.Fetch(r.Context(), ref, dgst)
+	if err != nil {
+		s.peerError(w, r, err)
+		return
+	}
+	defer b.Close()
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if sb, ok := b.(registry.SeekableBlob); ok {
+		http.ServeContent(w, r, "", time.Time{}, sb.ReadSeeker())
+		return
+	}
+	size := b.Size()
+	start, length, status := blobRange(r.Header.Get("Range"), size)
+	w.Header().Set("Accept-Ranges", "bytes")
+	switch status {
+	case http.StatusRequestedRangeNotSatisfiable:
+		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		http.Error(w, "range not satisfiable", status)
+		return
+	case http.StatusPartialContent:
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	rc, err := b.Open(r.Context(), start)
+	if err == nil {
+		_, err = io.CopyN(w, rc, length)
+		rc.Close()
+	}
+	if err != nil {
+		s.log.Warn("aborting egress blob reply", "digest", dgst, "err", err)
+		// Never complete a reply with bytes we do not have: the requester
+		// sees a cut connection, not a short blob.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// blobRange reads a single Range "bytes=a-b", "bytes=a-" or "bytes=-n";
+// anything else is the whole blob, as registry's handler answers it.
+func blobRange(header string, size int64) (start, length int64, status int) {
+	spec, ok := strings.CutPrefix(header, "bytes=")
+	if !ok || strings.Contains(spec, ",") || size == 0 {
+		return 0, size, http.StatusOK
+	}
+	first, last, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, size, http.StatusOK
+	}
+	a, aErr := strconv.ParseInt(first, 10, 64)
+	b, bErr := strconv.ParseInt(last, 10, 64)
+	switch {
+	case first == "" && bErr == nil && b > 0: // the last b bytes
+		b = min(b, size)
+		return size - b, b, http.StatusPartialContent
+	case aErr != nil || a < 0 || (last != "" && (bErr != nil || b < a)):
+		return 0, size, http.StatusOK
+	case a >= size:
+		return 0, 0, http.StatusRequestedRangeNotSatisfiable
+	case last == "" || b >= size:
+		return a, size - a, http.StatusPartialContent
+	}
+	return a, b - a + 1, http.StatusPartialContent
+}

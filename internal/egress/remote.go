@@ -1,0 +1,281 @@
+package egress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/swarm"
+)
+
+// Peer paths of the owner side (PeerHandler); ns and repo name the
+// repository: ?ns=<registry>&repo=<repository>.
+const (
+	PeerPathPrefix   = "/peer/v1/egress/"
+	blobsPath        = PeerPathPrefix + "blobs/"     // + digest: the blob, with Range
+	manifestsPath    = PeerPathPrefix + "manifests/" // + digest: the manifest
+	tagsPath         = PeerPathPrefix + "tags/"      // + tag: its descriptor as JSON
+	maxManifestBytes = 4 << 20                       // as registry's manifest cap
+	maxDescriptor    = 64 << 10
+)
+
+// peerGet asks owner m for path. A reply other than 200 is an error
+// (registry.ErrNotFound for 404, the owner's upstream not having it).
+func (s *Source) peerGet(ctx context.Context, m Member, path string, ref registry.Ref) (*http.Response, error) {
+	q := url.Values{"ns": {ref.Registry}, "repo": {ref.Repository}}
+	u := "http://" + m.HTTPAddr + path + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Built here, so nothing of containerd's request (no Authorization)
+	// can ride along; the owner must answer from its own Fetcher.
+	req.Header.Set(swarm.NoForwardHeader, "1")
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	err = fmt.Errorf("GET %s: %s: %q", u, resp.Status, msg)
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: %w", registry.ErrNotFound, err)
+	}
+	return nil, err
+}
+
+func (s *Source) remoteResolve(ctx context.Context, m Member, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+	var desc ocispec.Descriptor
+	resp, err := s.peerGet(ctx, m, tagsPath+url.PathEscape(tag), ref)
+	if err != nil {
+		return desc, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDescriptor+1))
+	if err != nil {
+		return desc, fmt.Errorf("tag %s from %s: %w", tag, m.Name, err)
+	}
+	if len(body) > maxDescriptor {
+		return desc, fmt.Errorf("tag %s from %s: descriptor larger than %d bytes", tag, m.Name, maxDescriptor)
+	}
+	if err := json.Unmarshal(body, &desc); err != nil {
+		return desc, fmt.Errorf("tag %s from %s: %w", tag, m.Name, err)
+	}
+	if _, err := registry.ParseDigest(desc.Digest.String()); err != nil {
+		return desc, fmt.Errorf("tag %s from %s: %w", tag, m.Name, err)
+	}
+	if desc.Size < 0 || desc.Size > maxManifestBytes {
+		return desc, fmt.Errorf("tag %s from %s: impossible manifest size %d", tag, m.Name, desc.Size)
+	}
+	return desc, nil
+}
+
+func (s *Source) remoteManifest(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+	resp, err := s.peerGet(ctx, m, manifestsPath+dgst.String(), ref)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s from %s: %w", dgst, m.Name, err)
+	}
+	if len(body) > maxManifestBytes {
+		return nil, fmt.Errorf("manifest %s from %s: larger than %d bytes", dgst, m.Name, maxManifestBytes)
+	}
+	if got := dgst.Algorithm().FromBytes(body); got != dgst {
+		return nil, fmt.Errorf("manifest %s from %s: content hashes to %s", dgst, m.Name, got)
+	}
+	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s from %s: Content-Type: %w", dgst, m.Name, err)
+	}
+	return &registry.Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
+}
+
+// remoteBlob asks owner m for the blob; the reply's body serves the first
+// Open from offset 0. owners are asked again, m first, for any other Open.
+func (s *Source) remoteBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+	resp, err := s.peerGet(ctx, m, blobsPath+dgst.String(), ref)
+	if err != nil {
+		return nil, err
+	}
+	if got := resp.Header.Get("Docker-Content-Digest"); got != dgst.String() {
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s from %s: reply names digest %q", dgst, m.Name, got)
+	}
+	if resp.ContentLength < 0 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s from %s: no Content-Length", dgst, m.Name)
+	}
+	order := []Member{m}
+	for _, o := range owners {
+		if o.Name != m.Name && o.Name != s.cfg.Self {
+			order = append(order, o)
+		}
+	}
+	return &remoteBlob{s: s, ref: ref, dgst: dgst, size: resp.ContentLength, owners: order, pending: resp.Body}, nil
+}
+
+// remoteBlob is a blob an owner streams. Every Open reads from the start
+// and hashes the bytes before offset, since a digest cannot be checked from
+// the middle: nothing unverified completes a response.
+type remoteBlob struct {
+	s      *Source
+	ref    registry.Ref
+	dgst   digest.Digest
+	size   int64
+	owners []Member
+
+	mu      sync.Mutex
+	pending io.ReadCloser
+}
+
+func (b *remoteBlob) Size() int64 { return b.size }
+
+func (b *remoteBlob) takePending() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	body := b.pending
+	b.pending = nil
+	return body
+}
+
+func (b *remoteBlob) Close() error {
+	if body := b.takePending(); body != nil {
+		return body.Close()
+	}
+	return nil
+}
+
+func (b *remoteBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if offset < 0 || offset > b.size {
+		return nil, fmt.Errorf("offset %d outside blob %s of %d bytes", offset, b.dgst, b.size)
+	}
+	body := b.takePending()
+	if body == nil {
+		var errs []error
+		for _, m := range b.owners {
+			resp, err := b.s.peerGet(ctx, m, blobsPath+b.dgst.String(), b.ref)
+			if err == nil && resp.ContentLength != b.size {
+				resp.Body.Close()
+				err = fmt.Errorf("owner says %d bytes, not %d", resp.ContentLength, b.size)
+			}
+			if err == nil {
+				body = resp.Body
+				break
+			}
+			errs = append(errs, fmt.Errorf("owner %s: %w", m.Name, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if body == nil {
+			return nil, fmt.Errorf("egress: blob %s: %w", b.dgst, errors.Join(errs...))
+		}
+	}
+	return &verifier{body: body, want: b.dgst, hash: b.dgst.Algorithm().Hash(), size: b.size, skip: offset}, nil
+}
+
+// verifier hashes a blob as it passes and holds back the read that ends
+// it until the digest matches: a mismatch fails that read instead.
+type verifier struct {
+	body    io.ReadCloser
+	want    digest.Digest
+	hash    hash.Hash
+	size    int64
+	pos     int64
+	skip    int64 // bytes before the caller's offset, still to hash and drop
+	scratch []byte
+}
+
+// skipStep bounds the bytes dropped per Read: a Read that returns nothing
+// yet still shows a stall watch that bytes are flowing.
+const skipStep = 8 << 20
+
+func (v *verifier) Read(p []byte) (int, error) {
+	if v.skip > 0 {
+		return 0, v.drop(skipStep)
+	}
+	if v.pos == v.size {
+		return 0, v.end()
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	p = p[:min(int64(len(p)), v.size-v.pos)]
+	n, err := v.body.Read(p)
+	v.hash.Write(p[:n])
+	v.pos += int64(n)
+	if v.pos == v.size {
+		if verr := v.check(); verr != nil {
+			return 0, verr
+		}
+		return n, nil
+	}
+	return n, v.readErr(err)
+}
+
+func (v *verifier) drop(limit int64) error {
+	if v.scratch == nil {
+		v.scratch = make([]byte, min(v.skip, 256<<10))
+	}
+	for v.skip > 0 && limit > 0 {
+		n, err := v.body.Read(v.scratch[:min(int64(len(v.scratch)), v.skip)])
+		v.hash.Write(v.scratch[:n])
+		v.pos += int64(n)
+		v.skip -= int64(n)
+		limit -= int64(n)
+		if v.skip == 0 {
+			if v.pos == v.size {
+				return v.check()
+			}
+			return nil
+		}
+		if err := v.readErr(err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// end is a Read at the end: verified (the last read already checked) → EOF.
+func (v *verifier) end() error {
+	if err := v.check(); err != nil {
+		return err
+	}
+	return io.EOF
+}
+
+func (v *verifier) readErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("blob %s from owner ended at %d of %d bytes: %w", v.want, v.pos, v.size, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("blob %s from owner at %d of %d bytes: %w", v.want, v.pos, v.size, err)
+}
+
+func (v *verifier) check() error {
+	if got := digest.NewDigest(v.want.Algorithm(), v.hash); got != v.want {
+		return fmt.Errorf("blob %s from owner hashes to %s", v.want, got)
+	}
+	return nil
+}
+
+func (v *verifier) Close() error { return v.body.Close() }

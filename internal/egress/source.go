@@ -1,0 +1,101 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// Source is the registry.Source of every node for what no member holds:
+// it asks the owner of a digest or tag (this node's Fetcher, or the owner's
+// peer endpoint) and falls over to the next candidate when an owner fails
+// before answering. A node that is not a candidate never calls an upstream.
+type Source struct {
+	cfg SourceConfig
+	log *slog.Logger
+}
+
+// NewSource returns the Source; it fails only on a missing required field.
+func NewSource(cfg SourceConfig) (*Source, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Source{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Name implements registry.Source.
+func (s *Source) Name() string { return "egress" }
+
+// owners lists the candidates to ask for key, best first.
+func (s *Source) owners(key string) []Member {
+	self := Member{Name: s.cfg.Self, Egress: s.cfg.Egress}
+	c := candidates(s.cfg.Cluster.Members(), self, key)
+	return c[:min(len(c), s.cfg.MaxAttempts)]
+}
+
+// ask tries the owners of key in order: local runs on this node's Fetcher,
+// remote on a peer's. Not-found is an answer; other failures (and an owner
+// that is not a candidate any more) move on to the next candidate.
+func ask[T any](ctx context.Context, s *Source, what, key string,
+	local func() (T, error), remote func(Member) (T, error),
+) (T, error) {
+	var errs []error
+	for _, m := range s.owners(key) {
+		var v T
+		var err error
+		if m.Name == s.cfg.Self {
+			v, err = local()
+		} else {
+			v, err = remote(m)
+		}
+		if err == nil || errors.Is(err, registry.ErrNotFound) {
+			return v, err
+		}
+		errs = append(errs, fmt.Errorf("owner %s: %w", m.Name, err))
+		if ctx.Err() != nil {
+			break
+		}
+		s.log.Warn("egress owner failed, trying the next candidate", "what", what, "owner", m.Name, "err", err)
+	}
+	var zero T
+	if len(errs) == 0 {
+		return zero, fmt.Errorf("egress: %s: no candidate: %w", what, registry.ErrNotFound)
+	}
+	return zero, fmt.Errorf("egress: %s: %w", what, errors.Join(errs...))
+}
+
+// Resolve implements registry.Source.
+func (s *Source) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+	return ask(ctx, s, ref.String()+":"+tag, tagKey(ref, tag),
+		func() (ocispec.Descriptor, error) { return s.cfg.Fetcher.Resolve(ctx, ref, tag) },
+		func(m Member) (ocispec.Descriptor, error) { return s.remoteResolve(ctx, m, ref, tag) })
+}
+
+// Manifest implements registry.Source.
+func (s *Source) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+		return nil, err
+	}
+	return ask(ctx, s, ref.String()+"@"+dgst.String(), blobKey(dgst),
+		func() (*registry.Manifest, error) { return s.cfg.Fetcher.Manifest(ctx, ref, dgst) },
+		func(m Member) (*registry.Manifest, error) { return s.remoteManifest(ctx, m, ref, dgst) })
+}
+
+// Blob implements registry.Source.
+func (s *Source) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+		return nil, err
+	}
+	owners := s.owners(blobKey(dgst))
+	return ask(ctx, s, "blob "+dgst.String(), blobKey(dgst),
+		func() (registry.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) },
+		func(m Member) (registry.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) })
+}
+
+var _ registry.Source = (*Source)(nil)

@@ -1,0 +1,224 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// errStalled is the cause when a download or a reader made no progress
+// within the stall timeout.
+var errStalled = errors.New("no progress within the stall timeout")
+
+// spool is one upstream download: a file that grows as bytes arrive, read
+// by any number of callers at once. The download goroutine is its only
+// writer; readers learn of progress through changed.
+type spool struct {
+	dgst  digest.Digest
+	ref   registry.Ref  // the repository the download asks
+	ready chan struct{} // closed once the size is known or the download failed
+
+	mu       sync.Mutex
+	path     string // the partial file, renamed when verified
+	size     int64
+	written  int64
+	verified bool
+	err      error
+	changed  chan struct{} // closed and replaced on every change
+}
+
+func newSpool(ref registry.Ref, dgst digest.Digest, path string) *spool {
+	return &spool{dgst: dgst, ref: ref, path: path, size: -1,
+		ready: make(chan struct{}), changed: make(chan struct{})}
+}
+
+// notifyLocked wakes every waiting reader.
+func (s *spool) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *spool) setSize(size int64) {
+	s.mu.Lock()
+	s.size = size
+	s.mu.Unlock()
+	close(s.ready)
+}
+
+func (s *spool) progress(n int64) {
+	s.mu.Lock()
+	s.written += int64(n)
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// fail ends the download: readers fail, the file goes. The size may never
+// have been known, so ready is closed here too when it is still open.
+func (s *spool) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+	if rmErr := os.Remove(s.path); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+		s.err = errors.Join(err, rmErr)
+	}
+	s.notifyLocked()
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+}
+
+// complete marks the spool verified under its final path.
+func (s *spool) complete(final string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.Rename(s.path, final); err != nil {
+		return fmt.Errorf("keep spool: %w", err)
+	}
+	s.path = final
+	s.verified = true
+	s.notifyLocked()
+	return nil
+}
+
+// view is what a reader may read now: bytes below avail, the whole blob
+// only once verified (the last byte is held back until then).
+func (s *spool) view() (avail, size int64, verified bool, err error, changed <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	avail = s.written
+	if !s.verified {
+		avail = min(s.written, s.size-1)
+	}
+	return avail, s.size, s.verified, s.err, s.changed
+}
+
+// open returns a handle on the spool for one caller. Its own descriptor
+// keeps the bytes readable after Release or a rename.
+func (s *spool) open(stall time.Duration) (registry.Blob, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("open spool of %s: %w", s.dgst, err)
+	}
+	if s.verified {
+		return &keptBlob{file: f, size: s.size}, nil
+	}
+	return &growingBlob{s: s, file: f, stall: stall}, nil
+}
+
+// growingBlob is a blob still downloading.
+type growingBlob struct {
+	s     *spool
+	file  *os.File
+	stall time.Duration
+}
+
+func (b *growingBlob) Size() int64 {
+	b.s.mu.Lock()
+	defer b.s.mu.Unlock()
+	return b.s.size
+}
+
+func (b *growingBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if size := b.Size(); offset < 0 || offset > size {
+		return nil, fmt.Errorf("offset %d outside blob %s of %d bytes", offset, b.s.dgst, size)
+	}
+	return &spoolReader{s: b.s, file: b.file, ctx: ctx, off: offset, stall: b.stall}, nil
+}
+
+func (b *growingBlob) Close() error { return b.file.Close() }
+
+// spoolReader follows the growing file from its offset: it returns what is
+// there, waits for more when it is at the edge, and fails with the download.
+type spoolReader struct {
+	s     *spool
+	file  *os.File
+	ctx   context.Context
+	off   int64
+	stall time.Duration
+	timer *time.Timer
+}
+
+func (r *spoolReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		avail, size, verified, err, changed := r.s.view()
+		if err != nil {
+			return 0, fmt.Errorf("egress download of %s failed: %w", r.s.dgst, err)
+		}
+		if verified && r.off >= size {
+			return 0, io.EOF
+		}
+		if r.off < avail {
+			n, err := r.file.ReadAt(p[:min(int64(len(p)), avail-r.off)], r.off)
+			r.off += int64(n)
+			if n > 0 {
+				return n, nil
+			}
+			return 0, fmt.Errorf("read spool of %s at %d: %w", r.s.dgst, r.off, err)
+		}
+		if err := r.wait(changed); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// wait blocks until the spool changes, bounded by the stall timeout.
+func (r *spoolReader) wait(changed <-chan struct{}) error {
+	if r.timer == nil {
+		r.timer = time.NewTimer(r.stall)
+	} else {
+		r.timer.Reset(r.stall)
+	}
+	defer r.timer.Stop()
+	select {
+	case <-changed:
+		return nil
+	case <-r.ctx.Done():
+		return context.Cause(r.ctx)
+	case <-r.timer.C:
+		return fmt.Errorf("egress download of %s at %d: %w (%s)", r.s.dgst, r.off, errStalled, r.stall)
+	}
+}
+
+func (r *spoolReader) Close() error { return nil }
+
+// keptBlob is a verified spool: random access, sent with sendfile.
+type keptBlob struct {
+	file *os.File
+	size int64
+}
+
+func (b *keptBlob) Size() int64 { return b.size }
+
+func (b *keptBlob) Open(_ context.Context, offset int64) (io.ReadCloser, error) {
+	if offset < 0 || offset > b.size {
+		return nil, fmt.Errorf("offset %d outside blob of %d bytes", offset, b.size)
+	}
+	return io.NopCloser(io.NewSectionReader(b.file, offset, b.size-offset)), nil
+}
+
+func (b *keptBlob) ReadSeeker() io.ReadSeeker { return b.file }
+
+func (b *keptBlob) Close() error { return b.file.Close() }
+
+var (
+	_ registry.Blob         = (*growingBlob)(nil)
+	_ registry.SeekableBlob = (*keptBlob)(nil)
+)
