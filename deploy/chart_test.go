@@ -576,13 +576,18 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"registry list as string", map[string]any{"containerd": map[string]any{"registries": "docker.io"}}, "registries"},
 		{"negative limit", map[string]any{"daemon": map[string]any{"uploadLimit": -1}}, "uploadLimit"},
 		{"no connections", map[string]any{"daemon": map[string]any{"maxConns": 0}}, "maxConns"},
+		{"credentials only on absent egress nodes", map[string]any{"upstream": map[string]any{"auth": map[string]any{"egressOnly": true}}, "egress": map[string]any{"enabled": false}}, "egressOnly"},
+		{"credentials not JSON", map[string]any{"upstream": map[string]any{"auth": map[string]any{"dockerconfigjson": "user:pass"}}}, "not JSON"},
+		{"cluster key not base64", map[string]any{"cluster": map[string]any{"key": map[string]any{"value": "# comment\nnot-a-key!"}}}, "line 2"},
+		{"cluster key of 20 bytes", map[string]any{"cluster": map[string]any{"key": map[string]any{"value": "AAECAwQFBgcICQoLDA0ODxAREhM="}}}, "line 1"},
+		{"cluster key only comments", map[string]any{"cluster": map[string]any{"key": map[string]any{"value": "# none yet\n"}}}, "no key line"},
 		{"bad pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "pullPolicy"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Render(context.Background(), RenderConfig{Values: c.values})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("err = %v, want a schema error naming %q", err, c.want)
+				t.Fatalf("err = %v, want an error naming %q", err, c.want)
 			}
 		})
 	}
