@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/dregistry
 PKGS      := ./...
 # Debian packages the tests and the demo start for real.
-DEB_PKGS  := containerd docker-registry skopeo busybox-static iproute2 ca-certificates
+DEB_PKGS  := containerd docker-registry skopeo busybox-static iproute2 systemd ca-certificates
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 25m
 
@@ -27,15 +27,18 @@ deps:
 	fi
 	@# The Debian packages start their services on a booted host; the tests run their own.
 	@$(GO) mod download
+	@cd deploy && $(GO) mod download
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd deploy && $(GO) vet ./...
 
 # test runs everything: unit tests, fuzz seeds, and the e2e tests against
 # real containerd daemons, a real registry and real pull clients.
 test: deps lint
 	DREGISTRY_E2E=required $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	cd deploy && DREGISTRY_E2E=required $(GO) test -race -count=1 ./...
 
 # unit runs only the tests that need no root and no daemons.
 unit:
