@@ -87,7 +87,8 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.blobGets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
 		gate, gateAt, fault = u.gate, u.gateAt, u.fault
 	}
-	if strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.URL.Path, "/manifests/sha256:") && r.Method != http.MethodPut {
+	if strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.URL.Path, "/manifests/sha256:") &&
+		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		u.tagReqs++
 	}
 	u.mu.Unlock()
