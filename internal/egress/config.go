@@ -32,15 +32,17 @@ type FetcherConfig struct {
 	// SpoolDir holds downloads and verified copies; owned by the Fetcher,
 	// whose files (sha256-<hex>[.partial]) are removed at start. Required.
 	SpoolDir string
-	// OnComplete is called once per verified download, before any later
-	// caller sees it complete, with the file to seed from. The file stays
-	// until Release (or Close); an open descriptor outlives both.
+	// OnComplete is called once per verified download, on the download's
+	// goroutine, with the file to seed from (swarm.Seed over an *os.File)
+	// and announce. The file stays until Release (or Close); a descriptor
+	// opened before that keeps its bytes readable.
 	OnComplete func(dgst digest.Digest, path string, size int64)
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
-	// StallTimeout fails a download that receives no byte, and a reader
-	// that gets none, for this long. Default DefaultStallTimeout.
+	// StallTimeout fails a download that receives no byte for this long
+	// (its readers then fail with it); a reader waits at most twice that.
+	// Default DefaultStallTimeout.
 	StallTimeout time.Duration
 	// TagTTL is how long a tag's descriptor is answered without asking the
 	// upstream again. Default DefaultTagTTL.

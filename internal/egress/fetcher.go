@@ -73,7 +73,8 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 		return nil, err
 	}
 	// A download started for another repository that lacks the blob does
-	// not speak for ref: ask once more, for ref itself.
+	// not speak for ref, and a copy released meanwhile is gone: ask once
+	// more.
 	for attempt := 0; ; attempt++ {
 		s, err := f.attach(ref, dgst)
 		if err != nil {
@@ -84,8 +85,11 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 		case <-ctx.Done():
 			return nil, fmt.Errorf("egress: waiting for %s: %w", dgst, context.Cause(ctx))
 		}
-		b, err := s.open(f.cfg.StallTimeout)
-		if err != nil && attempt == 0 && s.ref != ref && errors.Is(err, registry.ErrNotFound) {
+		// The download's own stall watch ends a stalled spool first; the
+		// readers' bound is a backstop, so they see its error.
+		b, err := s.open(2 * f.cfg.StallTimeout)
+		retry := errors.Is(err, errReleased) || (s.ref != ref && errors.Is(err, registry.ErrNotFound))
+		if retry && attempt == 0 {
 			continue
 		}
 		return b, err
@@ -147,6 +151,7 @@ func (f *Fetcher) Release(dgst digest.Digest) error {
 	}
 	delete(f.spools, dgst)
 	f.mu.Unlock()
+	s.released = true
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("egress: release %s: %w", dgst, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -246,5 +247,33 @@ func TestFetcherClearsOldSpoolsAndRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := NewFetcher(FetcherConfig{Upstream: &forbiddenUpstream{}}); err == nil {
 		t.Error("no SpoolDir accepted")
+	}
+}
+
+// An upstream that stops sending ends the download after the stall
+// timeout: readers fail instead of hanging, and the spool is deleted.
+func TestFetchStalledUpstreamFails(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(1<<20, 18)
+	release := up.hold(1000)
+	defer release()
+	n := newNode(t, "a", true, up.source(), &cluster{}, func(cfg *FetcherConfig) {
+		cfg.StallTimeout = 200 * time.Millisecond
+	})
+	b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := readAllAt(ctx, b, 0)
+	if err == nil || len(got) >= len(c.Blob) {
+		t.Fatalf("read %d bytes, %v; want a failure", len(got), err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the read ended only with the test's deadline")
+	}
+	if files := n.spoolFiles(t); len(files) != 0 {
+		t.Errorf("spool dir holds %v", files)
 	}
 }

@@ -166,15 +166,47 @@ func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref regis
 	}
 	rc, err := b.Open(r.Context(), start)
 	if err == nil {
-		_, err = io.CopyN(w, rc, length)
+		err = copyBlob(w, rc, length)
 		rc.Close()
 	}
-	if err != nil {
+	var left clientLeft
+	switch {
+	case errors.As(err, &left):
+		s.log.Debug("requester left during an egress blob reply", "digest", dgst, "err", err)
+	case err != nil:
 		s.log.Warn("aborting egress blob reply", "digest", dgst, "err", err)
 		// Never complete a reply with bytes we do not have: the requester
 		// sees a cut connection, not a short blob.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// clientLeft wraps a write error: the requester went away.
+type clientLeft struct{ error }
+
+func (c clientLeft) Unwrap() error { return c.error }
+
+// copyBlob sends exactly n bytes of src; a short source is an error.
+func copyBlob(w io.Writer, src io.Reader, n int64) error {
+	buf := make([]byte, min(n, 256<<10))
+	for n > 0 {
+		got, rerr := src.Read(buf[:min(int64(len(buf)), n)])
+		if got > 0 {
+			if _, werr := w.Write(buf[:got]); werr != nil {
+				return clientLeft{werr}
+			}
+			n -= int64(got)
+		}
+		switch {
+		case n == 0:
+			return nil
+		case rerr == io.EOF:
+			return fmt.Errorf("blob ended %d bytes short: %w", n, io.ErrUnexpectedEOF)
+		case rerr != nil:
+			return rerr
+		}
+	}
+	return nil
 }
 
 // blobRange reads a single Range "bytes=a-b", "bytes=a-" or "bytes=-n";

@@ -18,6 +18,9 @@ import (
 // within the stall timeout.
 var errStalled = errors.New("no progress within the stall timeout")
 
+// errReleased is a kept spool deleted between a caller finding and opening it.
+var errReleased = errors.New("spool released")
+
 // spool is one upstream download: a file that grows as bytes arrive, read
 // by any number of callers at once. The download goroutine is its only
 // writer; readers learn of progress through changed.
@@ -31,6 +34,7 @@ type spool struct {
 	size     int64
 	written  int64
 	verified bool
+	released bool // the kept file is gone (Release)
 	err      error
 	changed  chan struct{} // closed and replaced on every change
 }
@@ -109,6 +113,9 @@ func (s *spool) open(stall time.Duration) (registry.Blob, error) {
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, s.err
+	}
+	if s.released {
+		return nil, errReleased
 	}
 	f, err := os.Open(s.path)
 	if err != nil {
