@@ -30,7 +30,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
@@ -49,7 +49,7 @@ const (
 // counting requests, able to hold a blob body at gateAt until release,
 // corrupt it or cut it, or to answer 503 to everything (down).
 type testUpstream struct {
-	t       *testing.T
+	t       testing.TB
 	backend http.Handler
 	srv     *httptest.Server
 
@@ -61,9 +61,31 @@ type testUpstream struct {
 	fault    upstreamFault
 	down     bool
 	auth     []string // Authorization headers seen
+	link     *link    // when set, blob bodies share this bandwidth
+	sent     int64    // blob body bytes sent
 }
 
-func newTestUpstream(t *testing.T) *testUpstream {
+// link paces writes of every connection together, like one network link
+// of a fixed rate.
+type link struct {
+	mu          sync.Mutex
+	bytesPerSec float64
+	free        time.Time // when the link is idle again
+}
+
+func (l *link) send(n int) {
+	l.mu.Lock()
+	start := time.Now()
+	if l.free.After(start) {
+		start = l.free
+	}
+	l.free = start.Add(time.Duration(float64(n) / l.bytesPerSec * float64(time.Second)))
+	wait := time.Until(l.free)
+	l.mu.Unlock()
+	time.Sleep(wait)
+}
+
+func newTestUpstream(t testing.TB) *testUpstream {
 	u := &testUpstream{t: t, blobGets: map[string]int{},
 		backend: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
 	u.srv = httptest.NewServer(u)
@@ -82,10 +104,12 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var gate chan struct{}
 	var gateAt int64
 	var fault upstreamFault
+	var lnk *link
 	isBlobGet := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:")
 	if isBlobGet {
 		u.blobGets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
 		gate, gateAt, fault = u.gate, u.gateAt, u.fault
+		lnk = u.link
 	}
 	if strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.URL.Path, "/manifests/sha256:") &&
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -96,8 +120,8 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down for the test", http.StatusServiceUnavailable)
 		return
 	}
-	if isBlobGet && (gate != nil || fault != faultNone) {
-		w = &faultyWriter{ResponseWriter: w, ctx: r.Context(), gate: gate, at: gateAt, fault: fault}
+	if isBlobGet {
+		w = &faultyWriter{ResponseWriter: w, ctx: r.Context(), gate: gate, at: gateAt, fault: fault, link: lnk, u: u}
 	}
 	u.backend.ServeHTTP(w, r)
 }
@@ -111,17 +135,19 @@ type faultyWriter struct {
 	at    int64
 	fault upstreamFault
 	pos   int64
+	link  *link
+	u     *testUpstream
 }
 
 func (f *faultyWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
-		n := min(len(p), 32<<10)
-		if f.pos < f.at && f.pos+int64(n) > f.at {
+		n := min(len(p), 128<<10)
+		if f.pos < f.at && f.pos+int64(n) > f.at && (f.gate != nil || f.fault != faultNone) {
 			n = int(f.at - f.pos)
 		}
 		chunk := p[:n]
-		if f.pos == f.at {
+		if f.pos == f.at && (f.gate != nil || f.fault != faultNone) {
 			switch f.fault {
 			case faultCut:
 				panic(http.ErrAbortHandler)
@@ -139,9 +165,15 @@ func (f *faultyWriter) Write(p []byte) (int, error) {
 				}
 			}
 		}
+		if f.link != nil {
+			f.link.send(len(chunk))
+		}
 		m, err := f.ResponseWriter.Write(chunk)
 		written += m
 		f.pos += int64(m)
+		f.u.mu.Lock()
+		f.u.sent += int64(m)
+		f.u.mu.Unlock()
 		if err != nil {
 			return written, err
 		}
@@ -336,7 +368,7 @@ func (n *node) member(egress bool) Member {
 	return Member{Name: n.name, HTTPAddr: strings.TrimPrefix(n.srv.URL, "http://"), Egress: egress}
 }
 
-func newNode(t *testing.T, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig)) *node {
+func newNode(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig)) *node {
 	t.Helper()
 	n := &node{name: name, done: &completion{}, dir: t.TempDir()}
 	fcfg := FetcherConfig{
