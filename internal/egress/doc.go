@@ -22,5 +22,12 @@
 //     members from this node's Fetcher, never forwarding further.
 //
 // It never holds a whole blob in memory, never serves unverified bytes as a
-// complete blob, and never waits without a bound.
+// complete blob, never forwards or logs an Authorization header, and never
+// waits without a bound.
+//
+// The API:
+//
+//	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Manifest, Resolve, Release, Close
+//	NewSource(SourceConfig) (*Source, error)    // registry.Source named "egress"
+//	(*Source).PeerHandler() http.Handler        // mount at PeerPathPrefix
 package egress

@@ -63,6 +63,7 @@ type testUpstream struct {
 	auth     []string // Authorization headers seen
 	link     *link    // when set, blob bodies share this bandwidth
 	sent     int64    // blob body bytes sent
+	basic    string   // when set, pulls need this Basic credential (base64 user:pass)
 }
 
 // link paces writes of every connection together, like one network link
@@ -115,9 +116,16 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		u.tagReqs++
 	}
+	basic := u.basic
 	u.mu.Unlock()
 	if down {
 		http.Error(w, "down for the test", http.StatusServiceUnavailable)
+		return
+	}
+	if basic != "" && r.Header.Get("Authorization") != "Basic "+basic &&
+		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, "credentials needed", http.StatusUnauthorized)
 		return
 	}
 	if isBlobGet {
@@ -362,6 +370,15 @@ type node struct {
 	srv     *httptest.Server
 	done    *completion
 	dir     string
+
+	mu       sync.Mutex
+	peerAuth []string // Authorization of every peer request received
+}
+
+func (n *node) authSeen() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.peerAuth...)
 }
 
 func (n *node) member(egress bool) Member {
@@ -393,7 +410,12 @@ func newNode(t testing.TB, name string, egress bool, up registry.Source, c Clust
 	}
 	mux := http.NewServeMux()
 	mux.Handle(PeerPathPrefix, n.source.PeerHandler())
-	n.srv = httptest.NewServer(mux)
+	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.mu.Lock()
+		n.peerAuth = append(n.peerAuth, r.Header.Get("Authorization"))
+		n.mu.Unlock()
+		mux.ServeHTTP(w, r)
+	}))
 	t.Cleanup(n.srv.Close)
 	return n
 }
