@@ -33,8 +33,10 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		err = s.complete(f.spoolPath(s.dgst))
 	}
 	if err != nil {
-		f.forget(s)
+		// The file goes before the table entry, so a new download of the
+		// digest never finds the old file in its way.
 		s.fail(err)
+		f.forget(s)
 		f.log.Warn("upstream fetch failed", "ref", s.ref.String(), "digest", s.dgst, "err", err)
 		return
 	}
