@@ -224,7 +224,11 @@ func TestSingleNodeMirror(t *testing.T) {
 			checkServedFromContainerd(t, m, small, ns)
 		}
 		for _, s := range m.node.Served(t)[before:] {
-			if s.Status == http.StatusOK && s.Source != "containerd" {
+			// A tag may also be answered by the egress's last known
+			// descriptor (this node is its own egress); every byte of
+			// content must come from containerd.
+			tagFromEgress := s.Source == "egress" && s.Method == http.MethodHead && strings.HasSuffix(s.Path, "/manifests/"+small.Tag)
+			if s.Status == http.StatusOK && s.Source != "containerd" && !tagFromEgress {
 				t.Errorf("%s %s was served from %q, want containerd", s.Method, s.Path, s.Source)
 			}
 		}

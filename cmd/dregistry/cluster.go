@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -89,3 +90,19 @@ var (
 	_ swarm.Seeders = seedersOf{}
 	_ swarm.Members = (*tracker.Tracker)(nil)
 )
+
+// egressCluster adapts the tracker's membership to what the egress consumes.
+type egressCluster struct{ t *tracker.Tracker }
+
+func (c egressCluster) Members() []egress.Member {
+	all := c.t.Members()
+	out := make([]egress.Member, 0, len(all))
+	for _, m := range all {
+		out = append(out, egress.Member{Name: m.Name, HTTPAddr: m.HTTPAddr, Egress: m.Egress})
+	}
+	return out
+}
+
+func (c egressCluster) IsMember(ip netip.Addr) bool { return c.t.IsMember(ip) }
+
+var _ egress.Cluster = egressCluster{}

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dregistry/dregistry/containerd"
+	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -70,6 +72,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	defer members.Close()
 
+	peerClient := peerHTTPClient(cfg.HTTPAddr)
 	sw, err := swarm.New(swarm.Config{
 		DataDir:       filepath.Join(cfg.DataDir, "swarm"),
 		ListenAddr:    cfg.TorrentAddr,
@@ -78,7 +81,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		MaxConns:      cfg.MaxConns,
 		Seeders:       seedersOf{members},
 		Members:       members,
-		HTTPClient:    peerHTTPClient(cfg.HTTPAddr),
+		HTTPClient:    peerClient,
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
 		Logger:        log,
@@ -87,10 +90,6 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	defer sw.Close()
-	seeds := newSeeding(store, sw, members, log.With("component", "seeding"))
-	stopWatching := inventory.Subscribe(seeds.changed)
-	defer stopWatching()
-
 	upstream, err := registry.NewUpstream(registry.UpstreamConfig{
 		PlainHTTP:    cfg.UpstreamPlainHTTP,
 		DockerConfig: cfg.RegistryConfig,
@@ -99,10 +98,38 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
+	var seeds *seeding
+	fetcher, err := egress.NewFetcher(egress.FetcherConfig{
+		Upstream:      upstream,
+		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
+		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
+		LookupTimeout: cfg.LookupTimeout,
+		StallTimeout:  cfg.StallTimeout,
+		Logger:        log.With("component", "egress"),
+	})
+	if err != nil {
+		return err
+	}
+	defer fetcher.Close()
+	seeds = newSeeding(store, sw, members, fetcher.Release, log.With("component", "seeding"))
+	stopWatching := inventory.Subscribe(seeds.changed)
+	defer stopWatching()
+	viaEgress, err := egress.NewSource(egress.SourceConfig{
+		Self:    members.LocalName(),
+		Egress:  cfg.Egress,
+		Cluster: egressCluster{members},
+		Fetcher: fetcher,
+		Client:  peerClient,
+		Logger:  log.With("component", "egress"),
+	})
+	if err != nil {
+		return err
+	}
+
 	local := registry.NewLocalSource(store)
 	mirror := registry.NewHandler(registry.Config{
-		Sources:         []registry.Source{local, sw, upstream},
-		TagSources:      []registry.Source{upstream, local},
+		Sources:         []registry.Source{local, sw, viaEgress},
+		TagSources:      []registry.Source{viaEgress, local},
 		DefaultRegistry: cfg.DefaultRegistry,
 		LookupTimeout:   cfg.LookupTimeout,
 		StallTimeout:    cfg.StallTimeout,
@@ -111,6 +138,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/peer/v1/", sw.PeerHandler())
+	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
 	mux.Handle(seedersPath, seedersHandler(members))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)

@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
@@ -33,18 +34,54 @@ type seeding struct {
 	pending map[digest.Digest]bool // true: containerd has it now; false: gone
 	wake    chan struct{}
 
+	spooled map[digest.Digest]spoolFile // verified egress downloads to seed
+
 	// Owned by run.
-	held    map[digest.Digest]content.ReaderAt // containerd content the swarm seeds
-	partial map[digest.Digest]bool             // downloads announced as partial
+	held    map[digest.Digest]heldContent // content the swarm seeds
+	partial map[digest.Digest]bool        // downloads announced as partial
+	release func(digest.Digest) error     // drops the egress spool of a digest
 }
 
-func newSeeding(store *containerd.Store, sw *swarm.Swarm, tr *tracker.Tracker, log *slog.Logger) *seeding {
+// spoolFile is a verified blob the egress fetched from upstream.
+type spoolFile struct {
+	path string
+	size int64
+}
+
+// heldContent is what the swarm seeds a digest from: containerd's content,
+// or the egress spool until containerd holds the blob.
+type heldContent struct {
+	ra    io.ReaderAt
+	close func() error
+	spool bool
+}
+
+// newSeeding links the three views; release drops an egress spool once
+// containerd holds the blob (nil when there is no egress fetcher).
+func newSeeding(store *containerd.Store, sw *swarm.Swarm, tr *tracker.Tracker, release func(digest.Digest) error, log *slog.Logger) *seeding {
 	return &seeding{
-		store: store, swarm: sw, tracker: tr, log: log,
+		store: store, swarm: sw, tracker: tr, log: log, release: release,
 		pending: map[digest.Digest]bool{},
+		spooled: map[digest.Digest]spoolFile{},
 		wake:    make(chan struct{}, 1),
-		held:    map[digest.Digest]content.ReaderAt{},
+		held:    map[digest.Digest]heldContent{},
 		partial: map[digest.Digest]bool{},
+	}
+}
+
+// egressComplete is the egress fetcher's OnComplete: the verified spool is
+// seeded (by run, since hashing pieces takes a while) and so announced.
+func (s *seeding) egressComplete(d digest.Digest, path string, size int64) {
+	s.mu.Lock()
+	s.spooled[d] = spoolFile{path: path, size: size}
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *seeding) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -58,10 +95,7 @@ func (s *seeding) changed(added, removed []digest.Digest) {
 		s.pending[d] = false
 	}
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.poke()
 }
 
 func (s *seeding) run(ctx context.Context) error {
@@ -83,9 +117,15 @@ func (s *seeding) run(ctx context.Context) error {
 // apply seeds what containerd gained and stops seeding what it lost.
 func (s *seeding) apply(ctx context.Context) {
 	s.mu.Lock()
-	work := s.pending
-	s.pending = map[digest.Digest]bool{}
+	work, spools := s.pending, s.spooled
+	s.pending, s.spooled = map[digest.Digest]bool{}, map[digest.Digest]spoolFile{}
 	s.mu.Unlock()
+	for d, f := range spools {
+		if ctx.Err() != nil {
+			return
+		}
+		s.seedSpool(ctx, d, f)
+	}
 	for d, present := range work {
 		if ctx.Err() != nil {
 			return
@@ -109,6 +149,20 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 		}
 		return
 	}
+	old, had := s.held[d]
+	if had && old.spool {
+		// containerd now holds what the egress fetched: seed its copy and
+		// give the spool back.
+		s.swarm.Unseed(d)
+		_ = old.close()
+		delete(s.held, d)
+		had = false
+		if s.release != nil {
+			if err := s.release(d); err != nil {
+				s.log.Warn("release egress spool", "digest", d, "err", err)
+			}
+		}
+	}
 	if err := s.swarm.Seed(ctx, d, ra.Size(), ra); err != nil {
 		_ = ra.Close()
 		if !errors.Is(err, context.Canceled) {
@@ -116,19 +170,40 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 		}
 		return
 	}
-	if old := s.held[d]; old != nil {
-		_ = old.Close()
+	if had {
+		_ = old.close()
 	}
-	s.held[d] = ra
+	s.held[d] = heldContent{ra: ra, close: ra.Close}
+}
+
+// seedSpool seeds a blob the egress fetched, unless containerd's copy is
+// already seeded.
+func (s *seeding) seedSpool(ctx context.Context, d digest.Digest, f spoolFile) {
+	if _, ok := s.held[d]; ok {
+		return
+	}
+	file, err := os.Open(f.path)
+	if err != nil {
+		s.log.Warn("cannot open egress spool to seed", "digest", d, "err", err)
+		return
+	}
+	if err := s.swarm.Seed(ctx, d, f.size, file); err != nil {
+		_ = file.Close()
+		if !errors.Is(err, context.Canceled) {
+			s.log.Warn("not seeding egress spool", "digest", d, "err", err)
+		}
+		return
+	}
+	s.held[d] = heldContent{ra: file, close: file.Close, spool: true}
 }
 
 func (s *seeding) unseed(d digest.Digest) {
-	ra := s.held[d]
-	if ra == nil {
+	h, ok := s.held[d]
+	if !ok || h.spool {
 		return
 	}
 	s.swarm.Unseed(d)
-	_ = ra.Close()
+	_ = h.close()
 	delete(s.held, d)
 }
 
@@ -167,8 +242,8 @@ func (s *seeding) announce() {
 }
 
 func (s *seeding) closeAll() {
-	for d, ra := range s.held {
-		_ = ra.Close()
+	for d, h := range s.held {
+		_ = h.close()
 		delete(s.held, d)
 	}
 }
