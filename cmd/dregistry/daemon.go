@@ -140,6 +140,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux.Handle("/peer/v1/", sw.PeerHandler())
 	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
 	mux.Handle(seedersPath, seedersHandler(members))
+	mux.Handle(torrentsPath, torrentsHandler(members, sw))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
