@@ -38,7 +38,9 @@ var coldPullLayers = []int64{32 << 20, 64 << 20, 160 << 20}
 // iteration, each with an image of its own so that every fetch is cold:
 //   - single: one node alone, straight from the upstream (the reference);
 //   - direct: every node straight from the upstream;
-//   - dregistry: every node through its hosts dir (node 1 is --egress).
+//   - dregistry: every node through its hosts dir (node 1 is --egress);
+//   - dregistry-pull: the same with `ctr images pull` (fetch and unpack),
+//     reported beside it: unpacking on 2 cores is not distribution.
 //
 // Reported per run: seconds until the last node finished, and upstream
 // bytes sent per byte of the image. Nodes (containerd and dregistry) run on
@@ -57,26 +59,34 @@ func BenchmarkEgressColdPull(b *testing.B) {
 	nodes := testenv.StartCluster(b, testenv.ClusterConfig{Nodes: nodeCount, Upstream: up, Args: egressFirst(1)})
 	waitEgressKnown(b, up, nodes, nodes[:1])
 
-	var single, direct, viaDregistry, directX, dregistryX float64
+	var single, direct, viaDregistry, pull, directX, dregistryX float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		push := func(kind string) testenv.Image {
 			return up.Push(b, testenv.ImageSpec{Repo: "bench/cold-" + kind, Tag: "v" + strconv.Itoa(i), LayerSizes: layers, Uncompressed: true})
 		}
-		imgSingle, imgDirect, imgDregistry := push("single"), push("direct"), push("dregistry")
+		imgSingle, imgDirect, imgDregistry, imgPull := push("single"), push("direct"), push("dregistry"), push("pull")
 		b.StartTimer()
 
-		single += fetchAll(b, nodes[:1], imgSingle, false).Seconds()
-		direct += fetchAll(b, nodes, imgDirect, false).Seconds()
-		viaDregistry += fetchAll(b, nodes, imgDregistry, true).Seconds()
+		single += fetchAll(b, nodes[:1], imgSingle, fetchDirect).Seconds()
+		direct += fetchAll(b, nodes, imgDirect, fetchDirect).Seconds()
+		viaDregistry += fetchAll(b, nodes, imgDregistry, fetchViaDregistry).Seconds()
+		pull += fetchAll(b, nodes, imgPull, pullViaDregistry).Seconds()
 
 		b.StopTimer()
 		reqs := up.Requests(b)
 		directX += float64(upstreamBytes(reqs, imgDirect)) / float64(imageBytes(imgDirect))
 		dregistryX += float64(upstreamBytes(reqs, imgDregistry)) / float64(imageBytes(imgDregistry))
-		if direct := testenv.FromContainerd(reqs); len(direct) > 0 && containsRepo(direct, imgDregistry.Repo) {
-			b.Errorf("containerd went to the upstream itself during the dregistry run: %+v", direct[0])
+		for _, img := range []testenv.Image{imgDregistry, imgPull} {
+			if direct := testenv.FromContainerd(reqs); containsRepo(direct, img.Repo) {
+				b.Errorf("containerd went to the upstream itself for %s, which dregistry should serve", img.Ref)
+			}
+			for _, blob := range img.Blobs() {
+				if gets := blobGETs(reqs, blob.Digest); len(gets) != 1 || testenv.BlobSends(gets, blob.Digest, blob.Size) != 1 {
+					b.Errorf("upstream answered %+v for blob %s of %s, want one whole send", gets, blob.Digest, img.Ref)
+				}
+			}
 		}
 		b.StartTimer()
 	}
@@ -84,6 +94,7 @@ func BenchmarkEgressColdPull(b *testing.B) {
 	b.ReportMetric(single/n, "single-s")
 	b.ReportMetric(direct/n, "direct-s")
 	b.ReportMetric(viaDregistry/n, "dregistry-s")
+	b.ReportMetric(pull/n, "dregistry-pull-s")
 	b.ReportMetric(viaDregistry/single, "dregistry/single")
 	b.ReportMetric(directX/n, "direct-upstream-x")
 	b.ReportMetric(dregistryX/n, "dregistry-upstream-x")
@@ -91,10 +102,18 @@ func BenchmarkEgressColdPull(b *testing.B) {
 		totalSize(sizesAsBlobs(layers))>>20, len(layers), coldPullRate/1_000_000)
 }
 
-// fetchAll runs `ctr content fetch` of img on every node at once, through
-// the node's hosts dir (dregistry) or straight from the upstream, and
-// returns the time until the last one finished.
-func fetchAll(b *testing.B, nodes []*testenv.Node, img testenv.Image, viaDregistry bool) time.Duration {
+// fetchMode is how a node gets the image.
+type fetchMode int
+
+const (
+	fetchDirect       fetchMode = iota // ctr content fetch, straight from the upstream
+	fetchViaDregistry                  // ctr content fetch through the node's hosts dir
+	pullViaDregistry                   // ctr images pull (and unpack) through the hosts dir
+)
+
+// fetchAll gets img on every node at once and returns the time until the
+// last one finished.
+func fetchAll(b *testing.B, nodes []*testenv.Node, img testenv.Image, mode fetchMode) time.Duration {
 	errs := make([]error, len(nodes))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -103,7 +122,7 @@ func fetchAll(b *testing.B, nodes []*testenv.Node, img testenv.Image, viaDregist
 		go func() {
 			defer wg.Done()
 			<-start
-			errs[i] = contentFetch(n, img.Ref, viaDregistry)
+			errs[i] = contentFetch(n, img.Ref, mode)
 		}()
 	}
 	began := time.Now()
@@ -118,14 +137,19 @@ func fetchAll(b *testing.B, nodes []*testenv.Node, img testenv.Image, viaDregist
 	return took
 }
 
-func contentFetch(n *testenv.Node, ref string, viaDregistry bool) error {
+func contentFetch(n *testenv.Node, ref string, mode fetchMode) error {
 	ctx, cancel := context.WithTimeout(context.Background(), coldFetchTimeout)
 	defer cancel()
 	args := []string{"-a", n.Containerd.Address, "-n", "default", "content", "fetch", "--plain-http"}
-	if viaDregistry {
+	if mode == pullViaDregistry {
+		args = []string{"-a", n.Containerd.Address, "-n", "default", "images", "pull", "--plain-http"}
+	}
+	if mode != fetchDirect {
 		args = append(args, "--hosts-dir", n.HostsDir)
 	}
 	cmd := exec.CommandContext(ctx, "ctr", append(args, ref)...)
+	// ctr unpacks with the snapshotter the node's containerd is set up for.
+	cmd.Env = append(os.Environ(), "CONTAINERD_SNAPSHOTTER="+n.Containerd.Snapshotter)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
