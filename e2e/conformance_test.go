@@ -43,6 +43,13 @@ var conformanceEnv = []string{
 	"OCI_DATA_SUBJECT_MISSING=false",
 	"OCI_DATA_SUBJECT_LIST=false",
 	"OCI_DATA_NONDISTRIBUTABLE=false",
+	// A pull-through mirror keeps serving content it has verified after the
+	// upstream deletes it (blobs and manifests are content-addressed, as in
+	// any caching proxy), and deletes are no part of the pull API containerd
+	// uses: both runs leave them out.
+	"OCI_API_BLOBS_DELETE=false",
+	"OCI_API_MANIFESTS_DELETE=false",
+	"OCI_API_TAGS_DELETE=false",
 }
 
 // TestOCIConformance runs the distribution-spec conformance suite twice: once
@@ -58,7 +65,10 @@ func TestOCIConformance(t *testing.T) {
 	testenv.RequireRoot(t)
 	suite := conformanceSuite(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(6)+":5500")
-	node := testenv.StartNode(t, testenv.NodeConfig{Name: "conformance", IP: testenv.LoopbackIP(21), Upstream: up})
+	// The suite pushes new manifests under one tag: tags are asked upstream
+	// every time rather than cached for seconds.
+	node := testenv.StartNode(t, testenv.NodeConfig{Name: "conformance", IP: testenv.LoopbackIP(21), Upstream: up,
+		ExtraArgs: []string{"--tag-cache-ttl", "0s"}})
 
 	baseline := runConformance(t, suite, up.Addr, "baseline")
 	r := startRouter(t, testenv.LoopbackIP(22)+":5600", node.URL(), up.URL())

@@ -105,6 +105,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
+		TagTTL:        tagTTL(cfg.TagCacheTTL),
 		Logger:        log.With("component", "egress"),
 	})
 	if err != nil {
@@ -234,4 +235,12 @@ func peerHTTPClient(httpAddr string) *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
 	}}
+}
+
+// tagTTL maps --tag-cache-ttl to the egress: 0 there means "always ask".
+func tagTTL(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }

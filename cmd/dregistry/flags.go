@@ -34,6 +34,7 @@ type daemonConfig struct {
 	RegistryConfig       string
 	LookupTimeout        time.Duration
 	StallTimeout         time.Duration
+	TagCacheTTL          time.Duration
 	LogLevel             slog.Level
 }
 
@@ -75,6 +76,7 @@ func daemonFlags() []cli.Flag {
 		list("upstream-plain-http", "registries (host[:port]) reached over plain HTTP instead of HTTPS"),
 		str("registry-config", "", "docker-style config.json with credentials for upstream registries"),
 		dur("lookup-timeout", 5*time.Second, "how long one source may take to start answering before the next is tried"),
+		dur("tag-cache-ttl", 5*time.Second, "how long a tag's digest is answered without asking the upstream again (0: always ask; the last known answer still serves while the upstream is down)"),
 		dur("stall-timeout", 30*time.Second, "a transfer that makes no progress this long is aborted so containerd retries"),
 		str("log-level", "info", "debug, info, warn or error"),
 	}
@@ -101,6 +103,7 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		RegistryConfig:       c.String("registry-config"),
 		LookupTimeout:        c.Duration("lookup-timeout"),
 		StallTimeout:         c.Duration("stall-timeout"),
+		TagCacheTTL:          c.Duration("tag-cache-ttl"),
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return cfg, fmt.Errorf("--log-level: %w", err)
@@ -134,6 +137,9 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	}
 	if cfg.UploadLimit < 0 || cfg.DownloadLimit < 0 || cfg.MaxConns <= 0 {
 		return cfg, fmt.Errorf("--upload-limit and --download-limit must not be negative, --max-conns must be positive")
+	}
+	if cfg.TagCacheTTL < 0 {
+		return cfg, fmt.Errorf("--tag-cache-ttl must not be negative")
 	}
 	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 {
 		return cfg, fmt.Errorf("--lookup-timeout and --stall-timeout must be positive")

@@ -45,7 +45,8 @@ type FetcherConfig struct {
 	// Default DefaultStallTimeout.
 	StallTimeout time.Duration
 	// TagTTL is how long a tag's descriptor is answered without asking the
-	// upstream again. Default DefaultTagTTL.
+	// upstream again. Default DefaultTagTTL; negative: always ask (the last
+	// known answer still serves while the upstream is unreachable).
 	TagTTL time.Duration
 	// MaxTags bounds the tag cache (oldest dropped first). Default 4096.
 	MaxTags int
@@ -70,7 +71,7 @@ func (c *FetcherConfig) setDefaults() error {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = DefaultStallTimeout
 	}
-	if c.TagTTL <= 0 {
+	if c.TagTTL == 0 {
 		c.TagTTL = DefaultTagTTL
 	}
 	if c.MaxTags <= 0 {
