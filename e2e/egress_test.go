@@ -149,12 +149,20 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("the pulls did not finish within 3 minutes of the owner's death")
 	}
-	watch.stop()
 	for i, err := range errs {
 		if err != nil {
-			t.Errorf("%s: the pull failed after the owner died: %v", pullers[i].Name, err)
+			t.Fatalf("%s: the pull failed after the owner died: %v", pullers[i].Name, err)
 		}
 	}
+	// The pullers now seed the layer: the watch must see (and so check)
+	// each of them listed complete before it stops.
+	for i, n := range pullers {
+		other := pullers[(i+1)%len(pullers)]
+		waitFor(t, clusterTimeout, other.Name+" lists "+n.Name+" as a complete seeder", func() (bool, string) {
+			return watch.hasChecked(n.HTTPAddr), fmt.Sprint(seeders(t, other, layer.Digest.String()))
+		})
+	}
+	watch.stop()
 	for _, n := range pullers {
 		checkHolds(t, n, append([]testenv.Blob{img.Manifest}, img.Blobs()...))
 	}
@@ -415,6 +423,14 @@ func (w *seederWatch) record(msg string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.bad = append(w.bad, msg)
+}
+
+// hasChecked reports whether the watch has seen and checked a complete
+// seeder at httpAddr.
+func (w *seederWatch) hasChecked(httpAddr string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.checked[httpAddr]
 }
 
 // exclude stops asking n (killed) for its view.
