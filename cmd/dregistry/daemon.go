@@ -142,10 +142,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
 	mux.Handle(seedersPath, seedersHandler(members))
 	mux.Handle(torrentsPath, torrentsHandler(members, sw))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.Handle("/healthz", healthz())
+	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0))
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
