@@ -17,6 +17,11 @@ import (
 	"github.com/dregistry/dregistry/tracker"
 )
 
+// spoolReleaseSeeders is how many other members must seed a blob
+// completely before an egress node gives up its spooled copy of it (one it
+// fetched for others, which its own containerd never pulled).
+const spoolReleaseSeeders = 2
+
 // announceInterval is how often the announcements are reconciled with what
 // the swarm holds (downloads that started, verified or went away).
 const announceInterval = time.Second
@@ -239,6 +244,37 @@ func (s *seeding) announce() {
 		}
 	}
 	s.partial = partial
+	s.releaseSpread()
+}
+
+// releaseSpread drops egress spools of blobs the cluster now seeds from
+// elsewhere, so an egress node's disk does not fill with every blob it
+// ever fetched for others.
+func (s *seeding) releaseSpread() {
+	for d, h := range s.held {
+		if !h.spool {
+			continue
+		}
+		complete := 0
+		for _, p := range s.tracker.Lookup(d) {
+			if p.Complete {
+				complete++
+			}
+		}
+		if complete < spoolReleaseSeeders {
+			continue
+		}
+		s.swarm.Unseed(d)
+		_ = h.close()
+		delete(s.held, d)
+		if s.release != nil {
+			if err := s.release(d); err != nil {
+				s.log.Warn("release egress spool", "digest", d, "err", err)
+				continue
+			}
+		}
+		s.log.Debug("egress spool released: the cluster seeds it", "digest", d, "seeders", complete)
+	}
 }
 
 func (s *seeding) closeAll() {
