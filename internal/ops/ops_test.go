@@ -1,0 +1,136 @@
+package ops
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/tracker"
+)
+
+// fakeCluster and fakeTorrents stand in for the tracker and swarm, which
+// this test does not test.
+type fakeCluster struct {
+	members []tracker.Member
+	stats   tracker.Stats
+}
+
+func (f *fakeCluster) Members() []tracker.Member { return f.members }
+func (f *fakeCluster) Stats() tracker.Stats      { return f.stats }
+func (f *fakeCluster) IsMember(ip netip.Addr) bool {
+	for _, m := range f.members {
+		if m.GossipAddr.Addr() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+type fakeTorrents struct{ stats swarm.Stats }
+
+func (f *fakeTorrents) Stats() swarm.Stats { return f.stats }
+
+func newTestServer(t *testing.T) (*Server, *fakeCluster, *fakeTorrents) {
+	t.Helper()
+	c := &fakeCluster{members: []tracker.Member{
+		{Name: "node1", GossipAddr: netip.MustParseAddrPort("10.0.0.1:7946"), TorrentAddr: netip.MustParseAddrPort("10.0.0.1:6881"), Egress: true, State: "alive"},
+		{Name: "node2", GossipAddr: netip.MustParseAddrPort("10.0.0.2:7946"), TorrentAddr: netip.MustParseAddrPort("10.0.0.2:6881"), State: "alive"},
+	}}
+	tr := &fakeTorrents{}
+	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, tr
+}
+
+func TestNewRejectsMissingSources(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New without Cluster and Torrents succeeded")
+	}
+}
+
+func TestStatsNamesPeersByMember(t *testing.T) {
+	s, _, tr := newTestServer(t)
+	d := digest.FromString("layer")
+	tr.stats.Torrents = []swarm.TorrentStats{{Digest: d, Size: 100, BytesCompleted: 50, ConnectedPeers: 2,
+		ReceivedFrom: map[string]int64{"10.0.0.1": 30, "10.0.0.2": 20, "10.9.9.9": 1}}}
+	s.Observer().Served("blob", "swarm", 200, 40, time.Millisecond)
+	s.Observer().Served("blob", "upstream", 200, 7, time.Millisecond)
+
+	req := httptest.NewRequest(http.MethodGet, "/admin/v1/stats", nil)
+	req.RemoteAddr = "127.0.0.1:5555"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var got Stats
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != SchemaVersion || len(got.Members) != 2 || got.Members[0].Roles[1] != "egress" {
+		t.Fatalf("members: %+v", got)
+	}
+	tor := got.Torrents[0]
+	if tor.ReceivedFrom["node1"] != 30 || tor.ReceivedFrom["node2"] != 20 || tor.ReceivedFrom["10.9.9.9"] != 1 || tor.Progress != 0.5 || tor.State != "downloading" {
+		t.Fatalf("torrent: %+v", tor)
+	}
+	if got.Totals.UpstreamSaved != 40 || got.Totals.UpstreamBytes != 7 || got.Totals.Downloaded != 51 {
+		t.Fatalf("totals: %+v", got.Totals)
+	}
+}
+
+func TestStatsAnswersOnlyLoopbackAndMembers(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	for addr, want := range map[string]int{"127.0.0.1:1": 200, "[::1]:1": 200, "10.0.0.2:1": 200, "10.0.0.7:1": 403, "garbage": 403} {
+		req := httptest.NewRequest(http.MethodGet, "/admin/v1/stats", nil)
+		req.RemoteAddr = addr
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("%s: status %d, want %d", addr, rec.Code, want)
+		}
+	}
+}
+
+func TestEveryMetricMoves(t *testing.T) {
+	s, c, tr := newTestServer(t)
+	c.stats = tracker.Stats{Members: 2, Announcements: 5, Dropped: 3}
+	tr.stats.Torrents = []swarm.TorrentStats{
+		{Digest: digest.FromString("a"), Seeding: true, ConnectedPeers: 1},
+		{Digest: digest.FromString("b"), ConnectedPeers: 2, ReceivedFrom: map[string]int64{"10.0.0.1": 9}},
+	}
+	s.Observer().Served("manifest", "containerd", 200, 11, 2*time.Millisecond)
+	want := map[string]string{
+		"dregistry_requests_total":                `dregistry_requests_total{code="200",route="manifest"} 1`,
+		"dregistry_served_bytes_total":            `dregistry_served_bytes_total{source="containerd"} 11`,
+		"dregistry_time_to_first_byte_seconds":    `dregistry_time_to_first_byte_seconds_count{route="manifest"} 1`,
+		"dregistry_gossip_members":                `dregistry_gossip_members 2`,
+		"dregistry_announcements":                 `dregistry_announcements 5`,
+		"dregistry_gossip_dropped_messages_total": `dregistry_gossip_dropped_messages_total 3`,
+		"dregistry_active_torrents":               `dregistry_active_torrents{state="downloading"} 1`,
+		"dregistry_connected_peers":               `dregistry_connected_peers 3`,
+		"dregistry_swarm_downloaded_bytes":        `dregistry_swarm_downloaded_bytes 9`,
+	}
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	body := rec.Body.String()
+	for name, line := range want {
+		if !strings.Contains(body, line) {
+			t.Errorf("%s: missing %q", name, line)
+		}
+	}
+	families, err := s.reg.Gather()
+	if err != nil || len(families) != len(want) {
+		t.Errorf("registered %d metric families (err %v), test checks %d", len(families), err, len(want))
+	}
+}

@@ -1,0 +1,47 @@
+package ops
+
+// SchemaVersion is the version of the Stats JSON; it changes only when a
+// field is removed or changes meaning (fields may be added).
+const SchemaVersion = 1
+
+// Stats is the answer of GET /admin/v1/stats (see docs/stats-schema.md).
+type Stats struct {
+	Version  int            `json:"version"`
+	Node     string         `json:"node"`
+	Members  []MemberStats  `json:"members"`
+	Torrents []TorrentStats `json:"torrents"`
+	Totals   Totals         `json:"totals"`
+}
+
+// MemberStats is one cluster member as this node's gossip sees it.
+type MemberStats struct {
+	Name    string   `json:"name"`
+	Address string   `json:"address"`
+	Roles   []string `json:"roles"`
+	State   string   `json:"state"`
+}
+
+// TorrentStats is one digest-keyed torrent of this node.
+type TorrentStats struct {
+	Digest    string  `json:"digest"`
+	Size      int64   `json:"size"`
+	State     string  `json:"state"` // "seeding" or "downloading"
+	Verified  bool    `json:"verified"`
+	Completed int64   `json:"completedBytes"`
+	Progress  float64 `json:"progress"` // 0..1
+	Peers     int     `json:"peers"`
+	// ReceivedFrom maps a member name (or the peer IP when no member has
+	// it) to the useful piece bytes received from it.
+	ReceivedFrom map[string]int64 `json:"receivedFrom"`
+	Downloaded   int64            `json:"downloadedBytes"`
+}
+
+// Totals sums what this node served and fetched since it started.
+type Totals struct {
+	ServedBySource map[string]int64 `json:"servedBySource"`
+	UpstreamBytes  int64            `json:"upstreamBytes"`
+	// UpstreamSaved is bytes served from containerd or the swarm, which
+	// would otherwise have come from the upstream.
+	UpstreamSaved int64 `json:"upstreamSavedBytes"`
+	Downloaded    int64 `json:"swarmDownloadedBytes"`
+}

@@ -1,0 +1,126 @@
+package ops
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/tracker"
+)
+
+// Cluster is what ops reads of the tracker.
+type Cluster interface {
+	Members() []tracker.Member
+	Stats() tracker.Stats
+	IsMember(netip.Addr) bool
+}
+
+// Torrents is what ops reads of the swarm.
+type Torrents interface {
+	Stats() swarm.Stats
+}
+
+// Config configures a Server. Cluster and Torrents are required.
+type Config struct {
+	Node     string // this node's name, shown in the stats
+	Cluster  Cluster
+	Torrents Torrents
+}
+
+// Server serves /admin/v1/stats and /metrics and observes the registry.
+type Server struct {
+	cfg     Config
+	reg     *prometheus.Registry
+	metrics *metrics
+}
+
+// New builds a Server with its own Prometheus registry.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cluster == nil || cfg.Torrents == nil {
+		return nil, fmt.Errorf("ops: Config.Cluster and Config.Torrents are required")
+	}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
+	s.metrics = newMetrics()
+	if err := s.metrics.register(s.reg); err != nil {
+		return nil, fmt.Errorf("ops: register metrics: %w", err)
+	}
+	if err := s.reg.Register(&stateCollector{cluster: cfg.Cluster, torrents: cfg.Torrents}); err != nil {
+		return nil, fmt.Errorf("ops: register collector: %w", err)
+	}
+	return s, nil
+}
+
+// Observer is the registry handler's observer (registry.Observer).
+func (s *Server) Observer() *Observer { return &Observer{m: s.metrics} }
+
+// Handler serves /admin/v1/stats and /metrics.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /admin/v1/stats", s.allowed(http.HandlerFunc(s.serveStats)))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) allowed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil || !(ip.Unmap().IsLoopback() || s.cfg.Cluster.IsMember(ip.Unmap())) {
+			http.Error(w, "only loopback and cluster members may ask", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s.Snapshot())
+}
+
+// Snapshot assembles the current Stats.
+func (s *Server) Snapshot() Stats {
+	out := Stats{Version: SchemaVersion, Node: s.cfg.Node, Members: []MemberStats{}, Torrents: []TorrentStats{}}
+	byIP := map[string]string{}
+	for _, m := range s.cfg.Cluster.Members() {
+		roles := []string{"node"}
+		if m.Egress {
+			roles = append(roles, "egress")
+		}
+		out.Members = append(out.Members, MemberStats{Name: m.Name, Address: m.GossipAddr.String(), Roles: roles, State: m.State})
+		byIP[m.TorrentAddr.Addr().Unmap().String()] = m.Name
+		byIP[m.GossipAddr.Addr().Unmap().String()] = m.Name
+	}
+	for _, t := range s.cfg.Torrents.Stats().Torrents {
+		ts := TorrentStats{Digest: t.Digest.String(), Size: t.Size, State: "downloading", Verified: t.Verified,
+			Completed: t.BytesCompleted, Peers: t.ConnectedPeers, ReceivedFrom: map[string]int64{}}
+		if t.Seeding {
+			ts.State = "seeding"
+		}
+		if t.Size > 0 {
+			ts.Progress = float64(t.BytesCompleted) / float64(t.Size)
+		}
+		for ip, n := range t.ReceivedFrom {
+			name := ip
+			if a, err := netip.ParseAddr(ip); err == nil {
+				if m, ok := byIP[a.Unmap().String()]; ok {
+					name = m
+				}
+			}
+			ts.ReceivedFrom[name] += n
+			ts.Downloaded += n
+		}
+		out.Totals.Downloaded += ts.Downloaded
+		out.Torrents = append(out.Torrents, ts)
+	}
+	out.Totals.ServedBySource = s.metrics.servedBySource()
+	out.Totals.UpstreamBytes = out.Totals.ServedBySource["upstream"]
+	out.Totals.UpstreamSaved = out.Totals.ServedBySource["containerd"] + out.Totals.ServedBySource["swarm"]
+	return out
+}
