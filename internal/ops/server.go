@@ -59,10 +59,12 @@ func New(cfg Config) (*Server, error) {
 // Observer is the registry handler's observer (registry.Observer).
 func (s *Server) Observer() *Observer { return &Observer{m: s.metrics} }
 
-// Handler serves /admin/v1/stats and /metrics.
+// Handler serves /, /status, /admin/v1/stats and /metrics.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /admin/v1/stats", s.allowed(http.HandlerFunc(s.serveStats)))
+	mux.Handle("GET /{$}", s.allowed(http.HandlerFunc(serveStatus)))
+	mux.Handle("GET /status", s.allowed(http.HandlerFunc(serveStatus)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return mux
 }
