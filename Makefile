@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/dregistry
 PKGS      := ./...
 # Debian packages the tests and the demo start for real.
-DEB_PKGS  := containerd docker-registry skopeo busybox-static iproute2 systemd ca-certificates
+DEB_PKGS  := containerd docker-registry skopeo busybox-static iproute2 systemd chromium ca-certificates
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 25m
 

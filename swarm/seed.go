@@ -81,8 +81,10 @@ func (s *Swarm) Unseed(dgst digest.Digest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.torrents[dgst]; e != nil && e.seed != nil {
+		// The per-peer counts stay: containerd may drop and regain a blob
+		// (a walk during a pull), and where the copy came from still
+		// holds. They are a few entries per downloaded blob.
 		s.dropLocked(dgst, e)
-		s.received.forget(e.info.infoHash)
 	}
 }
 

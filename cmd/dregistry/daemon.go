@@ -19,6 +19,7 @@ import (
 
 	"github.com/dregistry/dregistry/containerd"
 	"github.com/dregistry/dregistry/internal/egress"
+	"github.com/dregistry/dregistry/internal/ops"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -127,8 +128,13 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 
+	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw})
+	if err != nil {
+		return err
+	}
 	local := registry.NewLocalSource(store)
 	mirror := registry.NewHandler(registry.Config{
+		Observer:        opsSrv.Observer(),
 		Sources:         []registry.Source{local, sw, viaEgress},
 		TagSources:      []registry.Source{viaEgress, local},
 		DefaultRegistry: cfg.DefaultRegistry,
@@ -142,6 +148,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
 	mux.Handle(seedersPath, seedersHandler(members))
 	mux.Handle(torrentsPath, torrentsHandler(members, sw))
+	mux.Handle("/", opsSrv.Handler()) // status page, /admin/v1/stats, /metrics
 	mux.Handle("/healthz", healthz())
 	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0))
 

@@ -122,7 +122,9 @@ func (s *Server) Snapshot() Stats {
 		out.Torrents = append(out.Torrents, ts)
 	}
 	out.Totals.ServedBySource = s.metrics.servedBySource()
-	out.Totals.UpstreamBytes = out.Totals.ServedBySource["upstream"]
+	// What the egress source served came from the upstream (fetched once
+	// for the cluster by its owner), as does a plain upstream source's.
+	out.Totals.UpstreamBytes = out.Totals.ServedBySource["upstream"] + out.Totals.ServedBySource["egress"]
 	out.Totals.UpstreamSaved = out.Totals.ServedBySource["containerd"] + out.Totals.ServedBySource["swarm"]
 	return out
 }
