@@ -23,7 +23,8 @@ func TestDemo(t *testing.T) {
 	testenv.RequireRoot(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5500")
 	img := testenv.PushBusybox(t, up, "demo/busybox", "1.35", 64<<20)
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up})
+	// Node 1 is the egress: the only node that fetches from the upstream.
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: egressFirst(1)})
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "\nupstream registry %s holds %s\n  manifest %s, %d layers, %d bytes of blobs\n",

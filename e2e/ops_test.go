@@ -21,7 +21,7 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	testenv.RequireRoot(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(3)+":5500")
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/ops", Tag: "v1", LayerSizes: []int64{24 << 20}, Uncompressed: true})
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up})
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up, Args: egressFirst(1)})
 	n1, n2 := nodes[0], nodes[1]
 	layer := img.Layers[0].Digest.String()
 

@@ -21,7 +21,9 @@ func TestPeersServeAnImageWhenTheUpstreamIsGone(t *testing.T) {
 	testenv.RequireRoot(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(5)+":5500")
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/swarm", Tag: "v1", LayerSizes: []int64{96 << 20, 1 << 20}, Uncompressed: true})
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up})
+	// Node 1 is the egress, so it alone fetches from the upstream; nodes 2
+	// and 3 must get the layer from their peers.
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: egressFirst(1)})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	big := img.Layers[0]
 
