@@ -61,9 +61,7 @@ type Config struct {
 	// SuspicionMult*log10(N+1)*ProbeInterval; default 4.
 	SuspicionMult int
 	// PushPullInterval is the anti-entropy period (memberlist scales it up
-	// beyond 32 members); default 60 s (LAN profile: 30 s): each exchange
-	// carries whole inventories, and the direct snapshots to new members
-	// and the broadcasts do the fast path.
+	// beyond 32 members); default 30 s.
 	PushPullInterval time.Duration
 	// DeadNodeReclaimTime is how long after a member failed another
 	// address may take over its name (a pod restarted on a new IP);
@@ -138,7 +136,7 @@ func (c *Config) setDefaults() error {
 	defDur(&c.ProbeInterval, time.Second)
 	defDur(&c.ProbeTimeout, 500*time.Millisecond)
 	def(&c.SuspicionMult, 4)
-	defDur(&c.PushPullInterval, 60*time.Second)
+	defDur(&c.PushPullInterval, 30*time.Second)
 	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
 	def(&c.RelayViews, 2)
 	def(&c.JoinStateBytes, 8<<20)

@@ -45,12 +45,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 		t.log.Debug("dropped a tracker message", "err", err)
 		return
 	}
-	t.merge(m)
-	// Pass every announcement on once, as serf does: epidemic spread needs
-	// each member that receives a message to gossip it. Deciding by "was it
-	// news to my index" would starve the epidemic wherever a direct
-	// snapshot got there first.
-	if m.Kind == kindAnnounce && t.seen.add(b) {
+	if t.merge(m) && m.Kind == kindAnnounce {
+		// Pass news on, as serf does: epidemic spread needs every member
+		// that learns something to gossip it. Known news is not resent, so
+		// this ends.
 		t.stats.rebroadcast.Add(1)
 		t.enqueue(slices.Clone(b))
 	}

@@ -39,7 +39,6 @@ type Tracker struct {
 	own      inventory
 	watchers map[sha256Digest][]chan Seeder
 	addrs    memberAddrs
-	seen     seenSet // announcements already passed on
 
 	sendQ   chan string // members to send our own snapshot to
 	stop    chan struct{}
@@ -71,7 +70,6 @@ func New(cfg Config) (*Tracker, error) {
 		own:      inventory{name: cfg.Name, epoch: epoch, have: make(map[sha256Digest]entryState)},
 		watchers: make(map[sha256Digest][]chan Seeder),
 		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
-		seen:     newSeenSet(1 << 16),
 		sendQ:    make(chan string, 4096),
 		stop:     make(chan struct{}),
 	}
