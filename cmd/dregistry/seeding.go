@@ -22,6 +22,11 @@ import (
 // fetched for others, which its own containerd never pulled).
 const spoolReleaseSeeders = 2
 
+// closeGrace is how long content the swarm stopped seeding stays open, so
+// transfers already reading it (peer HTTP, torrent pieces) finish rather
+// than break off; a deleted file stays readable through its descriptor.
+const closeGrace = time.Minute
+
 // announceInterval is how often the announcements are reconciled with what
 // the swarm holds (downloads that started, verified or went away).
 const announceInterval = time.Second
@@ -57,6 +62,7 @@ type spoolFile struct {
 // or the egress spool until containerd holds the blob.
 type heldContent struct {
 	ra    io.ReaderAt
+	size  int64
 	close func() error
 	spool bool
 }
@@ -155,13 +161,21 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 		return
 	}
 	old, had := s.held[d]
+	if had && !old.spool {
+		// Seeded from containerd already (an event and a resync both
+		// reported it): keep the reader the swarm uses.
+		_ = ra.Close()
+		if err := s.swarm.Seed(ctx, d, old.size, old.ra); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("not seeding", "digest", d, "err", err)
+		}
+		return
+	}
 	if had && old.spool {
 		// containerd now holds what the egress fetched: seed its copy and
 		// give the spool back.
 		s.swarm.Unseed(d)
-		_ = old.close()
+		closeLater(old.close)
 		delete(s.held, d)
-		had = false
 		if s.release != nil {
 			if err := s.release(d); err != nil {
 				s.log.Warn("release egress spool", "digest", d, "err", err)
@@ -175,10 +189,7 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 		}
 		return
 	}
-	if had {
-		_ = old.close()
-	}
-	s.held[d] = heldContent{ra: ra, close: ra.Close}
+	s.held[d] = heldContent{ra: ra, size: ra.Size(), close: ra.Close}
 }
 
 // seedSpool seeds a blob the egress fetched, unless containerd's copy is
@@ -199,7 +210,7 @@ func (s *seeding) seedSpool(ctx context.Context, d digest.Digest, f spoolFile) {
 		}
 		return
 	}
-	s.held[d] = heldContent{ra: file, close: file.Close, spool: true}
+	s.held[d] = heldContent{ra: file, size: f.size, close: file.Close, spool: true}
 }
 
 func (s *seeding) unseed(d digest.Digest) {
@@ -208,7 +219,7 @@ func (s *seeding) unseed(d digest.Digest) {
 		return
 	}
 	s.swarm.Unseed(d)
-	_ = h.close()
+	closeLater(h.close)
 	delete(s.held, d)
 }
 
@@ -265,7 +276,7 @@ func (s *seeding) releaseSpread() {
 			continue
 		}
 		s.swarm.Unseed(d)
-		_ = h.close()
+		closeLater(h.close)
 		delete(s.held, d)
 		if s.release != nil {
 			if err := s.release(d); err != nil {
@@ -282,4 +293,9 @@ func (s *seeding) closeAll() {
 		_ = h.close()
 		delete(s.held, d)
 	}
+}
+
+// closeLater closes content after closeGrace.
+func closeLater(close func() error) {
+	time.AfterFunc(closeGrace, func() { _ = close() })
 }

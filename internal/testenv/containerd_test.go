@@ -27,6 +27,11 @@ func TestContainerdStartsAnswersAndRestartsWithItsContent(t *testing.T) {
 	if b, err := ingest.CombinedOutput(); err != nil {
 		t.Fatalf("ctr content ingest: %v: %s", err, b)
 	}
+	// Unreferenced content is garbage: without a gc.root label the
+	// collector may remove it at any time, restart or not.
+	if out, err := c.Ctr(t, "content", "label", dgst, "containerd.io/gc.root=testenv"); err != nil {
+		t.Fatalf("ctr content label: %v: %s", err, out)
+	}
 
 	c.Stop(t)
 	if c.Running() {
