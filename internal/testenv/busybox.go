@@ -4,18 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"io"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	tarballlayer "github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -50,21 +47,7 @@ func PushBusybox(t testing.TB, reg *Registry, repo, tag string, paddingSize int6
 			t.Fatalf("testenv: append padding layer: %v", err)
 		}
 	}
-	ref, err := name.ParseReference(reg.Addr+"/"+repo+":"+tag, name.Insecure, name.StrictValidation)
-	if err != nil {
-		t.Fatalf("testenv: image reference: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
-	defer cancel()
-	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
-		t.Fatalf("testenv: push %s: %v", ref, err)
-	}
-	out, err := describeImage(img)
-	if err != nil {
-		t.Fatalf("testenv: describe %s: %v", ref, err)
-	}
-	out.Ref, out.Registry, out.Repo, out.Tag = ref.String(), reg.Addr, repo, tag
-	return out
+	return reg.pushImage(t, repo, tag, img)
 }
 
 func busyboxImage(bin []byte) (v1.Image, error) {

@@ -99,7 +99,13 @@ func (r *Registry) Push(t testing.TB, spec ImageSpec) Image {
 	if err != nil {
 		t.Fatalf("testenv: generate image %s:%s: %v", spec.Repo, spec.Tag, err)
 	}
-	ref, err := name.ParseReference(r.Addr+"/"+spec.Repo+":"+spec.Tag, name.Insecure, name.StrictValidation)
+	return r.pushImage(t, spec.Repo, spec.Tag, img)
+}
+
+// pushImage pushes img as r/repo:tag and describes what was pushed.
+func (r *Registry) pushImage(t testing.TB, repo, tag string, img v1.Image) Image {
+	t.Helper()
+	ref, err := name.ParseReference(r.Addr+"/"+repo+":"+tag, name.Insecure, name.StrictValidation)
 	if err != nil {
 		t.Fatalf("testenv: image reference: %v", err)
 	}
@@ -112,7 +118,7 @@ func (r *Registry) Push(t testing.TB, spec ImageSpec) Image {
 	if err != nil {
 		t.Fatalf("testenv: describe %s: %v", ref, err)
 	}
-	out.Ref, out.Registry, out.Repo, out.Tag = ref.String(), r.Addr, spec.Repo, spec.Tag
+	out.Ref, out.Registry, out.Repo, out.Tag = ref.String(), r.Addr, repo, tag
 	return out
 }
 
