@@ -217,7 +217,7 @@ func (u *Upstream) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*
 		return nil, err
 	}
 	if m.Digest != dgst {
-		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, errDigestMismatch)
+		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, ErrDigestMismatch)
 	}
 	return m, nil
 }
@@ -305,7 +305,7 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 		return nil, err
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
-		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, errDigestMismatch))
+		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, ErrDigestMismatch))
 	}
 	size := resp.ContentLength
 	if size < 0 {

@@ -9,11 +9,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func newVerifying(body []byte, want digest.Digest, size, offset int64) *verifyingReader {
-	return &verifyingReader{
-		body: io.NopCloser(bytes.NewReader(body)), url: "test", want: want,
-		hash: want.Algorithm().Hash(), size: size, skip: offset,
-	}
+func newVerifying(body []byte, want digest.Digest, size, offset int64) io.ReadCloser {
+	return NewVerifyingReader(io.NopCloser(bytes.NewReader(body)), "test", want, size, offset)
 }
 
 func TestVerifyingReader(t *testing.T) {
@@ -31,8 +28,8 @@ func TestVerifyingReader(t *testing.T) {
 		{"whole", data, 0, nil, 0},
 		{"from 8.5 MiB", data, 17 << 19, nil, 2},
 		{"from the end", data, int64(len(data)), nil, 2},
-		{"wrong last byte", bad, 0, errDigestMismatch, 0},
-		{"wrong last byte, from the middle", bad, 4 << 20, errDigestMismatch, 1},
+		{"wrong last byte", bad, 0, ErrDigestMismatch, 0},
+		{"wrong last byte, from the middle", bad, 4 << 20, ErrDigestMismatch, 1},
 		{"short", data[:len(data)-1], 0, io.ErrUnexpectedEOF, 0},
 		{"short while skipping", data[:1<<20], 2 << 20, io.ErrUnexpectedEOF, 0},
 		{"long (extra bytes are not the blob)", append(append([]byte(nil), data...), 'x'), 0, nil, 0},

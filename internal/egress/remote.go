@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"mime"
 	"net/http"
@@ -188,94 +187,5 @@ func (b *remoteBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, err
 			return nil, fmt.Errorf("egress: blob %s: %w", b.dgst, errors.Join(errs...))
 		}
 	}
-	return &verifier{body: body, want: b.dgst, hash: b.dgst.Algorithm().Hash(), size: b.size, skip: offset}, nil
+	return registry.NewVerifyingReader(body, fmt.Sprintf("blob %s from owner", b.dgst), b.dgst, b.size, offset), nil
 }
-
-// verifier hashes a blob as it passes and holds back the read that ends
-// it until the digest matches: a mismatch fails that read instead.
-type verifier struct {
-	body    io.ReadCloser
-	want    digest.Digest
-	hash    hash.Hash
-	size    int64
-	pos     int64
-	skip    int64 // bytes before the caller's offset, still to hash and drop
-	scratch []byte
-}
-
-// skipStep bounds the bytes dropped per Read: a Read that returns nothing
-// yet still shows a stall watch that bytes are flowing.
-const skipStep = 8 << 20
-
-func (v *verifier) Read(p []byte) (int, error) {
-	if v.skip > 0 {
-		return 0, v.drop(skipStep)
-	}
-	if v.pos == v.size {
-		return 0, v.end()
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	p = p[:min(int64(len(p)), v.size-v.pos)]
-	n, err := v.body.Read(p)
-	v.hash.Write(p[:n])
-	v.pos += int64(n)
-	if v.pos == v.size {
-		if verr := v.check(); verr != nil {
-			return 0, verr
-		}
-		return n, nil
-	}
-	return n, v.readErr(err)
-}
-
-func (v *verifier) drop(limit int64) error {
-	if v.scratch == nil {
-		v.scratch = make([]byte, min(v.skip, 256<<10))
-	}
-	for v.skip > 0 && limit > 0 {
-		n, err := v.body.Read(v.scratch[:min(int64(len(v.scratch)), v.skip)])
-		v.hash.Write(v.scratch[:n])
-		v.pos += int64(n)
-		v.skip -= int64(n)
-		limit -= int64(n)
-		if v.skip == 0 {
-			if v.pos == v.size {
-				return v.check()
-			}
-			return nil
-		}
-		if err := v.readErr(err); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// end is a Read at the end: verified (the last read already checked) → EOF.
-func (v *verifier) end() error {
-	if err := v.check(); err != nil {
-		return err
-	}
-	return io.EOF
-}
-
-func (v *verifier) readErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, io.EOF):
-		return fmt.Errorf("blob %s from owner ended at %d of %d bytes: %w", v.want, v.pos, v.size, io.ErrUnexpectedEOF)
-	}
-	return fmt.Errorf("blob %s from owner at %d of %d bytes: %w", v.want, v.pos, v.size, err)
-}
-
-func (v *verifier) check() error {
-	if got := digest.NewDigest(v.want.Algorithm(), v.hash); got != v.want {
-		return fmt.Errorf("blob %s from owner hashes to %s", v.want, got)
-	}
-	return nil
-}
-
-func (v *verifier) Close() error { return v.body.Close() }
