@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics holds the request-path metrics the Observer sets.
@@ -28,8 +29,11 @@ func newMetrics() *metrics {
 	}
 }
 
+// register also adds the Go runtime and process collectors, so go_goroutines
+// and process_resident_memory_bytes show leaks without exposing pprof.
 func (m *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.ttfb} {
+	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.ttfb,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := r.Register(c); err != nil {
 			return err
 		}
