@@ -72,20 +72,8 @@ func benchGET(b *testing.B, url string, size int64) {
 // getAll reads url's body to the end with a large buffer, as containerd's
 // content writer does, and fails unless exactly size bytes came.
 func getAll(b *testing.B, url string, size int64) int64 {
-	ctx, cancel := context.WithTimeout(context.Background(), benchGetTimeout)
+	resp, cancel := benchOpen(b, url)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("GET %s: %s", url, resp.Status)
-	}
 	buf := make([]byte, 1<<20)
 	var n int64
 	for {
@@ -104,20 +92,34 @@ func getAll(b *testing.B, url string, size int64) int64 {
 	return n
 }
 
-// checkBlobDigest fails the benchmark unless url serves exactly blob.
-func checkBlobDigest(b *testing.B, url string, blob testenv.Blob) {
+// benchOpen GETs url, fails the benchmark unless it answers 200, and returns
+// the response with a func that closes it and ends its deadline.
+func benchOpen(b *testing.B, url string) (*http.Response, func()) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), benchGetTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
-	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		cancel()
+		b.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return resp, func() { resp.Body.Close(); cancel() }
+}
+
+// checkBlobDigest fails the benchmark unless url serves exactly blob.
+func checkBlobDigest(b *testing.B, url string, blob testenv.Blob) {
+	b.Helper()
+	resp, cancel := benchOpen(b, url)
+	defer cancel()
 	v := blob.Digest.Verifier()
 	n, err := io.Copy(v, resp.Body)
 	if err != nil || n != blob.Size || !v.Verified() {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -114,21 +113,7 @@ const (
 // fetchAll gets img on every node at once and returns the time until the
 // last one finished.
 func fetchAll(b *testing.B, nodes []*testenv.Node, img testenv.Image, mode fetchMode) time.Duration {
-	errs := make([]error, len(nodes))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs[i] = contentFetch(n, img.Ref, mode)
-		}()
-	}
-	began := time.Now()
-	close(start)
-	wg.Wait()
-	took := time.Since(began)
+	errs, took := atOnce(len(nodes), func(i int) error { return contentFetch(nodes[i], img.Ref, mode) })
 	for i, err := range errs {
 		if err != nil {
 			b.Fatalf("%s: %v", nodes[i].Name, err)

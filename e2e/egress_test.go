@@ -249,19 +249,10 @@ func hasEgressSeeder(list []egressSeeder, httpAddr string) bool {
 // pullTogether starts `ctr images pull` of ref on every node at the same
 // moment and returns each node's error.
 func pullTogether(t *testing.T, nodes []*testenv.Node, ref string) []error {
-	errs := make([]error, len(nodes))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, errs[i] = n.TryPull(t, ref)
-		}()
-	}
-	close(start)
-	wg.Wait()
+	errs, _ := atOnce(len(nodes), func(i int) error {
+		_, err := nodes[i].TryPull(t, ref)
+		return err
+	})
 	return errs
 }
 
