@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -25,11 +26,19 @@ import (
 // whole-blob digest check at the end catches (the download is then discarded).
 type downloadStorage struct {
 	dir string
+	log *slog.Logger // nil: slog.Default()
 }
 
 func (s downloadStorage) paths(dgst digest.Digest) (data, pieces string) {
 	base := filepath.Join(s.dir, string(dgst.Algorithm()), dgst.Encoded())
 	return base + ".data", base + ".pieces"
+}
+
+func (s downloadStorage) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.Default()
+	}
+	return s.log
 }
 
 // remove deletes a download's files.
@@ -93,6 +102,15 @@ func (s downloadStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih 
 	if err := d.load(ih, info.Length); err != nil {
 		d.close()
 		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)
+	}
+	bad, err := d.recheck(info)
+	if err != nil {
+		d.close()
+		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: recheck: %w", dgst, err)
+	}
+	if len(bad) > 0 {
+		s.logger().Warn("resumed download: pieces on disk failed their hash check and are fetched again",
+			"digest", dgst, "pieces", len(bad), "first", bad[0])
 	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {

@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -202,7 +201,7 @@ func New(cfg Config) (*Swarm, error) {
 	s := &Swarm{
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo")},
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads")},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm")},
 		received:  newPeerCounters(),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
@@ -229,24 +228,6 @@ func New(cfg Config) (*Swarm, error) {
 		}})
 	}
 	return s, nil
-}
-
-// minLevel drops records below its level before they reach the handler.
-type minLevel struct {
-	slog.Handler
-	level slog.Level
-}
-
-func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= m.level && m.Handler.Enabled(ctx, l)
-}
-
-func (m minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevel{m.Handler.WithAttrs(attrs), m.level}
-}
-
-func (m minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{m.Handler.WithGroup(name), m.level}
 }
 
 // listenIP is the IP of a listen host, nil when it is empty or unspecified.
@@ -293,8 +274,9 @@ func (s *Swarm) clientConfig(host string, port int) *torrent.ClientConfig {
 		// tokens as "downloads disabled" and dials nobody.
 		cc.DownloadRateLimiter = limiter(s.cfg.DownloadLimit, s.cfg.ChunkSize)
 	}
-	// The library logs every piece request at debug: keep only its warnings.
-	cc.Slogger = slog.New(minLevel{s.log.Handler(), slog.LevelWarn}).With("lib", "anacrolix")
+	// The library logs every piece request at debug: keep only its warnings
+	// and its bans of peers that sent bad data (bans.go).
+	cc.Slogger = slog.New(libraryLog{s.log.Handler()}).With("lib", "anacrolix")
 	cc.Logger = alog.Default.WithFilterLevel(alog.Warning)
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.received.record)
 	return cc
