@@ -13,6 +13,11 @@ import (
 // Stats is a snapshot of the swarm, for `dregistry swarm stats` and tests.
 type Stats struct {
 	Torrents []TorrentStats
+	// UploadedBytes and DownloadedBytes are the piece bytes this node sent
+	// to peers and the useful piece bytes it received from them since it
+	// started, over every torrent, held or dropped.
+	UploadedBytes   int64
+	DownloadedBytes int64
 }
 
 // TorrentStats describes one torrent of this node.
@@ -28,6 +33,10 @@ type TorrentStats struct {
 	// for this digest; a blob seeded after its download keeps the download's
 	// counts (until Unseed), so stats show where a node's copy came from.
 	ReceivedFrom map[string]int64
+	// UploadedBytes counts the piece bytes sent to peers for this digest;
+	// like ReceivedFrom it outlives the torrent (a download replaced by the
+	// seed of containerd's copy, an Unseed), see uploadCounters.
+	UploadedBytes int64
 }
 
 // Stats returns the state of every torrent.
@@ -38,7 +47,8 @@ func (s *Swarm) Stats() Stats {
 		entries = append(entries, e)
 	}
 	s.mu.Unlock()
-	var st Stats
+	cs := s.client.ConnStats()
+	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64()}
 	for _, e := range entries {
 		st.Torrents = append(st.Torrents, TorrentStats{
 			Digest:         e.info.digest,
@@ -49,25 +59,32 @@ func (s *Swarm) Stats() Stats {
 			PiecesComplete: e.t.Stats().PiecesComplete,
 			ConnectedPeers: len(e.t.PeerConns()),
 			ReceivedFrom:   s.received.of(e.info.infoHash),
+			UploadedBytes:  s.received.uploaded.of(e.t),
 		})
 	}
 	sort.Slice(st.Torrents, func(i, j int) bool { return st.Torrents[i].Digest < st.Torrents[j].Digest })
 	return st
 }
 
-// peerCounters counts useful bytes received per torrent and peer IP. The
-// library calls record with its own lock held, so it must stay cheap and
-// must never call back into the client.
+// peerCounters counts useful bytes received per torrent and peer IP, and
+// the bytes uploaded per torrent. The library calls record with its own
+// lock held, so it must stay cheap and must never call back into the client.
 type peerCounters struct {
 	mu     sync.Mutex
 	counts map[metainfo.Hash]map[string]int64
+
+	uploaded *uploadCounters
 }
 
 func newPeerCounters() *peerCounters {
-	return &peerCounters{counts: map[metainfo.Hash]map[string]int64{}}
+	return &peerCounters{counts: map[metainfo.Hash]map[string]int64{}, uploaded: newUploadCounters()}
 }
 
 func (c *peerCounters) record(ev torrent.ReceivedUsefulDataEvent) {
+	// A torrent uploads only pieces it has, so one that received data is
+	// followed from then on: its uploads are counted even if it is dropped
+	// before anyone asks for Stats.
+	c.uploaded.follow(ev.Peer.Torrent())
 	ih := ev.Peer.Torrent().InfoHash()
 	ip := ev.Peer.RemoteAddr.String()
 	if host, _, err := net.SplitHostPort(ip); err == nil {
