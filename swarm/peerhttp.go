@@ -145,6 +145,7 @@ func (s *Swarm) fetchSmall(ctx context.Context, b *blobInfo, peers []Peer) ([]by
 			default:
 				return body, nil
 			}
+			s.log.Warn("peer sent wrong bytes, trying another seeder", "digest", b.digest, "peer", peers[i].HTTPAddr, "err", err)
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {

@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -231,24 +230,6 @@ func New(cfg Config) (*Swarm, error) {
 	return s, nil
 }
 
-// minLevel drops records below its level before they reach the handler.
-type minLevel struct {
-	slog.Handler
-	level slog.Level
-}
-
-func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= m.level && m.Handler.Enabled(ctx, l)
-}
-
-func (m minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevel{m.Handler.WithAttrs(attrs), m.level}
-}
-
-func (m minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{m.Handler.WithGroup(name), m.level}
-}
-
 // listenIP is the IP of a listen host, nil when it is empty or unspecified.
 func listenIP(host string) net.IP {
 	ip := net.ParseIP(host)
@@ -293,8 +274,9 @@ func (s *Swarm) clientConfig(host string, port int) *torrent.ClientConfig {
 		// tokens as "downloads disabled" and dials nobody.
 		cc.DownloadRateLimiter = limiter(s.cfg.DownloadLimit, s.cfg.ChunkSize)
 	}
-	// The library logs every piece request at debug: keep only its warnings.
-	cc.Slogger = slog.New(minLevel{s.log.Handler(), slog.LevelWarn}).With("lib", "anacrolix")
+	// The library logs every piece request at debug: keep only its warnings
+	// and its bans of peers that sent bad data (bans.go).
+	cc.Slogger = slog.New(libraryLog{s.log.Handler()}).With("lib", "anacrolix")
 	cc.Logger = alog.Default.WithFilterLevel(alog.Warning)
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.received.record)
 	return cc
