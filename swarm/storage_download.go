@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +28,9 @@ import (
 type downloadStorage struct {
 	dir string
 	log *slog.Logger // nil: slog.Default()
+	// keep bounds the verified pieces held in memory for readers (see
+	// pieceBuffers); 0 keeps none, so every read goes to the data file.
+	keep int64
 }
 
 func (s downloadStorage) paths(dgst digest.Digest) (data, pieces string) {
@@ -91,7 +95,7 @@ func (s downloadStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih 
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
-	d := &download{complete: make([]bool, info.NumPieces()), assembling: map[int][]byte{}}
+	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep)}
 	if d.data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -112,6 +116,11 @@ func (s downloadStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih 
 		s.logger().Warn("resumed download: pieces on disk failed their hash check and are fetched again",
 			"digest", dgst, "pieces", len(bad), "first", bad[0])
 	}
+	d.out = pieceWriter{buffered: d.data}
+	if d.out.direct, err = openDirect(dataPath); err != nil {
+		d.close()
+		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)
+	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
 			return downloadPiece{d: d, index: p.Index(), off: p.Offset(), length: p.Length()}
@@ -125,10 +134,10 @@ type download struct {
 	data, pieces *os.File
 	mu           sync.Mutex
 	complete     []bool
-	// assembling holds pieces still being downloaded, until they verify and
-	// are written to the data file; at most the library's unverified bytes.
-	assembling map[int][]byte
-	spare      [][]byte
+	// bufs holds pieces being assembled (at most the library's unverified
+	// bytes) and verified pieces not yet read; guarded by mu.
+	bufs *pieceBuffers
+	out  pieceWriter // writes verified pieces to data
 }
 
 // load reads the completion marks left by an earlier run. Marks written for
@@ -184,39 +193,11 @@ func (d *download) mark(index int, complete bool) error {
 	return nil
 }
 
-// buffer returns the in-memory copy of a piece being assembled, creating it
-// if create is set. Caller holds d.mu.
-func (d *download) buffer(index int, length int64, create bool) []byte {
-	buf, ok := d.assembling[index]
-	if !ok && create {
-		if n := len(d.spare); n > 0 && int64(cap(d.spare[n-1])) >= length {
-			buf, d.spare = d.spare[n-1][:length], d.spare[:n-1]
-		} else {
-			buf = make([]byte, length)
-		}
-		d.assembling[index] = buf
-	}
-	return buf
-}
-
-// retire forgets a piece's buffer, keeping a few for the next pieces.
-// Caller holds d.mu.
-func (d *download) retire(index int) {
-	if buf, ok := d.assembling[index]; ok {
-		delete(d.assembling, index)
-		if len(d.spare) < maxSpareBuffers {
-			d.spare = append(d.spare, buf)
-		}
-	}
-}
-
-const maxSpareBuffers = 8
-
 func (d *download) close() error {
 	d.mu.Lock()
-	d.assembling, d.spare = map[int][]byte{}, nil
+	d.bufs = newPieceBuffers(0)
 	d.mu.Unlock()
-	return errors.Join(d.data.Close(), d.pieces.Close())
+	return errors.Join(d.out.close(), d.data.Close(), d.pieces.Close())
 }
 
 type downloadPiece struct {
@@ -231,8 +212,11 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 	}
 	b = b[:min(int64(len(b)), p.length-off)]
 	p.d.mu.Lock()
-	if buf := p.d.buffer(p.index, p.length, false); buf != nil {
+	if buf, verified := p.d.bufs.readable(p.index); buf != nil {
 		n := copy(b, buf[off:])
+		if verified && off+int64(n) == p.length {
+			p.d.bufs.readThrough(p.index)
+		}
 		p.d.mu.Unlock()
 		return n, nil
 	}
@@ -244,6 +228,21 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 	return n, err
 }
 
+// WriteTo hands the piece being assembled to the library's piece hash
+// without copying it out first. The library writes no chunk to a piece
+// while it is hashed, and only MarkComplete/MarkNotComplete (after the hash)
+// recycle the buffer, so it is read without the lock.
+func (p downloadPiece) WriteTo(w io.Writer) (int64, error) {
+	p.d.mu.Lock()
+	buf := p.d.bufs.assembly(p.index, p.length, false)
+	p.d.mu.Unlock()
+	if buf == nil {
+		return io.Copy(w, io.NewSectionReader(p.d.data, p.off, p.length))
+	}
+	n, err := w.Write(buf)
+	return int64(n), err
+}
+
 // WriteAt copies a chunk into the piece's buffer: the connection's read loop
 // does no disk I/O, and the piece check hashes from memory.
 func (p downloadPiece) WriteAt(b []byte, off int64) (int, error) {
@@ -252,16 +251,17 @@ func (p downloadPiece) WriteAt(b []byte, off int64) (int, error) {
 	}
 	p.d.mu.Lock()
 	defer p.d.mu.Unlock()
-	return copy(p.d.buffer(p.index, p.length, true)[off:], b), nil
+	return copy(p.d.bufs.assembly(p.index, p.length, true)[off:], b), nil
 }
 
-// MarkComplete writes the verified piece to the data file, then records it.
+// MarkComplete writes the verified piece to the data file, then records it;
+// the buffer stays for readers that have not read the piece yet.
 func (p downloadPiece) MarkComplete() error {
 	p.d.mu.Lock()
-	buf := p.d.buffer(p.index, p.length, false)
+	buf := p.d.bufs.assembly(p.index, p.length, false)
 	p.d.mu.Unlock()
 	if buf != nil {
-		if _, err := p.d.data.WriteAt(buf, p.off); err != nil {
+		if err := p.d.out.writeAt(buf, p.off); err != nil {
 			return fmt.Errorf("write piece %d: %w", p.index, err)
 		}
 	}
@@ -269,7 +269,10 @@ func (p downloadPiece) MarkComplete() error {
 		return err
 	}
 	p.d.mu.Lock()
-	p.d.retire(p.index)
+	p.d.bufs.verified(p.index)
+	if !slices.Contains(p.d.complete, false) {
+		p.d.bufs.dropSpare()
+	}
 	p.d.mu.Unlock()
 	return nil
 }
@@ -277,7 +280,8 @@ func (p downloadPiece) MarkComplete() error {
 // MarkNotComplete drops the piece's data (it failed its hash check).
 func (p downloadPiece) MarkNotComplete() error {
 	p.d.mu.Lock()
-	p.d.retire(p.index)
+	p.d.bufs.discard(p.index)
+	p.d.bufs.readThrough(p.index)
 	p.d.mu.Unlock()
 	return p.d.mark(p.index, false)
 }
