@@ -22,9 +22,10 @@ const (
 
 // Observer learns about every response, for metrics. Served is called once
 // per request, after the response ended (or was aborted, status then being
-// the one already sent). ttfb is the time until the status line was written.
+// the one already sent). ttfb is the time until the status line was written;
+// total the time until the last byte was written or the request ended.
 type Observer interface {
-	Served(route, source string, status int, bytes int64, ttfb time.Duration)
+	Served(route, source string, status int, bytes int64, ttfb, total time.Duration)
 }
 
 // Config configures the pull API handler.
@@ -117,11 +118,12 @@ func (h *handler) finish(ex *exchange, start time.Time, aborted bool) {
 	if status == 0 {
 		status = http.StatusOK
 	}
+	total := time.Since(start)
 	h.log.Debug("served", "method", ex.r.Method, "path", ex.r.URL.Path, "ns", ex.r.URL.Query().Get("ns"),
 		"status", status, "source", ex.source, "bytes", ex.w.bytes,
-		"duration", time.Since(start), "aborted", aborted)
+		"duration", total, "aborted", aborted)
 	if h.cfg.Observer != nil {
-		h.cfg.Observer.Served(ex.route, ex.source, status, ex.w.bytes, ex.w.ttfb)
+		h.cfg.Observer.Served(ex.route, ex.source, status, ex.w.bytes, ex.w.ttfb, total)
 	}
 }
 

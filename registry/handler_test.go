@@ -24,6 +24,7 @@ type served struct {
 	route, source string
 	status        int
 	bytes         int64
+	ttfb, total   time.Duration
 }
 
 type recordingObserver struct {
@@ -31,10 +32,10 @@ type recordingObserver struct {
 	seen []served
 }
 
-func (o *recordingObserver) Served(route, source string, status int, n int64, _ time.Duration) {
+func (o *recordingObserver) Served(route, source string, status int, n int64, ttfb, total time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.seen = append(o.seen, served{route, source, status, n})
+	o.seen = append(o.seen, served{route, source, status, n, ttfb, total})
 }
 
 func (o *recordingObserver) last() served {
@@ -44,6 +45,21 @@ func (o *recordingObserver) last() served {
 		return served{}
 	}
 	return o.seen[len(o.seen)-1]
+}
+
+// wait returns the n-th report, polling until it came (bounded).
+func (o *recordingObserver) wait(t *testing.T, n int) served {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		o.mu.Lock()
+		if len(o.seen) >= n {
+			defer o.mu.Unlock()
+			return o.seen[n-1]
+		}
+		o.mu.Unlock()
+	}
+	t.Fatalf("observer got fewer than %d reports in 10s", n)
+	return served{}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -406,6 +422,30 @@ func TestHandlerBlobAbortsOnFailingSource(t *testing.T) {
 				t.Fatalf("resume: %v %v", err, resp)
 			}
 		})
+	}
+}
+
+// The observer's total runs until the response ended: a body cut off after
+// a stall reports at least the stall timeout past its first byte.
+func TestHandlerObserverTotalCoversBody(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	f := newFixture(t, func(f *fixture, cfg *Config) { f.local.stallAt = 300 << 10; cfg.StallTimeout = stall })
+	if _, _, err := doRequest(t, "GET", f.url("/v2/library/alpine/blobs/"+f.blobDigest.String()), nil); err == nil {
+		t.Fatal("stalled response completed")
+	}
+	got := f.obs.wait(t, 1)
+	if got.route != routeBlob || got.bytes != 300<<10 || got.ttfb <= 0 || got.total-got.ttfb < stall {
+		t.Fatalf("observed %+v, want %d bytes and total at least %s past ttfb", got, 300<<10, stall)
+	}
+
+	f.local.stallAt = -1
+	resp, body, err := doRequest(t, "GET", f.url("/v2/library/alpine/blobs/"+f.blobDigest.String()), nil)
+	if err != nil || resp.StatusCode != 200 || len(body) != len(f.blob) {
+		t.Fatalf("healed source: %v %v", err, resp)
+	}
+	// The client has every byte before the handler returns: wait for its report.
+	if got := f.obs.wait(t, 2); got.bytes != int64(len(f.blob)) || got.total < got.ttfb {
+		t.Fatalf("observed %+v, want the whole blob and total >= ttfb", got)
 	}
 }
 

@@ -91,6 +91,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	defer sw.Close()
+	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw})
+	if err != nil {
+		return err
+	}
 	upstream, err := registry.NewUpstream(registry.UpstreamConfig{
 		PlainHTTP:    cfg.UpstreamPlainHTTP,
 		DockerConfig: cfg.RegistryConfig,
@@ -101,7 +105,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	var seeds *seeding
 	fetcher, err := egress.NewFetcher(egress.FetcherConfig{
-		Upstream:      upstream,
+		Upstream:      opsSrv.MeterUpstream(upstream), // dregistry_upstream_bytes_total
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
 		LookupTimeout: cfg.LookupTimeout,
@@ -128,10 +132,6 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 
-	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw})
-	if err != nil {
-		return err
-	}
 	local := registry.NewLocalSource(store)
 	mirror := registry.NewHandler(registry.Config{
 		Observer:        opsSrv.Observer(),

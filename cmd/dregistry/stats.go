@@ -108,9 +108,9 @@ func printStats(w io.Writer, raw []byte) error {
 	for _, m := range s.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Address, strings.Join(m.Roles, ","), m.State)
 	}
-	fmt.Fprint(tw, "\nDIGEST\tSIZE\tSTATE\tPROGRESS\tPEERS\tRECEIVED FROM\n")
+	fmt.Fprint(tw, "\nDIGEST\tSIZE\tSTATE\tPROGRESS\tPEERS\tUP\tRECEIVED FROM\n")
 	for _, t := range s.Torrents {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\n", shortDigest(t.Digest), t.Size, t.State, progressBar(t.Progress), t.Peers, receivedList(t.ReceivedFrom))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", shortDigest(t.Digest), t.Size, t.State, progressBar(t.Progress), t.Peers, t.Uploaded, receivedList(t.ReceivedFrom))
 	}
 	fmt.Fprint(tw, "\nSOURCE\tBYTES SERVED\n")
 	sources := make([]string, 0, len(s.Totals.ServedBySource))
@@ -121,8 +121,20 @@ func printStats(w io.Writer, raw []byte) error {
 	for _, k := range sources {
 		fmt.Fprintf(tw, "%s\t%d\n", k, s.Totals.ServedBySource[k])
 	}
-	fmt.Fprintf(tw, "\nupstream bytes saved\t%d\nswarm bytes downloaded\t%d\n", s.Totals.UpstreamSaved, s.Totals.Downloaded)
+	fmt.Fprintf(tw, "\nupstream bytes saved\t%d\nupstream bytes fetched\t%d\nswarm bytes downloaded\t%d\n",
+		s.Totals.UpstreamSaved, s.Totals.UpstreamFetched, s.Totals.Downloaded)
+	fmt.Fprintf(tw, "swarm bytes since start\tup %d, down %d, share ratio %s\n",
+		s.Totals.SwarmUploaded, s.Totals.SwarmDownloadedTotal, ratioText(s.Totals.ShareRatio))
 	return tw.Flush()
+}
+
+// ratioText prints the share ratio; it is undefined (null) before anything
+// was downloaded.
+func ratioText(r *float64) string {
+	if r == nil {
+		return "- (nothing downloaded)"
+	}
+	return fmt.Sprintf("%.2f", *r)
 }
 
 func shortDigest(d string) string {

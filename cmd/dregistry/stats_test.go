@@ -29,11 +29,12 @@ func statsServer(t *testing.T, body string, code int) *httptest.Server {
 
 func sampleStats(t *testing.T) string {
 	t.Helper()
+	ratio := 1.5
 	b, err := json.Marshal(ops.Stats{Version: ops.SchemaVersion, Node: "node3",
 		Members: []ops.MemberStats{{Name: "node1", Address: "127.0.0.1:7946", Roles: []string{"node", "egress"}, State: "alive"}},
 		Torrents: []ops.TorrentStats{{Digest: "sha256:0123456789abcdef0123", Size: 100, State: "downloading", Progress: 0.5, Peers: 2,
-			ReceivedFrom: map[string]int64{"node1": 30, "node2": 20}}},
-		Totals: ops.Totals{ServedBySource: map[string]int64{"swarm": 40}, UpstreamSaved: 40}})
+			ReceivedFrom: map[string]int64{"node1": 30, "node2": 20}, Uploaded: 4567}},
+		Totals: ops.Totals{ServedBySource: map[string]int64{"swarm": 40}, UpstreamSaved: 40, SwarmUploaded: 90, SwarmDownloadedTotal: 60, ShareRatio: &ratio}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +47,22 @@ func TestSwarmStatsTable(t *testing.T) {
 	if err := runStats(context.Background(), &out, srv.URL, false, false, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"NODE node3", "node1", "node,egress", "[#####.....]  50%", "node1=30 node2=20", "swarm", "upstream bytes saved"} {
+	for _, want := range []string{"NODE node3", "node1", "node,egress", "[#####.....]  50%", "node1=30 node2=20", "swarm", "upstream bytes saved",
+		"4567", "up 90, down 60, share ratio 1.50"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestSwarmStatsTableWithoutDownloads(t *testing.T) {
+	srv := statsServer(t, `{"version":1,"node":"egress","totals":{"swarmUploadedBytes":7,"shareRatio":null}}`, 200)
+	var out bytes.Buffer
+	if err := runStats(context.Background(), &out, srv.URL, false, false, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "up 7, down 0, share ratio - (nothing downloaded)") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }
 

@@ -61,9 +61,10 @@ func TestStatsNamesPeersByMember(t *testing.T) {
 	s, _, tr := newTestServer(t)
 	d := digest.FromString("layer")
 	tr.stats.Torrents = []swarm.TorrentStats{{Digest: d, Size: 100, BytesCompleted: 50, ConnectedPeers: 2,
-		ReceivedFrom: map[string]int64{"10.0.0.1": 30, "10.0.0.2": 20, "10.9.9.9": 1}}}
-	s.Observer().Served("blob", "swarm", 200, 40, time.Millisecond)
-	s.Observer().Served("blob", "upstream", 200, 7, time.Millisecond)
+		ReceivedFrom: map[string]int64{"10.0.0.1": 30, "10.0.0.2": 20, "10.9.9.9": 1}, UploadedBytes: 12}}
+	tr.stats.UploadedBytes, tr.stats.DownloadedBytes = 30, 60
+	s.Observer().Served("blob", "swarm", 200, 40, time.Millisecond, 3*time.Millisecond)
+	s.Observer().Served("blob", "upstream", 200, 7, time.Millisecond, 2*time.Millisecond)
 
 	req := httptest.NewRequest(http.MethodGet, "/admin/v1/stats", nil)
 	req.RemoteAddr = "127.0.0.1:5555"
@@ -80,11 +81,26 @@ func TestStatsNamesPeersByMember(t *testing.T) {
 		t.Fatalf("members: %+v", got)
 	}
 	tor := got.Torrents[0]
-	if tor.ReceivedFrom["node1"] != 30 || tor.ReceivedFrom["node2"] != 20 || tor.ReceivedFrom["10.9.9.9"] != 1 || tor.Progress != 0.5 || tor.State != "downloading" {
+	if tor.ReceivedFrom["node1"] != 30 || tor.ReceivedFrom["node2"] != 20 || tor.ReceivedFrom["10.9.9.9"] != 1 || tor.Progress != 0.5 || tor.State != "downloading" || tor.Uploaded != 12 {
 		t.Fatalf("torrent: %+v", tor)
 	}
-	if got.Totals.UpstreamSaved != 40 || got.Totals.UpstreamBytes != 7 || got.Totals.Downloaded != 51 {
+	if got.Totals.UpstreamSaved != 40 || got.Totals.UpstreamBytes != 7 || got.Totals.Downloaded != 51 ||
+		got.Totals.SwarmUploaded != 30 || got.Totals.SwarmDownloadedTotal != 60 || got.Totals.ShareRatio == nil || *got.Totals.ShareRatio != 0.5 {
 		t.Fatalf("totals: %+v", got.Totals)
+	}
+}
+
+// A node that downloaded nothing has no share ratio (JSON null), whatever
+// it uploaded.
+func TestShareRatioIsNullWithoutDownloads(t *testing.T) {
+	s, _, tr := newTestServer(t)
+	tr.stats.UploadedBytes = 1000
+	req := httptest.NewRequest(http.MethodGet, "/admin/v1/stats", nil)
+	req.RemoteAddr = "127.0.0.1:5555"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if !strings.Contains(rec.Body.String(), `"shareRatio":null`) || !strings.Contains(rec.Body.String(), `"swarmUploadedBytes":1000`) {
+		t.Fatalf("stats: %s", rec.Body)
 	}
 }
 
@@ -108,7 +124,9 @@ func TestEveryMetricMoves(t *testing.T) {
 		{Digest: digest.FromString("a"), Seeding: true, ConnectedPeers: 1},
 		{Digest: digest.FromString("b"), ConnectedPeers: 2, ReceivedFrom: map[string]int64{"10.0.0.1": 9}},
 	}
-	s.Observer().Served("manifest", "containerd", 200, 11, 2*time.Millisecond)
+	tr.stats.UploadedBytes, tr.stats.DownloadedBytes = 21, 9
+	s.Observer().Served("manifest", "containerd", 200, 11, 2*time.Millisecond, 3*time.Millisecond)
+	readUpstream(t, s, []byte("seventeen bytes!!"), []byte(`{"manifest":1}`))
 	want := map[string]string{
 		"dregistry_requests_total":                `dregistry_requests_total{code="200",route="manifest"} 1`,
 		"dregistry_served_bytes_total":            `dregistry_served_bytes_total{source="containerd"} 11`,
@@ -119,6 +137,10 @@ func TestEveryMetricMoves(t *testing.T) {
 		"dregistry_active_torrents":               `dregistry_active_torrents{state="downloading"} 1`,
 		"dregistry_connected_peers":               `dregistry_connected_peers 3`,
 		"dregistry_swarm_downloaded_bytes":        `dregistry_swarm_downloaded_bytes 9`,
+		"dregistry_pull_duration_seconds":         `dregistry_pull_duration_seconds_count{source="containerd"} 1`,
+		"dregistry_upstream_bytes_total":          `dregistry_upstream_bytes_total 40`,
+		"dregistry_swarm_uploaded_bytes_total":    `dregistry_swarm_uploaded_bytes_total 21`,
+		"dregistry_swarm_downloaded_bytes_total":  `dregistry_swarm_downloaded_bytes_total 9`,
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	rec := httptest.NewRecorder()

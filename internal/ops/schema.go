@@ -34,6 +34,9 @@ type TorrentStats struct {
 	// it) to the useful piece bytes received from it.
 	ReceivedFrom map[string]int64 `json:"receivedFrom"`
 	Downloaded   int64            `json:"downloadedBytes"`
+	// Uploaded is the piece bytes sent to peers for this digest, kept
+	// across the torrents of the digest (download, then seed).
+	Uploaded int64 `json:"uploadedBytes"`
 }
 
 // Totals sums what this node served and fetched since it started.
@@ -44,4 +47,13 @@ type Totals struct {
 	// would otherwise have come from the upstream.
 	UpstreamSaved int64 `json:"upstreamSavedBytes"`
 	Downloaded    int64 `json:"swarmDownloadedBytes"`
+	// UpstreamFetched is bytes this node fetched from upstream registries.
+	UpstreamFetched int64 `json:"upstreamFetchedBytes"`
+	// SwarmUploaded and SwarmDownloadedTotal are the piece bytes sent to
+	// and usefully received from peers since start, over every torrent.
+	SwarmUploaded        int64 `json:"swarmUploadedBytes"`
+	SwarmDownloadedTotal int64 `json:"swarmDownloadedTotalBytes"`
+	// ShareRatio is SwarmUploaded / SwarmDownloadedTotal; null when
+	// nothing was downloaded.
+	ShareRatio *float64 `json:"shareRatio"`
 }

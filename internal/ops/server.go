@@ -99,9 +99,10 @@ func (s *Server) Snapshot() Stats {
 		byIP[m.TorrentAddr.Addr().Unmap().String()] = m.Name
 		byIP[m.GossipAddr.Addr().Unmap().String()] = m.Name
 	}
-	for _, t := range s.cfg.Torrents.Stats().Torrents {
+	sw := s.cfg.Torrents.Stats()
+	for _, t := range sw.Torrents {
 		ts := TorrentStats{Digest: t.Digest.String(), Size: t.Size, State: "downloading", Verified: t.Verified,
-			Completed: t.BytesCompleted, Peers: t.ConnectedPeers, ReceivedFrom: map[string]int64{}}
+			Completed: t.BytesCompleted, Peers: t.ConnectedPeers, ReceivedFrom: map[string]int64{}, Uploaded: t.UploadedBytes}
 		if t.Seeding {
 			ts.State = "seeding"
 		}
@@ -126,5 +127,20 @@ func (s *Server) Snapshot() Stats {
 	// for the cluster by its owner), as does a plain upstream source's.
 	out.Totals.UpstreamBytes = out.Totals.ServedBySource["upstream"] + out.Totals.ServedBySource["egress"]
 	out.Totals.UpstreamSaved = out.Totals.ServedBySource["containerd"] + out.Totals.ServedBySource["swarm"]
+	out.Totals.UpstreamFetched = s.metrics.upstreamFetched()
+	out.Totals.SwarmUploaded = sw.UploadedBytes
+	out.Totals.SwarmDownloadedTotal = sw.DownloadedBytes
+	out.Totals.ShareRatio = shareRatio(sw.UploadedBytes, sw.DownloadedBytes)
 	return out
+}
+
+// shareRatio is uploaded/downloaded, nil when nothing was downloaded: a
+// ratio over nothing is undefined, and a pure seeder (an egress node) is
+// then described by its uploaded bytes alone.
+func shareRatio(up, down int64) *float64 {
+	if down <= 0 {
+		return nil
+	}
+	r := float64(up) / float64(down)
+	return &r
 }

@@ -51,14 +51,16 @@ func TestStatusPageShowsStatsInBrowser(t *testing.T) {
 	s, _, tr := newTestServer(t)
 	tr.stats.Torrents = []swarm.TorrentStats{
 		{Digest: digest.FromString("layer"), Size: 100, BytesCompleted: 40, ConnectedPeers: 2, ReceivedFrom: map[string]int64{"10.0.0.1": 25, "10.0.0.2": 15}},
-		{Digest: digest.FromString("seeded"), Size: 80, BytesCompleted: 80, Seeding: true, Verified: true},
+		{Digest: digest.FromString("seeded"), Size: 80, BytesCompleted: 80, Seeding: true, Verified: true, UploadedBytes: 7654},
 	}
-	s.Observer().Served("blob", "containerd", 200, 4321, time.Millisecond)
+	tr.stats.UploadedBytes, tr.stats.DownloadedBytes = 9000, 4000
+	s.Observer().Served("blob", "containerd", 200, 4321, time.Millisecond, 2*time.Millisecond)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 
 	dom := string(runChromium(t, bin, "--dump-dom", srv.URL+"/status"))
-	for _, want := range []string{"node3", "node1", "node, egress", "40%", "node1: 25", "node2: 15", "seeding", "containerd", "4321"} {
+	for _, want := range []string{"node3", "node1", "node, egress", "40%", "node1: 25", "node2: 15", "seeding", "containerd", "4321",
+		"7654", "uploaded 9000", "downloaded 4000", "share ratio 2.25"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)
 		}

@@ -1,0 +1,73 @@
+package ops
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// MeterUpstream wraps the source that reaches upstream registries so every
+// byte read from it (blob bodies as they are read, manifests whole) counts
+// in dregistry_upstream_bytes_total: what the node fetched, however many
+// clients it then served. Its blobs are plain registry.Blob values.
+func (s *Server) MeterUpstream(src registry.Source) registry.Source {
+	return &upstreamMeter{Source: src, m: s.metrics}
+}
+
+type upstreamMeter struct {
+	registry.Source
+	m *metrics
+}
+
+func (u *upstreamMeter) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+	mf, err := u.Source.Manifest(ctx, ref, dgst)
+	if err == nil {
+		u.m.addUpstream(int64(len(mf.Content)))
+	}
+	return mf, err
+}
+
+func (u *upstreamMeter) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+	return u.Source.Resolve(ctx, ref, tag) // a HEAD: no body to count
+}
+
+func (u *upstreamMeter) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+	b, err := u.Source.Blob(ctx, ref, dgst)
+	if err != nil {
+		return nil, err
+	}
+	return meteredBlob{b: b, m: u.m}, nil
+}
+
+type meteredBlob struct {
+	b registry.Blob
+	m *metrics
+}
+
+func (b meteredBlob) Size() int64  { return b.b.Size() }
+func (b meteredBlob) Close() error { return b.b.Close() }
+
+func (b meteredBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	rc, err := b.b.Open(ctx, offset)
+	if err != nil {
+		return nil, err
+	}
+	return meteredReader{rc: rc, m: b.m}, nil
+}
+
+type meteredReader struct {
+	rc io.ReadCloser
+	m  *metrics
+}
+
+func (r meteredReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	r.m.addUpstream(int64(n))
+	return n, err
+}
+
+func (r meteredReader) Close() error { return r.rc.Close() }

@@ -1,0 +1,90 @@
+package ops
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// fakeUpstream stands in for the upstream registry client, which this test
+// does not test: one blob and one manifest.
+type fakeUpstream struct {
+	blob, manifest []byte
+}
+
+func (f *fakeUpstream) Name() string { return "upstream" }
+func (f *fakeUpstream) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{Digest: digest.FromBytes(f.manifest), Size: int64(len(f.manifest))}, nil
+}
+func (f *fakeUpstream) Manifest(_ context.Context, _ registry.Ref, d digest.Digest) (*registry.Manifest, error) {
+	if d != digest.FromBytes(f.manifest) {
+		return nil, registry.ErrNotFound
+	}
+	return &registry.Manifest{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Content: f.manifest}, nil
+}
+func (f *fakeUpstream) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+	if d != digest.FromBytes(f.blob) {
+		return nil, registry.ErrNotFound
+	}
+	return fakeBlob(f.blob), nil
+}
+
+type fakeBlob []byte
+
+func (b fakeBlob) Size() int64  { return int64(len(b)) }
+func (b fakeBlob) Close() error { return nil }
+func (b fakeBlob) Open(_ context.Context, off int64) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(b[off:])), nil
+}
+
+// readUpstream fetches blob (whole, then its second half) and manifest
+// through the meter: len(blob)*3/2 + len(manifest) bytes, give or take the
+// rounding of the half.
+func readUpstream(t *testing.T, s *Server, blob, manifest []byte) {
+	t.Helper()
+	ctx := context.Background()
+	src := s.MeterUpstream(&fakeUpstream{blob: blob, manifest: manifest})
+	if _, err := src.Resolve(ctx, registry.Ref{}, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Manifest(ctx, registry.Ref{}, digest.FromBytes(manifest)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Blob(ctx, registry.Ref{}, digest.FromBytes(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, off := range []int64{0, int64(len(blob)) / 2} {
+		rc, err := b.Open(ctx, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, blob[off:]) {
+			t.Fatalf("blob from %d: %q, %v", off, got, err)
+		}
+	}
+	if _, err := src.Blob(ctx, registry.Ref{}, digest.FromString("missing")); err == nil {
+		t.Fatal("missing blob found")
+	}
+}
+
+func TestUpstreamMeterCountsBytesFetchedNotServed(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	blob, manifest := []byte("0123456789"), []byte(`{"m":1}`)
+	readUpstream(t, s, blob, manifest)
+	// Serving is not fetching: a response served from the egress spool
+	// adds nothing here.
+	s.Observer().Served("blob", "egress", 200, 10, 0, 0)
+	if got, want := s.Snapshot().Totals.UpstreamFetched, int64(10+5+len(manifest)); got != want {
+		t.Fatalf("upstream fetched %d bytes, want %d", got, want)
+	}
+}
