@@ -95,12 +95,35 @@ func runBenchSeeder() int {
 		return 1
 	}
 	go http.Serve(l, s.PeerHandler())
+	stopProfile := startBenchProfile("seed")
 	cpu0, _ := selfUsage()
 	json.NewEncoder(os.Stdout).Encode(Peer{TorrentAddr: s.TorrentAddr(), HTTPAddr: l.Addr().String()})
 	io.Copy(io.Discard, os.Stdin)
+	stopProfile()
 	cpu, rss := selfUsage()
 	json.NewEncoder(os.Stdout).Encode(usage{CPU: cpu - cpu0, MaxRSSKiB: rss})
 	return 0
+}
+
+// startBenchProfile writes a CPU profile of this child to
+// $SWARM_BENCH_CPUPROFILE.<role>.<pid> when that is set (go tool pprof -top);
+// it returns the function that ends it.
+func startBenchProfile(role string) func() {
+	prefix := os.Getenv("SWARM_BENCH_CPUPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d", prefix, role, os.Getpid()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // runBenchGetter downloads the digest once, by torrent or plain HTTP GET,
@@ -110,11 +133,7 @@ func runBenchGetter() int {
 	dgst := digest.Digest(os.Getenv("SWARM_BENCH_DIGEST"))
 	var peers []Peer
 	json.Unmarshal([]byte(os.Getenv("SWARM_BENCH_PEERS")), &peers)
-	if prof := os.Getenv("SWARM_BENCH_CPUPROFILE"); prof != "" {
-		f, _ := os.Create(prof)
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
+	defer startBenchProfile("get")()
 	var u usage
 	start := time.Now()
 	first := func() {
