@@ -86,7 +86,19 @@ func (s downloadStorage) prune(cutoff time.Time) error {
 	return errors.Join(errs...)
 }
 
-func (s downloadStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
+// OpenTorrent opens a download's files. The registry answers a failure here
+// (most often a full data dir) from its next source without a word, so it
+// is logged as an error: the operator must hear that the disk is full.
+func (s downloadStorage) OpenTorrent(ctx context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
+	ti, err := s.open(ctx, info, ih)
+	if err != nil {
+		s.logger().Error("cannot store a download in the data dir; the blob is left to other sources",
+			"torrent", info.Name, "dir", s.dir, "err", err)
+	}
+	return ti, err
+}
+
+func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
 	dgst, err := digest.Parse(info.Name)
 	if err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: torrent %q is not named by a digest: %w", info.Name, err)

@@ -3,7 +3,10 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +57,26 @@ func TestResumedDownloadUnmarksPiecesCorruptedOnDisk(t *testing.T) {
 			t.Errorf("intact piece 2 read back: %v", err)
 		}
 		ti.Close()
+	}
+}
+
+// A download the data dir cannot hold fails with an error in the log: the
+// registry moves on to its next source silently, so this is all the
+// operator sees of a full disk.
+func TestDownloadStorageLogsWhyItCannotStore(t *testing.T) {
+	content, dgst := randomBlob(t, 300<<10)
+	b := mustHash(t, content, dgst)
+	dir := t.TempDir()
+	// A file where the digest algorithm's directory must go.
+	if err := os.WriteFile(filepath.Join(dir, "sha256"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	st := downloadStorage{dir: dir, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	if _, err := st.OpenTorrent(context.Background(), &b.info, b.infoHash); err == nil {
+		t.Fatal("OpenTorrent succeeded without a place for the download")
+	}
+	if out := logged.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, dgst.String()) || !strings.Contains(out, "not a directory") {
+		t.Errorf("log: %q, want an error naming the digest and the cause", out)
 	}
 }
