@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,15 +44,8 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 			Name  string   `json:"name"`
 			Roles []string `json:"roles"`
 		} `json:"members"`
-		Torrents []struct {
-			Digest       string           `json:"digest"`
-			State        string           `json:"state"`
-			Verified     bool             `json:"verified"`
-			ReceivedFrom map[string]int64 `json:"receivedFrom"`
-		} `json:"torrents"`
-		Totals struct {
-			ServedBySource map[string]int64 `json:"servedBySource"`
-		} `json:"totals"`
+		Torrents []adminTorrent `json:"torrents"`
+		Totals   adminTotals    `json:"totals"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("swarm stats --json is not the schema: %v\n%s", err, out)
@@ -88,17 +83,108 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	}
 	t.Logf("dregistry swarm stats on %s:\n%s", n2.Name, table)
 
-	_, metrics := get(t, n2.URL()+"/metrics")
-	for _, m := range []string{
-		`dregistry_requests_total{code="200",route="blob"}`,
-		`dregistry_served_bytes_total{source="swarm"}`,
-		`dregistry_gossip_members`,
-		`dregistry_active_torrents{state="seeding"}`,
+	// n2 got the layer from the swarm: it downloaded, and its pulls took time.
+	size := float64(img.Layers[0].Size)
+	metrics := scrape(t, n2)
+	for _, m := range []struct {
+		series string
+		min    float64
+	}{
+		{`dregistry_requests_total{code="200",route="blob"}`, 1},
+		{`dregistry_served_bytes_total{source="swarm"}`, size},
+		{`dregistry_gossip_members`, 2},
+		{`dregistry_active_torrents{state="seeding"}`, 1},
+		{`dregistry_swarm_downloaded_bytes_total`, size},
+		{`dregistry_pull_duration_seconds_count{source="swarm"}`, 1},
+		{`dregistry_pull_duration_seconds_sum{source="swarm"}`, 1e-9},
 	} {
-		if v := metricValue(metrics, m); v <= 0 {
-			t.Errorf("/metrics: %s = %v, want > 0", m, v)
+		if v := metricValue(metrics, m.series); v < m.min {
+			t.Errorf("%s /metrics: %s = %v, want at least %v", n2.Name, m.series, v, m.min)
 		}
 	}
+	// The egress fetched from the upstream; n2 only asked the egress.
+	if v := metricValue(metrics, `dregistry_upstream_bytes_total`); v != 0 {
+		t.Errorf("%s fetched %v bytes from the upstream, want 0 (the egress fetches)", n2.Name, v)
+	}
+	if st.Totals.SwarmDownloadedTotal < img.Layers[0].Size || st.Totals.ShareRatio == nil {
+		t.Errorf("%s totals %+v: want the layer downloaded and a share ratio", n2.Name, st.Totals)
+	}
+
+	// n1 seeded the layer to n2: uploaded bytes on the seeder, per digest
+	// and in total, and its share ratio has no downloads to divide by.
+	metrics = scrape(t, n1)
+	for _, m := range []struct {
+		series string
+		min    float64
+	}{
+		{`dregistry_swarm_uploaded_bytes_total`, size},
+		{`dregistry_upstream_bytes_total`, size},
+	} {
+		if v := metricValue(metrics, m.series); v < m.min {
+			t.Errorf("%s /metrics: %s = %v, want at least %v", n1.Name, m.series, v, m.min)
+		}
+	}
+	out, err = n1.Run(t, "swarm", "stats", "--addr", n1.URL(), "--json")
+	if err != nil {
+		t.Fatalf("swarm stats --json on %s: %v\n%s", n1.Name, err, out)
+	}
+	var seeder struct {
+		Torrents []adminTorrent `json:"torrents"`
+		Totals   adminTotals    `json:"totals"`
+	}
+	if err := json.Unmarshal([]byte(out), &seeder); err != nil {
+		t.Fatalf("swarm stats --json on %s: %v\n%s", n1.Name, err, out)
+	}
+	if seeder.Totals.SwarmUploaded < img.Layers[0].Size || seeder.Totals.ShareRatio != nil {
+		t.Errorf("%s totals %+v: want the layer uploaded and no share ratio", n1.Name, seeder.Totals)
+	}
+	var uploaded int64
+	for _, tr := range seeder.Torrents {
+		if tr.Digest == layer {
+			uploaded = tr.Uploaded
+		}
+	}
+	if uploaded < img.Layers[0].Size {
+		t.Errorf("%s uploaded %d bytes of the layer, want at least %d: %s", n1.Name, uploaded, img.Layers[0].Size, out)
+	}
+	table, err = n1.Run(t, "swarm", "stats", "--addr", n1.URL())
+	if err != nil || !strings.Contains(table, "share ratio - (nothing downloaded)") {
+		t.Errorf("swarm stats on %s: %v\n%s", n1.Name, err, table)
+	}
+	t.Logf("dregistry swarm stats on %s:\n%s", n1.Name, table)
+}
+
+// adminTorrent and adminTotals are the parts of /admin/v1/stats checked
+// here, decoded as a client of the documented schema would.
+type adminTorrent struct {
+	Digest       string           `json:"digest"`
+	State        string           `json:"state"`
+	Verified     bool             `json:"verified"`
+	ReceivedFrom map[string]int64 `json:"receivedFrom"`
+	Uploaded     int64            `json:"uploadedBytes"`
+}
+
+type adminTotals struct {
+	ServedBySource       map[string]int64 `json:"servedBySource"`
+	SwarmUploaded        int64            `json:"swarmUploadedBytes"`
+	SwarmDownloadedTotal int64            `json:"swarmDownloadedTotalBytes"`
+	ShareRatio           *float64         `json:"shareRatio"`
+}
+
+// scrape reads a node's whole /metrics exposition.
+func scrape(t *testing.T, n *testenv.Node) string {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(n.URL() + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", n.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s /metrics: %s, %v", n.Name, resp.Status, err)
+	}
+	return string(b)
 }
 
 // metricValue finds one sample in a Prometheus text exposition.
