@@ -181,7 +181,7 @@ func runCmd(name string, args ...string) (string, error) {
 // downloadPaths are the files of n's swarm download of d: the bytes and the
 // completion marks (infohash, then one byte per piece, 1 = verified).
 func downloadPaths(n *testenv.Node, d digest.Digest) (data, pieces string) {
-	base := filepath.Join(n.DataDir, "downloads", d.Algorithm().String(), d.Encoded())
+	base := filepath.Join(n.DataDir, "swarm", "downloads", d.Algorithm().String(), d.Encoded())
 	return base + ".data", base + ".pieces"
 }
 
