@@ -9,7 +9,7 @@ DEB_PKGS  := containerd docker-registry skopeo busybox-static iproute2 systemd c
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test unit bench demo lint deps fmt
+.PHONY: all build test unit bench demo lint deps fmt fuzz
 
 all: build
 
@@ -36,9 +36,21 @@ lint:
 
 # test runs everything: unit tests, fuzz seeds, and the e2e tests against
 # real containerd daemons, a real registry and real pull clients.
-test: deps lint
+test: deps lint fuzz
 	DREGISTRY_E2E=required $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	cd deploy && DREGISTRY_E2E=required $(GO) test -race -count=1 ./...
+
+# fuzz runs every committed fuzz target for FUZZTIME each, one at a time (go
+# test takes one -fuzz per run); a crash fails it and leaves the input under
+# the package's testdata/fuzz/<FuzzName>/ to commit with the fix.
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for f in $$(git ls-files '*_test.go' | grep -v '^deploy/' | xargs grep -l '^func Fuzz'); do \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz ./$$(dirname $$f) $$name for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 # unit runs only the tests that need no root and no daemons.
 unit:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strconv"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
@@ -51,6 +52,9 @@ func newBlobInfo(dgst digest.Digest, size int64, pieces []byte) (*blobInfo, erro
 // must be exactly what this node would derive for dgst, apart from the piece
 // hashes it cannot know without the content.
 func parseBlobInfo(dgst digest.Digest, infoBytes []byte) (*blobInfo, error) {
+	if err := checkBencodeNesting(infoBytes, maxInfoNesting); err != nil {
+		return nil, fmt.Errorf("metainfo of %s: %w", dgst, err)
+	}
 	var info metainfo.Info
 	if err := bencode.Unmarshal(infoBytes, &info); err != nil {
 		return nil, fmt.Errorf("metainfo of %s: %w", dgst, err)
@@ -77,6 +81,51 @@ func parseBlobInfo(dgst digest.Digest, infoBytes []byte) (*blobInfo, error) {
 		return nil, fmt.Errorf("metainfo of %s is not in canonical form", dgst)
 	}
 	return b, nil
+}
+
+// maxInfoNesting bounds how deeply lists and dictionaries may nest in info
+// bytes before they are decoded. The canonical info is one flat dictionary;
+// the bencode decoder recurses per level, so a peer's 4 MiB of "llll…" would
+// overflow the stack and kill the daemon (found with FuzzParseBlobInfo).
+const maxInfoNesting = 4
+
+// checkBencodeNesting walks b's bencode tokens without decoding them and
+// fails on anything that is not bencode or nests deeper than max.
+func checkBencodeNesting(b []byte, max int) error {
+	depth := 0
+	for i := 0; i < len(b); {
+		switch c := b[i]; {
+		case c == 'd' || c == 'l':
+			if depth++; depth > max {
+				return fmt.Errorf("bencode nests deeper than %d levels", max)
+			}
+			i++
+		case c == 'e':
+			if depth--; depth < 0 {
+				return fmt.Errorf("bencode: unbalanced end at offset %d", i)
+			}
+			i++
+		case c == 'i':
+			end := bytes.IndexByte(b[i:], 'e')
+			if end < 0 {
+				return fmt.Errorf("bencode: unterminated integer at offset %d", i)
+			}
+			i += end + 1
+		case c >= '0' && c <= '9':
+			colon := bytes.IndexByte(b[i:], ':')
+			if colon < 0 {
+				return fmt.Errorf("bencode: string length without ':' at offset %d", i)
+			}
+			n, err := strconv.ParseUint(string(b[i:i+colon]), 10, 63)
+			if err != nil || n > uint64(len(b)-i-colon-1) {
+				return fmt.Errorf("bencode: bad string length at offset %d", i)
+			}
+			i += colon + 1 + int(n)
+		default:
+			return fmt.Errorf("bencode: unexpected byte %q at offset %d", c, i)
+		}
+	}
+	return nil
 }
 
 // errDigestMismatch reports content whose hash is not its digest.

@@ -144,3 +144,23 @@ func FuzzMetainfoCache(f *testing.F) {
 		}
 	})
 }
+
+// A peer's metainfo reply may be up to maxMetainfoBytes of anything; lists
+// nested that deep once overflowed the decoder's stack, a fatal error no
+// recover catches, so one bad peer could kill every node asking it.
+func TestParseBlobInfoRejectsDeepNesting(t *testing.T) {
+	levels := maxMetainfoBytes/2 - 16
+	for name, in := range map[string][]byte{
+		"lists":    append(bytes.Repeat([]byte("l"), levels), bytes.Repeat([]byte("e"), levels)...),
+		"in a key": append(append([]byte("d4:name"), bytes.Repeat([]byte("l"), levels)...), bytes.Repeat([]byte("e"), levels+1)...),
+		"just over": append(append([]byte("d4:name"), bytes.Repeat([]byte("l"), maxInfoNesting)...),
+			bytes.Repeat([]byte("e"), maxInfoNesting+1)...),
+	} {
+		if len(in) > maxMetainfoBytes {
+			t.Fatalf("%s: %d bytes, more than a peer may send", name, len(in))
+		}
+		if b, err := parseBlobInfo(fuzzDigest, in); err == nil || b != nil {
+			t.Errorf("%s: accepted %d levels of nesting", name, levels)
+		}
+	}
+}
