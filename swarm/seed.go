@@ -49,11 +49,14 @@ func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, conten
 		}
 		s.dropLocked(dgst, old)
 	}
-	t, err := s.addTorrent(b, seedStorage{content: content})
+	var seed *entry // set below, read by seedCorrupted under s.mu
+	corrupt := func(piece int) { go s.seedCorrupted(dgst, &seed, piece) }
+	t, err := s.addTorrent(b, seedStorage{content: content, corrupt: corrupt})
 	if err != nil {
 		return err
 	}
-	s.torrents[dgst] = &entry{info: b, t: t, seed: content, verified: closedChan(), stop: make(chan struct{})}
+	seed = &entry{info: b, t: t, seed: content, verified: closedChan(), stop: make(chan struct{})}
+	s.torrents[dgst] = seed
 	if !fromCache {
 		if err := s.meta.store(b); err != nil {
 			s.log.Warn("metainfo not cached", "digest", dgst, "err", err)

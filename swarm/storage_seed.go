@@ -1,9 +1,13 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -15,14 +19,27 @@ import (
 // the library seeds at once without rehashing on each restart.
 type seedStorage struct {
 	content io.ReaderAt
+	// corrupt, when set, turns on the first-read check: each piece is
+	// hashed the first time a peer asks for it, and a piece whose bytes no
+	// longer match (the file changed on disk since it was hashed) is
+	// refused and reported here. Nil serves the content unchecked.
+	corrupt func(piece int)
 }
 
-var errReadOnly = errors.New("swarm: seeded content is read-only")
+var (
+	errReadOnly = errors.New("swarm: seeded content is read-only")
+	// errSeedCorrupt is a seeded piece that no longer matches its hash.
+	errSeedCorrupt = errors.New("swarm: seeded content does not match its piece hash")
+)
 
-func (s seedStorage) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+	var check *seedCheck
+	if s.corrupt != nil {
+		check = &seedCheck{info: info, state: make([]pieceCheck, info.NumPieces()), corrupt: s.corrupt}
+	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
-			return seedPiece{section: io.NewSectionReader(s.content, p.Offset(), p.Length())}
+			return seedPiece{section: io.NewSectionReader(s.content, p.Offset(), p.Length()), index: p.Index(), check: check}
 		},
 		Close: func() error { return nil },
 	}, nil
@@ -30,9 +47,18 @@ func (s seedStorage) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo
 
 type seedPiece struct {
 	section *io.SectionReader
+	index   int
+	check   *seedCheck // nil: unchecked
 }
 
-func (p seedPiece) ReadAt(b []byte, off int64) (int, error) { return p.section.ReadAt(b, off) }
+func (p seedPiece) ReadAt(b []byte, off int64) (int, error) {
+	if p.check != nil {
+		if err := p.check.verify(p.index, p.section); err != nil {
+			return 0, err
+		}
+	}
+	return p.section.ReadAt(b, off)
+}
 
 func (seedPiece) WriteAt([]byte, int64) (int, error) { return 0, errReadOnly }
 
@@ -42,6 +68,57 @@ func (seedPiece) MarkComplete() error { return nil }
 // which means the content changed under us; refuse, so it is logged.
 func (seedPiece) MarkNotComplete() error { return errReadOnly }
 
-func (seedPiece) Completion() storage.Completion {
-	return storage.Completion{Ok: true, Complete: true}
+func (p seedPiece) Completion() storage.Completion {
+	return storage.Completion{Ok: true, Complete: p.check == nil || !p.check.isCorrupt(p.index)}
+}
+
+type pieceCheck uint8
+
+const (
+	pieceUnchecked pieceCheck = iota
+	pieceGood
+	pieceCorrupt
+)
+
+// seedCheck remembers which pieces of a seed were hashed since it started.
+type seedCheck struct {
+	info    *metainfo.Info
+	corrupt func(piece int)
+
+	mu    sync.Mutex // held while a piece is hashed: one pass per piece
+	state []pieceCheck
+}
+
+// verify hashes piece i on its first read; later reads of a good piece cost
+// nothing. A read error is returned as is and checked again next time.
+func (c *seedCheck) verify(i int, section *io.SectionReader) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state[i] {
+	case pieceGood:
+		return nil
+	case pieceCorrupt:
+		return fmt.Errorf("piece %d: %w", i, errSeedCorrupt)
+	}
+	want, ok := c.info.Piece(i).V1Hash().AsTuple()
+	if !ok {
+		return fmt.Errorf("piece %d has no hash", i)
+	}
+	h := sha1.New()
+	if _, err := io.Copy(h, io.NewSectionReader(section, 0, section.Size())); err != nil {
+		return fmt.Errorf("piece %d: %w", i, err)
+	}
+	if !bytes.Equal(h.Sum(nil), want[:]) {
+		c.state[i] = pieceCorrupt
+		c.corrupt(i)
+		return fmt.Errorf("piece %d: %w", i, errSeedCorrupt)
+	}
+	c.state[i] = pieceGood
+	return nil
+}
+
+func (c *seedCheck) isCorrupt(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state[i] == pieceCorrupt
 }
