@@ -202,27 +202,6 @@ func routeMirror(mirror, rest http.Handler) http.Handler {
 	})
 }
 
-// rejoinInterval is how long the daemon waits before trying --join again
-// once the tracker's own retries are spent.
-const rejoinInterval = 30 * time.Second
-
-// joinCluster meets the cluster through --join, trying again until it
-// succeeds or ctx ends: a node that starts before its peers must still
-// end up in the cluster, and pulls work meanwhile.
-func joinCluster(ctx context.Context, t *tracker.Tracker, addrs []string, log *slog.Logger) {
-	for ctx.Err() == nil {
-		err := t.Join(ctx, addrs)
-		if err == nil {
-			return
-		}
-		log.Error("not joined to the cluster yet; serving from containerd and the upstream meanwhile", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(rejoinInterval):
-		}
-	}
-}
-
 // peerHTTPClient fetches from peers. When the daemon listens on one
 // address, requests leave from it too: peers admit members by source
 // address, and a host with several addresses (or loopback aliases) would
