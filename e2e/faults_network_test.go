@@ -48,6 +48,7 @@ func TestFaultPeerServingWrongBytesIsBanned(t *testing.T) {
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/faults-liar", Tag: "v1", LayerSizes: sizes, Uncompressed: true})
 	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 4, Upstream: up, Args: egressFirst(1)})
 	n1, n2, liar, puller := nodes[0], nodes[1], nodes[2], nodes[3]
+	ready := time.Now()
 	big, small := img.Layers[0], img.Layers[1:]
 
 	n1.Pull(t, img.Ref)
@@ -142,8 +143,8 @@ func TestFaultPeerServingWrongBytesIsBanned(t *testing.T) {
 	for _, v := range watch.violations() {
 		t.Error(v)
 	}
-	t.Logf("pull with a lying seeder: %s (case %s); %s received from %v (liar %s)", pullTime.Round(time.Millisecond),
-		time.Since(began).Round(time.Second), puller.Name, from, liar.IP)
+	t.Logf("pull with a lying seeder: %s (case %s, %s once the nodes were up); %s received from %v (liar %s)", pullTime.Round(time.Millisecond),
+		time.Since(began).Round(time.Second), time.Since(ready).Round(time.Second), puller.Name, from, liar.IP)
 }
 
 // Case 8: one of three seeders sends at 1.5 Mbit/s (tc on its veth); the
@@ -172,6 +173,7 @@ func TestFaultSlowPeerDoesNotHoldTheDownload(t *testing.T) {
 	puller := testenv.StartNode(t, testenv.NodeConfig{Name: "puller", IP: sub + ".4", Upstream: up, ExtraArgs: join, Binary: bin})
 	nodes := []*testenv.Node{n1, n2, slow, puller}
 	waitEgressKnown(t, up, nodes, nodes[:1])
+	ready := time.Now()
 
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/faults-slow", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
 	big := img.Layers[0]
@@ -240,8 +242,8 @@ func TestFaultSlowPeerDoesNotHoldTheDownload(t *testing.T) {
 	for _, v := range watch.violations() {
 		t.Error(v)
 	}
-	t.Logf("pull with a %d bit/s seeder of three: %s (case %s); bytes by peer: %v (slow %s: %.2f%% of %d; it sent %d piece bytes meanwhile)",
-		slowRate, pullTime.Round(time.Millisecond), time.Since(began).Round(time.Second), from, slow.IP,
+	t.Logf("pull with a %d bit/s seeder of three: %s (case %s, %s once the nodes were up); bytes by peer: %v (slow %s: %.2f%% of %d; it sent %d piece bytes meanwhile)",
+		slowRate, pullTime.Round(time.Millisecond), time.Since(began).Round(time.Second), time.Since(ready).Round(time.Second), from, slow.IP,
 		100*float64(from[slow.IP])/float64(max(all, 1)), all, slowSent)
 }
 
@@ -270,6 +272,7 @@ func TestFaultNetworkCutMidPullThenRestored(t *testing.T) {
 	victim := testenv.StartNode(t, testenv.NodeConfig{Name: "victim", IP: sub + ".2", Upstream: up, Netns: ns, ExtraArgs: join, Binary: bin})
 	nodes := []*testenv.Node{n1, n2, victim}
 	waitEgressKnown(t, up, nodes, nodes[:1])
+	ready := time.Now()
 
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/faults-cut", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
 	big := img.Layers[0]
@@ -356,7 +359,72 @@ func TestFaultNetworkCutMidPullThenRestored(t *testing.T) {
 	for _, v := range watch.violations() {
 		t.Error(v)
 	}
-	t.Logf("network cut case: %s in all", time.Since(began).Round(time.Second))
+	t.Logf("network cut case: %s in all, %s once the nodes were up", time.Since(began).Round(time.Second), time.Since(ready).Round(time.Second))
+}
+
+// Case 2, long cut: a node cut off for longer than memberlist gossips to a
+// failed member (30 s) is never contacted by the others again; once its
+// network is back it must join again by itself, and then pull through its
+// peers.
+func TestFaultLongNetworkCutNodeJoinsAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: starts two nodes, one in a network namespace, and cuts it off for 40 s")
+	}
+	testenv.RequireRoot(t)
+	began := time.Now()
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(44)+":5500")
+	ns := testenv.NewNetns(t, "long")
+	sub := testenv.LinkSubnet()
+	link := testenv.NewLink(t, "lng", nil, sub+".1/24", ns, sub+".2/24")
+	bin := testenv.BuildDregistry(t)
+	n1 := testenv.StartNode(t, testenv.NodeConfig{Name: "seed1", IP: sub + ".1", Upstream: up, ExtraArgs: []string{"--egress"}, Binary: bin})
+	victim := testenv.StartNode(t, testenv.NodeConfig{Name: "victim", IP: sub + ".2", Upstream: up, Netns: ns,
+		ExtraArgs: []string{"--join", n1.GossipAddr}, Binary: bin})
+	nodes := []*testenv.Node{n1, victim}
+	waitEgressKnown(t, up, nodes, nodes[:1])
+
+	if err := link.SetUp(false, false); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	waitFor(t, clusterTimeout, n1.Name+" stops listing "+victim.Name+" as alive", func() (bool, string) {
+		st, err := memberState(n1, victim)
+		return err == nil && st != "alive", fmt.Sprint(st, err)
+	})
+	failedAfter := time.Since(cutAt)
+	// memberlist's LAN profile gossips to failed members for 30 s.
+	const gossipToTheDead = 30 * time.Second
+	time.Sleep(gossipToTheDead + 2*time.Second)
+	if err := link.SetUp(false, true); err != nil {
+		t.Fatal(err)
+	}
+	backAt := time.Now()
+	waitFor(t, clusterTimeout, victim.Name+" joins the cluster again", func() (bool, string) {
+		st, err := memberState(n1, victim)
+		return st == "alive", fmt.Sprint(st, err)
+	})
+	rejoined := time.Since(backAt)
+	if l := netFaultLogLines(t, victim, "joining the cluster again"); len(l) == 0 {
+		t.Errorf("%s is back without saying it joined again; was it ever cut off?", victim.Name)
+	}
+
+	img := testenv.PushImage(t, up, "e2e/faults-long-cut", "v1", 24<<20)
+	n1.Pull(t, img.Ref)
+	waitFor(t, clusterTimeout, victim.Name+" sees "+n1.Name+" seed the layer", func() (bool, string) {
+		list := seeders(t, victim, img.Layers[0].Digest.String())
+		return hasSeeder(list, n1.HTTPAddr, true), fmt.Sprint(list)
+	})
+	servedBefore, upBefore := len(victim.Served(t)), len(up.Requests(t))
+	victim.Pull(t, img.Ref)
+	checkHolds(t, victim, append([]testenv.Blob{img.Manifest}, img.Blobs()...))
+	if by := testenv.BytesBySource(victim.Served(t)[servedBefore:]); by["swarm"]+by["egress"] < totalSize(img.Layers) {
+		t.Errorf("%s served %v bytes by source after joining again, want the %d bytes of layers from its peer", victim.Name, by, totalSize(img.Layers))
+	}
+	if direct := testenv.FromContainerd(up.Requests(t)[upBefore:]); len(direct) > 0 {
+		t.Errorf("after the long cut containerd fell back to the upstream %d times, first: %+v", len(direct), direct[0])
+	}
+	t.Logf("long cut: failed after %s, held %s, joined again %s after the restore; case %s",
+		failedAfter.Round(time.Millisecond), backAt.Sub(cutAt).Round(time.Millisecond), rejoined.Round(time.Millisecond), time.Since(began).Round(time.Second))
 }
 
 // corruptContent flips the bytes [from, to) of blob in n's containerd
