@@ -261,3 +261,24 @@ func pieceLength(size int64, pieces int) int64 {
 	}
 	return l
 }
+
+// flipEveryPiece flips one byte in each 16 KiB of a blob file: whatever the
+// piece length, every piece is wrong.
+func flipEveryPiece(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	for off := int64(100); off < size; off += 16 << 10 {
+		if _, err := f.ReadAt(b, off); err != nil {
+			return err
+		}
+		b[0] ^= 0xff
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -327,5 +328,61 @@ func TestFaultCorruptedDownloadOnDisk(t *testing.T) {
 		t.Errorf("%s fetching the layer from %s: %v", n3.Name, n2.Name, err)
 	}
 	waitSeeds(t, []*testenv.Node{n2}, n3, layer.Digest)
+	finishWatch(t, watch, []*testenv.Node{n2, n3})
+}
+
+func TestFaultCorruptedSeedWhileRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: starts three nodes")
+	}
+	testenv.RequireRoot(t)
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(10)+":5500")
+	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/fault-spool", Tag: "v1", LayerSizes: []int64{48 << 20}, Uncompressed: true})
+	layer := img.Layers[0]
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: func(i int) []string {
+		switch i {
+		case 0:
+			return []string{"--egress"}
+		case 1:
+			// The good seeder is slow, so node 3 asks the corrupted one too.
+			return []string{"--upload-limit", strconv.Itoa(downloadLimit)}
+		}
+		return nil
+	}})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	// Node 2's pull makes node 1 fetch the layer into its egress spool and
+	// seed it from there.
+	n2.Pull(t, img.Ref)
+	waitSeeds(t, []*testenv.Node{n3}, n1, layer.Digest)
+	waitSeeds(t, []*testenv.Node{n3}, n2, layer.Digest)
+	watch := watchSeeders(nodes, layer)
+	for _, n := range []*testenv.Node{n1, n2} {
+		waitFor(t, faultTimeout, "the seeder watch checked "+n.Name, func() (bool, string) { return watch.hasChecked(n.HTTPAddr), "" })
+	}
+	spool := spoolPath(n1, layer.Digest)
+	if err := flipEveryPiece(spool, layer.Size); err != nil {
+		t.Fatalf("corrupt %s's spool: %v", n1.Name, err)
+	}
+
+	n3.Pull(t, img.Ref)
+	checkImage(t, n3, img)
+	if !logHas(t, n1, "does not match its piece hash", layer.Digest.String()) {
+		t.Errorf("%s's log does not report its corrupted seed; tail:\n%s", n1.Name, n1.LogTail())
+	}
+	for _, asker := range []*testenv.Node{n2, n3} {
+		waitFor(t, faultTimeout, asker.Name+" no longer lists "+n1.Name+" as a seeder", func() (bool, string) {
+			s := seeders(t, asker, layer.Digest.String())
+			return !hasSeeder(s, n1.HTTPAddr, false), fmt.Sprint(s)
+		})
+	}
+	if err := peerBlobVerified(n3, n1, layer); err == nil {
+		t.Errorf("%s still serves the layer from its corrupted spool and it verified", n1.Name)
+	} else if !strings.Contains(err.Error(), "404") {
+		t.Errorf("%s's peer endpoint after the corruption: %v, want 404 (not seeded)", n1.Name, err)
+	}
+	st, ok, err := torrentOf(n3, layer.Digest)
+	t.Logf("%s received the layer from %v (found %v, err %v)", n3.Name, st.ReceivedFrom, ok, err)
+	waitSeeds(t, []*testenv.Node{n2}, n3, layer.Digest)
+	watch.exclude(n1)
 	finishWatch(t, watch, []*testenv.Node{n2, n3})
 }
