@@ -52,6 +52,25 @@ fuzz:
 		done; \
 	done
 
+# image builds the container image the chart runs, without a container
+# engine: static binaries per platform packed by deploy/cmd/image into an OCI
+# layout (IMAGE_LAYOUT); IMAGE_PUSH=registry/repository:tag pushes it too.
+IMAGE_VERSION   ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/dregistry/Chart.yaml)
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_LAYOUT    ?= bin/image
+IMAGE_PUSH      ?=
+.PHONY: image
+image:
+	rm -rf $(IMAGE_LAYOUT) bin/image-bin && mkdir -p bin/image-bin
+	for p in $(IMAGE_PLATFORMS); do \
+		CGO_ENABLED=0 GOOS=$${p%%/*} GOARCH=$${p#*/} $(GO) build -trimpath $(if $(wildcard .git),-buildvcs=true) \
+			-o bin/image-bin/dregistry-$${p%%/*}-$${p#*/} ./cmd/dregistry || exit 1; \
+	done
+	cd deploy && $(GO) run ./cmd/image -version $(IMAGE_VERSION) \
+		$(if $(wildcard .git),-revision $(shell git rev-parse HEAD 2>/dev/null)) \
+		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=$(CURDIR)/bin/image-bin/dregistry-$(subst /,-,$(p))) \
+		-oci-layout $(CURDIR)/$(IMAGE_LAYOUT) $(if $(IMAGE_PUSH),-push $(IMAGE_PUSH))
+
 # unit runs only the tests that need no root and no daemons.
 unit:
 	$(GO) test -race -count=1 -short $(PKGS)
