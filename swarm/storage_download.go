@@ -31,6 +31,10 @@ type downloadStorage struct {
 	// keep bounds the verified pieces held in memory for readers (see
 	// pieceBuffers); 0 keeps none, so every read goes to the data file.
 	keep int64
+	// chunk is the request size of this cluster's peers (Config.ChunkSize):
+	// reads of exactly one request are uploads, which leave a kept piece
+	// for the stream (see downloadPiece.ReadAt).
+	chunk int64
 }
 
 func (s downloadStorage) paths(dgst digest.Digest) (data, pieces string) {
@@ -107,7 +111,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
-	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep)}
+	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep), chunk: s.chunk}
 	if d.data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -148,8 +152,9 @@ type download struct {
 	complete     []bool
 	// bufs holds pieces being assembled (at most the library's unverified
 	// bytes) and verified pieces not yet read; guarded by mu.
-	bufs *pieceBuffers
-	out  pieceWriter // writes verified pieces to data
+	bufs  *pieceBuffers
+	out   pieceWriter // writes verified pieces to data
+	chunk int64       // peers' request size; 0: unknown
 }
 
 // load reads the completion marks left by an earlier run. Marks written for
@@ -212,6 +217,14 @@ func (d *download) close() error {
 	return errors.Join(d.out.close(), d.data.Close(), d.pieces.Close())
 }
 
+// isUpload tells a peer's request (the library reads each one whole) from
+// the stream reading a piece through: the stream's reads follow the
+// consumer's buffer. A stream read that happens to look like a request only
+// keeps the piece until pieceBuffers' bound drops it.
+func (d *download) isUpload(off, n int64) bool {
+	return d.chunk > 0 && off%d.chunk == 0 && n == d.chunk
+}
+
 type downloadPiece struct {
 	d           *download
 	index       int
@@ -226,7 +239,7 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 	p.d.mu.Lock()
 	if buf, verified := p.d.bufs.readable(p.index); buf != nil {
 		n := copy(b, buf[off:])
-		if verified && off+int64(n) == p.length {
+		if verified && off+int64(n) == p.length && !p.d.isUpload(off, int64(n)) {
 			p.d.bufs.readThrough(p.index)
 		}
 		p.d.mu.Unlock()
