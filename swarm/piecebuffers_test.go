@@ -145,3 +145,50 @@ func TestAlignedBufferStartsOnTheDirectIOBoundary(t *testing.T) {
 		}
 	}
 }
+
+// A peer's request reading a kept piece to its end leaves it for the
+// stream; the stream reading it through frees it.
+func TestUploadsLeaveKeptPiecesForTheStream(t *testing.T) {
+	const piece, chunk = 512 << 10, 256 << 10
+	content, dgst := randomBlob(t, 65<<20) // 512 KiB pieces
+	b := mustHash(t, content, dgst)
+	if b.info.PieceLength != piece {
+		t.Fatalf("piece length %d, want %d", b.info.PieceLength, piece)
+	}
+	st := downloadStorage{dir: t.TempDir(), keep: 64 << 20, chunk: chunk}
+	ti, err := st.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ti.Close()
+	p := ti.Piece(b.info.Piece(0)).(downloadPiece)
+	if _, err := p.WriteAt(content[:piece], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	kept := func() bool {
+		p.d.mu.Lock()
+		defer p.d.mu.Unlock()
+		_, ok := p.d.bufs.kept[0]
+		return ok
+	}
+	request := make([]byte, chunk)
+	if _, err := p.ReadAt(request, piece-chunk); err != nil || !bytes.Equal(request, content[piece-chunk:piece]) {
+		t.Fatalf("request read: %v", err)
+	}
+	if !kept() {
+		t.Fatal("a peer's request freed the piece before the stream read it")
+	}
+	stream := make([]byte, 100<<10)
+	for off := int64(0); off < piece; off += int64(len(stream)) {
+		n, err := p.ReadAt(stream, off)
+		if err != nil || !bytes.Equal(stream[:n], content[off:off+int64(n)]) {
+			t.Fatalf("stream read at %d: %v", off, err)
+		}
+	}
+	if kept() {
+		t.Fatal("piece still kept after the stream read it through")
+	}
+}
