@@ -103,7 +103,7 @@ func (c *cluster) startOn(port *memTransport, name string, mutate func(*Config))
 		return nil, err
 	}
 	if len(c.nodes) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := tr.Join(ctx, []string{c.ports[c.nodes[0]].String()}); err != nil {
 			crash(tr)

@@ -61,7 +61,9 @@ type Config struct {
 	// SuspicionMult*log10(N+1)*ProbeInterval; default 4.
 	SuspicionMult int
 	// PushPullInterval is the anti-entropy period (memberlist scales it up
-	// beyond 32 members); default 30 s.
+	// beyond 32 members); default 60 s (LAN profile: 30 s): each exchange
+	// carries whole inventories, and the direct snapshots to new members
+	// and the broadcasts do the fast path.
 	PushPullInterval time.Duration
 	// DeadNodeReclaimTime is how long after a member failed another
 	// address may take over its name (a pod restarted on a new IP);
@@ -130,14 +132,7 @@ func (c *Config) setDefaults() error {
 	if c.Version == "" {
 		c.Version = "dev"
 	}
-	defDur(&c.GossipInterval, 200*time.Millisecond)
-	def(&c.GossipNodes, 4)
-	def(&c.RetransmitMult, 4)
-	defDur(&c.ProbeInterval, time.Second)
-	defDur(&c.ProbeTimeout, 500*time.Millisecond)
-	def(&c.SuspicionMult, 4)
-	defDur(&c.PushPullInterval, 30*time.Second)
-	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
+	c.setDefaultTimings()
 	def(&c.RelayViews, 2)
 	def(&c.JoinStateBytes, 8<<20)
 	def(&c.MaxMessageBytes, 1024)
@@ -158,6 +153,28 @@ func (c *Config) setDefaults() error {
 		return errors.New("tracker: MaxMessageBytes must be within 128..1200 to fit a gossip packet")
 	}
 	return nil
+}
+
+// setDefaultTimings fills in the gossip and failure-detection defaults.
+func (c *Config) setDefaultTimings() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur(&c.GossipInterval, 200*time.Millisecond)
+	def(&c.GossipNodes, 4)
+	def(&c.RetransmitMult, 4)
+	defDur(&c.ProbeInterval, time.Second)
+	defDur(&c.ProbeTimeout, 500*time.Millisecond)
+	def(&c.SuspicionMult, 4)
+	defDur(&c.PushPullInterval, 60*time.Second)
+	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
 }
 
 // memberlistConfig tunes memberlist for a LAN and plugs the tracker in.

@@ -3,6 +3,7 @@ package tracker
 import (
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -45,10 +46,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 		t.log.Debug("dropped a tracker message", "err", err)
 		return
 	}
-	if t.merge(m) && m.Kind == kindAnnounce {
-		// Pass news on, as serf does: epidemic spread needs every member
-		// that learns something to gossip it. Known news is not resent, so
-		// this ends.
+	t.merge(m)
+	if m.Kind == kindState && len(m.Views) == 1 && m.Views[0].Name != t.cfg.Name {
+		t.answerSnapshot(m.Views[0].Name)
+	}
+	// Pass every announcement on once, as serf does: epidemic spread needs
+	// each member that receives a message to gossip it. Deciding by "was it
+	// news to my index" would starve the epidemic wherever a direct
+	// snapshot got there first.
+	if m.Kind == kindAnnounce && t.seen.add(b, time.Now()) {
 		t.stats.rebroadcast.Add(1)
 		t.enqueue(slices.Clone(b))
 	}
@@ -80,7 +86,9 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	t.mu.Lock()
 	msgs := t.own.takePending(t.cfg.MaxMessageBytes)
 	t.mu.Unlock()
+	now := time.Now()
 	for _, m := range msgs {
+		t.seen.add(m, now) // so our own message coming back is not passed on
 		t.enqueue(m)
 	}
 	return t.queue.GetBroadcasts(overhead, limit)
@@ -160,7 +168,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 		return
 	}
 	select {
-	case d.t.sendQ <- n.Name:
+	case d.t.sendQ <- snapshotTo{node: gossipNode(n)}:
 	default:
 		d.t.stats.snapshotsFailed.Add(1) // queue full; anti-entropy repairs
 	}
@@ -175,9 +183,9 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.addrs.remove(n.Name)
+	delete(t.gossipAt, n.Name)
 	if o := t.idx.origin(n.Name, false); o != nil {
-		o.alive = false
-		t.idx.clear(o)
+		t.idx.depart(o)
 	}
 }
 
@@ -190,6 +198,7 @@ func (t *Tracker) memberUp(n *memberlist.Node) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.addrs.set(n.Name, addrsOf(n, meta, err == nil))
+	t.gossipAt[n.Name] = gossipNode(n)
 	if n.Name == t.cfg.Name {
 		return
 	}
@@ -205,5 +214,28 @@ func (t *Tracker) memberUp(n *memberlist.Node) {
 		}
 		o.meta, o.metaOK = meta, true
 	}
-	o.alive = true
+	o.alive, o.departed = true, false
+}
+
+// gossipNode copies what SendReliable needs of n. memberlist calls its
+// event delegate under its node lock, the only time reading n is safe.
+func gossipNode(n *memberlist.Node) memberlist.Node {
+	return memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port}
+}
+
+// answerSnapshot sends our inventory back to a member that sent us its
+// own: it greets members it sees join or come back, and then it may lack
+// ours (it dropped them when it thought we failed).
+func (t *Tracker) answerSnapshot(name string) {
+	t.mu.RLock()
+	n, ok := t.gossipAt[name]
+	t.mu.RUnlock()
+	if !ok {
+		return // not a live member for us (yet): its NotifyJoin greets it
+	}
+	select {
+	case t.sendQ <- snapshotTo{node: n, reply: true}:
+	default:
+		t.stats.snapshotsFailed.Add(1)
+	}
 }

@@ -25,6 +25,10 @@ type index struct {
 	maxOrigins int
 	maxRefs    int // per origin, tombstones included
 
+	// Changes of other members applied from gossip (snapshot entries only
+	// when they differ from what was known), for Stats.
+	announcementsApplied, withdrawalsApplied uint64
+
 	// onSeeder is told when an origin newly becomes a seeder of a digest.
 	onSeeder func(d sha256Digest, o *origin, s entryState)
 }
@@ -58,9 +62,13 @@ type origin struct {
 	// its value, so the next own snapshot, even at the same base, applies.
 	cleared bool
 
-	alive  bool // memberlist lists it as alive or suspect
-	meta   nodeMeta
-	metaOK bool
+	alive bool // memberlist lists it as alive or suspect
+	// departed: memberlist reported it dead or gone. Gossip of this run
+	// still in flight (relayed views, late broadcasts) is refused until
+	// memberlist sees it alive again or a newer run speaks.
+	departed bool
+	meta     nodeMeta
+	metaOK   bool
 
 	digests []uint32 // digest ids it has refs on; may hold stale ids
 	refs    int
@@ -105,7 +113,7 @@ func (x *index) newEpoch(o *origin, epoch uint64) bool {
 	}
 	if epoch > o.epoch {
 		x.dropRefs(o, func(ref) bool { return true })
-		o.epoch, o.base, o.maxSeq, o.cleared = epoch, 0, 0, false
+		o.epoch, o.base, o.maxSeq, o.cleared, o.departed = epoch, 0, 0, false, false
 	}
 	return true
 }
@@ -116,28 +124,63 @@ func (x *index) apply(v *view) (changed bool, stale bool) {
 	if o == nil {
 		return false, true
 	}
-	if !x.newEpoch(o, v.Epoch) {
+	if !x.newEpoch(o, v.Epoch) || (o.departed && v.Epoch == o.epoch) {
 		return false, true
 	}
 	if v.Base > o.base || (o.cleared && v.Base != 0 && v.Base >= o.base) {
 		// A newer snapshot: drop what it covers, keep newer changes.
 		base := v.Base
+		before := x.covered(o, base)
 		x.dropRefs(o, func(r ref) bool { return r.seq <= base })
 		o.base, o.cleared = base, false
 		o.maxSeq = max(o.maxSeq, base)
 		changed = true
 		for i := range v.Entries {
-			if e := &v.Entries[i]; e.Seq == 0 {
-				x.set(o, e.Digest, e.State, base)
+			e := &v.Entries[i]
+			if e.Seq != 0 {
+				continue
+			}
+			if x.set(o, e.Digest, e.State, base) && before[e.Digest] != e.State {
+				x.count(e.State)
+			}
+			delete(before, e.Digest)
+		}
+		for _, s := range before {
+			if s != stateWithdrawn { // the snapshot no longer lists it
+				x.count(stateWithdrawn)
 			}
 		}
 	}
 	for i := range v.Entries {
 		if e := &v.Entries[i]; e.Seq != 0 && x.set(o, e.Digest, e.State, e.Seq) {
+			x.count(e.State)
 			changed = true
 		}
 	}
 	return changed, false
+}
+
+// covered returns o's entries a snapshot at base replaces, to tell what
+// in it is news.
+func (x *index) covered(o *origin, base uint32) map[sha256Digest]entryState {
+	out := make(map[sha256Digest]entryState)
+	for _, id := range o.digests {
+		for _, r := range x.holders[id] {
+			if r.id() == o.id && r.seq <= base {
+				out[x.digests[id]] = r.state()
+			}
+		}
+	}
+	return out
+}
+
+// count tallies one change of another member applied from gossip.
+func (x *index) count(s entryState) {
+	if s == stateWithdrawn {
+		x.withdrawalsApplied++
+	} else {
+		x.announcementsApplied++
+	}
 }
 
 // set records one change if it is newer than what the index holds.
@@ -230,6 +273,13 @@ func (x *index) dropRefs(o *origin, match func(ref) bool) {
 func (x *index) clear(o *origin) {
 	x.dropRefs(o, func(ref) bool { return true })
 	o.base, o.cleared = o.maxSeq, true
+}
+
+// depart drops o's entries because its member is gone, and refuses more
+// gossip of its current run.
+func (x *index) depart(o *origin) {
+	x.clear(o)
+	o.alive, o.departed = false, true
 }
 
 // remove forgets o entirely (its record bound was reached).

@@ -74,6 +74,38 @@ func TestNoStaleResurrection(t *testing.T) {
 	}
 }
 
+// TestDepartedMemberStaysGone: once memberlist reports a member gone, its
+// run's gossip still in flight cannot bring entries back; a new run can,
+// and so can the same run once the member is seen alive again.
+func TestDepartedMemberStaysGone(t *testing.T) {
+	x := newIndex(16, 1000)
+	for _, v := range []view{delta(1, 1, stateComplete, "d"), delta(1, 2, stateComplete, "e")} {
+		x.apply(&v)
+	}
+	o := x.origin("x", false)
+	x.depart(o)
+	for _, v := range []view{snapshot(1, 2, "d", "e"), delta(1, 3, stateComplete, "f"), snapshot(1, 9, "g")} {
+		if changed, stale := x.apply(&v); changed || !stale {
+			t.Fatalf("gossip of a departed run: changed=%v stale=%v", changed, stale)
+		}
+	}
+	if o.refs != 0 {
+		t.Fatalf("a departed member holds %d entries", o.refs)
+	}
+	// Seen alive again (it refuted its death): its own snapshot applies.
+	o.alive, o.departed = true, false
+	v := snapshot(1, 2, "d")
+	if changed, _ := x.apply(&v); !changed || seeds(x, "d") != stateComplete {
+		t.Fatal("the member's snapshot after it came back was refused")
+	}
+	x.depart(o)
+	v = delta(2, 1, stateComplete, "h")
+	if changed, _ := x.apply(&v); !changed || seeds(x, "h") != stateComplete || seeds(x, "d") != 0 {
+		t.Fatal("a new run of a departed member was refused or kept the old run")
+	}
+	checkIndex(t, x)
+}
+
 func TestTombstonesGoOnceASnapshotCoversThem(t *testing.T) {
 	x := newIndex(16, 1000)
 	for _, v := range []view{delta(1, 1, stateComplete, "d"), delta(1, 2, stateWithdrawn, "d")} {

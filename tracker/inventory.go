@@ -17,6 +17,8 @@ type inventory struct {
 	seq     uint32 // number of the latest change
 	have    map[sha256Digest]entryState
 	pending []entry // changes to broadcast, oldest first
+
+	announced, withdrawn uint64 // changes made, for Stats
 }
 
 var errSeqExhausted = errors.New("tracker: 2^32 inventory changes in one run; restart the daemon to start a new epoch")
@@ -37,8 +39,10 @@ func (inv *inventory) change(d sha256Digest, s entryState) (bool, error) {
 	inv.seq++
 	if s == stateWithdrawn {
 		delete(inv.have, d)
+		inv.withdrawn++
 	} else {
 		inv.have[d] = s
+		inv.announced++
 	}
 	inv.pending = append(inv.pending, entry{Digest: d, State: s, Seq: inv.seq})
 	return true, nil

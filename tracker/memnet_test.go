@@ -19,9 +19,10 @@ import (
 // unbuffered channels would block the sender forever), every member gets
 // its own loopback IP, and bytes sent are counted per member.
 type memNet struct {
-	mu     sync.RWMutex
-	byAddr map[string]*memTransport
-	next   int
+	mu      sync.RWMutex
+	byAddr  map[string]*memTransport
+	next    int
+	dropped atomic.Int64
 }
 
 func newMemNet() *memNet { return &memNet{byAddr: make(map[string]*memTransport)} }
@@ -90,6 +91,8 @@ func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	select {
 	case dest.packetCh <- &memberlist.Packet{Buf: append([]byte(nil), b...), From: t.netAddr(), Timestamp: now}:
 	default: // receiver overloaded: drop, like a full socket buffer
+		t.net.dropped.Add(1)
+		t.net.dropped.Add(1)
 	}
 	return now, nil
 }
@@ -120,8 +123,8 @@ func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Dur
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case dest.streamCh <- countingConn{Conn: remote, n: &dest.sent, from: t.netAddr()}:
-		return countingConn{Conn: local, n: &t.sent, from: dest.netAddr()}, nil
+	case dest.streamCh <- &countingConn{Conn: remote, n: &dest.sent, from: t.netAddr()}:
+		return &countingConn{Conn: local, n: &t.sent, from: dest.netAddr()}, nil
 	case <-timer.C:
 		local.Close()
 		remote.Close()
@@ -133,25 +136,54 @@ func (t *memTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
 func (t *memTransport) IngestStream(net.Conn) error { return errors.New("not supported") }
 
+// Shutdown refuses new traffic and resets the connections nobody accepted
+// yet, as a dying process's kernel would: their writers must not block.
 func (t *memTransport) Shutdown() error {
 	t.down.Store(true)
-	return nil
+	for {
+		select {
+		case c := <-t.streamCh:
+			c.Close()
+		default:
+			return nil
+		}
+	}
 }
 
-// countingConn counts the bytes one side writes and reports the peer's address.
+// countingConn counts the bytes one side writes and reports the peer's
+// address. A pipe write blocks until the peer reads, unlike a small TCP
+// write into the kernel's buffer; so a write without a deadline (memberlist
+// sets none for user messages) gets streamWriteTimeout, as TCP would give
+// up on a peer that stopped reading.
 type countingConn struct {
 	net.Conn
-	n    *atomic.Int64
-	from net.Addr
+	n        *atomic.Int64
+	from     net.Addr
+	deadline atomic.Bool // the user set a deadline
 }
 
-func (c countingConn) Write(b []byte) (int, error) {
+const streamWriteTimeout = 10 * time.Second
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	if !c.deadline.Load() {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	}
 	n, err := c.Conn.Write(b)
 	c.n.Add(int64(n))
 	return n, err
 }
 
-func (c countingConn) RemoteAddr() net.Addr { return c.from }
+func (c *countingConn) SetDeadline(t time.Time) error {
+	c.deadline.Store(!t.IsZero())
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	c.deadline.Store(!t.IsZero())
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *countingConn) RemoteAddr() net.Addr { return c.from }
 
 func (t *memTransport) String() string {
 	return t.addr.Addr().String() + ":" + strconv.Itoa(int(t.addr.Port()))

@@ -15,6 +15,17 @@ type Stats struct {
 	Rebroadcast      uint64 // received announcements passed on
 	SnapshotsSent    uint64 // inventories sent straight to new members
 	SnapshotsFailed  uint64
+
+	// Monotonic counts of announcements (complete or partial) and
+	// withdrawals: made by this node (one per change of its inventory),
+	// and received from other members and applied to the index (news
+	// only: a change already known, or a snapshot entry that says what
+	// the index already holds, is not counted). Losing a departed member's
+	// announcements is not a withdrawal.
+	AnnouncementsSent     uint64
+	WithdrawalsSent       uint64
+	AnnouncementsReceived uint64
+	WithdrawalsReceived   uint64
 }
 
 // Stats returns a consistent copy of the counters.
@@ -24,6 +35,11 @@ func (t *Tracker) Stats() Stats {
 		Origins:    len(t.idx.byName),
 		Digests:    len(t.idx.ids),
 		OwnDigests: len(t.own.have),
+
+		AnnouncementsSent:     t.own.announced,
+		WithdrawalsSent:       t.own.withdrawn,
+		AnnouncementsReceived: t.idx.announcementsApplied,
+		WithdrawalsReceived:   t.idx.withdrawalsApplied,
 	}
 	for _, o := range t.idx.origins {
 		if o != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,8 +40,10 @@ type Tracker struct {
 	own      inventory
 	watchers map[sha256Digest][]chan Seeder
 	addrs    memberAddrs
+	gossipAt map[string]memberlist.Node // live members' names and gossip addresses (copies)
+	seen     *seenSet                   // announcements already passed on
 
-	sendQ   chan string // members to send our own snapshot to
+	sendQ   chan snapshotTo // members to send our own snapshot to
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closing sync.Once
@@ -70,7 +73,9 @@ func New(cfg Config) (*Tracker, error) {
 		own:      inventory{name: cfg.Name, epoch: epoch, have: make(map[sha256Digest]entryState)},
 		watchers: make(map[sha256Digest][]chan Seeder),
 		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
-		sendQ:    make(chan string, 4096),
+		gossipAt: make(map[string]memberlist.Node),
+		seen:     newSeenSet(seenLimit, seenTTL),
+		sendQ:    make(chan snapshotTo, 4096),
 		stop:     make(chan struct{}),
 	}
 	t.idx.onSeeder = t.notifyWatchers
@@ -153,7 +158,17 @@ func (t *Tracker) Close() error {
 			err = fmt.Errorf("tracker: leave: %w", lerr)
 		}
 		close(t.stop)
-		t.wg.Wait()
+		// memberlist sets no deadline on a reliable send: a member that
+		// accepted our snapshot and stopped reading must not hang Close.
+		done := make(chan struct{})
+		go func() { t.wg.Wait(); close(done) }()
+		timer := time.NewTimer(t.cfg.LeaveTimeout)
+		select {
+		case <-done:
+		case <-timer.C:
+			t.log.Warn("a snapshot send to a member is stuck; closing without it")
+		}
+		timer.Stop()
 		if serr := t.ml.Shutdown(); serr != nil {
 			err = errors.Join(err, fmt.Errorf("tracker: shutdown: %w", serr))
 		}
@@ -326,30 +341,53 @@ func (t *Tracker) IsMember(ip netip.Addr) bool {
 // LocalName is this member's name.
 func (t *Tracker) LocalName() string { return t.cfg.Name }
 
+// snapshotTo asks the sender loop for one direct snapshot. node is a copy
+// taken under memberlist's lock: memberlist updates the *Node it hands
+// out in place, under a lock we cannot take.
+type snapshotTo struct {
+	node  memberlist.Node
+	reply bool // answering a member's snapshot, not greeting a new member
+}
+
+// replyWindow: a member we sent our snapshot to this recently needs no
+// answer to its own, which is how a greeting and its answer end.
+const replyWindow = 10 * time.Second
+
 func (t *Tracker) sendSnapshots() {
 	defer t.wg.Done()
+	sent := make(map[string]time.Time) // owned by this goroutine
 	for {
 		select {
 		case <-t.stop:
 			return
-		case name := <-t.sendQ:
-			t.sendSnapshot(name)
+		case req := <-t.sendQ:
+			now := time.Now()
+			if last, ok := sent[req.node.Name]; req.reply && ok && now.Sub(last) < replyWindow {
+				continue
+			}
+			if t.sendSnapshot(&req.node) {
+				sent[req.node.Name] = now
+			}
+			if len(sent) > 2*t.ml.NumMembers()+64 {
+				for name, at := range sent {
+					if now.Sub(at) >= replyWindow {
+						delete(sent, name)
+					}
+				}
+			}
 		}
 	}
 }
 
-// sendSnapshot sends our whole inventory straight to a member we just saw
-// join, so it knows our announcements without waiting for anti-entropy.
-func (t *Tracker) sendSnapshot(name string) {
-	var node *memberlist.Node
-	for _, n := range t.ml.Members() {
-		if n.Name == name {
-			node = n
-			break
-		}
-	}
-	if node == nil {
-		return // gone again
+// sendSnapshot sends our whole inventory straight to a member: one that we
+// just saw join (or come back after we thought it failed, so we had
+// dropped its announcements), so it knows ours without waiting for
+// anti-entropy; or one that just did the same for us, since its greeting
+// means it may have dropped ours.
+func (t *Tracker) sendSnapshot(node *memberlist.Node) bool {
+	name := node.Name
+	if !slices.ContainsFunc(t.ml.Members(), func(n *memberlist.Node) bool { return n.Name == name }) {
+		return false // gone again
 	}
 	t.mu.RLock()
 	v := t.own.snapshot()
@@ -357,10 +395,11 @@ func (t *Tracker) sendSnapshot(name string) {
 	msg := appendView(appendHeader(nil, kindState, 1), &v)
 	if err := t.ml.SendReliable(node, msg); err != nil {
 		t.stats.snapshotsFailed.Add(1)
-		t.log.Debug("sending our inventory to a new member failed; anti-entropy will repair", "member", name, "err", err)
-		return
+		t.log.Debug("sending our inventory to a member failed; anti-entropy will repair", "member", name, "err", err)
+		return false
 	}
 	t.stats.snapshotsSent.Add(1)
+	return true
 }
 
 // counters are read by Stats (and the metrics package through it).
