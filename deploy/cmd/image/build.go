@@ -146,7 +146,11 @@ func image(cfg Config, b Binary) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Variant = b.Platform.OS, b.Platform.Architecture, b.Platform.Variant
-	cf.Created = v1.Time{Time: cfg.Created}
+	created := cfg.Created
+	if created.IsZero() {
+		created = time.Unix(0, 0).UTC() // reproducible, as ko and others do
+	}
+	cf.Created = v1.Time{Time: created}
 	cf.Config.Entrypoint = []string{"/" + binaryPath}
 	cf.Config.Cmd = []string{"daemon"}
 	cf.Config.User = nonRootUser
