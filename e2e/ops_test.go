@@ -97,6 +97,9 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 		{`dregistry_swarm_downloaded_bytes_total`, size},
 		{`dregistry_pull_duration_seconds_count{source="swarm"}`, 1},
 		{`dregistry_pull_duration_seconds_sum{source="swarm"}`, 1e-9},
+		// n2 heard n1 announce the layer, then announced its own copy.
+		{`dregistry_gossip_announcements_total{direction="received"}`, 1},
+		{`dregistry_gossip_announcements_total{direction="sent"}`, 1},
 	} {
 		if v := metricValue(metrics, m.series); v < m.min {
 			t.Errorf("%s /metrics: %s = %v, want at least %v", n2.Name, m.series, v, m.min)
@@ -119,6 +122,7 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	}{
 		{`dregistry_swarm_uploaded_bytes_total`, size},
 		{`dregistry_upstream_bytes_total`, size},
+		{`dregistry_gossip_announcements_total{direction="sent"}`, 1},
 	} {
 		if v := metricValue(metrics, m.series); v < m.min {
 			t.Errorf("%s /metrics: %s = %v, want at least %v", n1.Name, m.series, v, m.min)

@@ -13,6 +13,7 @@ type stateCollector struct {
 type stateDescs struct {
 	members, announce, dropped, torrents, peers, down *prometheus.Desc
 	swarmUp, swarmDown                                *prometheus.Desc
+	announcements, withdrawals                        *prometheus.Desc
 }
 
 func newStateDescs() stateDescs {
@@ -25,11 +26,15 @@ func newStateDescs() stateDescs {
 		down:      prometheus.NewDesc("dregistry_swarm_downloaded_bytes", "Useful piece bytes received from peers (torrents still held).", nil, nil),
 		swarmUp:   prometheus.NewDesc("dregistry_swarm_uploaded_bytes_total", "Piece bytes sent to peers since start, over every torrent.", nil, nil),
 		swarmDown: prometheus.NewDesc("dregistry_swarm_downloaded_bytes_total", "Useful piece bytes received from peers since start, over every torrent.", nil, nil),
+		announcements: prometheus.NewDesc("dregistry_gossip_announcements_total",
+			"Seeder announcements made by this node (sent) and news of others applied to its index (received).", []string{"direction"}, nil),
+		withdrawals: prometheus.NewDesc("dregistry_gossip_withdrawals_total",
+			"Seeder withdrawals made by this node (sent) and news of others applied to its index (received).", []string{"direction"}, nil),
 	}
 }
 
 func (d stateDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.members, d.announce, d.dropped, d.torrents, d.peers, d.down, d.swarmUp, d.swarmDown}
+	return []*prometheus.Desc{d.members, d.announce, d.dropped, d.torrents, d.peers, d.down, d.swarmUp, d.swarmDown, d.announcements, d.withdrawals}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -44,6 +49,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d.members, prometheus.GaugeValue, float64(ts.Members))
 	ch <- prometheus.MustNewConstMetric(d.announce, prometheus.GaugeValue, float64(ts.Announcements))
 	ch <- prometheus.MustNewConstMetric(d.dropped, prometheus.CounterValue, float64(ts.Dropped))
+	ch <- prometheus.MustNewConstMetric(d.announcements, prometheus.CounterValue, float64(ts.AnnouncementsSent), "sent")
+	ch <- prometheus.MustNewConstMetric(d.announcements, prometheus.CounterValue, float64(ts.AnnouncementsReceived), "received")
+	ch <- prometheus.MustNewConstMetric(d.withdrawals, prometheus.CounterValue, float64(ts.WithdrawalsSent), "sent")
+	ch <- prometheus.MustNewConstMetric(d.withdrawals, prometheus.CounterValue, float64(ts.WithdrawalsReceived), "received")
 	sw := c.torrents.Stats()
 	var seeding, downloading, peers, down float64
 	for _, t := range sw.Torrents {

@@ -119,7 +119,8 @@ func TestStatsAnswersOnlyLoopbackAndMembers(t *testing.T) {
 
 func TestEveryMetricMoves(t *testing.T) {
 	s, c, tr := newTestServer(t)
-	c.stats = tracker.Stats{Members: 2, Announcements: 5, Dropped: 3}
+	c.stats = tracker.Stats{Members: 2, Announcements: 5, Dropped: 3,
+		AnnouncementsSent: 4, AnnouncementsReceived: 6, WithdrawalsSent: 1, WithdrawalsReceived: 2}
 	tr.stats.Torrents = []swarm.TorrentStats{
 		{Digest: digest.FromString("a"), Seeding: true, ConnectedPeers: 1},
 		{Digest: digest.FromString("b"), ConnectedPeers: 2, ReceivedFrom: map[string]int64{"10.0.0.1": 9}},
@@ -141,6 +142,8 @@ func TestEveryMetricMoves(t *testing.T) {
 		"dregistry_upstream_bytes_total":          `dregistry_upstream_bytes_total 40`,
 		"dregistry_swarm_uploaded_bytes_total":    `dregistry_swarm_uploaded_bytes_total 21`,
 		"dregistry_swarm_downloaded_bytes_total":  `dregistry_swarm_downloaded_bytes_total 9`,
+		"dregistry_gossip_announcements_total":    "dregistry_gossip_announcements_total{direction=\"received\"} 6\ndregistry_gossip_announcements_total{direction=\"sent\"} 4",
+		"dregistry_gossip_withdrawals_total":      "dregistry_gossip_withdrawals_total{direction=\"received\"} 2\ndregistry_gossip_withdrawals_total{direction=\"sent\"} 1",
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	rec := httptest.NewRecorder()
