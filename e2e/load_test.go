@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,8 +37,11 @@ import (
 const (
 	// loadDurationEnv / loadPullersEnv lengthen the run or raise the
 	// concurrency for a local soak (e.g. DREGISTRY_LOAD_DURATION=30m).
-	loadDurationEnv     = "DREGISTRY_LOAD_DURATION"
-	loadPullersEnv      = "DREGISTRY_LOAD_PULLERS"
+	loadDurationEnv = "DREGISTRY_LOAD_DURATION"
+	loadPullersEnv  = "DREGISTRY_LOAD_PULLERS"
+	// loadKeepLogsEnv names a directory the daemons' logs are copied to at
+	// the end (the test's temp dirs are removed), to study a failure.
+	loadKeepLogsEnv     = "DREGISTRY_LOAD_KEEP_LOGS"
 	defaultLoadDuration = 2 * time.Minute
 	defaultLoadPullers  = 3
 	// maxPullsPerWorker bounds each worker's loop in count, beside time.
@@ -106,6 +110,9 @@ func TestLoadManyConcurrentPullsKeepDaemonsFlat(t *testing.T) {
 	t.Logf("settled in %s", time.Since(settleStart).Round(time.Second))
 
 	reqs := up.Requests(t)
+	if dir := os.Getenv(loadKeepLogsEnv); dir != "" {
+		keepLogs(t, dir, nodes)
+	}
 	logLoadFigures(t, nodes, images, reqs, duration, pullers, warm, total, before, peak, after)
 
 	if total.failures > 0 {
@@ -512,6 +519,24 @@ func logLoadFigures(t *testing.T, nodes []*testenv.Node, images []testenv.Image,
 		mib(upBlobs), blobGets, mib(upAll), float64(upBlobs)/float64(imageBytes), mib(imageBytes), len(unique),
 		float64(upBlobs)/float64(max(total.bytes, 1)))
 	t.Log(b.String())
+}
+
+// keepLogs copies each daemon's log to dir/<node>.log.
+func keepLogs(t *testing.T, dir string, nodes []*testenv.Node) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("$%s: %v", loadKeepLogsEnv, err)
+		return
+	}
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.LogPath)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, n.Name+".log"), b, 0o644)
+		}
+		if err != nil {
+			t.Errorf("keep %s's log: %v", n.Name, err)
+		}
+	}
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }
