@@ -206,7 +206,18 @@ func (t *Tracker) change(d digest.Digest, s entryState) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, err = t.own.change(raw, s)
+	t.dropPendingWhileAlone()
 	return err
+}
+
+// dropPendingWhileAlone forgets changes made while no other member is
+// known: whoever we meet later gets our whole inventory as a direct
+// snapshot (see NotifyJoin), so broadcasting them too would only make
+// every member retransmit a joining node's full inventory. Runs under t.mu.
+func (t *Tracker) dropPendingWhileAlone() {
+	if t.ml.NumMembers() <= 1 {
+		t.own.pending = t.own.pending[:0]
+	}
 }
 
 // Resync makes the complete announcements exactly the given set (e.g. the
@@ -236,6 +247,7 @@ func (t *Tracker) Resync(complete []digest.Digest) error {
 			return err
 		}
 	}
+	t.dropPendingWhileAlone()
 	return nil
 }
 
