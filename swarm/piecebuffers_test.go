@@ -191,4 +191,31 @@ func TestUploadsLeaveKeptPiecesForTheStream(t *testing.T) {
 	if kept() {
 		t.Fatal("piece still kept after the stream read it through")
 	}
+
+	// A piece of one chunk (a blob up to 64 MiB) is freed by any read
+	// through it: the stream's whole-piece read looks like a request, and
+	// keeping such pieces would hold the whole blob in memory.
+	small, smallDgst := randomBlob(t, 4*chunk)
+	sb := mustHash(t, small, smallDgst)
+	sti, err := st.OpenTorrent(context.Background(), &sb.info, sb.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sti.Close()
+	sp := sti.Piece(sb.info.Piece(1)).(downloadPiece)
+	if _, err := sp.WriteAt(small[chunk:2*chunk], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp.ReadAt(request, 0); err != nil || !bytes.Equal(request, small[chunk:2*chunk]) {
+		t.Fatalf("whole-piece read: %v", err)
+	}
+	sp.d.mu.Lock()
+	_, still := sp.d.bufs.kept[1]
+	sp.d.mu.Unlock()
+	if still {
+		t.Fatal("a one-chunk piece read through is still kept")
+	}
 }

@@ -218,11 +218,13 @@ func (d *download) close() error {
 }
 
 // isUpload tells a peer's request (the library reads each one whole) from
-// the stream reading a piece through: the stream's reads follow the
-// consumer's buffer. A stream read that happens to look like a request only
-// keeps the piece until pieceBuffers' bound drops it.
-func (d *download) isUpload(off, n int64) bool {
-	return d.chunk > 0 && off%d.chunk == 0 && n == d.chunk
+// the stream reading a piece of length through: the stream's reads follow
+// the consumer's buffer. A piece of one chunk (blobs up to 64 MiB) cannot be
+// told apart, so any read through it counts as the stream's. A stream read
+// that happens to look like a request only keeps the piece until
+// pieceBuffers' bound drops it.
+func (d *download) isUpload(off, n, length int64) bool {
+	return d.chunk > 0 && length > d.chunk && off%d.chunk == 0 && n == d.chunk
 }
 
 type downloadPiece struct {
@@ -239,7 +241,7 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 	p.d.mu.Lock()
 	if buf, verified := p.d.bufs.readable(p.index); buf != nil {
 		n := copy(b, buf[off:])
-		if verified && off+int64(n) == p.length && !p.d.isUpload(off, int64(n)) {
+		if verified && off+int64(n) == p.length && !p.d.isUpload(off, int64(n), p.length) {
 			p.d.bufs.readThrough(p.index)
 		}
 		p.d.mu.Unlock()
