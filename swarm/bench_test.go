@@ -3,6 +3,7 @@ package swarm
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -208,7 +209,10 @@ func benchTorrentGet(ip string, peers []Peer, dgst digest.Digest, first func()) 
 		return 0, err
 	}
 	defer rc.Close()
-	buf := make([]byte, 1<<20)
+	// The registry copies a stream to containerd through net/http's 32 KiB
+	// buffer; SWARM_BENCH_READ_KIB sets the read size (default 1 MiB).
+	readKiB, _ := strconv.Atoi(os.Getenv("SWARM_BENCH_READ_KIB"))
+	buf := make([]byte, cmp.Or(readKiB<<10, 1<<20))
 	var n int64
 	for {
 		k, err := rc.Read(buf)
