@@ -484,15 +484,24 @@ func logLoadFigures(t *testing.T, nodes []*testenv.Node, images []testenv.Image,
 	fmt.Fprintf(&b, "load: %d nodes x %d pullers, %d images, %s window\n", len(nodes), pullers, len(images), duration)
 	fmt.Fprintf(&b, "pulls: %d warm-up + %d under load, %d failed; %s pulled by containerd in all\n",
 		warm.pulls, total.pulls-warm.pulls, total.failures, mib(total.bytes))
-	fmt.Fprintf(&b, "%-6s %12s %12s %12s %8s %8s %8s  %s\n", "node", "RSS warm", "RSS peak", "RSS after", "gr warm", "gr peak", "gr after", "served by source")
+	fmt.Fprintf(&b, "%-6s %12s %12s %12s %8s %8s %8s %8s  %s\n", "node", "RSS warm", "RSS peak", "RSS after", "gr warm", "gr peak", "gr after", "aborted", "served by source")
 	for i, n := range nodes {
-		bySource := testenv.BytesBySource(n.Served(t))
+		served := n.Served(t)
+		bySource := testenv.BytesBySource(served)
 		var parts []string
 		for _, k := range sortedKeys(bySource) {
 			parts = append(parts, k+"="+mib(bySource[k]))
 		}
-		fmt.Fprintf(&b, "%-6s %12s %12s %12s %8d %8d %8d  %s\n", n.Name, mib(before[i].rss), mib(peak[i].rss), mib(after[i].rss),
-			before[i].goroutines, peak[i].goroutines, after[i].goroutines, strings.Join(parts, " "))
+		// Responses cut off mid-body (a stalled source): containerd then
+		// resumes elsewhere, the upstream itself if dregistry keeps failing.
+		aborted := 0
+		for _, s := range served {
+			if s.Aborted {
+				aborted++
+			}
+		}
+		fmt.Fprintf(&b, "%-6s %12s %12s %12s %8d %8d %8d %8d  %s\n", n.Name, mib(before[i].rss), mib(peak[i].rss), mib(after[i].rss),
+			before[i].goroutines, peak[i].goroutines, after[i].goroutines, aborted, strings.Join(parts, " "))
 	}
 	unique := map[digest.Digest]int64{}
 	for _, img := range images {
