@@ -42,7 +42,7 @@ const (
 	// loadKeepLogsEnv names a directory the daemons' logs are copied to at
 	// the end (the test's temp dirs are removed), to study a failure.
 	loadKeepLogsEnv     = "DREGISTRY_LOAD_KEEP_LOGS"
-	defaultLoadDuration = 2 * time.Minute
+	defaultLoadDuration = 90 * time.Second
 	defaultLoadPullers  = 3
 	// maxPullsPerWorker bounds each worker's loop in count, beside time.
 	maxPullsPerWorker = 100000
