@@ -60,12 +60,17 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		return newLocalBlob(e.seed, e.info.size()), nil
 	}
 	peers := s.peersOf(dgst)
-	if e != nil && (len(peers) > 0 || e.t.Complete().Bool()) {
+	if e != nil && e.t.Complete().Bool() {
 		return &torrentBlob{s: s, e: e}, nil
 	}
-	if len(peers) == 0 {
-		// Answer at once rather than stall: the registry tries the next source.
-		return nil, fmt.Errorf("swarm: no seeder of %s: %w", dgst, registry.ErrNotFound)
+	if !anyComplete(peers) {
+		// Answer at once rather than stall: the registry tries the next
+		// source. Partial seeders alone may never hold every piece (their
+		// source may be gone), so a download that has only them would hang.
+		return nil, fmt.Errorf("swarm: no complete seeder of %s (%d partial): %w", dgst, len(peers), registry.ErrNotFound)
+	}
+	if e != nil {
+		return &torrentBlob{s: s, e: e}, nil
 	}
 	b, err := s.meta.load(dgst)
 	if err != nil {
@@ -97,6 +102,16 @@ func (s *Swarm) peersOf(dgst digest.Digest) []Peer {
 		}
 	}
 	return peers
+}
+
+// anyComplete reports whether one of peers holds the whole blob.
+func anyComplete(peers []Peer) bool {
+	for _, p := range peers {
+		if !p.Partial {
+			return true
+		}
+	}
+	return false
 }
 
 // download joins b's torrent with download storage (resuming what an earlier

@@ -26,6 +26,9 @@ import (
 type Peer struct {
 	TorrentAddr netip.AddrPort // its BitTorrent listener (--torrent-addr)
 	HTTPAddr    string         // host:port of its peer HTTP endpoint
+	// Partial marks a peer still downloading the blob: it passes pieces
+	// on, but cannot be the only hope of a download.
+	Partial bool
 }
 
 // Seeders lists the current seeders of a digest (the tracker's lookup).

@@ -81,7 +81,7 @@ func (s seedersOf) Seeders(d digest.Digest) []swarm.Peer {
 	found := s.t.Lookup(d)
 	peers := make([]swarm.Peer, 0, len(found))
 	for _, f := range found {
-		peers = append(peers, swarm.Peer{TorrentAddr: f.TorrentAddr, HTTPAddr: f.HTTPAddr})
+		peers = append(peers, swarm.Peer{TorrentAddr: f.TorrentAddr, HTTPAddr: f.HTTPAddr, Partial: !f.Complete})
 	}
 	return peers
 }
