@@ -38,6 +38,9 @@ lint:
 # real containerd daemons, a real registry and real pull clients.
 test: deps lint fuzz
 	DREGISTRY_E2E=required $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@# Hundreds of in-process members are ~10x slower under -race; the scale
+	@# test skips itself there and runs here.
+	$(GO) test -count=1 -timeout 10m -run Scale ./tracker
 	cd deploy && DREGISTRY_E2E=required $(GO) test -race -count=1 ./...
 
 # fuzz runs every committed fuzz target for FUZZTIME each, one at a time (go
