@@ -29,14 +29,19 @@ type streamReader struct {
 	pos, size int64
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
-	digester  digest.Digester
+	digester digest.Digester
+	start    int64
+	// fromSeed, once set, is where the rest of the blob comes from: the
+	// download was replaced by a local seed of the same digest (the egress
+	// spool or containerd's copy), which closed its torrent under us.
+	fromSeed  io.Reader
 	err       error
 	closeOnce sync.Once
 }
 
 func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *streamReader {
 	ctx, cancel := context.WithCancelCause(ctx)
-	sr := &streamReader{s: s, e: e, r: e.t.NewReader(), ctx: ctx, cancel: cancel, pos: offset, size: e.info.size()}
+	sr := &streamReader{s: s, e: e, r: e.t.NewReader(), ctx: ctx, cancel: cancel, pos: offset, start: offset, size: e.info.size()}
 	sr.r.SetContext(ctx)
 	sr.r.SetReadahead(s.cfg.Readahead)
 	if offset > 0 {
@@ -64,9 +69,15 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	p = p[:min(int64(len(p)), sr.size-sr.pos)]
-	sr.watchdog.Reset(sr.s.cfg.StallTimeout)
-	n, err := sr.r.Read(p)
-	sr.watchdog.Stop()
+	var n int
+	var err error
+	if sr.fromSeed != nil {
+		n, err = sr.fromSeed.Read(p)
+	} else {
+		sr.watchdog.Reset(sr.s.cfg.StallTimeout)
+		n, err = sr.r.Read(p)
+		sr.watchdog.Stop()
+	}
 	if n > 0 {
 		if sr.digester != nil {
 			sr.digester.Hash().Write(p[:n])
@@ -79,6 +90,12 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 			return 0, verr
 		}
 		return n, nil
+	}
+	if err != nil && sr.fromSeed == nil && sr.switchToSeed() {
+		if n > 0 {
+			return n, nil
+		}
+		return sr.Read(p)
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -93,8 +110,37 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// switchToSeed moves a failed stream onto a local seed of its digest, if
+// one replaced the download and the switch keeps every byte checked: either
+// nothing was served from the download yet, or the stream hashes the whole
+// blob itself (it started at 0) and still checks it at the end. A stream
+// whose client went away does not switch.
+func (sr *streamReader) switchToSeed() bool {
+	if cause := context.Cause(sr.ctx); cause != nil && !errors.Is(cause, errStalled) {
+		return false
+	}
+	if sr.pos != sr.start && sr.digester == nil {
+		return false
+	}
+	seed := sr.s.seeded(sr.e.info.digest)
+	if seed == nil || seed == sr.e || seed.info.size() != sr.size {
+		return false
+	}
+	sr.fromSeed = io.NewSectionReader(seed.seed, sr.pos, sr.size-sr.pos)
+	sr.s.log.Debug("stream continues from the local seed that replaced its download", "digest", sr.e.info.digest, "at", sr.pos)
+	return true
+}
+
 // verify checks the whole blob's digest before its last bytes are released.
 func (sr *streamReader) verify() error {
+	if sr.fromSeed != nil {
+		// A seed is verified content; what came from the download before
+		// the switch is covered by the stream's own digester, if any.
+		if sr.digester != nil && sr.digester.Digest() != sr.e.info.digest {
+			return fmt.Errorf("swarm: blob %s: %w (got %s)", sr.e.info.digest, errDigestMismatch, sr.digester.Digest())
+		}
+		return nil
+	}
 	if sr.e.isVerified() {
 		return nil
 	}
