@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,4 +282,25 @@ func flipEveryPiece(path string, size int64) error {
 		}
 	}
 	return nil
+}
+
+// startFaultCluster starts an upstream on LoopbackIP(host) holding repo:v1,
+// one uncompressed 96 MiB layer, and 3 nodes mirroring it: node 0 is the
+// egress, node `limited` downloads at downloadLimit, so a test can act while
+// its download is under way.
+func startFaultCluster(t *testing.T, host int, repo string, limited int) (*testenv.Registry, testenv.Image, []*testenv.Node) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(host)+":5500")
+	img := up.Push(t, testenv.ImageSpec{Repo: repo, Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: func(i int) []string {
+		switch i {
+		case 0:
+			return []string{"--egress"}
+		case limited:
+			return []string{"--download-limit", strconv.Itoa(downloadLimit)}
+		}
+		return nil
+	}})
+	return up, img, nodes
 }

@@ -27,19 +27,8 @@ func TestFaultSeederKilledMidDownload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: starts three nodes")
 	}
-	testenv.RequireRoot(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(6)+":5500")
-	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/fault-seeder", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
+	up, img, nodes := startFaultCluster(t, 6, "e2e/fault-seeder", 2)
 	layer := img.Layers[0]
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: func(i int) []string {
-		switch i {
-		case 0:
-			return []string{"--egress"}
-		case 2:
-			return []string{"--download-limit", strconv.Itoa(downloadLimit)}
-		}
-		return nil
-	}})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	n1.Pull(t, img.Ref)
 	n2.Pull(t, img.Ref)
@@ -269,19 +258,8 @@ func TestFaultCorruptedDownloadOnDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: starts three nodes")
 	}
-	testenv.RequireRoot(t)
-	up := testenv.StartRegistry(t, testenv.LoopbackIP(10)+":5500")
-	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/fault-corrupt", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
+	up, img, nodes := startFaultCluster(t, 10, "e2e/fault-corrupt", 1)
 	layer := img.Layers[0]
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: func(i int) []string {
-		switch i {
-		case 0:
-			return []string{"--egress"}
-		case 1:
-			return []string{"--download-limit", strconv.Itoa(downloadLimit)}
-		}
-		return nil
-	}})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	n1.Pull(t, img.Ref)
 	waitSeeds(t, []*testenv.Node{n2, n3}, n1, layer.Digest)
