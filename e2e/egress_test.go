@@ -314,14 +314,15 @@ func waitOwnerMidBlob(t *testing.T, candidates []*testenv.Node, blob testenv.Blo
 type seederWatch struct {
 	mu       sync.Mutex
 	excluded map[string]bool
-	checked  map[string]bool
+	checked  map[string]bool // a check began
+	verified map[string]bool // a check ended well
 	bad      []string
 	quit     chan struct{}
 	finished chan struct{}
 }
 
 func watchSeeders(nodes []*testenv.Node, blob testenv.Blob) *seederWatch {
-	w := &seederWatch{excluded: map[string]bool{}, checked: map[string]bool{}, quit: make(chan struct{}), finished: make(chan struct{})}
+	w := &seederWatch{excluded: map[string]bool{}, checked: map[string]bool{}, verified: map[string]bool{}, quit: make(chan struct{}), finished: make(chan struct{})}
 	byAddr := map[string]*testenv.Node{}
 	for _, n := range nodes {
 		byAddr[n.HTTPAddr] = n
@@ -371,6 +372,9 @@ func (w *seederWatch) check(asked, n *testenv.Node, s seeder, blob testenv.Blob)
 	}
 	err := peerBlobVerified(asked, n, blob)
 	if err == nil {
+		w.mu.Lock()
+		w.verified[s.HTTPAddr] = true
+		w.mu.Unlock()
 		return
 	}
 	if errors.Is(err, errNotMemberYet) {
@@ -432,12 +436,13 @@ func (w *seederWatch) record(msg string) {
 	w.bad = append(w.bad, msg)
 }
 
-// hasChecked reports whether the watch has seen and checked a complete
-// seeder at httpAddr.
+// hasChecked reports whether the watch has seen a complete seeder at
+// httpAddr and read the whole verified blob from it (a test may then kill
+// it without cutting a check short).
 func (w *seederWatch) hasChecked(httpAddr string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.checked[httpAddr]
+	return w.verified[httpAddr]
 }
 
 // exclude stops asking n (killed) for its view.
