@@ -169,17 +169,8 @@ func TestFaultSlowPeerDoesNotHoldTheDownload(t *testing.T) {
 	// The slow seeder's daemon is in a namespace behind a veth; every other
 	// node listens on an address of the veth's outer end, so it reaches
 	// them all (and they it) and only its own sends cross the cap.
-	ns := testenv.NewNetns(t, "slow")
-	sub := testenv.LinkSubnet()
-	link := testenv.NewLink(t, "slw", nil, sub+".1/24", ns, sub+".2/24")
-	link.AddAddr(t, true, sub+".3/32")
-	link.AddAddr(t, true, sub+".4/32")
-	bin := testenv.BuildDregistry(t)
-	n1 := testenv.StartNode(t, testenv.NodeConfig{Name: "fast1", IP: sub + ".1", Upstream: up, ExtraArgs: []string{"--egress"}, Binary: bin})
-	join := []string{"--join", n1.GossipAddr}
-	n2 := testenv.StartNode(t, testenv.NodeConfig{Name: "fast2", IP: sub + ".3", Upstream: up, ExtraArgs: join, Binary: bin})
-	slow := testenv.StartNode(t, testenv.NodeConfig{Name: "slow", IP: sub + ".2", Upstream: up, Netns: ns, ExtraArgs: join, Binary: bin})
-	puller := testenv.StartNode(t, testenv.NodeConfig{Name: "puller", IP: sub + ".4", Upstream: up, ExtraArgs: join, Binary: bin})
+	link, outside, slow := startAcrossLink(t, up, "slw", []string{"fast1", "fast2", "puller"}, "slow")
+	n1, n2, puller := outside[0], outside[1], outside[2]
 	nodes := []*testenv.Node{n1, n2, slow, puller}
 	waitEgressKnown(t, up, nodes, nodes[:1])
 	ready := time.Now()
@@ -272,15 +263,8 @@ func TestFaultNetworkCutMidPullThenRestored(t *testing.T) {
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(43)+":5500")
 	// The victim's daemon is in a namespace; its containerd and the seeders
 	// are outside, the seeders on addresses of the veth's outer end.
-	ns := testenv.NewNetns(t, "cut")
-	sub := testenv.LinkSubnet()
-	link := testenv.NewLink(t, "cut", nil, sub+".1/24", ns, sub+".2/24")
-	link.AddAddr(t, true, sub+".3/32")
-	bin := testenv.BuildDregistry(t)
-	n1 := testenv.StartNode(t, testenv.NodeConfig{Name: "seed1", IP: sub + ".1", Upstream: up, ExtraArgs: []string{"--egress"}, Binary: bin})
-	join := []string{"--join", n1.GossipAddr}
-	n2 := testenv.StartNode(t, testenv.NodeConfig{Name: "seed2", IP: sub + ".3", Upstream: up, ExtraArgs: join, Binary: bin})
-	victim := testenv.StartNode(t, testenv.NodeConfig{Name: "victim", IP: sub + ".2", Upstream: up, Netns: ns, ExtraArgs: join, Binary: bin})
+	link, outside, victim := startAcrossLink(t, up, "cut", []string{"seed1", "seed2"}, "victim")
+	n1, n2 := outside[0], outside[1]
 	nodes := []*testenv.Node{n1, n2, victim}
 	waitEgressKnown(t, up, nodes, nodes[:1])
 	ready := time.Now()
@@ -389,13 +373,8 @@ func TestFaultLongNetworkCutNodeJoinsAgain(t *testing.T) {
 	testenv.RequireBinary(t, "tc")
 	began := time.Now()
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(44)+":5500")
-	ns := testenv.NewNetns(t, "long")
-	sub := testenv.LinkSubnet()
-	link := testenv.NewLink(t, "lng", nil, sub+".1/24", ns, sub+".2/24")
-	bin := testenv.BuildDregistry(t)
-	n1 := testenv.StartNode(t, testenv.NodeConfig{Name: "seed1", IP: sub + ".1", Upstream: up, ExtraArgs: []string{"--egress"}, Binary: bin})
-	victim := testenv.StartNode(t, testenv.NodeConfig{Name: "victim", IP: sub + ".2", Upstream: up, Netns: ns,
-		ExtraArgs: []string{"--join", n1.GossipAddr}, Binary: bin})
+	link, outside, victim := startAcrossLink(t, up, "lng", []string{"seed1"}, "victim")
+	n1 := outside[0]
 	nodes := []*testenv.Node{n1, victim}
 	waitEgressKnown(t, up, nodes, nodes[:1])
 
@@ -636,4 +615,29 @@ func uploadedBytes(t *testing.T, n *testenv.Node, blob testenv.Blob) int64 {
 		}
 	}
 	return 0
+}
+
+// startAcrossLink starts nodes on the two ends of one veth: the inside node
+// runs its daemon in a namespace of its own at <subnet>.2 (its containerd
+// stays outside); the outside nodes listen on <subnet>.1 (outside[0], the
+// egress, which every other node joins), .3, .4, …, so every byte between
+// the inside node and the rest crosses the link a test cuts or shapes.
+func startAcrossLink(t *testing.T, up *testenv.Registry, id string, outside []string, inside string) (*testenv.Link, []*testenv.Node, *testenv.Node) {
+	t.Helper()
+	ns := testenv.NewNetns(t, id)
+	sub := testenv.LinkSubnet()
+	link := testenv.NewLink(t, id, nil, sub+".1/24", ns, sub+".2/24")
+	bin := testenv.BuildDregistry(t)
+	var out []*testenv.Node
+	for i, name := range outside {
+		ip, args := sub+".1", []string{"--egress"}
+		if i > 0 {
+			ip, args = fmt.Sprintf("%s.%d", sub, i+2), []string{"--join", out[0].GossipAddr}
+			link.AddAddr(t, true, ip+"/32")
+		}
+		out = append(out, testenv.StartNode(t, testenv.NodeConfig{Name: name, IP: ip, Upstream: up, ExtraArgs: args, Binary: bin}))
+	}
+	in := testenv.StartNode(t, testenv.NodeConfig{Name: inside, IP: sub + ".2", Upstream: up, Netns: ns,
+		ExtraArgs: []string{"--join", out[0].GossipAddr}, Binary: bin})
+	return link, out, in
 }
