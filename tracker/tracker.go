@@ -134,18 +134,6 @@ func (t *Tracker) Join(ctx context.Context, addrs []string) error {
 	return &joinError{addrs: addrs, err: lastErr, hint: hint}
 }
 
-// Contact makes one attempt to reach any of addrs (host:port of members
-// this node lost), with no retries and no log: a node that was cut off from
-// part of the cluster merges back with it through one push/pull exchange.
-// It returns how many answered.
-func (t *Tracker) Contact(addrs []string) int {
-	if len(addrs) == 0 {
-		return 0
-	}
-	n, _ := t.ml.Join(addrs)
-	return n
-}
-
 // joinError says why no member let us in, on one line (memberlist's
 // multi-error spans several).
 type joinError struct {
