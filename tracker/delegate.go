@@ -184,6 +184,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	defer t.mu.Unlock()
 	t.addrs.remove(n.Name)
 	delete(t.gossipAt, n.Name)
+	t.live.Store(int64(len(t.gossipAt)))
 	if o := t.idx.origin(n.Name, false); o != nil {
 		t.idx.depart(o)
 	}
@@ -199,6 +200,7 @@ func (t *Tracker) memberUp(n *memberlist.Node) {
 	defer t.mu.Unlock()
 	t.addrs.set(n.Name, addrsOf(n, meta, err == nil))
 	t.gossipAt[n.Name] = gossipNode(n)
+	t.live.Store(int64(len(t.gossipAt)))
 	if n.Name == t.cfg.Name {
 		return
 	}

@@ -41,6 +41,7 @@ type Tracker struct {
 	watchers map[sha256Digest][]chan Seeder
 	addrs    memberAddrs
 	gossipAt map[string]memberlist.Node // live members' names and gossip addresses (copies)
+	live     atomic.Int64               // len(gossipAt), for readers that must not take t.mu
 	seen     *seenSet                   // announcements already passed on
 
 	sendQ   chan snapshotTo // members to send our own snapshot to
@@ -92,7 +93,9 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, fmt.Errorf("tracker: start gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	t.ml = ml
-	t.queue.NumNodes = ml.NumMembers
+	// Not ml.NumMembers: the queue is read under t.mu's callers' feet and
+	// memberlist's node lock must never be waited for from our side.
+	t.queue.NumNodes = func() int { return max(1, int(t.live.Load())) }
 	t.wg.Add(1)
 	go t.sendSnapshots()
 	return t, nil
@@ -213,9 +216,12 @@ func (t *Tracker) change(d digest.Digest, s entryState) error {
 // dropPendingWhileAlone forgets changes made while no other member is
 // known: whoever we meet later gets our whole inventory as a direct
 // snapshot (see NotifyJoin), so broadcasting them too would only make
-// every member retransmit a joining node's full inventory. Runs under t.mu.
+// every member retransmit a joining node's full inventory. Runs under t.mu,
+// so it reads the membership the event delegate recorded (gossipAt) and
+// never asks memberlist: memberlist calls that delegate under its node lock
+// and the delegate takes t.mu.
 func (t *Tracker) dropPendingWhileAlone() {
-	if t.ml.NumMembers() <= 1 {
+	if len(t.gossipAt) <= 1 {
 		t.own.pending = t.own.pending[:0]
 	}
 }
@@ -380,7 +386,7 @@ func (t *Tracker) sendSnapshots() {
 			if t.sendSnapshot(&req.node) {
 				sent[req.node.Name] = now
 			}
-			if len(sent) > 2*t.ml.NumMembers()+64 {
+			if len(sent) > 2*int(t.live.Load())+64 {
 				for name, at := range sent {
 					if now.Sub(at) >= replyWindow {
 						delete(sent, name)
