@@ -269,51 +269,63 @@ func benchNode(c *cluster, name string) (*Tracker, *memTransport, error) {
 
 // spread announces d at origin and waits until every other live member
 // lists origin as its seeder; it returns the time the last one took and
-// how many members never saw it within benchSpreadBound.
-func spread(b *testing.B, c *cluster, origin *Tracker, d digest.Digest) (time.Duration, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), benchSpreadBound)
-	defer cancel()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var last time.Duration
-	missed := 0
-	var t0 time.Time
-	ready := make(chan struct{})
-	for _, tr := range c.nodes {
-		if tr == origin {
-			continue
-		}
-		ch, err := tr.Watch(ctx, d)
-		if err != nil {
-			b.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for s := range ch {
-				if s.Node == origin.LocalName() {
-					<-ready
-					mu.Lock()
-					last = max(last, time.Since(t0))
-					mu.Unlock()
-					return
-				}
-			}
-			mu.Lock()
-			missed++
-			mu.Unlock()
-		}()
-	}
-	t0 = time.Now()
-	close(ready)
-	if err := origin.Announce(d, true); err != nil {
+// how many members never saw it within benchSpreadBound. Each member's
+// index reports the arrival through its onSeeder hook (under its t.mu).
+func spread(b *testing.B, c *cluster, from *Tracker, d digest.Digest) (time.Duration, int) {
+	raw, err := parseDigest(d)
+	if err != nil {
 		b.Fatal(err)
 	}
-	wg.Wait()
-	if missed > 0 {
-		last = benchSpreadBound
+	var mu sync.Mutex
+	var last time.Duration
+	seen := 0
+	want := 0
+	t0 := time.Now()
+	for _, tr := range c.nodes {
+		if tr == from {
+			continue
+		}
+		want++
+		got := false
+		tr.mu.Lock()
+		tr.idx.onSeeder = func(dd sha256Digest, o *origin, _ entryState) {
+			if got || dd != raw || o.name != from.LocalName() {
+				return
+			}
+			got = true
+			mu.Lock()
+			last = max(last, time.Since(t0))
+			seen++
+			mu.Unlock()
+		}
+		tr.mu.Unlock()
 	}
-	return last, missed
+	defer func() {
+		for _, tr := range c.nodes {
+			tr.mu.Lock()
+			tr.idx.onSeeder = nil
+			tr.mu.Unlock()
+		}
+	}()
+	t0 = time.Now()
+	if err := from.Announce(d, true); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(benchSpreadBound)
+	for {
+		mu.Lock()
+		done := seen
+		mu.Unlock()
+		if done == want || time.Now().After(deadline) {
+			if done < want {
+				return benchSpreadBound, want - done
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return last, 0
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // memberlistNodeStateBytes estimates one member's entry in memberlist's own

@@ -97,6 +97,10 @@ type Config struct {
 	JoinBackoff, JoinMaxBackoff time.Duration
 	// LeaveTimeout bounds the goodbye broadcast on Close; default 5 s.
 	LeaveTimeout time.Duration
+	// StuckAfter: when the gossip delegate's lock or memberlist's node
+	// lock has not been free this long, Stuck reports the node wedged (and
+	// the log says so once); default 30 s, far above any legitimate hold.
+	StuckAfter time.Duration
 
 	// Logger receives the tracker's logs; default slog.Default().
 	Logger *slog.Logger
@@ -148,6 +152,7 @@ func (c *Config) setDefaults() error {
 	defDur(&c.JoinBackoff, 500*time.Millisecond)
 	defDur(&c.JoinMaxBackoff, 15*time.Second)
 	defDur(&c.LeaveTimeout, 5*time.Second)
+	defDur(&c.StuckAfter, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -47,7 +47,7 @@ func (t *Tracker) Stats() Stats {
 		}
 	}
 	t.mu.RUnlock()
-	s.Members = t.ml.NumMembers()
+	s.Members = t.NumMembers()
 	s.QueuedBroadcasts = t.queue.NumQueued()
 	s.Received = t.stats.received.Load()
 	s.Dropped = t.stats.dropped.Load()

@@ -38,7 +38,6 @@ type Tracker struct {
 	mu       sync.RWMutex
 	idx      *index
 	own      inventory
-	watchers map[sha256Digest][]chan Seeder
 	addrs    memberAddrs
 	gossipAt map[string]memberlist.Node // live members' names and gossip addresses (copies)
 	live     atomic.Int64               // len(gossipAt), for readers that must not take t.mu
@@ -50,6 +49,7 @@ type Tracker struct {
 	closing sync.Once
 
 	stats counters
+	wedge wedgeProbe
 }
 
 // New starts memberlist (listening, not yet joined) with this node's
@@ -72,14 +72,12 @@ func New(cfg Config) (*Tracker, error) {
 		meta:     meta,
 		idx:      newIndex(cfg.MaxMembers, cfg.MaxDigestsPerMember),
 		own:      inventory{name: cfg.Name, epoch: epoch, have: make(map[sha256Digest]entryState)},
-		watchers: make(map[sha256Digest][]chan Seeder),
 		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
 		gossipAt: make(map[string]memberlist.Node),
 		seen:     newSeenSet(seenLimit, seenTTL),
 		sendQ:    make(chan snapshotTo, 4096),
 		stop:     make(chan struct{}),
 	}
-	t.idx.onSeeder = t.notifyWatchers
 	if len(cfg.Keys) == 0 {
 		t.log.Warn("gossip is NOT encrypted: any host that reaches the gossip port can join the cluster and announce seeders; set --cluster-key-file")
 	}
@@ -96,8 +94,9 @@ func New(cfg Config) (*Tracker, error) {
 	// Not ml.NumMembers: the queue is read under t.mu's callers' feet and
 	// memberlist's node lock must never be waited for from our side.
 	t.queue.NumNodes = func() int { return max(1, int(t.live.Load())) }
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.sendSnapshots()
+	go t.watchWedge()
 	return t, nil
 }
 
@@ -175,14 +174,6 @@ func (t *Tracker) Close() error {
 		if serr := t.ml.Shutdown(); serr != nil {
 			err = errors.Join(err, fmt.Errorf("tracker: shutdown: %w", serr))
 		}
-		t.mu.Lock()
-		for d, chs := range t.watchers {
-			for _, ch := range chs {
-				close(ch)
-			}
-			delete(t.watchers, d)
-		}
-		t.mu.Unlock()
 	})
 	return err
 }
@@ -291,59 +282,6 @@ func (o *origin) seeder(s entryState) Seeder {
 	return Seeder{
 		Node: o.name, HTTPAddr: o.meta.HTTPAddr, TorrentAddr: o.meta.TorrentAddr,
 		Complete: s == stateComplete, Egress: o.meta.Egress,
-	}
-}
-
-// Watch reports members that newly announce d (as complete or partial)
-// until ctx ends, then closes the channel. A slow reader misses seeders
-// rather than stalling gossip; Lookup still lists them.
-func (t *Tracker) Watch(ctx context.Context, d digest.Digest) (<-chan Seeder, error) {
-	raw, err := parseDigest(d)
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan Seeder, 16)
-	t.mu.Lock()
-	select {
-	case <-t.stop:
-		t.mu.Unlock()
-		return nil, errors.New("tracker: closed")
-	default:
-	}
-	t.watchers[raw] = append(t.watchers[raw], ch)
-	t.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		chs := t.watchers[raw]
-		for i, c := range chs {
-			if c == ch {
-				close(ch)
-				chs = append(chs[:i], chs[i+1:]...)
-				break
-			}
-		}
-		if len(chs) == 0 {
-			delete(t.watchers, raw)
-		} else {
-			t.watchers[raw] = chs
-		}
-	})
-	return ch, nil
-}
-
-// notifyWatchers runs under t.mu from the index.
-func (t *Tracker) notifyWatchers(d sha256Digest, o *origin, s entryState) {
-	chs := t.watchers[d]
-	if len(chs) == 0 || !o.serving() {
-		return
-	}
-	seeder := o.seeder(s)
-	for _, ch := range chs {
-		select {
-		case ch <- seeder:
-		default:
-		}
 	}
 }
 

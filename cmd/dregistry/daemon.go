@@ -149,8 +149,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux.Handle(seedersPath, seedersHandler(members))
 	mux.Handle(torrentsPath, torrentsHandler(members, sw))
 	mux.Handle("/", opsSrv.Handler()) // status page, /admin/v1/stats, /metrics
-	mux.Handle("/healthz", healthz())
-	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0))
+	mux.Handle("/healthz", healthz(members, seeds.alive))
+	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0, members, seeds.alive))
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -167,6 +167,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inventory.Run(gctx) })
 	g.Go(func() error { return seeds.run(gctx) })
+	g.Go(func() error { logStuck(gctx, seeds.alive, log.With("component", "seeding")); return nil })
 	g.Go(func() error { joinCluster(gctx, members, cfg.Join, log); return nil })
 	g.Go(func() error {
 		log.Info("serving", "addr", ln.Addr().String())

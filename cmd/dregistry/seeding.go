@@ -50,6 +50,8 @@ type seeding struct {
 	held    map[digest.Digest]heldContent // content the swarm seeds
 	partial map[digest.Digest]bool        // downloads announced as partial
 	release func(digest.Digest) error     // drops the egress spool of a digest
+
+	alive *heartbeat // beats on every pass of run and every blob apply seeds
 }
 
 // spoolFile is a verified blob the egress fetched from upstream.
@@ -77,6 +79,7 @@ func newSeeding(store *containerd.Store, sw *swarm.Swarm, tr *tracker.Tracker, r
 		wake:    make(chan struct{}, 1),
 		held:    map[digest.Digest]heldContent{},
 		partial: map[digest.Digest]bool{},
+		alive:   newHeartbeat("the seeding and announce loop", seedingStuckAfter),
 	}
 }
 
@@ -122,6 +125,7 @@ func (s *seeding) run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		s.announce()
+		s.alive.beat()
 	}
 }
 
@@ -135,12 +139,14 @@ func (s *seeding) apply(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		s.alive.beat()
 		s.seedSpool(ctx, d, f)
 	}
 	for d, present := range work {
 		if ctx.Err() != nil {
 			return
 		}
+		s.alive.beat()
 		if present {
 			s.seed(ctx, d)
 		} else {
