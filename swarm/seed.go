@@ -18,13 +18,28 @@ import (
 // this node downloaded replaces the download (see Release). content must stay
 // readable until Unseed or Close; seeding a digest again keeps the first one.
 func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
+	return s.seed(ctx, dgst, size, content, false)
+}
+
+// Replace seeds content in place of the content dgst is seeded from now
+// (the egress spool, once containerd holds the blob), with no moment where
+// dgst is not served: the old torrent is dropped and the new one added under
+// one hold of the swarm's lock. Transfers already reading the old content
+// keep it (it must stay readable a while: the caller closes it later);
+// torrent peers reconnect. Content that does not match dgst is refused and
+// the old seed stays. Without a seed of dgst it is Seed.
+func (s *Swarm) Replace(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
+	return s.seed(ctx, dgst, size, content, true)
+}
+
+func (s *Swarm) seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt, replace bool) error {
 	if err := dgst.Validate(); err != nil {
 		return fmt.Errorf("swarm: seed %q: %w", dgst, err)
 	}
 	if size <= 0 || content == nil {
 		return fmt.Errorf("swarm: seed %s: need content of positive size, got %d", dgst, size)
 	}
-	if e := s.seeded(dgst); e != nil && e.info.size() == size {
+	if e := s.seeded(dgst); e != nil && e.info.size() == size && !replace {
 		return nil
 	}
 	b, err := s.meta.load(dgst)
@@ -44,7 +59,7 @@ func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, conten
 		return errClosed
 	}
 	if old := s.torrents[dgst]; old != nil {
-		if old.seed != nil && old.info.infoHash == b.infoHash {
+		if old.seed != nil && old.info.infoHash == b.infoHash && !replace {
 			return nil
 		}
 		s.dropLocked(dgst, old)
@@ -108,11 +123,17 @@ func (s *Swarm) dropLocked(dgst digest.Digest, e *entry) error {
 func (s *Swarm) seeded(dgst digest.Digest) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.torrents[dgst]; e != nil && e.seed != nil {
+	if e := s.torrents[dgst]; e != nil && e.servesPeers() {
 		return e
 	}
 	return nil
 }
+
+// servesPeers is the one rule for what this node serves to peers (the
+// metainfo and blob endpoints, and whole blobs to the registry): local,
+// complete content. Stats.Seeding reports it, and the daemon announces as
+// complete exactly that, so a member listed as a complete seeder answers.
+func (e *entry) servesPeers() bool { return e.seed != nil }
 
 func closedChan() chan struct{} {
 	c := make(chan struct{})

@@ -22,9 +22,13 @@ type Stats struct {
 
 // TorrentStats describes one torrent of this node.
 type TorrentStats struct {
-	Digest         digest.Digest
-	Size           int64
-	Seeding        bool  // local content, as opposed to a download
+	Digest digest.Digest
+	Size   int64
+	// Seeding: local content, as opposed to a download. It is exactly what
+	// PeerHandler serves (both read entry.servesPeers), so it is what a node
+	// may announce as a complete seeder; a verified download is not served
+	// over HTTP until the daemon seeds containerd's copy of it.
+	Seeding        bool
 	Verified       bool  // the whole digest is checked (always true when Seeding)
 	BytesCompleted int64 // verified pieces plus chunks of pieces in flight
 	PiecesComplete int
@@ -53,7 +57,7 @@ func (s *Swarm) Stats() Stats {
 		st.Torrents = append(st.Torrents, TorrentStats{
 			Digest:         e.info.digest,
 			Size:           e.info.size(),
-			Seeding:        e.seed != nil,
+			Seeding:        e.servesPeers(),
 			Verified:       e.isVerified(),
 			BytesCompleted: e.t.BytesCompleted(),
 			PiecesComplete: e.t.Stats().PiecesComplete,
