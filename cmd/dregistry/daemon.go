@@ -118,6 +118,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	defer fetcher.Close()
 	seeds = newSeeding(store, sw, members, fetcher.Release, log.With("component", "seeding"))
+	if err := opsSrv.Register(seeds.failures); err != nil {
+		return err
+	}
 	stopWatching := inventory.Subscribe(seeds.changed)
 	defer stopWatching()
 	viaEgress, err := egress.NewSource(egress.SourceConfig{

@@ -3,16 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dregistry/dregistry/containerd"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -31,14 +33,37 @@ const closeGrace = time.Minute
 // the swarm holds (downloads that started, verified or went away).
 const announceInterval = time.Second
 
+// seedRetryMin and seedRetryMax bound the backoff between attempts to seed
+// a blob whose Seed failed (a read error of containerd's content, a full
+// metainfo dir): retried while it stays held, never faster than this.
+const (
+	seedRetryMin = time.Second
+	seedRetryMax = 5 * time.Minute
+)
+
+// contentStore is what the seeding loop reads of containerd.
+type contentStore interface {
+	ReaderAt(context.Context, digest.Digest) (content.ReaderAt, error)
+}
+
+// announcer is the seeding loop's side of the tracker.
+type announcer interface {
+	Resync(complete []digest.Digest) error
+	Announce(d digest.Digest, complete bool) error
+	Withdraw(d digest.Digest) error
+	Lookup(d digest.Digest) []tracker.Seeder
+}
+
 // seeding keeps three views in step: what containerd holds (the inventory),
 // what the swarm seeds, and what the tracker announces. One goroutine owns
 // it; the inventory's callback only records what changed.
 type seeding struct {
-	store   *containerd.Store
+	store   contentStore
 	swarm   *swarm.Swarm
-	tracker *tracker.Tracker
+	tracker announcer
 	log     *slog.Logger
+	// failures counts failed attempts to seed (dregistry_seed_failures_total).
+	failures prometheus.Counter
 
 	mu      sync.Mutex
 	pending map[digest.Digest]bool // true: containerd has it now; false: gone
@@ -50,8 +75,19 @@ type seeding struct {
 	held    map[digest.Digest]heldContent // content the swarm seeds
 	partial map[digest.Digest]bool        // downloads announced as partial
 	release func(digest.Digest) error     // drops the egress spool of a digest
+	retry   map[digest.Digest]*seedRetry  // blobs whose Seed failed
+	now     func() time.Time
 
 	alive *heartbeat // beats on every pass of run and every blob apply seeds
+}
+
+// seedRetry is a blob to seed again once next has passed: containerd's copy,
+// a verified egress spool, or both.
+type seedRetry struct {
+	attempts   int
+	next       time.Time
+	containerd bool
+	spool      *spoolFile
 }
 
 // spoolFile is a verified blob the egress fetched from upstream.
@@ -71,9 +107,15 @@ type heldContent struct {
 
 // newSeeding links the three views; release drops an egress spool once
 // containerd holds the blob (nil when there is no egress fetcher).
-func newSeeding(store *containerd.Store, sw *swarm.Swarm, tr *tracker.Tracker, release func(digest.Digest) error, log *slog.Logger) *seeding {
+func newSeeding(store contentStore, sw *swarm.Swarm, tr announcer, release func(digest.Digest) error, log *slog.Logger) *seeding {
 	return &seeding{
 		store: store, swarm: sw, tracker: tr, log: log, release: release,
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dregistry_seed_failures_total",
+			Help: "Failed attempts to seed a blob containerd holds or the egress fetched (each is retried with backoff).",
+		}),
+		retry:   map[digest.Digest]*seedRetry{},
+		now:     time.Now,
 		pending: map[digest.Digest]bool{},
 		spooled: map[digest.Digest]spoolFile{},
 		wake:    make(chan struct{}, 1),
@@ -124,6 +166,7 @@ func (s *seeding) run(ctx context.Context) error {
 			s.apply(ctx)
 		case <-tick.C:
 		}
+		s.retryDue(ctx)
 		s.announce()
 		s.alive.beat()
 	}
@@ -155,14 +198,18 @@ func (s *seeding) apply(ctx context.Context) {
 	}
 }
 
+// seed seeds containerd's copy of d. A failure is logged, counted and
+// retried with backoff while containerd holds d (see retryDue).
 func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 	if d.Algorithm() != digest.SHA256 {
 		return // torrents and gossip are keyed by sha256 digests
 	}
 	ra, err := s.store.ReaderAt(ctx, d)
 	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			s.log.Warn("cannot read content to seed", "digest", d, "err", err)
+		if errdefs.IsNotFound(err) {
+			s.succeeded(d, false) // gone again: the inventory says so next
+		} else {
+			s.failed(ctx, d, nil, fmt.Errorf("read containerd's content: %w", err))
 		}
 		return
 	}
@@ -171,55 +218,125 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 		// Seeded from containerd already (an event and a resync both
 		// reported it): keep the reader the swarm uses.
 		_ = ra.Close()
-		if err := s.swarm.Seed(ctx, d, old.size, old.ra); err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Warn("not seeding", "digest", d, "err", err)
+		if err := s.swarm.Seed(ctx, d, old.size, old.ra); err != nil {
+			s.failed(ctx, d, nil, err)
+			return
 		}
+		s.succeeded(d, false)
 		return
 	}
 	if had && old.spool {
-		// containerd now holds what the egress fetched: seed its copy and
-		// give the spool back.
-		s.swarm.Unseed(d)
-		closeLater(old.close)
-		delete(s.held, d)
-		if s.release != nil {
-			if err := s.release(d); err != nil {
-				s.log.Warn("release egress spool", "digest", d, "err", err)
-			}
+		// containerd now holds what the egress fetched: seed its copy in
+		// place of the spool (never a moment unserved), then give the
+		// spool back. A failure leaves the spool seeded.
+		if err := s.swarm.Replace(ctx, d, ra.Size(), ra); err != nil {
+			_ = ra.Close()
+			s.failed(ctx, d, nil, err)
+			return
 		}
+		s.held[d] = heldContent{ra: ra, size: ra.Size(), close: ra.Close}
+		s.succeeded(d, false)
+		closeLater(old.close)
+		s.releaseSpool(d)
+		return
 	}
 	if err := s.swarm.Seed(ctx, d, ra.Size(), ra); err != nil {
 		_ = ra.Close()
-		if !errors.Is(err, context.Canceled) {
-			s.log.Warn("not seeding", "digest", d, "err", err)
-		}
+		s.failed(ctx, d, nil, err)
 		return
 	}
 	s.held[d] = heldContent{ra: ra, size: ra.Size(), close: ra.Close}
+	s.succeeded(d, false)
 }
 
 // seedSpool seeds a blob the egress fetched, unless containerd's copy is
 // already seeded.
 func (s *seeding) seedSpool(ctx context.Context, d digest.Digest, f spoolFile) {
 	if _, ok := s.held[d]; ok {
+		s.succeeded(d, true)
 		return
 	}
 	file, err := os.Open(f.path)
 	if err != nil {
-		s.log.Warn("cannot open egress spool to seed", "digest", d, "err", err)
+		s.failed(ctx, d, &f, fmt.Errorf("open egress spool: %w", err))
 		return
 	}
 	if err := s.swarm.Seed(ctx, d, f.size, file); err != nil {
 		_ = file.Close()
-		if !errors.Is(err, context.Canceled) {
-			s.log.Warn("not seeding egress spool", "digest", d, "err", err)
-		}
+		s.failed(ctx, d, &f, fmt.Errorf("egress spool: %w", err))
 		return
 	}
 	s.held[d] = heldContent{ra: file, size: f.size, close: file.Close, spool: true}
+	s.succeeded(d, true)
+}
+
+// failed logs and counts a failed Seed and schedules the next attempt,
+// backing off from seedRetryMin to seedRetryMax. A cancelled context is the
+// daemon stopping: nothing to retry or report.
+func (s *seeding) failed(ctx context.Context, d digest.Digest, spool *spoolFile, err error) {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	r := s.retry[d]
+	if r == nil {
+		r = &seedRetry{}
+		s.retry[d] = r
+	}
+	if spool != nil {
+		r.spool = spool
+	} else {
+		r.containerd = true
+	}
+	r.attempts++
+	wait := seedRetryMax
+	if r.attempts < 20 {
+		wait = min(seedRetryMin<<(r.attempts-1), seedRetryMax)
+	}
+	r.next = s.now().Add(wait)
+	s.failures.Inc()
+	s.log.Warn("not seeding; will retry", "digest", d, "attempt", r.attempts, "retry_in", wait, "err", err)
+}
+
+// succeeded ends the retries of containerd's copy of d (or of its spool):
+// it is seeded, or there is nothing left to seed.
+func (s *seeding) succeeded(d digest.Digest, spool bool) {
+	r := s.retry[d]
+	if r == nil {
+		return
+	}
+	if spool {
+		r.spool = nil
+	} else {
+		r.containerd = false
+	}
+	if r.spool == nil && !r.containerd {
+		s.log.Info("seed retries ended", "digest", d, "failed_attempts", r.attempts)
+		delete(s.retry, d)
+	}
+}
+
+// retryDue seeds again the blobs whose backoff has passed.
+func (s *seeding) retryDue(ctx context.Context) {
+	now := s.now()
+	for d, r := range s.retry {
+		if ctx.Err() != nil {
+			return
+		}
+		if now.Before(r.next) {
+			continue
+		}
+		s.alive.beat()
+		if r.spool != nil {
+			s.seedSpool(ctx, d, *r.spool)
+		}
+		if r.containerd {
+			s.seed(ctx, d)
+		}
+	}
 }
 
 func (s *seeding) unseed(d digest.Digest) {
+	s.succeeded(d, false) // containerd's copy is gone: nothing to retry
 	h, ok := s.held[d]
 	if !ok || h.spool {
 		return
@@ -229,14 +346,28 @@ func (s *seeding) unseed(d digest.Digest) {
 	delete(s.held, d)
 }
 
-// announce makes the tracker say exactly what the swarm can serve: seeded
-// and verified blobs as complete, downloads in progress as partial.
+// releaseSpool gives an egress spool back to the fetcher.
+func (s *seeding) releaseSpool(d digest.Digest) bool {
+	if s.release == nil {
+		return true
+	}
+	if err := s.release(d); err != nil {
+		s.log.Warn("release egress spool", "digest", d, "err", err)
+		return false
+	}
+	return true
+}
+
+// announce makes the tracker say exactly what the swarm can serve: what
+// the peer endpoints serve (swarm.TorrentStats.Seeding) as complete, every
+// other torrent as partial — a verified download trades pieces but is not
+// served over HTTP until containerd's copy is seeded.
 func (s *seeding) announce() {
 	var complete []digest.Digest
 	done := map[digest.Digest]bool{}
 	partial := map[digest.Digest]bool{}
 	for _, t := range s.swarm.Stats().Torrents {
-		if t.Seeding || t.Verified {
+		if t.Seeding {
 			complete = append(complete, t.Digest)
 			done[t.Digest] = true
 		} else {
@@ -284,11 +415,8 @@ func (s *seeding) releaseSpread() {
 		s.swarm.Unseed(d)
 		closeLater(h.close)
 		delete(s.held, d)
-		if s.release != nil {
-			if err := s.release(d); err != nil {
-				s.log.Warn("release egress spool", "digest", d, "err", err)
-				continue
-			}
+		if !s.releaseSpool(d) {
+			continue
 		}
 		s.log.Debug("egress spool released: the cluster seeds it", "digest", d, "seeders", complete)
 	}

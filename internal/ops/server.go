@@ -56,6 +56,15 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Register adds a collector of the daemon's own (the seeding loop's
+// counters) to /metrics.
+func (s *Server) Register(c prometheus.Collector) error {
+	if err := s.reg.Register(c); err != nil {
+		return fmt.Errorf("ops: register: %w", err)
+	}
+	return nil
+}
+
 // Observer is the registry handler's observer (registry.Observer).
 func (s *Server) Observer() *Observer { return &Observer{m: s.metrics} }
 
