@@ -108,3 +108,66 @@ func TestSeedCorruptedOnDiskIsDroppedAndRefused(t *testing.T) {
 		t.Error("seeding the corrupted file again was accepted")
 	}
 }
+
+// blockingReaderAt holds every read until release is closed.
+type blockingReaderAt struct {
+	content []byte
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (r *blockingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	r.once.Do(func() { close(r.started) })
+	<-r.release
+	return copy(p, r.content[off:]), nil
+}
+
+// The library asks a piece's Completion with its client lock held (every
+// torrent of the node waits meanwhile), so Completion must not wait for a
+// first-read hash in flight, which reads containerd's content and may take
+// long.
+func TestSeedCompletionDoesNotWaitForAPieceHash(t *testing.T) {
+	const piece = 256 << 10
+	content, dgst := randomBlob(t, 2*piece)
+	b := mustHash(t, content, dgst)
+	slow := &blockingReaderAt{content: content, started: make(chan struct{}), release: make(chan struct{})}
+	st := seedStorage{content: slow, corrupt: func(int) {}}
+	ti, err := st.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := ti.Piece(b.info.Piece(0)).ReadAt(make([]byte, 100), 0)
+		read <- err
+	}()
+	select {
+	case <-slow.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first read of piece 0 did not start hashing it")
+	}
+	done := make(chan struct{})
+	go func() {
+		for i := range 2 {
+			if c := ti.Piece(b.info.Piece(i)).Completion(); !c.Ok || !c.Complete {
+				t.Errorf("piece %d: completion %+v while piece 0 is hashed", i, c)
+			}
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Completion waited for the hash of a piece in flight")
+	}
+	close(slow.release)
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatalf("read of an intact piece: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read did not finish")
+	}
+}

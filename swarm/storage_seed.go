@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -35,7 +36,7 @@ var (
 func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
 	var check *seedCheck
 	if s.corrupt != nil {
-		check = &seedCheck{info: info, state: make([]pieceCheck, info.NumPieces()), corrupt: s.corrupt}
+		check = &seedCheck{info: info, state: make([]atomic.Uint32, info.NumPieces()), corrupt: s.corrupt}
 	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
@@ -72,29 +73,36 @@ func (p seedPiece) Completion() storage.Completion {
 	return storage.Completion{Ok: true, Complete: p.check == nil || !p.check.isCorrupt(p.index)}
 }
 
-type pieceCheck uint8
-
 const (
-	pieceUnchecked pieceCheck = iota
+	pieceUnchecked uint32 = iota
 	pieceGood
 	pieceCorrupt
 )
 
 // seedCheck remembers which pieces of a seed were hashed since it started.
+// The library calls Completion (isCorrupt) with its client lock held, so
+// that path reads the state without waiting: mu is held across a piece's
+// hash, a read of containerd's content that may take long.
 type seedCheck struct {
 	info    *metainfo.Info
 	corrupt func(piece int)
 
-	mu    sync.Mutex // held while a piece is hashed: one pass per piece
-	state []pieceCheck
+	mu    sync.Mutex      // held while a piece is hashed: one pass per piece
+	state []atomic.Uint32 // pieceUnchecked, pieceGood or pieceCorrupt; written under mu
 }
 
 // verify hashes piece i on its first read; later reads of a good piece cost
 // nothing. A read error is returned as is and checked again next time.
 func (c *seedCheck) verify(i int, section *io.SectionReader) error {
+	switch c.state[i].Load() {
+	case pieceGood:
+		return nil
+	case pieceCorrupt:
+		return fmt.Errorf("piece %d: %w", i, errSeedCorrupt)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch c.state[i] {
+	switch c.state[i].Load() {
 	case pieceGood:
 		return nil
 	case pieceCorrupt:
@@ -109,16 +117,15 @@ func (c *seedCheck) verify(i int, section *io.SectionReader) error {
 		return fmt.Errorf("piece %d: %w", i, err)
 	}
 	if !bytes.Equal(h.Sum(nil), want[:]) {
-		c.state[i] = pieceCorrupt
-		c.corrupt(i)
+		c.state[i].Store(pieceCorrupt)
+		c.corrupt(i) // starts a goroutine: the swarm's lock is not taken here
 		return fmt.Errorf("piece %d: %w", i, errSeedCorrupt)
 	}
-	c.state[i] = pieceGood
+	c.state[i].Store(pieceGood)
 	return nil
 }
 
+// isCorrupt never waits: it runs under the library's client lock.
 func (c *seedCheck) isCorrupt(i int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state[i] == pieceCorrupt
+	return c.state[i].Load() == pieceCorrupt
 }
