@@ -18,4 +18,10 @@
 //
 // Every Source implementation runs the conformance suite in
 // registry/sourcetest.
+//
+// Locks and callbacks: the handler holds no lock while it calls a Source or
+// the Observer, so sources may block (each within its deadline). The
+// package's mutexes — the upstream's transport cache and a pending upstream
+// body — are leaves, never held across a request. Observer.Served is called
+// on the request's goroutine after the response and must not block.
 package registry

@@ -57,6 +57,16 @@ type announcer interface {
 // seeding keeps three views in step: what containerd holds (the inventory),
 // what the swarm seeds, and what the tracker announces. One goroutine owns
 // it; the inventory's callback only records what changed.
+//
+// Locks: seeding.mu guards only pending and spooled, and is a leaf: it is
+// held for a map update, never across a call. The two callbacks run under
+// other components' locks — changed under the inventory's notifyMu,
+// egressComplete on the egress download's goroutine — so they take mu,
+// record, poke the buffered wake channel without blocking, and return. run
+// calls the swarm (which takes its lock, then the torrent client's), the
+// tracker (its lock; it calls memberlist only outside it), containerd and
+// the fetcher's Release with no lock of its own held. Never call the
+// inventory, the swarm, the tracker or the fetcher while holding mu.
 type seeding struct {
 	store   contentStore
 	swarm   *swarm.Swarm

@@ -30,4 +30,17 @@
 //	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Manifest, Resolve, Release, Close
 //	NewSource(SourceConfig) (*Source, error)    // registry.Source named "egress"
 //	(*Source).PeerHandler() http.Handler        // mount at PeerPathPrefix
+//
+// # Locks and callbacks
+//
+// Fetcher.mu (the spool table) → spool.mu (one download's state), never the
+// reverse; metadata.mu and remote bodies' locks are leaves. None of them is
+// held across an upstream or peer request, a wait for a download (readers
+// wait on a spool's changed channel with no lock held) or a callback.
+// OnComplete runs on the download's goroutine with no lock of the package
+// held, so it may call Release; it must still return promptly (record the
+// spool, wake its own loop): the next caller of the digest does not wait for
+// it, but Close does. The peer handler takes no lock of its own; it reads
+// the cluster through the Cluster interface, whose implementation must not
+// call back into the Fetcher.
 package egress

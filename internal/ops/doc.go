@@ -2,4 +2,10 @@
 // JSON (GET /admin/v1/stats, members and loopback only) and Prometheus
 // metrics on a registry of its own. It reads the tracker and the swarm
 // through small interfaces and never changes their state.
+//
+// Locks: metrics.mu (the served-bytes totals) is a leaf, held for a map
+// update only. The Observer is the registry's callback: it takes that lock
+// and Prometheus' own, never blocks. Snapshot and the collector call the
+// tracker's and the swarm's Stats with no lock of ops held, so those may
+// take their own locks in any order they define.
 package ops
