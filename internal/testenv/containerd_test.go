@@ -1,11 +1,16 @@
 package testenv
 
 import (
-	"crypto/sha256"
-	"fmt"
-	"os/exec"
+	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func TestContainerdStartsAnswersAndRestartsWithItsContent(t *testing.T) {
@@ -20,18 +25,14 @@ func TestContainerdStartsAnswersAndRestartsWithItsContent(t *testing.T) {
 	}
 
 	// Content written before a restart must be there after it: same root.
+	// It is committed with its gc.root label in the same transaction:
+	// content without a lease or a root is garbage the moment it is
+	// committed, and containerd collects 100 ms after it starts (the gc
+	// scheduler's startup_delay) — a `ctr content ingest` then `ctr content
+	// label` that straddled that collection found nothing to label.
 	data := []byte("testenv restart survives this blob")
-	dgst := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
-	ingest := exec.Command("ctr", "-a", c.Address, "content", "ingest", "--expected-digest", dgst, "--expected-size", fmt.Sprint(len(data)), "testenv-ref")
-	ingest.Stdin = strings.NewReader(string(data))
-	if b, err := ingest.CombinedOutput(); err != nil {
-		t.Fatalf("ctr content ingest: %v: %s", err, b)
-	}
-	// Unreferenced content is garbage: without a gc.root label the
-	// collector may remove it at any time, restart or not.
-	if out, err := c.Ctr(t, "content", "label", dgst, "containerd.io/gc.root=testenv"); err != nil {
-		t.Fatalf("ctr content label: %v: %s", err, out)
-	}
+	dgst := digest.FromBytes(data)
+	writeRootedBlob(t, c.Address, data)
 
 	c.Stop(t)
 	if c.Running() {
@@ -42,7 +43,7 @@ func TestContainerdStartsAnswersAndRestartsWithItsContent(t *testing.T) {
 	}
 	c.Start(t)
 
-	got, err := c.Ctr(t, "content", "get", dgst)
+	got, err := c.Ctr(t, "content", "get", dgst.String())
 	if err != nil {
 		t.Fatalf("ctr content get after restart: %v", err)
 	}
@@ -72,5 +73,25 @@ func TestContainerdSocketStaysShortUnderLongDirectories(t *testing.T) {
 	}
 	if _, err := c.Ctr(t, "version"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeRootedBlob commits data to the default namespace (ctr's) with a
+// gc.root label set at commit, so no garbage collection can take it.
+func writeRootedBlob(t *testing.T, address string, data []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+	defer cancel()
+	cl, err := client.New(address)
+	if err != nil {
+		t.Fatalf("containerd client: %v", err)
+	}
+	defer cl.Close()
+	ctx = namespaces.WithNamespace(ctx, "default")
+	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
+	err = content.WriteBlob(ctx, cl.ContentStore(), "testenv-ref", bytes.NewReader(data), desc,
+		content.WithLabels(map[string]string{"containerd.io/gc.root": "testenv"}))
+	if err != nil {
+		t.Fatalf("write content: %v", err)
 	}
 }
