@@ -1,6 +1,10 @@
 package registry
 
-import "testing"
+import (
+	"fmt"
+	"hash/fnv"
+	"testing"
+)
 
 func TestParseRange(t *testing.T) {
 	const size = 100
@@ -50,6 +54,7 @@ func FuzzParseRange(f *testing.F) {
 		if size < 0 {
 			return
 		}
+		checkValidRangesAccepted(t, header, size)
 		got := parseRange(header, size)
 		switch got.Kind {
 		case rangeWhole:
@@ -65,4 +70,35 @@ func FuzzParseRange(f *testing.F) {
 			t.Fatalf("unknown kind %d", got.Kind)
 		}
 	})
+}
+
+// checkValidRangesAccepted derives a satisfiable range of a blob of size
+// from the fuzz input, writes it in each form a client may send, and
+// requires parseRange to answer exactly that range: a parser that refuses
+// everything would otherwise pass the fuzzer.
+func checkValidRangesAccepted(t *testing.T, seed string, size int64) {
+	t.Helper()
+	if size <= 0 {
+		return
+	}
+	h := fnv.New64a()
+	h.Write([]byte(seed))
+	r := h.Sum64()
+	start := int64(r % uint64(size))
+	length := 1 + int64((r>>17)%uint64(size-start))
+	end := start + length - 1
+	suffix := 1 + int64((r>>29)%uint64(size))
+	for _, tc := range []struct {
+		header string
+		want   byteRange
+	}{
+		{fmt.Sprintf("bytes=%d-%d", start, end), byteRange{rangePartial, start, length}},
+		{fmt.Sprintf("bytes=%d-", start), byteRange{rangePartial, start, size - start}},
+		{fmt.Sprintf("bytes=-%d", suffix), byteRange{rangePartial, size - suffix, suffix}},
+		{fmt.Sprintf(" BYTES = %d-%d ", start, end), byteRange{rangePartial, start, length}},
+	} {
+		if got := parseRange(tc.header, size); got != tc.want {
+			t.Fatalf("parseRange(%q, %d) = %+v, want %+v", tc.header, size, got, tc.want)
+		}
+	}
 }

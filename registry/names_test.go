@@ -173,6 +173,10 @@ func FuzzParseName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		valid := validNameFrom(s)
+		if got, err := ParseName(valid); err != nil || got != valid {
+			t.Fatalf("ParseName(%q) = %q, %v: refused a name the grammar admits", valid, got, err)
+		}
 		name, err := ParseName(s)
 		if err != nil {
 			return
@@ -198,6 +202,10 @@ func FuzzParseReference(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		tag := validTagFrom(s)
+		if got, err := ParseReference(tag); err != nil || got != (Reference{Tag: tag}) {
+			t.Fatalf("ParseReference(%q) = %+v, %v: refused a tag the grammar admits", tag, got, err)
+		}
 		ref, err := ParseReference(s)
 		if err != nil {
 			if ref != (Reference{}) {
@@ -218,4 +226,33 @@ func FuzzParseReference(f *testing.F) {
 			t.Fatalf("reference %+v from %q is neither tag nor digest", ref, s)
 		}
 	})
+}
+
+// validNameFrom maps any input onto a repository name the distribution
+// grammar admits: components of [a-z0-9] joined by the allowed separators
+// (".", "_", "__", runs of "-") and "/", at most maxRefLength bytes.
+func validNameFrom(s string) string {
+	const alnum = "abcdefghijklmnopqrstuvwxyz0123456789"
+	seps := []string{".", "_", "__", "-", "---", "/"}
+	var b strings.Builder
+	b.WriteByte(alnum[len(s)%len(alnum)])
+	for i := 0; i < len(s) && b.Len() < maxRefLength-4; i++ {
+		c := s[i]
+		if c%5 == 0 {
+			b.WriteString(seps[int(c/5)%len(seps)])
+		}
+		b.WriteByte(alnum[int(c)%len(alnum)])
+	}
+	return b.String()
+}
+
+// validTagFrom maps any input onto a tag: [\w][\w.-]{0,127}.
+func validTagFrom(s string) string {
+	const word = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+	const rest = word + ".-"
+	b := []byte{word[len(s)%len(word)]}
+	for i := 0; i < len(s) && len(b) < 128; i++ {
+		b = append(b, rest[int(s[i])%len(rest)])
+	}
+	return string(b)
 }

@@ -99,8 +99,12 @@ func checkCanonicalInfo(t *testing.T, b *blobInfo, in []byte) {
 // FuzzMetainfoCache puts arbitrary bytes where the metainfo cache keeps
 // fuzzDigest's file (a torn write, a flipped bit, another version): load
 // either reports fs.ErrNotExist, so the blob is hashed again, or returns an
-// info whose file is exactly what store writes for it. The seed corpus is
-// in testdata/fuzz/FuzzMetainfoCache.
+// info whose file is exactly what store writes for it. Random bytes almost
+// never carry a valid checksum line, so each input is also written as the
+// body of a file whose checksum is right: that reaches the info parser
+// behind the checksum (a file written whole by another version, or bytes
+// that changed before they were hashed), and load must then agree with
+// parseBlobInfo. The seed corpus is in testdata/fuzz/FuzzMetainfoCache.
 func FuzzMetainfoCache(f *testing.F) {
 	for _, info := range fuzzInfoSeeds(f) {
 		sum := sha256.Sum256(info)
@@ -119,6 +123,7 @@ func FuzzMetainfoCache(f *testing.F) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		checkCacheBody(t, c, raw)
 		if err := os.WriteFile(p, raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -143,6 +148,33 @@ func FuzzMetainfoCache(f *testing.F) {
 			t.Fatalf("store then load: %v", err)
 		}
 	})
+}
+
+// checkCacheBody writes body under a correct checksum line and loads it:
+// load accepts exactly what parseBlobInfo accepts, a rejection reads as a
+// missing file, and an accepted body is the canonical info of fuzzDigest.
+func checkCacheBody(t *testing.T, c metainfoCache, body []byte) {
+	t.Helper()
+	sum := sha256.Sum256(body)
+	file := append([]byte(metainfoHeader+hex.EncodeToString(sum[:])+"\n"), body...)
+	if err := os.WriteFile(c.path(fuzzDigest), file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.load(fuzzDigest)
+	parsed, perr := parseBlobInfo(fuzzDigest, body)
+	if err != nil {
+		if b != nil || !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("load of a checksummed body = %v, %v: a bad body must read as missing", b, err)
+		}
+		if perr == nil {
+			t.Fatalf("load refused a checksummed body the parser accepts: %v", err)
+		}
+		return
+	}
+	if perr != nil || parsed.infoHash != b.infoHash {
+		t.Fatalf("load accepted a body the parser refuses: %v", perr)
+	}
+	checkCanonicalInfo(t, b, body)
 }
 
 // A peer's metainfo reply may be up to maxMetainfoBytes of anything; lists
