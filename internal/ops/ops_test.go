@@ -2,6 +2,7 @@ package ops
 
 import (
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -169,5 +170,24 @@ func TestEveryMetricMoves(t *testing.T) {
 		if !strings.Contains(body, line) {
 			t.Errorf("missing %q", line)
 		}
+	}
+}
+
+// The daemon's own counters (the seeding loop's failures) are served on
+// /metrics beside the package's; registering a name twice is refused.
+func TestRegisterServesTheDaemonsCollectors(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "dregistry_seed_failures_total", Help: "test"})
+	if err := s.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(2)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "dregistry_seed_failures_total 2") {
+		t.Fatalf("registered counter missing from /metrics:\n%s", rec.Body)
+	}
+	if err := s.Register(prometheus.NewCounter(prometheus.CounterOpts{Name: "dregistry_seed_failures_total", Help: "again"})); err == nil {
+		t.Fatal("registered the same metric twice")
 	}
 }
