@@ -130,6 +130,9 @@ const maxPending = 64
 // NewListener wraps l. allow, when set, is checked before the handshake:
 // only current members' addresses get one.
 func (k *Keys) NewListener(l net.Listener, allow func(netip.Addr) bool, count *Counters) *Listener {
+	if count == nil {
+		count = &Counters{}
+	}
 	ln := &Listener{
 		Listener: l, keys: k, allow: allow, count: count,
 		ready: make(chan net.Conn), done: make(chan struct{}), pending: make(chan struct{}, maxPending),
@@ -144,11 +147,18 @@ func (l *Listener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			select {
+			case <-l.done:
+				return
+			default:
 			}
-			return // closed
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, as
+			// net/http does, instead of giving up the port for good.
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
 		if l.allow != nil {
 			ap, perr := netip.ParseAddrPort(c.RemoteAddr().String())

@@ -70,7 +70,8 @@ func TestParseTokenRejects(t *testing.T) {
 		"", "v2:bg:5:" + strings.Repeat("A", 43), "v1:", "v1:bg:5", "v1::5:" + strings.Repeat("A", 43),
 		"v1:bg:-5:" + strings.Repeat("A", 43), "v1:bg:+5:" + strings.Repeat("A", 43), "v1:bg:5:AAAA",
 		"v1:b=:5:" + strings.Repeat("A", 43), "v1:bg:99999999999999999999:" + strings.Repeat("A", 43),
-		good + ":x", strings.Repeat("v1:", 200),
+		good + ":x", strings.Repeat("v1:", 200), "v1:bg:05:" + strings.Repeat("A", 43),
+		"v1:bh:5:" + strings.Repeat("A", 43), // non-zero trailing bits: a second spelling of "n"
 	} {
 		if _, err := ParseToken(s); err == nil {
 			t.Errorf("ParseToken(%q) accepted", s)

@@ -30,6 +30,9 @@ const (
 	macLen      = 32
 )
 
+// b64 is the token's encoding; strict, so every token has one spelling.
+var b64 = base64.RawURLEncoding.Strict()
+
 // Token is a parsed, not yet verified request token.
 type Token struct {
 	Node string
@@ -50,18 +53,19 @@ func ParseToken(s string) (Token, error) {
 	if len(parts) != 3 {
 		return Token{}, errors.New("token is not v1:node:seconds:mac")
 	}
-	node, err := base64.RawURLEncoding.DecodeString(parts[0])
+	node, err := b64.DecodeString(parts[0])
 	if err != nil || len(node) == 0 || len(node) > maxNodeLen {
 		return Token{}, fmt.Errorf("token node: not 1 to %d bytes of unpadded base64url", maxNodeLen)
 	}
-	if parts[1] == "" || len(parts[1]) > 19 || strings.TrimLeft(parts[1], "0123456789") != "" {
-		return Token{}, errors.New("token time: not decimal unix seconds")
+	if parts[1] == "" || len(parts[1]) > 19 || strings.TrimLeft(parts[1], "0123456789") != "" ||
+		len(parts[1]) > 1 && parts[1][0] == '0' {
+		return Token{}, errors.New("token time: not decimal unix seconds without leading zeros")
 	}
 	secs, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
 		return Token{}, fmt.Errorf("token time: %w", err)
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(parts[2])
+	mac, err := b64.DecodeString(parts[2])
 	if err != nil || len(mac) != macLen {
 		return Token{}, fmt.Errorf("token mac: not %d bytes of unpadded base64url", macLen)
 	}
@@ -76,8 +80,8 @@ func tokenMsg(node string, secs int64, method, host, uri string) []byte {
 func (k *Keys) Sign(node, method, host, uri string, now time.Time) string {
 	secs := now.Unix()
 	mac := sum(k.http[0], tokenMsg(node, secs, method, host, uri))
-	return "v1:" + base64.RawURLEncoding.EncodeToString([]byte(node)) + ":" +
-		strconv.FormatInt(secs, 10) + ":" + base64.RawURLEncoding.EncodeToString(mac)
+	return "v1:" + b64.EncodeToString([]byte(node)) + ":" +
+		strconv.FormatInt(secs, 10) + ":" + b64.EncodeToString(mac)
 }
 
 // Verify checks a token for one request and returns the member it names.
