@@ -17,6 +17,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/internal/testenv"
 )
 
@@ -74,10 +75,11 @@ func TestANodeWithoutAnUpstreamPathPullsThroughTheEgress(t *testing.T) {
 	sub := testenv.LinkSubnet()
 	testenv.NewLink(t, "blk", nil, sub+".1/24", ns, sub+".2/24")
 	bin := testenv.BuildDregistry(t)
+	key := testenv.NewClusterKey(t)
 	egressNode := testenv.StartNode(t, testenv.NodeConfig{Name: "egress", IP: sub + ".1", Upstream: up,
-		ExtraArgs: []string{"--egress"}, Binary: bin})
+		ExtraArgs: []string{"--egress"}, Binary: bin, Key: key})
 	blocked := testenv.StartNode(t, testenv.NodeConfig{Name: "blocked", IP: sub + ".2", Upstream: up, Netns: ns,
-		ExtraArgs: []string{"--join", egressNode.GossipAddr}, Binary: bin})
+		ExtraArgs: []string{"--join", egressNode.GossipAddr}, Binary: bin, Key: key})
 
 	// The premise, checked: from the blocked daemon's namespace the egress
 	// node answers and the upstream does not.
@@ -218,7 +220,7 @@ func waitEgressKnown(t testing.TB, up *testenv.Registry, nodes, egress []*testen
 // seeder of layer (a node's tracker lists its peers, not itself).
 func missingEgress(t testing.TB, n *testenv.Node, egress []*testenv.Node, layer string) (*testenv.Node, string) {
 	var list []egressSeeder
-	r := do(t, http.MethodGet, n.URL()+"/admin/v1/seeders/"+layer)
+	r := memberGet(t, n, "/admin/v1/seeders/"+layer)
 	if r.Status != http.StatusOK || json.Unmarshal(r.Body, &list) != nil {
 		return egress[0], fmt.Sprintf("status %d: %.200s", r.Status, r.Body)
 	}
@@ -327,7 +329,7 @@ func watchSeeders(nodes []*testenv.Node, blob testenv.Blob) *seederWatch {
 	for _, n := range nodes {
 		byAddr[n.HTTPAddr] = n
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := nodes[0].Client(5 * time.Second) // one cluster, one key
 	go func() {
 		defer close(w.finished)
 		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
@@ -401,8 +403,9 @@ var errNotMemberYet = errors.New("the peer does not count the asker as a member"
 // (from its address, with the no-forward header) and checks every byte.
 func peerBlobVerified(as, n *testenv.Node, blob testenv.Blob) error {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(as.IP)}}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
-	defer client.CloseIdleConnections()
+	transport := &http.Transport{DialContext: dialer.DialContext}
+	client := &http.Client{Transport: &peerauth.Transport{Base: transport, Keys: as.Key.Keys, Node: as.Name}}
+	defer transport.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+"/peer/v1/blobs/"+blob.Digest.String(), nil)

@@ -34,7 +34,7 @@ type torrentState struct {
 
 // torrentOf returns n's torrent of d; ok is false when it has none.
 func torrentOf(n *testenv.Node, d digest.Digest) (st torrentState, ok bool, err error) {
-	client := http.Client{Timeout: 5 * time.Second}
+	client := n.Client(5 * time.Second)
 	resp, err := client.Get(n.URL() + "/admin/v1/torrents")
 	if err != nil {
 		return st, false, err

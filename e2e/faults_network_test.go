@@ -526,7 +526,7 @@ func netFaultLogLines(t *testing.T, n *testenv.Node, parts ...string) []string {
 // memberState is how asker's gossip sees member ("alive", "suspect", ...;
 // "" when it lists it no more), from GET /admin/v1/stats.
 func memberState(asker, member *testenv.Node) (string, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := asker.Client(5 * time.Second)
 	resp, err := client.Get(asker.URL() + "/admin/v1/stats")
 	if err != nil {
 		return "", err
@@ -556,7 +556,7 @@ func memberState(asker, member *testenv.Node) (string, error) {
 // but is not complete, and returns how many; it fails if the pull ends first.
 func waitTorrentBytes(t *testing.T, n *testenv.Node, blob testenv.Blob, min int64, pull <-chan error) int64 {
 	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := n.Client(5 * time.Second)
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		if got, err := torrentBytes(client, n, blob); err == nil && got >= min && got < blob.Size {
@@ -599,7 +599,7 @@ func torrentBytes(client *http.Client, n *testenv.Node, blob testenv.Blob) (int6
 // /admin/v1/stats (0 when n has no torrent of it).
 func uploadedBytes(t *testing.T, n *testenv.Node, blob testenv.Blob) int64 {
 	t.Helper()
-	r := do(t, http.MethodGet, n.URL()+"/admin/v1/stats")
+	r := memberGet(t, n, "/admin/v1/stats")
 	var st struct {
 		Torrents []struct {
 			Digest   string `json:"digest"`
@@ -628,6 +628,7 @@ func startAcrossLink(t *testing.T, up *testenv.Registry, id string, outside []st
 	sub := testenv.LinkSubnet()
 	link := testenv.NewLink(t, id, nil, sub+".1/24", ns, sub+".2/24")
 	bin := testenv.BuildDregistry(t)
+	key := testenv.NewClusterKey(t)
 	var out []*testenv.Node
 	for i, name := range outside {
 		ip, args := sub+".1", []string{"--egress"}
@@ -635,9 +636,9 @@ func startAcrossLink(t *testing.T, up *testenv.Registry, id string, outside []st
 			ip, args = fmt.Sprintf("%s.%d", sub, i+2), []string{"--join", out[0].GossipAddr}
 			link.AddAddr(t, true, ip+"/32")
 		}
-		out = append(out, testenv.StartNode(t, testenv.NodeConfig{Name: name, IP: ip, Upstream: up, ExtraArgs: args, Binary: bin}))
+		out = append(out, testenv.StartNode(t, testenv.NodeConfig{Name: name, IP: ip, Upstream: up, ExtraArgs: args, Binary: bin, Key: key}))
 	}
 	in := testenv.StartNode(t, testenv.NodeConfig{Name: inside, IP: sub + ".2", Upstream: up, Netns: ns,
-		ExtraArgs: []string{"--join", out[0].GossipAddr}, Binary: bin})
+		ExtraArgs: []string{"--join", out[0].GossipAddr}, Binary: bin, Key: key})
 	return link, out, in
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/internal/testenv"
 )
 
 // requestTimeout bounds one HTTP exchange of a test; the mirror must never hang.
@@ -35,6 +37,19 @@ type reply struct {
 // do sends one request with headers given as "Key: value" pairs.
 func do(t testing.TB, method, url string, headers ...string) reply {
 	t.Helper()
+	return doWith(t, nil, method, url, headers...)
+}
+
+// memberGet GETs a member-only path (/peer/v1/…, /admin/v1/…) of n as a
+// member would: signed with n's cluster key.
+func memberGet(t testing.TB, n *testenv.Node, path string, headers ...string) reply {
+	t.Helper()
+	return doWith(t, n.Key, http.MethodGet, n.URL()+path, headers...)
+}
+
+// doWith is do, signed with key when it is not nil.
+func doWith(t testing.TB, key *testenv.ClusterKey, method, url string, headers ...string) reply {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
@@ -49,7 +64,8 @@ func do(t testing.TB, method, url string, headers ...string) reply {
 		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 	// Redirects are answers too: a mirror must not turn a bad name into a good one.
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	client := key.Client(requestTimeout)
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -79,7 +78,7 @@ type torrent struct {
 // receivedFrom returns the piece bytes n received for dgst, by peer IP.
 func receivedFrom(t *testing.T, n *testenv.Node, dgst string) map[string]int64 {
 	t.Helper()
-	resp, err := http.Get(n.URL() + "/admin/v1/torrents")
+	resp, err := n.Client(requestTimeout).Get(n.URL() + "/admin/v1/torrents")
 	if err != nil {
 		t.Fatalf("%s: torrents: %v", n.Name, err)
 	}

@@ -66,7 +66,7 @@ type seeder struct {
 
 func seeders(t *testing.T, n *testenv.Node, dgst string) []seeder {
 	t.Helper()
-	resp, err := http.Get(n.URL() + "/admin/v1/seeders/" + dgst)
+	resp, err := n.Client(requestTimeout).Get(n.URL() + "/admin/v1/seeders/" + dgst)
 	if err != nil {
 		t.Fatalf("%s: seeders of %s: %v", n.Name, dgst, err)
 	}

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/peerauth"
 )
 
 // The benchmarks run every node as a child process (this test binary
@@ -62,6 +64,28 @@ func selfUsage() (cpu float64, maxRSS int64) {
 	return tv(ru.Utime) + tv(ru.Stime), ru.Maxrss
 }
 
+// benchKeys are the cluster keys of the children when SWARM_BENCH_KEYED is
+// set (torrent connections authenticated, peer HTTP signed); nil otherwise.
+func benchKeys() *peerauth.Keys {
+	if os.Getenv("SWARM_BENCH_KEYED") == "" {
+		return nil
+	}
+	k, err := peerauth.New([][]byte{bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// benchClient signs when the children are keyed.
+func benchClient() *http.Client {
+	c := &http.Client{Transport: &http.Transport{}}
+	if k := benchKeys(); k != nil {
+		c.Transport = &peerauth.Transport{Base: c.Transport, Keys: k, Node: "bench"}
+	}
+	return c
+}
+
 type allowLoopback struct{ peers []Peer }
 
 func (a allowLoopback) Seeders(digest.Digest) []Peer { return a.peers }
@@ -74,7 +98,8 @@ func runBenchSeeder() int {
 	dgst := digest.Digest(os.Getenv("SWARM_BENCH_DIGEST"))
 	dir, _ := os.MkdirTemp("", "swarm-bench-seed")
 	defer os.RemoveAll(dir)
-	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{}, Members: allowLoopback{}, Logger: testLogger(nil)})
+	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{}, Members: allowLoopback{}, Logger: testLogger(nil),
+		PeerKeys: benchKeys()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -160,7 +185,7 @@ func runBenchGetter() int {
 // benchHTTPGet is the reference: one GET from the seeder's peer endpoint,
 // checked against the digest as the swarm checks its blobs.
 func benchHTTPGet(p Peer, dgst digest.Digest, first func()) (int64, error) {
-	resp, err := http.Get("http://" + p.HTTPAddr + blobPathPrefix + dgst.String())
+	resp, err := benchClient().Get("http://" + p.HTTPAddr + blobPathPrefix + dgst.String())
 	if err != nil {
 		return 0, err
 	}
@@ -194,7 +219,7 @@ func benchTorrentGet(ip string, peers []Peer, dgst digest.Digest, first func()) 
 	chunk, _ := strconv.Atoi(os.Getenv("SWARM_BENCH_CHUNK_KIB"))
 	readahead, _ := strconv.ParseInt(os.Getenv("SWARM_BENCH_READAHEAD_MIB"), 10, 64)
 	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{peers: peers}, Members: allowLoopback{}, Logger: testLogger(nil),
-		ChunkSize: chunk << 10, Readahead: readahead << 20})
+		ChunkSize: chunk << 10, Readahead: readahead << 20, PeerKeys: benchKeys(), HTTPClient: benchClient()})
 	if err != nil {
 		return 0, err
 	}

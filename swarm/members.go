@@ -8,8 +8,9 @@ import (
 )
 
 // Members says whether an address belongs to a current cluster member (the
-// tracker knows). Swarm connections and peer-HTTP requests from anyone else
-// are refused.
+// tracker knows). Swarm connections from anyone else are refused; in a
+// keyless cluster peer-HTTP requests are too (with Config.PeerKeys the
+// token decides).
 type Members interface {
 	IsMember(netip.Addr) bool
 }
@@ -31,8 +32,3 @@ func (m memberAllowList) Lookup(ip net.IP) (iplist.Range, bool) {
 
 // NumRanges is only used by the library for status output.
 func (memberAllowList) NumRanges() int { return 1 }
-
-func isMember(m Members, hostport string) bool {
-	ap, err := netip.ParseAddrPort(hostport)
-	return err == nil && m.IsMember(ap.Addr().Unmap())
-}

@@ -35,8 +35,7 @@ func (s *Swarm) PeerHandler() http.Handler {
 }
 
 func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
-	if !isMember(s.cfg.Members, r.RemoteAddr) {
-		http.Error(w, "not a cluster member", http.StatusForbidden)
+	if !s.gate.AdmitPeer(w, r) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -18,6 +18,10 @@ type Stats struct {
 	// started, over every torrent, held or dropped.
 	UploadedBytes   int64
 	DownloadedBytes int64
+	// AuthRefused counts accepted torrent connections closed because their
+	// address is not a member's; AuthFailed those (either way) that failed
+	// the cluster-key handshake. Both stay 0 without Config.PeerKeys.
+	AuthRefused, AuthFailed uint64
 }
 
 // TorrentStats describes one torrent of this node.
@@ -52,7 +56,8 @@ func (s *Swarm) Stats() Stats {
 	}
 	s.mu.Unlock()
 	cs := s.client.ConnStats()
-	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64()}
+	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64(),
+		AuthRefused: s.auth.Refused.Load(), AuthFailed: s.auth.Failed.Load()}
 	for _, e := range entries {
 		st.Torrents = append(st.Torrents, TorrentStats{
 			Digest:         e.info.digest,

@@ -20,6 +20,8 @@ import (
 	"github.com/anacrolix/torrent/storage"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
+
+	"github.com/dregistry/dregistry/internal/peerauth"
 )
 
 // Peer is a node that seeds a digest, as the tracker knows it.
@@ -50,8 +52,14 @@ type Config struct {
 	MaxConns int
 	// Seeders finds the seeders of a digest. Required.
 	Seeders Seeders
-	// Members admits swarm and peer-HTTP traffic. Required.
+	// Members is the torrent allow-list (current members' addresses), and
+	// admits peer-HTTP requests when PeerKeys is nil. Required.
 	Members Members
+	// PeerKeys, when set (a keyed cluster), authenticate members: every
+	// torrent connection runs peerauth's handshake before BitTorrent's, and
+	// peer-HTTP requests need a signed token; addresses alone grant nothing.
+	// HTTPClient must then sign its requests (peerauth.Transport).
+	PeerKeys *peerauth.Keys
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// HTTPClient fetches metainfo and small blobs from peers; default a client
@@ -148,6 +156,9 @@ type Swarm struct {
 	downloads downloadStorage
 	received  *peerCounters
 	log       *slog.Logger
+	gate      *peerauth.Gate
+	auth      peerauth.Counters
+	listener  net.Listener // ours when PeerKeys is set; nil otherwise
 
 	mu       sync.Mutex
 	torrents map[digest.Digest]*entry
@@ -209,12 +220,19 @@ func New(cfg Config) (*Swarm, error) {
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
 		stop:      make(chan struct{}),
+		gate:      &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Members.IsMember},
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)
 	}
 	cc := s.clientConfig(host, int(port))
 	bindIP := listenIP(host)
+	if cfg.PeerKeys != nil {
+		if err := s.startAuthenticated(cc, bindIP); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	if bindIP != nil {
 		cc.DialForPeerConns = false // the dialer added below leaves from bindIP
 	}
@@ -231,6 +249,34 @@ func New(cfg Config) (*Swarm, error) {
 		}})
 	}
 	return s, nil
+}
+
+// startAuthenticated starts the client with our own TCP listener and
+// dialer, both running peerauth's handshake before any BitTorrent byte:
+// the library's built-in sockets are off (DisableTCP), and it uses what
+// AddListener and AddDialer give it. Connections from addresses that are
+// not current members' are closed before the handshake; the library's IP
+// blocklist checks them once more after it.
+func (s *Swarm) startAuthenticated(cc *torrent.ClientConfig, bindIP net.IP) error {
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("swarm: listen on %s: %w", s.cfg.ListenAddr, err)
+	}
+	cc.DisableTCP = true
+	cc.DialForPeerConns = false
+	s.client, err = torrent.NewClient(cc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("swarm: start torrent client: %w", err)
+	}
+	s.listener = s.cfg.PeerKeys.NewListener(ln, s.cfg.Members.IsMember, &s.auth)
+	s.client.AddListener(s.listener)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if bindIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: bindIP}
+	}
+	s.client.AddDialer(torrent.NetworkDialer{Network: "tcp", Dialer: peerauth.Dialer{Keys: s.cfg.PeerKeys, Dialer: d, Count: &s.auth}})
+	return nil
 }
 
 // listenIP is the IP of a listen host, nil when it is empty or unspecified.
@@ -296,6 +342,10 @@ func limiter(bytesPerSecond int64, chunk int) *rate.Limiter {
 
 // TorrentAddr is the address the client listens on (useful with port 0).
 func (s *Swarm) TorrentAddr() netip.AddrPort {
+	if s.listener != nil {
+		ap, _ := netip.ParseAddrPort(s.listener.Addr().String())
+		return ap
+	}
 	for _, a := range s.client.ListenAddrs() {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 			return ap
@@ -318,7 +368,13 @@ func (s *Swarm) Close() error {
 	close(s.stop)
 	s.mu.Unlock()
 	s.wg.Wait()
-	return errors.Join(s.client.Close()...)
+	errs := s.client.Close()
+	// After the client: its accept loop ends on our listener's error only
+	// once the client is marked closed.
+	if s.listener != nil {
+		errs = append(errs, s.listener.Close())
+	}
+	return errors.Join(errs...)
 }
 
 var errClosed = errors.New("swarm: closed")

@@ -3,7 +3,6 @@ package tracker
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"slices"
 
@@ -125,22 +124,18 @@ func (a *memberAddrs) remove(name string) {
 	delete(a.byName, name)
 }
 
-// addrsOf lists the distinct IPs a member uses: gossip, torrent and peer
-// HTTP (when that is an IP literal).
+// addrsOf lists the distinct IPs a member uses for gossip and torrents:
+// the torrent allow-list, and in a keyless cluster the peer endpoints'.
+// The peer HTTP address is not counted: in a keyed cluster a member is
+// whoever holds the key (internal/peerauth), and an address a member
+// declares grants nothing beyond where its own connections come from.
 func addrsOf(n *memberlist.Node, meta nodeMeta, metaOK bool) []netip.Addr {
 	var ips []netip.Addr
 	if ip, ok := netip.AddrFromSlice(n.Addr); ok {
 		ips = append(ips, ip.Unmap())
 	}
-	if metaOK {
-		if meta.TorrentAddr.IsValid() {
-			ips = append(ips, meta.TorrentAddr.Addr().Unmap())
-		}
-		if host, _, err := net.SplitHostPort(meta.HTTPAddr); err == nil {
-			if ip, err := netip.ParseAddr(host); err == nil {
-				ips = append(ips, ip.Unmap())
-			}
-		}
+	if metaOK && meta.TorrentAddr.IsValid() {
+		ips = append(ips, meta.TorrentAddr.Addr().Unmap())
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
 	return slices.Compact(ips)

@@ -286,8 +286,9 @@ func (o *origin) seeder(s entryState) Seeder {
 }
 
 // IsMember reports whether ip is an address of a current member (its
-// gossip, peer HTTP or torrent address): the allow-list of the swarm and
-// the peer endpoint.
+// gossip or torrent address): the swarm's allow-list, checked before the
+// cluster-key handshake, and the peer endpoints' rule in a keyless
+// cluster only.
 func (t *Tracker) IsMember(ip netip.Addr) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()

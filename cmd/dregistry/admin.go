@@ -2,13 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -28,10 +27,10 @@ type torrentJSON struct {
 	ReceivedFrom map[string]int64 `json:"receivedFrom"`
 }
 
-// torrentsHandler serves the swarm's torrents to loopback and members only.
-func torrentsHandler(t *tracker.Tracker, sw *swarm.Swarm) http.Handler {
+// torrentsHandler serves the swarm's torrents to this host and members only.
+func torrentsHandler(gate *peerauth.Gate, sw *swarm.Swarm) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !adminAllowed(w, r, t) {
+		if !adminAllowed(w, r, gate) {
 			return
 		}
 		out := []torrentJSON{}
@@ -50,10 +49,10 @@ func torrentsHandler(t *tracker.Tracker, sw *swarm.Swarm) http.Handler {
 	})
 }
 
-// adminAllowed admits GETs from loopback and members, answering the rest.
-func adminAllowed(w http.ResponseWriter, r *http.Request, t *tracker.Tracker) bool {
-	if !localOrMember(t, r.RemoteAddr) {
-		http.Error(w, "only loopback and cluster members may ask", http.StatusForbidden)
+// adminAllowed admits GETs from this host and members (peerauth.Gate),
+// answering the rest.
+func adminAllowed(w http.ResponseWriter, r *http.Request, gate *peerauth.Gate) bool {
+	if !gate.AdmitAdmin(w, r) {
 		return false
 	}
 	if r.Method != http.MethodGet {
@@ -77,10 +76,10 @@ type seederJSON struct {
 	Egress      bool   `json:"egress"`
 }
 
-// seedersHandler serves the tracker's lookup to loopback and members only.
-func seedersHandler(t *tracker.Tracker) http.Handler {
+// seedersHandler serves the tracker's lookup to this host and members only.
+func seedersHandler(gate *peerauth.Gate, t *tracker.Tracker) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !adminAllowed(w, r, t) {
+		if !adminAllowed(w, r, gate) {
 			return
 		}
 		d, err := digest.Parse(strings.TrimPrefix(r.URL.Path, seedersPath))
@@ -95,18 +94,4 @@ func seedersHandler(t *tracker.Tracker) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
-}
-
-// localOrMember admits loopback clients and cluster members.
-func localOrMember(t *tracker.Tracker, remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	ip = ip.Unmap()
-	return ip.IsLoopback() || t.IsMember(ip)
 }

@@ -42,8 +42,9 @@ func advertised(ip, listen, flag string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// trackerConfig derives the tracker's configuration from the daemon's.
-func trackerConfig(cfg daemonConfig) (tracker.Config, error) {
+// trackerConfig derives the tracker's configuration from the daemon's and
+// the cluster keys (nil without --cluster-key-file).
+func trackerConfig(cfg daemonConfig, keys [][]byte) (tracker.Config, error) {
 	gossip, err := advertised(cfg.AdvertiseAddr, cfg.GossipAddr, "gossip-addr")
 	if err != nil {
 		return tracker.Config{}, err
@@ -55,12 +56,6 @@ func trackerConfig(cfg daemonConfig) (tracker.Config, error) {
 	torrent, err := advertised(cfg.AdvertiseAddr, cfg.TorrentAddr, "torrent-addr")
 	if err != nil {
 		return tracker.Config{}, err
-	}
-	var keys [][]byte
-	if cfg.ClusterKeyFile != "" {
-		if keys, err = tracker.LoadKeyFile(cfg.ClusterKeyFile); err != nil {
-			return tracker.Config{}, err
-		}
 	}
 	return tracker.Config{
 		Name:          nodeName(cfg),

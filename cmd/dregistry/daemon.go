@@ -20,6 +20,7 @@ import (
 	"github.com/dregistry/dregistry/containerd"
 	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/internal/ops"
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -45,6 +46,10 @@ func daemonCommand() *cli.Command {
 
 // runDaemon wires the packages together and serves until ctx ends.
 func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
+	clusterKeys, peerKeys, err := loadClusterKeys(cfg, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -62,7 +67,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	defer store.Close()
 	inventory := containerd.NewInventory(store)
 
-	tcfg, err := trackerConfig(cfg)
+	tcfg, err := trackerConfig(cfg, clusterKeys)
 	if err != nil {
 		return err
 	}
@@ -73,7 +78,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	defer members.Close()
 
-	peerClient := peerHTTPClient(cfg.HTTPAddr)
+	peerClient := peerHTTPClient(cfg.HTTPAddr, peerKeys, members.LocalName())
+	// Without a key (a single node, or --insecure-gossip) members are
+	// admitted by their gossip address, as memberlist sees it.
+	gate := &peerauth.Gate{Keys: peerKeys, Member: members.IsMember}
 	sw, err := swarm.New(swarm.Config{
 		DataDir:       filepath.Join(cfg.DataDir, "swarm"),
 		ListenAddr:    cfg.TorrentAddr,
@@ -82,6 +90,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		MaxConns:      cfg.MaxConns,
 		Seeders:       seedersOf{members},
 		Members:       members,
+		PeerKeys:      peerKeys,
 		HTTPClient:    peerClient,
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
@@ -91,7 +100,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	defer sw.Close()
-	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw})
+	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw, PeerKeys: peerKeys})
 	if err != nil {
 		return err
 	}
@@ -124,12 +133,13 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	stopWatching := inventory.Subscribe(seeds.changed)
 	defer stopWatching()
 	viaEgress, err := egress.NewSource(egress.SourceConfig{
-		Self:    members.LocalName(),
-		Egress:  cfg.Egress,
-		Cluster: egressCluster{members},
-		Fetcher: fetcher,
-		Client:  peerClient,
-		Logger:  log.With("component", "egress"),
+		Self:     members.LocalName(),
+		Egress:   cfg.Egress,
+		Cluster:  egressCluster{members},
+		Fetcher:  fetcher,
+		Client:   peerClient,
+		PeerKeys: peerKeys,
+		Logger:   log.With("component", "egress"),
 	})
 	if err != nil {
 		return err
@@ -149,9 +159,11 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/peer/v1/", sw.PeerHandler())
 	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
-	mux.Handle(seedersPath, seedersHandler(members))
-	mux.Handle(torrentsPath, torrentsHandler(members, sw))
+	mux.Handle(seedersPath, seedersHandler(gate, members))
+	mux.Handle(torrentsPath, torrentsHandler(gate, sw))
 	mux.Handle("/", opsSrv.Handler()) // status page, /admin/v1/stats, /metrics
+	// /healthz and /readyz answer anyone: kubelet probes from the node's
+	// address, and they tell only "ok" or why the node is not ready.
 	mux.Handle("/healthz", healthz(members, seeds.alive))
 	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0, members, seeds.alive))
 
@@ -206,23 +218,59 @@ func routeMirror(mirror, rest http.Handler) http.Handler {
 	})
 }
 
-// peerHTTPClient fetches from peers. When the daemon listens on one
-// address, requests leave from it too: peers admit members by source
-// address, and a host with several addresses (or loopback aliases) would
-// otherwise pick another one.
-func peerHTTPClient(httpAddr string) *http.Client {
+// peerHTTPClient fetches from peers, signing every request as node when
+// the cluster is keyed. When the daemon listens on one address, requests
+// leave from it too: a keyless cluster admits members by source address,
+// and a host with several addresses (or loopback aliases) would otherwise
+// pick another one.
+func peerHTTPClient(httpAddr string, keys *peerauth.Keys, node string) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	if host, _, err := net.SplitHostPort(httpAddr); err == nil {
 		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 			dialer.LocalAddr = &net.TCPAddr{IP: ip}
 		}
 	}
-	return &http.Client{Transport: &http.Transport{
+	var rt http.RoundTripper = &http.Transport{
 		DialContext:           dialer.DialContext,
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
-	}}
+	}
+	if keys != nil {
+		rt = &peerauth.Transport{Base: rt, Keys: keys, Node: node}
+	}
+	return &http.Client{Transport: rt}
+}
+
+// loadClusterKeys reads --cluster-key-file and derives the peer
+// credentials. Joining a cluster without a key is refused unless the
+// operator says --insecure-gossip: anyone reaching the gossip port could
+// then become a member.
+func loadClusterKeys(cfg daemonConfig, log *slog.Logger) ([][]byte, *peerauth.Keys, error) {
+	if cfg.ClusterKeyFile == "" {
+		switch {
+		case len(cfg.Join) > 0 && !cfg.InsecureGossip:
+			return nil, nil, errors.New("--join needs --cluster-key-file: without a key anyone who reaches the gossip port becomes a member " +
+				"(generate one with: head -c 32 /dev/urandom | base64 > key; give every node the same file), " +
+				"or pass --insecure-gossip to run an open cluster anyway")
+		case cfg.InsecureGossip:
+			log.Error("INSECURE: --insecure-gossip: gossip is unencrypted and peers are admitted by source address; " +
+				"any host that reaches the gossip port can join, read this node's peer endpoints and claim the egress role")
+		}
+		return nil, nil, nil
+	}
+	keys, err := tracker.LoadKeyFile(cfg.ClusterKeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	peerKeys, err := peerauth.New(keys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster key file %s: %w", cfg.ClusterKeyFile, err)
+	}
+	if cfg.InsecureGossip {
+		log.Warn("--insecure-gossip is ignored: --cluster-key-file is set, so gossip is encrypted and peers authenticate")
+	}
+	return keys, peerKeys, nil
 }
 
 // tagTTL maps --tag-cache-ttl to the egress: 0 there means "always ask".

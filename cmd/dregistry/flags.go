@@ -21,6 +21,7 @@ type daemonConfig struct {
 	TorrentAddr          string
 	NodeName             string
 	ClusterKeyFile       string
+	InsecureGossip       bool
 	UploadLimit          int64
 	DownloadLimit        int64
 	MaxConns             int
@@ -63,7 +64,8 @@ func daemonFlags() []cli.Flag {
 		str("gossip-addr", ":7946", "address of the gossip (memberlist) listener"),
 		str("torrent-addr", ":6881", "address of the BitTorrent listener"),
 		str("node-name", "", "this member's unique name in the cluster (default: hostname-<advertise-addr>)"),
-		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts) that encrypt gossip; without it gossip is plain"),
+		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts and signs) that encrypt gossip and authenticate peers; required with --join"),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure-gossip", Usage: "allow --join without --cluster-key-file: plain gossip, peers admitted by source address (anyone reaching the gossip port can join)", EnvVars: envName("insecure-gossip")}),
 		list("join", "gossip address (host:port) of a cluster member to join; repeat or comma-separate"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
 		num("upload-limit", "swarm upload limit of this node in bytes per second (0: none)"),
@@ -90,6 +92,7 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		TorrentAddr:          c.String("torrent-addr"),
 		NodeName:             c.String("node-name"),
 		ClusterKeyFile:       c.String("cluster-key-file"),
+		InsecureGossip:       c.Bool("insecure-gossip"),
 		UploadLimit:          c.Int64("upload-limit"),
 		DownloadLimit:        c.Int64("download-limit"),
 		MaxConns:             c.Int("max-conns"),

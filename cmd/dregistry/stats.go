@@ -15,6 +15,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dregistry/dregistry/internal/ops"
+	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/tracker"
 )
 
 // statsFetchTimeout bounds one read of the admin endpoint.
@@ -33,21 +35,26 @@ func swarmCommand() *cli.Command {
 				&cli.BoolFlag{Name: "json", Usage: "print the admin JSON as is"},
 				&cli.BoolFlag{Name: "watch", Usage: "refresh until interrupted"},
 				&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "refresh interval of --watch"},
+				&cli.StringFlag{Name: "cluster-key-file", Usage: "sign the request with the cluster key, to ask a node on another host (this host's node answers without)", EnvVars: envName("cluster-key-file")},
 			},
 			Action: func(c *cli.Context) error {
 				if c.Duration("interval") <= 0 {
 					return fmt.Errorf("--interval must be positive, got %s", c.Duration("interval"))
 				}
-				return runStats(c.Context, c.App.Writer, c.String("addr"), c.Bool("json"), c.Bool("watch"), c.Duration("interval"))
+				client, err := statsClient(c.String("cluster-key-file"))
+				if err != nil {
+					return err
+				}
+				return runStats(c.Context, c.App.Writer, client, c.String("addr"), c.Bool("json"), c.Bool("watch"), c.Duration("interval"))
 			},
 		}},
 	}
 }
 
 // runStats prints one frame, or frames until ctx ends with watch.
-func runStats(ctx context.Context, w io.Writer, addr string, asJSON, watch bool, interval time.Duration) error {
+func runStats(ctx context.Context, w io.Writer, client *http.Client, addr string, asJSON, watch bool, interval time.Duration) error {
 	for {
-		raw, err := fetchStats(ctx, addr)
+		raw, err := fetchStats(ctx, client, addr)
 		if err != nil {
 			if watch && ctx.Err() != nil {
 				return nil // interrupted while fetching a frame
@@ -73,14 +80,32 @@ func runStats(ctx context.Context, w io.Writer, addr string, asJSON, watch bool,
 	}
 }
 
-func fetchStats(ctx context.Context, addr string) ([]byte, error) {
+// statsClient signs as "dregistry-cli" when given the cluster key file.
+func statsClient(keyFile string) (*http.Client, error) {
+	client := &http.Client{Timeout: statsFetchTimeout}
+	if keyFile == "" {
+		return client, nil
+	}
+	keys, err := tracker.LoadKeyFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := peerauth.New(keys)
+	if err != nil {
+		return nil, fmt.Errorf("cluster key file %s: %w", keyFile, err)
+	}
+	client.Transport = &peerauth.Transport{Keys: pk, Node: "dregistry-cli"}
+	return client, nil
+}
+
+func fetchStats(ctx context.Context, client *http.Client, addr string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, statsFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/admin/v1/stats", nil)
 	if err != nil {
 		return nil, fmt.Errorf("admin address %q: %w", addr, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("read stats: %w", err)
 	}

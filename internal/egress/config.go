@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 )
 
@@ -100,9 +101,13 @@ type SourceConfig struct {
 	// Fetcher is this node's owner side, used when it owns a digest or tag
 	// and by the peer handler. Required.
 	Fetcher *Fetcher
-	// Client asks owners; it should leave from the address members know.
+	// Client asks owners; it should leave from the address members know,
+	// and sign its requests when PeerKeys is set (peerauth.Transport).
 	// Default: 5s dial and 30s response header timeouts.
 	Client *http.Client
+	// PeerKeys, when set (a keyed cluster), admit peer requests by their
+	// signed token only; nil admits the addresses Cluster.IsMember names.
+	PeerKeys *peerauth.Keys
 	// MaxAttempts bounds the candidates tried per request. Default 3.
 	MaxAttempts int
 	// Logger; default slog.Default().

@@ -387,6 +387,12 @@ func (n *node) member(egress bool) Member {
 
 func newNode(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig)) *node {
 	t.Helper()
+	return newNodeWith(t, name, egress, up, c, tweak, nil)
+}
+
+// newNodeWith is newNode with the Source's configuration tweaked too.
+func newNodeWith(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig), tweakSource func(*SourceConfig)) *node {
+	t.Helper()
 	n := &node{name: name, done: &completion{}, dir: t.TempDir()}
 	fcfg := FetcherConfig{
 		Upstream: up, SpoolDir: n.dir, OnComplete: n.done.record,
@@ -405,7 +411,11 @@ func newNode(t testing.TB, name string, egress bool, up registry.Source, c Clust
 		}
 	})
 	n.fetcher = f
-	if n.source, err = NewSource(SourceConfig{Self: name, Egress: egress, Cluster: c, Fetcher: f, Logger: testLogger()}); err != nil {
+	scfg := SourceConfig{Self: name, Egress: egress, Cluster: c, Fetcher: f, Logger: testLogger()}
+	if tweakSource != nil {
+		tweakSource(&scfg)
+	}
+	if n.source, err = NewSource(scfg); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -26,9 +25,7 @@ import (
 func (s *Source) PeerHandler() http.Handler { return http.HandlerFunc(s.servePeer) }
 
 func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil || !s.cfg.Cluster.IsMember(ap.Addr().Unmap()) {
-		http.Error(w, "not a cluster member", http.StatusForbidden)
+	if !s.gate.AdmitPeer(w, r) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

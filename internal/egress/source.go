@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 )
 
@@ -17,8 +18,9 @@ import (
 // peer endpoint) and falls over to the next candidate when an owner fails
 // before answering. A node that is not a candidate never calls an upstream.
 type Source struct {
-	cfg SourceConfig
-	log *slog.Logger
+	cfg  SourceConfig
+	log  *slog.Logger
+	gate *peerauth.Gate
 }
 
 // NewSource returns the Source; it fails only on a missing required field.
@@ -26,7 +28,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg, log: cfg.Logger}, nil
+	return &Source{cfg: cfg, log: cfg.Logger, gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember}}, nil
 }
 
 // Name implements registry.Source.

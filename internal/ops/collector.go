@@ -14,6 +14,7 @@ type stateDescs struct {
 	members, announce, dropped, torrents, peers, down *prometheus.Desc
 	swarmUp, swarmDown                                *prometheus.Desc
 	announcements, withdrawals                        *prometheus.Desc
+	refused                                           *prometheus.Desc
 }
 
 func newStateDescs() stateDescs {
@@ -30,11 +31,13 @@ func newStateDescs() stateDescs {
 			"Seeder announcements made by this node (sent) and news of others applied to its index (received).", []string{"direction"}, nil),
 		withdrawals: prometheus.NewDesc("dregistry_gossip_withdrawals_total",
 			"Seeder withdrawals made by this node (sent) and news of others applied to its index (received).", []string{"direction"}, nil),
+		refused: prometheus.NewDesc("dregistry_swarm_connections_refused_total",
+			"Torrent connections closed before BitTorrent's handshake: from an address that is no member's (not_member), or failing the cluster-key handshake (handshake).", []string{"reason"}, nil),
 	}
 }
 
 func (d stateDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.members, d.announce, d.dropped, d.torrents, d.peers, d.down, d.swarmUp, d.swarmDown, d.announcements, d.withdrawals}
+	return []*prometheus.Desc{d.members, d.announce, d.dropped, d.torrents, d.peers, d.down, d.swarmUp, d.swarmDown, d.announcements, d.withdrawals, d.refused}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -72,4 +75,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d.down, prometheus.GaugeValue, down)
 	ch <- prometheus.MustNewConstMetric(d.swarmUp, prometheus.CounterValue, float64(sw.UploadedBytes))
 	ch <- prometheus.MustNewConstMetric(d.swarmDown, prometheus.CounterValue, float64(sw.DownloadedBytes))
+	ch <- prometheus.MustNewConstMetric(d.refused, prometheus.CounterValue, float64(sw.AuthRefused), "not_member")
+	ch <- prometheus.MustNewConstMetric(d.refused, prometheus.CounterValue, float64(sw.AuthFailed), "handshake")
 }

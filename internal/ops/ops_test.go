@@ -127,24 +127,26 @@ func TestEveryMetricMoves(t *testing.T) {
 		{Digest: digest.FromString("b"), ConnectedPeers: 2, ReceivedFrom: map[string]int64{"10.0.0.1": 9}},
 	}
 	tr.stats.UploadedBytes, tr.stats.DownloadedBytes = 21, 9
+	tr.stats.AuthRefused, tr.stats.AuthFailed = 7, 8
 	s.Observer().Served("manifest", "containerd", 200, 11, 2*time.Millisecond, 3*time.Millisecond)
 	readUpstream(t, s, []byte("seventeen bytes!!"), []byte(`{"manifest":1}`))
 	want := map[string]string{
-		"dregistry_requests_total":                `dregistry_requests_total{code="200",route="manifest"} 1`,
-		"dregistry_served_bytes_total":            `dregistry_served_bytes_total{source="containerd"} 11`,
-		"dregistry_time_to_first_byte_seconds":    `dregistry_time_to_first_byte_seconds_count{route="manifest"} 1`,
-		"dregistry_gossip_members":                `dregistry_gossip_members 2`,
-		"dregistry_announcements":                 `dregistry_announcements 5`,
-		"dregistry_gossip_dropped_messages_total": `dregistry_gossip_dropped_messages_total 3`,
-		"dregistry_active_torrents":               `dregistry_active_torrents{state="downloading"} 1`,
-		"dregistry_connected_peers":               `dregistry_connected_peers 3`,
-		"dregistry_swarm_downloaded_bytes":        `dregistry_swarm_downloaded_bytes 9`,
-		"dregistry_pull_duration_seconds":         `dregistry_pull_duration_seconds_count{source="containerd"} 1`,
-		"dregistry_upstream_bytes_total":          `dregistry_upstream_bytes_total 40`,
-		"dregistry_swarm_uploaded_bytes_total":    `dregistry_swarm_uploaded_bytes_total 21`,
-		"dregistry_swarm_downloaded_bytes_total":  `dregistry_swarm_downloaded_bytes_total 9`,
-		"dregistry_gossip_announcements_total":    "dregistry_gossip_announcements_total{direction=\"received\"} 6\ndregistry_gossip_announcements_total{direction=\"sent\"} 4",
-		"dregistry_gossip_withdrawals_total":      "dregistry_gossip_withdrawals_total{direction=\"received\"} 2\ndregistry_gossip_withdrawals_total{direction=\"sent\"} 1",
+		"dregistry_requests_total":                  `dregistry_requests_total{code="200",route="manifest"} 1`,
+		"dregistry_served_bytes_total":              `dregistry_served_bytes_total{source="containerd"} 11`,
+		"dregistry_time_to_first_byte_seconds":      `dregistry_time_to_first_byte_seconds_count{route="manifest"} 1`,
+		"dregistry_gossip_members":                  `dregistry_gossip_members 2`,
+		"dregistry_announcements":                   `dregistry_announcements 5`,
+		"dregistry_gossip_dropped_messages_total":   `dregistry_gossip_dropped_messages_total 3`,
+		"dregistry_active_torrents":                 `dregistry_active_torrents{state="downloading"} 1`,
+		"dregistry_connected_peers":                 `dregistry_connected_peers 3`,
+		"dregistry_swarm_downloaded_bytes":          `dregistry_swarm_downloaded_bytes 9`,
+		"dregistry_pull_duration_seconds":           `dregistry_pull_duration_seconds_count{source="containerd"} 1`,
+		"dregistry_upstream_bytes_total":            `dregistry_upstream_bytes_total 40`,
+		"dregistry_swarm_uploaded_bytes_total":      `dregistry_swarm_uploaded_bytes_total 21`,
+		"dregistry_swarm_downloaded_bytes_total":    `dregistry_swarm_downloaded_bytes_total 9`,
+		"dregistry_gossip_announcements_total":      "dregistry_gossip_announcements_total{direction=\"received\"} 6\ndregistry_gossip_announcements_total{direction=\"sent\"} 4",
+		"dregistry_gossip_withdrawals_total":        "dregistry_gossip_withdrawals_total{direction=\"received\"} 2\ndregistry_gossip_withdrawals_total{direction=\"sent\"} 1",
+		"dregistry_swarm_connections_refused_total": "dregistry_swarm_connections_refused_total{reason=\"handshake\"} 8\ndregistry_swarm_connections_refused_total{reason=\"not_member\"} 7",
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	rec := httptest.NewRecorder()

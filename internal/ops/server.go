@@ -3,13 +3,13 @@ package ops
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -31,6 +31,9 @@ type Config struct {
 	Node     string // this node's name, shown in the stats
 	Cluster  Cluster
 	Torrents Torrents
+	// PeerKeys, when set (a keyed cluster), admit remote stats and status
+	// requests by their signed token; this host always gets them.
+	PeerKeys *peerauth.Keys
 }
 
 // Server serves /admin/v1/stats and /metrics and observes the registry.
@@ -38,6 +41,7 @@ type Server struct {
 	cfg     Config
 	reg     *prometheus.Registry
 	metrics *metrics
+	gate    *peerauth.Gate
 }
 
 // New builds a Server with its own Prometheus registry.
@@ -45,7 +49,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Cluster == nil || cfg.Torrents == nil {
 		return nil, fmt.Errorf("ops: Config.Cluster and Config.Torrents are required")
 	}
-	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember}}
 	s.metrics = newMetrics()
 	if err := s.metrics.register(s.reg); err != nil {
 		return nil, fmt.Errorf("ops: register metrics: %w", err)
@@ -69,6 +73,11 @@ func (s *Server) Register(c prometheus.Collector) error {
 func (s *Server) Observer() *Observer { return &Observer{m: s.metrics} }
 
 // Handler serves /, /status, /admin/v1/stats and /metrics.
+//
+// The status page and the stats are for this host and members (they name
+// members, digests and peers). /metrics answers anyone who reaches the
+// port: Prometheus scrapes it from elsewhere, and it carries counters and
+// gauges only — no digest, name or address.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /admin/v1/stats", s.allowed(http.HandlerFunc(s.serveStats)))
@@ -80,13 +89,9 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) allowed(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		ip, perr := netip.ParseAddr(host)
-		if err != nil || perr != nil || !(ip.Unmap().IsLoopback() || s.cfg.Cluster.IsMember(ip.Unmap())) {
-			http.Error(w, "only loopback and cluster members may ask", http.StatusForbidden)
-			return
+		if s.gate.AdmitAdmin(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }
 

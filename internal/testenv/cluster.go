@@ -18,6 +18,8 @@ type ClusterConfig struct {
 	Args func(i int) []string
 	// Env is extra environment for every daemon.
 	Env []string
+	// Key is the cluster key of every node; nil makes a fresh one.
+	Key *ClusterKey
 }
 
 // StartCluster starts cfg.Nodes nodes, each with its own containerd, on
@@ -28,6 +30,9 @@ func StartCluster(t testing.TB, cfg ClusterConfig) []*Node {
 		t.Fatalf("testenv: a cluster of %d nodes does not fit the loopback block", cfg.Nodes)
 	}
 	bin := BuildDregistry(t)
+	if cfg.Key == nil {
+		cfg.Key = NewClusterKey(t)
+	}
 	nodes := make([]*Node, 0, cfg.Nodes)
 	for i := 0; i < cfg.Nodes; i++ {
 		var args []string
@@ -44,6 +49,7 @@ func StartCluster(t testing.TB, cfg ClusterConfig) []*Node {
 			ExtraArgs: args,
 			Env:       cfg.Env,
 			Binary:    bin,
+			Key:       cfg.Key,
 		}))
 	}
 	return nodes

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,13 @@ type NodeConfig struct {
 	Env []string
 	// Binary is the dregistry to run; default BuildDregistry(t).
 	Binary string
+	// Key is the cluster key the daemon is started with
+	// (--cluster-key-file); nil gives the node a key of its own. Nodes that
+	// join each other need the same one.
+	Key *ClusterKey
+	// NoClusterKey starts the daemon without any key (a keyless node; with
+	// --join it also needs --insecure-gossip).
+	NoClusterKey bool
 	// Netns, when set, is the namespace the daemon runs in; IP must then be
 	// an address of it that containerd and the test reach (over a Link).
 	// containerd stays in the test's namespace (its socket is a file).
@@ -62,9 +70,15 @@ type Node struct {
 	Binary      string
 	Containerd  *Containerd
 	Upstream    *Registry
+	// Key is the node's cluster key; nil when started with NoClusterKey.
+	Key *ClusterKey
 
 	proc *Process
 }
+
+// Client is an HTTP client bounded by timeout that signs its requests with
+// the node's cluster key, as a member does (unsigned for a keyless node).
+func (n *Node) Client(timeout time.Duration) *http.Client { return n.Key.Client(timeout) }
 
 // StartNode starts the node's containerd (unless given), configures its hosts
 // dir with `dregistry containerd configure`, starts `dregistry daemon` and
@@ -84,6 +98,9 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 	if cfg.Containerd == nil {
 		cfg.Containerd = StartContainerd(t, "")
 	}
+	if cfg.Key == nil && !cfg.NoClusterKey {
+		cfg.Key = NewClusterKey(t)
+	}
 	dir := t.TempDir()
 	n := &Node{
 		Name:        cfg.Name,
@@ -99,6 +116,9 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		Containerd:  cfg.Containerd,
 		Upstream:    cfg.Upstream,
 	}
+	if !cfg.NoClusterKey {
+		n.Key = cfg.Key
+	}
 	args := []string{
 		"daemon",
 		"--http-addr", n.HTTPAddr,
@@ -108,6 +128,9 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		"--data-dir", n.DataDir,
 		"--containerd-address", n.Containerd.Address,
 		"--log-level", "debug",
+	}
+	if n.Key != nil {
+		args = append(args, "--cluster-key-file", n.Key.Path)
 	}
 	configureOut := ""
 	if n.Upstream != nil {
