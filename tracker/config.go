@@ -97,6 +97,15 @@ type Config struct {
 	JoinBackoff, JoinMaxBackoff time.Duration
 	// LeaveTimeout bounds the goodbye broadcast on Close; default 5 s.
 	LeaveTimeout time.Duration
+	// GossipToTheDeadTime is how long memberlist still gossips to a member
+	// it declared failed; default 30 s (LAN profile). After that only
+	// reconnecting (below) reaches it.
+	GossipToTheDeadTime time.Duration
+	// ReconnectInterval is how often members that failed are contacted
+	// again (a few at random), so partitions heal; default 10 s (serf:
+	// 30 s). ReconnectTimeout is how long after failing a member is still
+	// contacted; default 24 h, as serf.
+	ReconnectInterval, ReconnectTimeout time.Duration
 	// StuckAfter: when the gossip delegate's lock or memberlist's node
 	// lock has not been free this long, Stuck reports the node wedged (and
 	// the log says so once); default 30 s, far above any legitimate hold.
@@ -153,6 +162,8 @@ func (c *Config) setDefaults() error {
 	defDur(&c.JoinMaxBackoff, 15*time.Second)
 	defDur(&c.LeaveTimeout, 5*time.Second)
 	defDur(&c.StuckAfter, 30*time.Second)
+	defDur(&c.ReconnectInterval, 10*time.Second)
+	defDur(&c.ReconnectTimeout, 24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -185,6 +196,7 @@ func (c *Config) setDefaultTimings() {
 	def(&c.SuspicionMult, 4)
 	defDur(&c.PushPullInterval, 60*time.Second)
 	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
+	defDur(&c.GossipToTheDeadTime, 30*time.Second)
 }
 
 // memberlistConfig tunes memberlist for a LAN and plugs the tracker in.
@@ -199,6 +211,7 @@ func (c *Config) memberlistConfig(d *delegate) (*memberlist.Config, error) {
 	mc.SuspicionMult = c.SuspicionMult
 	mc.PushPullInterval = c.PushPullInterval
 	mc.DeadNodeReclaimTime = c.DeadNodeReclaimTime
+	mc.GossipToTheDeadTime = c.GossipToTheDeadTime
 	// Announcements are mostly random digest bytes: compression costs CPU
 	// and gains nothing.
 	mc.EnableCompression = false

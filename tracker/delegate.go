@@ -185,6 +185,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	t.addrs.remove(n.Name)
 	delete(t.gossipAt, n.Name)
 	t.live.Store(int64(len(t.gossipAt)))
+	t.noteLost(n, time.Now())
 	if o := t.idx.origin(n.Name, false); o != nil {
 		t.idx.depart(o)
 	}
@@ -201,6 +202,7 @@ func (t *Tracker) memberUp(n *memberlist.Node) {
 	t.addrs.set(n.Name, addrsOf(n, meta, err == nil))
 	t.gossipAt[n.Name] = gossipNode(n)
 	t.live.Store(int64(len(t.gossipAt)))
+	delete(t.lost, n.Name)
 	if n.Name == t.cfg.Name {
 		return
 	}

@@ -23,6 +23,33 @@ type memNet struct {
 	byAddr  map[string]*memTransport
 	next    int
 	dropped atomic.Int64
+	apart   map[string]int // address -> side of a partition; nil when whole
+}
+
+// partition cuts the network between the given groups of members (by
+// address); heal joins it again.
+func (n *memNet) partition(groups ...[]*memTransport) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.apart = make(map[string]int)
+	for side, g := range groups {
+		for _, t := range g {
+			n.apart[t.addr.String()] = side + 1
+		}
+	}
+}
+
+func (n *memNet) heal() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.apart = nil
+}
+
+// reachable reports whether from can reach to across a partition.
+func (n *memNet) reachable(from, to string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.apart == nil || n.apart[from] == n.apart[to]
 }
 
 func newMemNet() *memNet { return &memNet{byAddr: make(map[string]*memTransport)} }
@@ -85,7 +112,7 @@ func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	}
 	t.sent.Add(int64(len(b)))
 	dest, err := t.net.peer(a.Addr)
-	if err != nil {
+	if err != nil || !t.net.reachable(t.addr.String(), a.Addr) {
 		return now, nil // UDP: a lost packet is not an error
 	}
 	select {
@@ -118,6 +145,9 @@ func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Dur
 	dest, err := t.net.peer(a.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if !t.net.reachable(t.addr.String(), a.Addr) {
+		return nil, fmt.Errorf("dial %s: no route to host", a.Addr)
 	}
 	local, remote := net.Pipe()
 	timer := time.NewTimer(timeout)

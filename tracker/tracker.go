@@ -41,6 +41,7 @@ type Tracker struct {
 	addrs    memberAddrs
 	gossipAt map[string]memberlist.Node // live members' names and gossip addresses (copies)
 	live     atomic.Int64               // len(gossipAt), for readers that must not take t.mu
+	lost     map[string]lostMember      // members that failed, to contact again (reconnect.go)
 	seen     *seenSet                   // announcements already passed on
 
 	sendQ   chan snapshotTo // members to send our own snapshot to
@@ -74,6 +75,7 @@ func New(cfg Config) (*Tracker, error) {
 		own:      inventory{name: cfg.Name, epoch: epoch, have: make(map[sha256Digest]entryState)},
 		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
 		gossipAt: make(map[string]memberlist.Node),
+		lost:     make(map[string]lostMember),
 		seen:     newSeenSet(seenLimit, seenTTL),
 		sendQ:    make(chan snapshotTo, 4096),
 		stop:     make(chan struct{}),
@@ -94,9 +96,10 @@ func New(cfg Config) (*Tracker, error) {
 	// Not ml.NumMembers: the queue is read under t.mu's callers' feet and
 	// memberlist's node lock must never be waited for from our side.
 	t.queue.NumNodes = func() int { return max(1, int(t.live.Load())) }
-	t.wg.Add(2)
+	t.wg.Add(3)
 	go t.sendSnapshots()
 	go t.watchWedge()
+	go t.reconnect()
 	return t, nil
 }
 
