@@ -187,9 +187,12 @@ func (l *Listener) acceptLoop() {
 				return
 			}
 			_ = c.SetDeadline(time.Time{})
+			// Counted before the hand-over: once Accept has it, the
+			// connection may be served and closed before this goroutine
+			// runs again.
+			l.count.Accepted.Add(1)
 			select {
 			case l.ready <- c:
-				l.count.Accepted.Add(1)
 			case <-l.done:
 				c.Close()
 			}
