@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +49,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer, if set, is told about every response.
 	Observer Observer
+	// Clients, if set, admits the requests' source addresses; others get
+	// 403 DENIED. The daemon admits this host and --mirror-allow.
+	Clients ClientPolicy
+	// Registries, if set, says which ?ns= registries are served; others
+	// get a fast 404 before any lookup, so containerd tries its next host.
+	Registries RegistryPolicy
+}
+
+// ClientPolicy admits a request's source address (Clients).
+type ClientPolicy interface {
+	Admits(addr netip.Addr) bool
+}
+
+// RegistryPolicy says whether a registry may be served (the upstream
+// client's allow-list).
+type RegistryPolicy interface {
+	Allows(registry string) error
 }
 
 type handler struct {
@@ -87,6 +106,7 @@ const (
 	routeManifest = "manifest"
 	routeBlob     = "blob"
 	routeUnknown  = "unknown"
+	routeDenied   = "denied"
 )
 
 // exchange is one request being answered: what the log line and the
@@ -110,7 +130,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(p)
 		}
 	}()
+	if !h.admitted(ex) {
+		return
+	}
 	h.dispatch(ex)
+}
+
+// admitted answers 403 DENIED to a client the Clients policy refuses: never
+// 401, which would make containerd send its pull credentials.
+func (h *handler) admitted(ex *exchange) bool {
+	if h.cfg.Clients == nil {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(ex.r.RemoteAddr)
+	if err == nil && h.cfg.Clients.Admits(ap.Addr()) {
+		return true
+	}
+	ex.route = routeDenied
+	h.log.Info("mirror request refused: not from this host or --mirror-allow", "remote", ex.r.RemoteAddr, "path", ex.r.URL.Path)
+	writeError(ex.w, ex.r, http.StatusForbidden, codeDenied,
+		"this registry mirror serves only its own host and the networks its operator allows (--mirror-allow)")
+	return false
 }
 
 func (h *handler) finish(ex *exchange, start time.Time, aborted bool) {
@@ -175,6 +215,14 @@ func (h *handler) parseRef(ex *exchange, name string) (Ref, bool) {
 	if err != nil {
 		writeError(ex.w, ex.r, http.StatusBadRequest, codeNameInvalid, err.Error())
 		return Ref{}, false
+	}
+	if h.cfg.Registries != nil {
+		if err := h.cfg.Registries.Allows(ref.Registry); err != nil {
+			h.log.Warn("mirror request refused: registry not fetched", "registry", ref.Registry, "reason", err.Error())
+			writeError(ex.w, ex.r, http.StatusNotFound, codeNameUnknown,
+				fmt.Sprintf("registry %s is not one this mirror serves: %v", ref.Registry, err))
+			return Ref{}, false
+		}
 	}
 	return ref, true
 }

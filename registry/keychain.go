@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
@@ -17,7 +18,14 @@ type fileKeychain struct {
 	cf *configfile.ConfigFile
 }
 
-func loadKeychain(path string) (authn.Keychain, error) {
+// keychain also lists the registries it holds credentials for: those are
+// named by the operator, so they may be fetched from.
+type keychain interface {
+	authn.Keychain
+	registries() ([]string, error)
+}
+
+func loadKeychain(path string) (keychain, error) {
 	if path == "" {
 		return anonymousKeychain{}, nil
 	}
@@ -32,6 +40,32 @@ func loadKeychain(path string) (authn.Keychain, error) {
 	}
 	cf.Filename = path
 	return fileKeychain{cf: cf}, nil
+}
+
+// registries are the hosts of the config's auths and credHelpers keys,
+// which may be URLs ("https://index.docker.io/v1/").
+func (k fileKeychain) registries() ([]string, error) {
+	var out []string
+	keys := make([]string, 0, len(k.cf.AuthConfigs)+len(k.cf.CredentialHelpers))
+	for key := range k.cf.AuthConfigs {
+		keys = append(keys, key)
+	}
+	for key := range k.cf.CredentialHelpers {
+		keys = append(keys, key)
+	}
+	for _, key := range keys {
+		host := key
+		if i := strings.Index(host, "://"); i >= 0 {
+			host = host[i+3:]
+		}
+		host, _, _ = strings.Cut(host, "/")
+		reg, err := ParseRegistry(host, "")
+		if err != nil {
+			return nil, fmt.Errorf("docker config %s: credentials for %q: %w", k.cf.Filename, key, err)
+		}
+		out = append(out, reg)
+	}
+	return out, nil
 }
 
 // Resolve looks up the repository, then the registry, the way docker does;
@@ -61,6 +95,8 @@ func (k fileKeychain) Resolve(target authn.Resource) (authn.Authenticator, error
 }
 
 type anonymousKeychain struct{}
+
+func (anonymousKeychain) registries() ([]string, error) { return nil, nil }
 
 func (anonymousKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
 	return authn.Anonymous, nil

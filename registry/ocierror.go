@@ -15,6 +15,7 @@ const (
 	codeDigestInvalid   = "DIGEST_INVALID"
 	codeBlobUnknown     = "BLOB_UNKNOWN"
 	codeUnsupported     = "UNSUPPORTED"
+	codeDenied          = "DENIED"
 )
 
 type ociError struct {

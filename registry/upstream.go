@@ -16,19 +16,23 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/dregistry/dregistry/internal/upstreampolicy"
 )
 
 // UpstreamConfig configures the client of upstream registries.
 type UpstreamConfig struct {
-	// PlainHTTP lists registries (host[:port], as in ?ns=) reached over
-	// plain HTTP. Loopback and private addresses fall back to HTTP anyway.
+	// Allow names the registries fetched from (host[:port], as in ?ns=):
+	// the default registry and each --allow-registry; "*" allows any
+	// registry on a public address. The PlainHTTP registries and those with
+	// credentials in DockerConfig are named too; any other is not fetched.
+	Allow []string
+	// PlainHTTP lists registries reached over plain HTTP; no other
+	// registry is, whatever its address.
 	PlainHTTP []string
 	// DockerConfig is the path of a docker config.json holding pull
 	// credentials; "" pulls anonymously.
 	DockerConfig string
-	// Transport carries the requests; default: an http.Transport with 10s
-	// dial, TLS handshake and response header timeouts.
-	Transport http.RoundTripper
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// MaxRepositories bounds the cache of authenticated transports, one per
@@ -42,6 +46,7 @@ type UpstreamConfig struct {
 type Upstream struct {
 	cfg        UpstreamConfig
 	log        *slog.Logger
+	policy     *upstreampolicy.Policy
 	keychain   authn.Keychain
 	base       http.RoundTripper
 	transports *transportCache
@@ -52,26 +57,14 @@ type Upstream struct {
 // response headers on the default transport.
 const upstreamTimeout = 10 * time.Second
 
-// NewUpstream returns the upstream source. It fails only on an unreadable
-// DockerConfig.
+// NewUpstream returns the upstream source. It fails on an unreadable
+// DockerConfig or a registry entry that is not host[:port].
 func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxRepositories <= 0 {
 		cfg.MaxRepositories = 256
-	}
-	if cfg.Transport == nil {
-		cfg.Transport = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: upstreamTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   upstreamTimeout,
-			ResponseHeaderTimeout: upstreamTimeout,
-			ExpectContinueTimeout: time.Second,
-			IdleConnTimeout:       90 * time.Second,
-			MaxIdleConnsPerHost:   16,
-			ForceAttemptHTTP2:     true,
-		}
 	}
 	for _, reg := range cfg.PlainHTTP {
 		if _, err := ParseRegistry(reg, ""); err != nil {
@@ -82,13 +75,60 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if err != nil {
 		return nil, err
 	}
+	withCredentials, err := kc.registries()
+	if err != nil {
+		return nil, err
+	}
+	policy, err := upstreampolicy.New(upstreampolicy.Config{
+		Allow:     append(slices.Clone(cfg.Allow), withCredentials...),
+		PlainHTTP: cfg.PlainHTTP,
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// No proxy from the environment: a proxy would resolve names itself,
+	// out of reach of the address check at connect time.
+	base := &http.Transport{
+		DialContext:           policy.DialContext(net.Dialer{Timeout: upstreamTimeout, KeepAlive: 30 * time.Second}),
+		TLSHandshakeTimeout:   upstreamTimeout,
+		ResponseHeaderTimeout: upstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		ForceAttemptHTTP2:     true,
+	}
 	return &Upstream{
 		cfg:        cfg,
 		log:        cfg.Logger,
+		policy:     policy,
 		keychain:   kc,
-		base:       cfg.Transport,
+		base:       plainHTTPGuard{next: base, policy: policy},
 		transports: newTransportCache(cfg.MaxRepositories),
 	}, nil
+}
+
+// Policy is the allow-list and address policy every fetch follows; the
+// mirror and the egress peer handler refuse unnamed registries with it
+// before any lookup.
+func (u *Upstream) Policy() *upstreampolicy.Policy { return u.policy }
+
+// plainHTTPGuard refuses plain HTTP to a host not in PlainHTTP, on every
+// request and redirect: go-containerregistry would otherwise try HTTP for
+// loopback and RFC 1918 registries on its own.
+type plainHTTPGuard struct {
+	next   http.RoundTripper
+	policy *upstreampolicy.Policy
+}
+
+func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !g.policy.PlainHTTP(req.URL.Host) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), upstreampolicy.ErrPlainHTTP)
+	}
+	return g.next.RoundTrip(req)
 }
 
 // Name implements Source.
@@ -96,21 +136,32 @@ func (u *Upstream) Name() string { return "upstream" }
 
 // repository is one upstream repository with its authenticated client.
 type repository struct {
-	repo   name.Repository
-	client *http.Client
-	key    string
+	repo     name.Repository
+	registry string // as the request named it
+	scheme   string
+	client   *http.Client
+	key      string
 }
 
 func (r repository) url(kind, reference string) string {
-	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", r.repo.Scheme(), r.repo.RegistryStr(), r.repo.RepositoryStr(), kind, reference)
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", r.scheme, r.repo.RegistryStr(), r.repo.RepositoryStr(), kind, reference)
 }
 
 // repository returns the client for ref, doing the auth handshake (ping,
 // then a pull-scoped token when the registry asks for one) on first use.
+// A registry the operator did not name is ErrNotFound, before any round
+// trip: the caller answers 404 and containerd tries its next host.
 func (u *Upstream) repository(ctx context.Context, ref Ref) (repository, error) {
+	if err := u.policy.Allows(ref.Registry); err != nil {
+		u.log.Warn("upstream registry refused", "registry", ref.Registry, "reason", err.Error())
+		return repository{}, fmt.Errorf("upstream: %w: %w", ErrNotFound, err)
+	}
+	ctx = upstreampolicy.WithRegistry(ctx, ref.Registry)
 	var opts []name.Option
-	if slices.Contains(u.cfg.PlainHTTP, ref.Registry) {
+	scheme := "https"
+	if u.policy.PlainHTTP(ref.Registry) {
 		opts = append(opts, name.Insecure)
+		scheme = "http"
 	}
 	reg, err := name.NewRegistry(ref.Registry, opts...) // maps docker.io to index.docker.io
 	if err != nil {
@@ -138,13 +189,13 @@ func (u *Upstream) repository(ctx context.Context, ref Ref) (repository, error) 
 		}
 		rt = v.(http.RoundTripper)
 	}
-	return repository{repo: repo, client: &http.Client{Transport: rt}, key: key}, nil
+	return repository{repo: repo, registry: ref.Registry, scheme: scheme, client: &http.Client{Transport: rt}, key: key}, nil
 }
 
 // do sends a request built here, so no header of containerd's (above all
 // its Authorization) ever reaches the upstream.
 func (u *Upstream) do(ctx context.Context, r repository, method, url string, accept string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	req, err := http.NewRequestWithContext(upstreampolicy.WithRegistry(ctx, r.registry), method, url, nil)
 	if err != nil {
 		return nil, err
 	}

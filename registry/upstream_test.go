@@ -238,7 +238,7 @@ func TestUpstreamDockerConfigCredentials(t *testing.T) {
 		{"anonymous", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := newTestUpstream(t, UpstreamConfig{DockerConfig: tc.config})
+			u := newTestUpstream(t, UpstreamConfig{DockerConfig: tc.config, PlainHTTP: []string{front.host()}})
 			desc, err := u.Resolve(testCtx(t), ref, "v1")
 			if tc.ok && (err != nil || desc.Digest != img.manifestDigest) {
 				t.Fatalf("Resolve = %+v, %v", desc, err)
@@ -271,7 +271,7 @@ func TestUpstreamFollowsRedirectWithoutLeakingToken(t *testing.T) {
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.storage.Close)
-	u := newTestUpstream(t, UpstreamConfig{})
+	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host(), strings.TrimPrefix(front.storage.URL, "http://")}})
 	ctx := testCtx(t)
 	b, err := u.Blob(ctx, Ref{Registry: front.host(), Repository: "test/app"}, img.layerDigest)
 	if err != nil {
@@ -291,7 +291,7 @@ func TestUpstreamFollowsRedirectWithoutLeakingToken(t *testing.T) {
 func TestUpstreamTransportCacheIsBounded(t *testing.T) {
 	backend, _ := newBackend(t)
 	front := newTokenFront(t, backend)
-	u := newTestUpstream(t, UpstreamConfig{MaxRepositories: 2})
+	u := newTestUpstream(t, UpstreamConfig{MaxRepositories: 2, PlainHTTP: []string{front.host()}})
 	ctx := testCtx(t)
 	for _, repo := range []string{"a/one", "a/two", "a/three", "a/one"} {
 		if _, err := u.Resolve(ctx, Ref{Registry: front.host(), Repository: repo}, "v1"); !errors.Is(err, ErrNotFound) {
@@ -447,7 +447,7 @@ func TestUpstreamResolveWithoutDigestHeaderHashesBody(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(manifest)
 	})
-	u := newTestUpstream(t, UpstreamConfig{})
+	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 	desc, err := u.Resolve(testCtx(t), Ref{Registry: host, Repository: "x"}, "v1")
 	if err != nil || desc.Digest != digest.FromBytes(manifest) || desc.Size != int64(len(manifest)) ||
 		desc.MediaType != "application/vnd.oci.image.manifest.v1+json" {
@@ -460,7 +460,7 @@ func TestUpstreamResolveWithoutDigestHeaderHashesBody(t *testing.T) {
 func TestMirrorOverUpstream(t *testing.T) {
 	backend, img := newBackend(t)
 	front := newTokenFront(t, backend)
-	u := newTestUpstream(t, UpstreamConfig{})
+	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host()}})
 	mirror := httptest.NewServer(NewHandler(Config{Sources: []Source{u}, TagSources: []Source{u}, Logger: testLogger(t)}))
 	t.Cleanup(mirror.Close)
 	ns := "?ns=" + front.host()
@@ -575,7 +575,7 @@ func TestUpstreamBlobWhereHEADIsRefused(t *testing.T) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 		_, _ = w.Write(blob)
 	})
-	u := newTestUpstream(t, UpstreamConfig{})
+	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 	ctx := testCtx(t)
 	b, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, dgst)
 	if err != nil || b.Size() != int64(len(blob)) {

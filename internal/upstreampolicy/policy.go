@@ -229,6 +229,14 @@ func (e *RefusedError) Error() string {
 
 func (e *RefusedError) Unwrap() error { return e.Reason }
 
+type registryKey struct{}
+
+// WithRegistry notes in ctx the registry a request is for, so a refused
+// dial (of a redirect, say) is logged with it.
+func WithRegistry(ctx context.Context, registry string) context.Context {
+	return context.WithValue(ctx, registryKey{}, registry)
+}
+
 // DialContext wraps d so every connection's resolved address is checked at
 // connect time (so a name that resolves, or is rebound, to an internal
 // address is refused): internal addresses only for hosts named
@@ -247,7 +255,8 @@ func (p *Policy) DialContext(d net.Dialer) func(ctx context.Context, network, ad
 				return fmt.Errorf("dial %s: resolved to %q: %w", addr, address, err)
 			}
 			if err := CheckAddr(ap.Addr(), explicit); err != nil {
-				p.log.Warn("upstream dial refused", "host", addr, "address", ap.Addr().String(), "reason", err.Error())
+				reg, _ := ctx.Value(registryKey{}).(string)
+				p.log.Warn("upstream dial refused", "registry", reg, "host", addr, "address", ap.Addr().String(), "reason", err.Error())
 				return &RefusedError{Host: addr, Addr: ap.Addr(), Reason: err}
 			}
 			return nil
