@@ -427,6 +427,8 @@ func TestChartAllOptions(t *testing.T) {
 		"containerd-namespaces": "k8s.io,moby",
 		"default-registry":      "ghcr.io",
 		"upstream-plain-http":   "registry.local:5000",
+		"allow-registry":        "quay.io,registry.k8s.io",
+		"mirror-allow":          "10.244.0.0/16",
 		"data-dir":              "/var/lib/dregistry",
 		"lookup-timeout":        "2500ms",
 		"stall-timeout":         "1m",

@@ -54,7 +54,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	log.Info("starting dregistry", "version", buildVersion(), "http", cfg.HTTPAddr,
-		"containerd", cfg.ContainerdAddress, "default_registry", cfg.DefaultRegistry)
+		"containerd", cfg.ContainerdAddress, "default_registry", cfg.DefaultRegistry,
+		"allow_registry", cfg.AllowRegistry, "upstream_plain_http", cfg.UpstreamPlainHTTP, "mirror_allow", cfg.MirrorAllow)
 
 	store, err := containerd.New(ctx, containerd.Config{
 		Address:    cfg.ContainerdAddress,
@@ -105,6 +106,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	upstream, err := registry.NewUpstream(registry.UpstreamConfig{
+		Allow:        append([]string{cfg.DefaultRegistry}, cfg.AllowRegistry...),
 		PlainHTTP:    cfg.UpstreamPlainHTTP,
 		DockerConfig: cfg.RegistryConfig,
 		Logger:       log.With("component", "upstream"),
@@ -133,13 +135,14 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	stopWatching := inventory.Subscribe(seeds.changed)
 	defer stopWatching()
 	viaEgress, err := egress.NewSource(egress.SourceConfig{
-		Self:     members.LocalName(),
-		Egress:   cfg.Egress,
-		Cluster:  egressCluster{members},
-		Fetcher:  fetcher,
-		Client:   peerClient,
-		PeerKeys: peerKeys,
-		Logger:   log.With("component", "egress"),
+		Self:       members.LocalName(),
+		Egress:     cfg.Egress,
+		Cluster:    egressCluster{members},
+		Fetcher:    fetcher,
+		Client:     peerClient,
+		PeerKeys:   peerKeys,
+		Registries: upstream.Policy(),
+		Logger:     log.With("component", "egress"),
 	})
 	if err != nil {
 		return err
@@ -151,6 +154,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		Sources:         []registry.Source{local, sw, viaEgress},
 		TagSources:      []registry.Source{viaEgress, local},
 		DefaultRegistry: cfg.DefaultRegistry,
+		Clients:         registry.NewClients(registry.ClientsConfig{Allow: cfg.MirrorAllow}),
+		Registries:      upstream.Policy(),
 		LookupTimeout:   cfg.LookupTimeout,
 		StallTimeout:    cfg.StallTimeout,
 		Logger:          log.With("component", "registry"),

@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/dregistry/dregistry/internal/upstreampolicy"
+	"github.com/dregistry/dregistry/registry"
 )
 
 // daemonConfig is everything `dregistry daemon` is told, after flags,
@@ -32,6 +36,8 @@ type daemonConfig struct {
 	ContainerdNamespaces []string
 	DefaultRegistry      string
 	UpstreamPlainHTTP    []string
+	AllowRegistry        []string
+	MirrorAllow          []netip.Prefix
 	RegistryConfig       string
 	LookupTimeout        time.Duration
 	StallTimeout         time.Duration
@@ -75,7 +81,9 @@ func daemonFlags() []cli.Flag {
 		str("containerd-address", "/run/containerd/containerd.sock", "containerd's gRPC socket"),
 		list("containerd-namespaces", "containerd namespaces to serve and seed (default: every namespace)"),
 		str("default-registry", "docker.io", "upstream registry for requests that carry no ns parameter"),
-		list("upstream-plain-http", "registries (host[:port]) reached over plain HTTP instead of HTTPS"),
+		list("upstream-plain-http", "registries (host[:port]) reached over plain HTTP instead of HTTPS; named, so fetched from"),
+		list("allow-registry", "one more registry (host[:port]) to fetch from, besides --default-registry, --upstream-plain-http and those in --registry-config; '*' allows any registry on a public address; repeat or comma-separate"),
+		list("mirror-allow", "network (CIDR) whose clients may use the mirror (/v2/) besides this host's own addresses and loopback; repeat or comma-separate"),
 		str("registry-config", "", "docker-style config.json with credentials for upstream registries"),
 		dur("lookup-timeout", 5*time.Second, "how long one source may take to start answering before the next is tried"),
 		dur("tag-cache-ttl", 5*time.Second, "how long a tag's digest is answered without asking the upstream again (0: always ask; the last known answer still serves while the upstream is down)"),
@@ -103,6 +111,7 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		ContainerdNamespaces: splitList(c.StringSlice("containerd-namespaces")),
 		DefaultRegistry:      c.String("default-registry"),
 		UpstreamPlainHTTP:    splitList(c.StringSlice("upstream-plain-http")),
+		AllowRegistry:        splitList(c.StringSlice("allow-registry")),
 		RegistryConfig:       c.String("registry-config"),
 		LookupTimeout:        c.Duration("lookup-timeout"),
 		StallTimeout:         c.Duration("stall-timeout"),
@@ -138,6 +147,24 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	if cfg.DefaultRegistry == "" {
 		return cfg, fmt.Errorf("--default-registry must not be empty")
 	}
+	for _, flag := range []struct {
+		name    string
+		entries []string
+	}{{"default-registry", []string{cfg.DefaultRegistry}}, {"upstream-plain-http", cfg.UpstreamPlainHTTP}, {"allow-registry", cfg.AllowRegistry}} {
+		for _, e := range flag.entries {
+			if e == upstreampolicy.Wildcard && flag.name == "allow-registry" {
+				continue
+			}
+			if _, err := upstreampolicy.ParseRegistry(e); err != nil {
+				return cfg, fmt.Errorf("--%s: %w", flag.name, err)
+			}
+		}
+	}
+	mirrorAllow, err := registry.ParseMirrorAllow(splitList(c.StringSlice("mirror-allow")))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.MirrorAllow = mirrorAllow
 	if cfg.UploadLimit < 0 || cfg.DownloadLimit < 0 || cfg.MaxConns <= 0 {
 		return cfg, fmt.Errorf("--upload-limit and --download-limit must not be negative, --max-conns must be positive")
 	}

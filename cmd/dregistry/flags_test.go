@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,20 @@ func TestDaemonFlagPrecedence(t *testing.T) {
 	}
 }
 
+func TestDaemonTrustFlags(t *testing.T) {
+	cfg, err := parseArgs(t, "--advertise-addr", "10.1.2.3", "--allow-registry", "ghcr.io", "--allow-registry", "*,quay.io:443",
+		"--mirror-allow", "10.244.0.0/16", "--mirror-allow", "fd00::/8,192.0.2.7/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.AllowRegistry, ","); got != "ghcr.io,*,quay.io:443" {
+		t.Errorf("--allow-registry = %q", got)
+	}
+	if got := fmt.Sprint(cfg.MirrorAllow); got != "[10.244.0.0/16 fd00::/8 192.0.2.7/32]" {
+		t.Errorf("--mirror-allow = %s", got)
+	}
+}
+
 func TestDaemonFlagErrors(t *testing.T) {
 	cases := []struct {
 		name string
@@ -89,6 +104,12 @@ func TestDaemonFlagErrors(t *testing.T) {
 		{"bad level", []string{"--log-level", "loud"}, "--log-level"},
 		{"zero timeout", []string{"--lookup-timeout", "0s"}, "timeout"},
 		{"missing config file", []string{"--config", "/nonexistent/dregistry.yaml"}, "dregistry.yaml"},
+		{"mirror-allow not a CIDR", []string{"--mirror-allow", "10.0.0.1"}, "--mirror-allow"},
+		{"mirror-allow bad CIDR", []string{"--mirror-allow", "10.0.0.0/8,10.0.0.0/40"}, "--mirror-allow"},
+		{"allow-registry URL", []string{"--allow-registry", "https://ghcr.io"}, "--allow-registry"},
+		{"allow-registry bad port", []string{"--allow-registry", "ghcr.io:0"}, "--allow-registry"},
+		{"plain-http URL", []string{"--upstream-plain-http", "http://reg:5000"}, "--upstream-plain-http"},
+		{"default-registry wildcard", []string{"--default-registry", "*"}, "--default-registry"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

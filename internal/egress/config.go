@@ -108,6 +108,10 @@ type SourceConfig struct {
 	// PeerKeys, when set (a keyed cluster), admit peer requests by their
 	// signed token only; nil admits the addresses Cluster.IsMember names.
 	PeerKeys *peerauth.Keys
+	// Registries, if set, says which registries the peer handler fetches
+	// for members (the upstream client's policy); others get 404 before
+	// any lookup.
+	Registries registry.RegistryPolicy
 	// MaxAttempts bounds the candidates tried per request. Default 3.
 	MaxAttempts int
 	// Logger; default slog.Default().

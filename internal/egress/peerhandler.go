@@ -53,6 +53,15 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if s.cfg.Registries != nil {
+		// Checked on the owner too: its operator's list decides what it
+		// fetches, whatever the requester's says.
+		if err := s.cfg.Registries.Allows(ref.Registry); err != nil {
+			s.log.Warn("egress peer request refused: registry not fetched", "registry", ref.Registry, "reason", err.Error())
+			http.Error(w, "registry "+ref.Registry+" is not fetched by this node", http.StatusNotFound)
+			return
+		}
+	}
 	switch kind {
 	case "blobs", "manifests":
 		dgst, err := registry.ParseDigest(name)

@@ -53,6 +53,8 @@ type NodeConfig struct {
 	// Netns, when set, is the namespace the daemon runs in; IP must then be
 	// an address of it that containerd and the test reach (over a Link).
 	// containerd stays in the test's namespace (its socket is a file).
+	// Such a node admits mirror clients from 198.18.0.0/15 (--mirror-allow),
+	// the other end of its link, where containerd and the test are.
 	Netns *Netns
 }
 
@@ -131,6 +133,9 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 	}
 	if n.Key != nil {
 		args = append(args, "--cluster-key-file", n.Key.Path)
+	}
+	if cfg.Netns != nil {
+		args = append(args, "--mirror-allow", "198.18.0.0/15")
 	}
 	configureOut := ""
 	if n.Upstream != nil {

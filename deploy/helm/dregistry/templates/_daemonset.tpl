@@ -144,6 +144,12 @@ spec:
             {{- with $v.upstream.plainHTTP }}
             - --upstream-plain-http={{ join "," . }}
             {{- end }}
+            {{- with $v.upstream.allowRegistries }}
+            - --allow-registry={{ join "," . }}
+            {{- end }}
+            {{- with $v.daemon.mirrorAllow }}
+            - --mirror-allow={{ join "," . }}
+            {{- end }}
             {{- if $mountAuth }}
             - --registry-config=/etc/dregistry/registry-auth/config.json
             {{- end }}
