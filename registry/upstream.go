@@ -103,7 +103,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 		log:        cfg.Logger,
 		policy:     policy,
 		keychain:   kc,
-		base:       plainHTTPGuard{next: base, policy: policy},
+		base:       policy.GuardPlainHTTP(base),
 		transports: newTransportCache(cfg.MaxRepositories),
 	}, nil
 }
@@ -112,24 +112,6 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 // mirror and the egress peer handler refuse unnamed registries with it
 // before any lookup.
 func (u *Upstream) Policy() *upstreampolicy.Policy { return u.policy }
-
-// plainHTTPGuard refuses plain HTTP to a host not in PlainHTTP, on every
-// request and redirect: go-containerregistry would otherwise try HTTP for
-// loopback and RFC 1918 registries on its own.
-type plainHTTPGuard struct {
-	next   http.RoundTripper
-	policy *upstreampolicy.Policy
-}
-
-func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" && !g.policy.PlainHTTP(req.URL.Host) {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), upstreampolicy.ErrPlainHTTP)
-	}
-	return g.next.RoundTrip(req)
-}
 
 // Name implements Source.
 func (u *Upstream) Name() string { return "upstream" }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,6 +51,10 @@ type NodeConfig struct {
 	// NoClusterKey starts the daemon without any key (a keyless node; with
 	// --join it also needs --insecure-gossip).
 	NoClusterKey bool
+	// HTTPListen, when set, is the daemon's --http-addr instead of IP:5000,
+	// e.g. ":40123" to listen on every address as the chart does (see
+	// FreePort); HTTPAddr is then IP with its port.
+	HTTPListen string
 	// Netns, when set, is the namespace the daemon runs in; IP must then be
 	// an address of it that containerd and the test reach (over a Link).
 	// containerd stays in the test's namespace (its socket is a file).
@@ -121,9 +126,17 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 	if !cfg.NoClusterKey {
 		n.Key = cfg.Key
 	}
+	listen := n.HTTPAddr
+	if cfg.HTTPListen != "" {
+		_, port, err := net.SplitHostPort(cfg.HTTPListen)
+		if err != nil {
+			t.Fatalf("testenv: HTTPListen: %v", err)
+		}
+		listen, n.HTTPAddr = cfg.HTTPListen, net.JoinHostPort(cfg.IP, port)
+	}
 	args := []string{
 		"daemon",
-		"--http-addr", n.HTTPAddr,
+		"--http-addr", listen,
 		"--advertise-addr", n.IP,
 		"--gossip-addr", n.GossipAddr,
 		"--torrent-addr", n.TorrentAddr,
@@ -292,4 +305,17 @@ func (n *Node) HostsFile(t testing.TB) string {
 		t.Fatalf("testenv: %v", err)
 	}
 	return string(b)
+}
+
+// FreePort returns a TCP port free on every address right now, for a
+// daemon that listens on all of them (HTTPListen ":"+port).
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
 }

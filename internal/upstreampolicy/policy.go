@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -263,4 +264,28 @@ func (p *Policy) DialContext(d net.Dialer) func(ctx context.Context, network, ad
 		}
 		return dd.DialContext(ctx, network, addr)
 	}
+}
+
+// GuardPlainHTTP refuses, on every request and redirect, plain HTTP to a
+// host not in PlainHTTP: go-containerregistry would otherwise try HTTP for
+// loopback and RFC 1918 registries on its own.
+func (p *Policy) GuardPlainHTTP(next http.RoundTripper) http.RoundTripper {
+	return plainHTTPGuard{next: next, p: p}
+}
+
+type plainHTTPGuard struct {
+	next http.RoundTripper
+	p    *Policy
+}
+
+func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !g.p.PlainHTTP(req.URL.Host) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		reg, _ := req.Context().Value(registryKey{}).(string)
+		g.p.log.Warn("upstream request refused", "registry", reg, "url", req.URL.Redacted(), "reason", ErrPlainHTTP.Error())
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), ErrPlainHTTP)
+	}
+	return g.next.RoundTrip(req)
 }
