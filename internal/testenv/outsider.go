@@ -93,7 +93,9 @@ func (o *Outsider) client() *http.Client {
 // DialContext opens a TCP connection from the outsider's namespace to addr
 // (an IP:port; names are not resolved there). A socket stays in the
 // namespace it was made in, so only its creation runs on a thread switched
-// into the namespace; that thread is then thrown away.
+// into the namespace and back. The thread must live on: the test's child
+// processes get their parent-death signal when the thread that started
+// them exits.
 func (o *Outsider) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if _, err := netip.ParseAddrPort(addr); err != nil {
 		return nil, fmt.Errorf("outsider: dial %q: want IP:port: %w", addr, err)
@@ -104,11 +106,11 @@ func (o *Outsider) DialContext(ctx context.Context, network, addr string) (net.C
 	}
 	done := make(chan result, 1)
 	go func() {
-		// Never unlocked: the goroutine exits with the thread locked, so
-		// the runtime ends the thread instead of reusing it in the
-		// outsider's namespace.
 		runtime.LockOSThread()
-		conn, err := o.dialHere(ctx, network, addr)
+		conn, restored, err := o.dialHere(ctx, network, addr)
+		if restored {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and ends with the goroutine: it is in the wrong namespace
 		done <- result{conn, err}
 	}()
 	select {
@@ -124,15 +126,26 @@ func (o *Outsider) DialContext(ctx context.Context, network, addr string) (net.C
 	}
 }
 
-func (o *Outsider) dialHere(ctx context.Context, network, addr string) (net.Conn, error) {
-	f, err := os.Open(filepath.Join("/var/run/netns", o.Netns.Name))
+// dialHere runs on a locked thread; restored says it is back in its own
+// namespace.
+func (o *Outsider) dialHere(ctx context.Context, network, addr string) (conn net.Conn, restored bool, err error) {
+	own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
-		return nil, fmt.Errorf("outsider: %w", err)
+		return nil, true, fmt.Errorf("outsider: %w", err)
 	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("outsider: setns %s: %w", o.Netns.Name, err)
+	defer own.Close()
+	target, err := os.Open(filepath.Join("/var/run/netns", o.Netns.Name))
+	if err != nil {
+		return nil, true, fmt.Errorf("outsider: %w", err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, true, fmt.Errorf("outsider: setns %s: %w", o.Netns.Name, err)
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	conn, err = d.DialContext(ctx, network, addr)
+	if rerr := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); rerr != nil {
+		return conn, false, err
+	}
+	return conn, true, err
 }

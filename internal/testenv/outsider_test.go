@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -22,6 +24,27 @@ func TestOutsiderReachesTheHostFromItsOwnAddressOnly(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
+
+	// A child with a parent-death signal, as containerd and the daemons
+	// run: the dials below must not end the thread that started it.
+	child := exec.Command("sleep", "60")
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
+	t.Cleanup(func() { _ = child.Process.Kill(); <-exited })
+	for range 50 {
+		if _, _, err := o.Get("http://"+ln.Addr().String()+"/", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("a child of the test died while the outsider dialed: %v", err)
+	default:
+	}
 
 	status, body, err := o.Get("http://"+ln.Addr().String()+"/", 5*time.Second)
 	if err != nil || status != http.StatusOK {
