@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -345,6 +346,31 @@ func TestAbandonedDownloadsArePrunedAtStart(t *testing.T) {
 		_, err := os.Stat(p)
 		if gone := os.IsNotExist(err); gone != (i < 2) {
 			t.Errorf("%s: gone=%v", p, gone)
+		}
+	}
+}
+
+// A download the disk cannot hold leaves no file behind: a full data dir
+// must not stay full of the download that did not fit (reliability case 5).
+func TestDownloadThatDoesNotFitLeavesNoFiles(t *testing.T) {
+	content, dgst := randomBlob(t, 1<<20)
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same torrent claiming an exabyte: no filesystem reserves that.
+	info := b.info
+	info.Length = 1 << 60
+	info.PieceLength = 1 << 44
+	info.Pieces = make([]byte, 20*(info.Length/info.PieceLength))
+	st := downloadStorage{dir: t.TempDir(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if _, err := st.OpenTorrent(context.Background(), &info, b.infoHash); err == nil {
+		t.Fatal("an exabyte download was stored")
+	}
+	data, pieces := st.paths(dgst)
+	for _, p := range []string{data, pieces} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind (stat: %v)", p, err)
 		}
 	}
 }

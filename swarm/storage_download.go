@@ -121,6 +121,13 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 	}
 	if err := d.load(ih, info.Length); err != nil {
 		d.close()
+		// Nothing verified is lost: load fails before any piece of this
+		// run is kept, and the marks of an earlier run could not be read.
+		// What it did write (a data file the disk could not hold) goes, so
+		// a full disk is not left fuller.
+		if rerr := s.remove(dgst); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the files: %w", rerr))
+		}
 		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)
 	}
 	bad, err := d.recheck(info)
