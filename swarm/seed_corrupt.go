@@ -1,6 +1,21 @@
 package swarm
 
-import "github.com/opencontainers/go-digest"
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// corruptDropDelay is how long a corrupt seed's torrent stays in the
+// library after the swarm stopped serving it. anacrolix/torrent v1.61.0
+// panics (peerconn.go, servePeerRequest) when a piece read it has in flight
+// fails after the torrent was dropped: it then neither rejects nor serves
+// the request. The read that found the corruption fails by design, and the
+// library handles that failure under its client lock a moment later; from
+// then on it knows the piece is incomplete (Completion says so) and peers
+// stop asking. Dropping the torrent well after that keeps the crash away;
+// meanwhile it serves no byte that is not verified.
+const corruptDropDelay = 30 * time.Second
 
 // seedCorrupted stops seeding content found not to match its piece hashes
 // (changed on disk after it was hashed) and forgets its cached metainfo, so
@@ -12,10 +27,15 @@ func (s *Swarm) seedCorrupted(dgst digest.Digest, seed **entry, piece int) {
 	s.log.Error("seeded content does not match its piece hash: no longer seeded", "digest", dgst, "piece", piece)
 	s.meta.remove(dgst)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.torrents[dgst]; e != nil && e == *seed {
-		if err := s.dropLocked(dgst, e); err != nil {
-			s.log.Warn("unseed corrupted content", "digest", dgst, "err", err)
-		}
+	e := s.torrents[dgst]
+	if e == nil || e != *seed {
+		s.mu.Unlock()
+		return
 	}
+	// Gone from the peer endpoints, the stats (so the daemon withdraws
+	// it) and the registry at once; the library's torrent goes later.
+	delete(s.torrents, dgst)
+	close(e.stop)
+	s.mu.Unlock()
+	time.AfterFunc(corruptDropDelay, e.t.Drop)
 }
