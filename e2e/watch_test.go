@@ -182,9 +182,7 @@ func (w *seederWatch) check(asked, n *testenv.Node, whole bool) {
 		return
 	case w.is(w.down, n) || w.is(w.faulty, n):
 		return // taken down or corrupted while asked
-	case errors.Is(err, errNotFound) && w.withdrawn(n):
-		// Its copy is gone from disk: a withdrawal gossip has not spread
-		// yet, not an announcement ahead of the bytes.
+	case errors.Is(err, errNotFound) && w.withdrawing(asked, n, as):
 		return
 	}
 	w.record(fmt.Sprintf("%s lists %s as a complete seeder of %s, but it does not serve the blob: %v", asked.Name, n.Name, w.blob.Digest, err))
@@ -214,15 +212,46 @@ func (w *seederWatch) onDisk(n *testenv.Node) error {
 	return errors.Join(errs...)
 }
 
-// withdrawn reports whether n holds no copy of the blob on disk any more.
-func (w *seederWatch) withdrawn(n *testenv.Node) bool {
-	for _, path := range []string{spoolPath(n, w.blob.Digest), contentPath(n, w.blob.Digest)} {
-		if _, err := os.Stat(path); err == nil {
-			return false
+// withdrawing tells a withdrawal from an announcement ahead of the bytes,
+// after n answered 404: n has no torrent of the blob left (neither a seed
+// nor a verified download), and within withdrawalLag asked stops listing
+// it complete (gossip spreads the withdrawal) or n serves the blob again
+// (a new copy). A verified download announced but not served, or a listing
+// that outlives the lag, is a violation.
+func (w *seederWatch) withdrawing(asked, n, as *testenv.Node) bool {
+	for deadline := time.Now().Add(withdrawalLag); time.Now().Before(deadline); time.Sleep(watchRound) {
+		torrents, err := torrentsOf(n)
+		if err != nil {
+			return w.is(w.down, n)
+		}
+		for _, tr := range torrents {
+			if tr.Digest == w.blob.Digest.String() && (tr.Seeding || tr.Verified) {
+				if peerServesLastByte(as, n, w.blob) == nil {
+					return true // seeded again since the 404
+				}
+				return false
+			}
+		}
+		if asked == n {
+			return true // its own torrent is gone: that was the withdrawal
+		}
+		list, err := seedersVia(asked, w.blob.Digest)
+		if err != nil {
+			return w.is(w.down, asked)
+		}
+		listed := false
+		for _, s := range list {
+			listed = listed || (s.Complete && s.HTTPAddr == n.HTTPAddr)
+		}
+		if !listed || peerServesLastByte(as, n, w.blob) == nil {
+			return true
 		}
 	}
-	return true
+	return false
 }
+
+// withdrawalLag bounds how long gossip may take to spread a withdrawal.
+const withdrawalLag = 5 * time.Second
 
 func fileHasDigest(path string, blob testenv.Blob) error {
 	f, err := os.Open(path)
