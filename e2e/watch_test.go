@@ -182,8 +182,12 @@ func (w *seederWatch) check(asked, n *testenv.Node, whole bool) {
 		return
 	case w.is(w.down, n) || w.is(w.faulty, n):
 		return // taken down or corrupted while asked
-	case errors.Is(err, errNotFound) && w.withdrawing(asked, n, as):
-		return
+	case errors.Is(err, errNotFound):
+		why, ok := w.withdrawing(asked, n, as)
+		if ok {
+			return
+		}
+		err = fmt.Errorf("%w; %s", err, why)
 	}
 	w.record(fmt.Sprintf("%s lists %s as a complete seeder of %s, but it does not serve the blob: %v", asked.Name, n.Name, w.blob.Digest, err))
 }
@@ -218,36 +222,36 @@ func (w *seederWatch) onDisk(n *testenv.Node) error {
 // it complete (gossip spreads the withdrawal) or n serves the blob again
 // (a new copy). A verified download announced but not served, or a listing
 // that outlives the lag, is a violation.
-func (w *seederWatch) withdrawing(asked, n, as *testenv.Node) bool {
+func (w *seederWatch) withdrawing(asked, n, as *testenv.Node) (string, bool) {
 	for deadline := time.Now().Add(withdrawalLag); time.Now().Before(deadline); time.Sleep(watchRound) {
 		torrents, err := torrentsOf(n)
 		if err != nil {
-			return w.is(w.down, n)
+			return err.Error(), w.is(w.down, n)
 		}
 		for _, tr := range torrents {
 			if tr.Digest == w.blob.Digest.String() && (tr.Seeding || tr.Verified) {
-				if peerServesLastByte(as, n, w.blob) == nil {
-					return true // seeded again since the 404
+				if err := peerServesLastByte(as, n, w.blob); err != nil {
+					return fmt.Sprintf("%s's own torrent of it: %+v, and its peer endpoint: %v", n.Name, tr, err), false
 				}
-				return false
+				return "", true // seeded again since the 404
 			}
 		}
 		if asked == n {
-			return true // its own torrent is gone: that was the withdrawal
+			return "", true // its own torrent is gone: that was the withdrawal
 		}
 		list, err := seedersVia(asked, w.blob.Digest)
 		if err != nil {
-			return w.is(w.down, asked)
+			return err.Error(), w.is(w.down, asked)
 		}
 		listed := false
 		for _, s := range list {
 			listed = listed || (s.Complete && s.HTTPAddr == n.HTTPAddr)
 		}
 		if !listed || peerServesLastByte(as, n, w.blob) == nil {
-			return true
+			return "", true
 		}
 	}
-	return false
+	return fmt.Sprintf("%s has no torrent of it, and %s still lists it complete after %s", n.Name, asked.Name, withdrawalLag), false
 }
 
 // withdrawalLag bounds how long gossip may take to spread a withdrawal.
