@@ -40,7 +40,7 @@ func waitStatus(t *testing.T, n *testenv.Node, path string, want int) {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	r, err := httpGet(url)
+	r, err := getURL(url)
 	if err != nil {
 		return 0, err.Error()
 	}

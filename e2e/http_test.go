@@ -48,8 +48,8 @@ func do(t testing.TB, method, url string, headers ...string) reply {
 	return r
 }
 
-// httpGet GETs url and reads the whole answer, within requestTimeout.
-func httpGet(url string, headers ...string) (reply, error) {
+// getURL GETs url and reads the whole answer, within requestTimeout.
+func getURL(url string, headers ...string) (reply, error) {
 	return send(http.MethodGet, url, headers...)
 }
 

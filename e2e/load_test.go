@@ -418,7 +418,7 @@ func vmRSS(pid int) (int64, error) {
 }
 
 func scrapeGoroutines(n *testenv.Node) (int, error) {
-	r, err := httpGet(n.URL() + "/metrics")
+	r, err := getURL(n.URL() + "/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -177,7 +177,7 @@ type adminTotals struct {
 // scrape reads a node's whole /metrics exposition.
 func scrape(t *testing.T, n *testenv.Node) string {
 	t.Helper()
-	r, err := httpGet(n.URL() + "/metrics")
+	r, err := getURL(n.URL() + "/metrics")
 	if err != nil || r.Status != http.StatusOK {
 		t.Fatalf("%s /metrics: %d, %v", n.Name, r.Status, err)
 	}
