@@ -102,7 +102,7 @@ func benchOpen(b *testing.B, url string) (*http.Response, func()) {
 		cancel()
 		b.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: benchGetTimeout}).Do(req)
 	if err != nil {
 		cancel()
 		b.Fatal(err)

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +25,7 @@ type torrentState struct {
 	Digest         string           `json:"digest"`
 	Size           int64            `json:"size"`
 	Seeding        bool             `json:"seeding"`
+	ConnectedPeers int              `json:"connectedPeers"`
 	Verified       bool             `json:"verified"`
 	BytesCompleted int64            `json:"bytesCompleted"`
 	ReceivedFrom   map[string]int64 `json:"receivedFrom"`
@@ -34,18 +33,9 @@ type torrentState struct {
 
 // torrentOf returns n's torrent of d; ok is false when it has none.
 func torrentOf(n *testenv.Node, d digest.Digest) (st torrentState, ok bool, err error) {
-	client := n.Client(5 * time.Second)
-	resp, err := client.Get(n.URL() + "/admin/v1/torrents")
+	list, err := torrentsOf(n)
 	if err != nil {
 		return st, false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, false, fmt.Errorf("%s: torrents: %s", n.Name, resp.Status)
-	}
-	var list []torrentState
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return st, false, fmt.Errorf("%s: torrents: %w", n.Name, err)
 	}
 	for _, tr := range list {
 		if tr.Digest == d.String() {
@@ -53,6 +43,13 @@ func torrentOf(n *testenv.Node, d digest.Digest) (st torrentState, ok bool, err 
 		}
 	}
 	return st, false, nil
+}
+
+// torrentsOf returns every torrent of n (GET /admin/v1/torrents).
+func torrentsOf(n *testenv.Node) ([]torrentState, error) {
+	var list []torrentState
+	err := adminGet(n, "/admin/v1/torrents", &list)
+	return list, err
 }
 
 // pullAsync starts `ctr images pull` of ref on n; the channel gets its result.

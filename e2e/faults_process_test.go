@@ -1,14 +1,17 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/testenv"
 )
@@ -52,8 +55,8 @@ func TestFaultSeederKilledMidDownload(t *testing.T) {
 		victim, survivor = n1, n2
 	}
 	t.Logf("%s has %d of %d bytes (from %v); killing %s", n3.Name, st.BytesCompleted, layer.Size, st.ReceivedFrom, victim.Name)
-	victim.Kill(t)
 	watch.exclude(victim)
+	victim.Kill(t)
 	waitPull(t, n3, pull)
 
 	checkImage(t, n3, img)
@@ -79,12 +82,22 @@ func TestFaultDregistryStoppedOrHung(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(7)+":5500")
-	n := testenv.StartNode(t, testenv.NodeConfig{Name: "node1", IP: testenv.LoopbackIP(11), Upstream: up})
+	// node1 is the one stopped and frozen (the egress, so it fetches for
+	// itself); node2 is there to list it, for the seeder watch.
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up, Args: egressFirst(1)})
+	n, peer := nodes[0], nodes[1]
+	stopped := testenv.PushImage(t, up, "e2e/fault-stopped", "v1", 1<<20, 4<<20)
+	watched := stopped.Layers[len(stopped.Layers)-1]
+	watch := watchSeeders(nodes, watched)
 
 	t.Run("stopped: containerd falls back to the upstream, which hosts.toml keeps last", func(t *testing.T) {
-		img := testenv.PushImage(t, up, "e2e/fault-stopped", "v1", 1<<20, 4<<20)
+		img := stopped
+		watch.exclude(n)
 		n.Stop(t)
-		defer n.Start(t)
+		defer func() {
+			n.Start(t)
+			watch.include(n)
+		}()
 		n.Pull(t, img.Ref)
 		checkImage(t, n, img)
 		reqs := up.Requests(t)
@@ -97,6 +110,10 @@ func TestFaultDregistryStoppedOrHung(t *testing.T) {
 
 	t.Run("hung (SIGSTOP): containerd 1.6 waits on the mirror, and the same pull completes once it resumes", func(t *testing.T) {
 		img := testenv.PushImage(t, up, "e2e/fault-hung", "v1", 1<<20, 4<<20)
+		// Once restarted, node1 seeds what containerd fetched while it was
+		// down: node2 lists it, and the watch checks it serves the layer.
+		waitSeeds(t, []*testenv.Node{peer}, n, watched.Digest)
+		watch.exclude(n)
 		n.Pause(t)
 		pull := pullAsync(t, n, img.Ref)
 		// containerd has no timeout for a mirror that accepted the
@@ -113,6 +130,7 @@ func TestFaultDregistryStoppedOrHung(t *testing.T) {
 			}
 		}
 		n.Resume(t)
+		watch.include(n)
 		waitPull(t, n, pull)
 		checkImage(t, n, img)
 		waitStatus(t, n, "/readyz", http.StatusOK)
@@ -126,6 +144,7 @@ func TestFaultDregistryStoppedOrHung(t *testing.T) {
 			t.Errorf("%s served nothing of %s after resuming", n.Name, img.Repo)
 		}
 	})
+	finishWatch(t, watch, []*testenv.Node{n})
 }
 
 func TestFaultContainerdRestartedUnderDregistry(t *testing.T) {
@@ -149,12 +168,19 @@ func TestFaultContainerdRestartedUnderDregistry(t *testing.T) {
 	if code, body := get(t, n2.URL()+"/v2/"); code != http.StatusOK {
 		t.Errorf("%s /v2/ with containerd down: %d %s, want 200 (dregistry keeps serving)", n2.Name, code, body)
 	}
-	n2.Containerd.Start(t)
-	// Pulled straight from the upstream, not through the mirror: dregistry
-	// learns of it only from containerd (its events or its resync).
+	// containerd comes back on a socket dregistry does not know, so its
+	// event stream stays down while an image is pulled straight from the
+	// upstream (not through the mirror): dregistry can learn of it only
+	// from its resync once containerd is back where it looks.
+	n2.Containerd.StartElsewhere(t)
 	if out, err := n2.Containerd.Ctr(t, "-n", "default", "images", "pull", "--plain-http", during.Ref); err != nil {
 		t.Fatalf("direct pull: %v\n%s", err, out)
 	}
+	if code, body := get(t, n2.URL()+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("premise: %s /readyz during the direct pull: %d %s, want 503 (containerd out of its reach)", n2.Name, code, body)
+	}
+	n2.Containerd.Stop(t)
+	n2.Containerd.Start(t)
 	waitStatus(t, n2, "/readyz", http.StatusOK)
 	for _, b := range []testenv.Blob{before.Layers[0], during.Layers[0], during.Manifest} {
 		waitSeeds(t, []*testenv.Node{n1}, n2, b.Digest)
@@ -224,17 +250,32 @@ func TestFaultDataDirFull(t *testing.T) {
 	if !logHas(t, n2, "no space left on device") {
 		t.Errorf("%s's log does not say its data dir is full; tail:\n%s", n2.Name, n2.LogTail())
 	}
+	// The layer reached containerd whole through the egress stream, and
+	// containerd never went to the upstream itself.
+	var viaEgress int64
 	for _, s := range n2.Served(t)[mark:] {
 		if strings.Contains(s.Path, layer.Digest.String()) {
 			t.Logf("%s answered %s %s: %d from %q, %d bytes, aborted %v", n2.Name, s.Method, s.Path, s.Status, s.Source, s.Bytes, s.Aborted)
+			if s.Method == http.MethodGet && s.Source == "egress" && !s.Aborted {
+				viaEgress += s.Bytes
+			}
 		}
 	}
-	for _, q := range layerGETsFromContainerd(up.Requests(t), layer.Digest) {
-		t.Logf("containerd fell back to the upstream for the layer: %d, %d bytes", q.Status, q.Bytes)
+	if viaEgress < layer.Size {
+		t.Errorf("%s served %d bytes of the %d-byte layer through the egress stream, want all of it", n2.Name, viaEgress, layer.Size)
+	}
+	if direct := layerGETsFromContainerd(up.Requests(t), layer.Digest); len(direct) > 0 {
+		t.Errorf("containerd fetched the layer from the upstream itself: %+v", direct)
 	}
 	if st, ok, err := torrentOf(n2, layer.Digest); err == nil && ok && !st.Seeding {
 		t.Errorf("%s keeps a download of the layer that did not fit: %+v", n2.Name, st)
 	}
+	// Nothing partial is left on the full disk (bounded: the daemon drops
+	// what it cannot store once it gives up on it).
+	waitFor(t, faultTimeout, "no partial file of the layer is left in "+n2.Name+"'s data dir", func() (bool, string) {
+		left := partialFiles(t, n2.DataDir, layer.Digest)
+		return len(left) == 0, strings.Join(left, ", ")
+	})
 	waitSeeds(t, []*testenv.Node{n1}, n2, layer.Digest)
 	finishWatch(t, watch, []*testenv.Node{n1, n2})
 
@@ -267,17 +308,13 @@ func TestFaultCorruptedDownloadOnDisk(t *testing.T) {
 	// Node 2 downloads part of the layer (a GET on its mirror, as containerd
 	// sends), crashes, and finds one of its verified pieces corrupted on
 	// disk when it comes back.
-	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
-	defer cancel()
 	got := make(chan error, 1)
 	go func() {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n2.URL()+"/v2/"+img.Repo+"/blobs/"+layer.Digest.String()+"?ns="+up.Addr, nil)
+		resp, cancel, err := open(http.MethodGet, n2.URL()+"/v2/"+img.Repo+"/blobs/"+layer.Digest.String()+"?ns="+up.Addr)
 		if err == nil {
-			var resp *http.Response
-			if resp, err = http.DefaultClient.Do(req); err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			cancel()
 		}
 		got <- err
 	}()
@@ -298,8 +335,8 @@ func TestFaultCorruptedDownloadOnDisk(t *testing.T) {
 	// Node 3 takes the image from node 2 alone: the upstream and node 1 are
 	// gone, so every byte it commits passed through node 2's disk.
 	up.Stop(t)
-	n1.Stop(t)
 	watch.exclude(n1)
+	n1.Stop(t)
 	n3.Pull(t, up.Addr+"/"+img.Repo+"@"+img.Manifest.Digest.String())
 	checkHolds(t, n3, append([]testenv.Blob{img.Manifest}, img.Blobs()...))
 	if err := peerBlobVerified(n3, n2, layer); err != nil {
@@ -337,6 +374,7 @@ func TestFaultCorruptedSeedWhileRunning(t *testing.T) {
 	for _, n := range []*testenv.Node{n1, n2} {
 		waitFor(t, faultTimeout, "the seeder watch checked "+n.Name, func() (bool, string) { return watch.hasChecked(n.HTTPAddr), "" })
 	}
+	watch.corrupted(n1)
 	spool := spoolPath(n1, layer.Digest)
 	if err := flipEveryPiece(spool, layer.Size); err != nil {
 		t.Fatalf("corrupt %s's spool: %v", n1.Name, err)
@@ -358,9 +396,38 @@ func TestFaultCorruptedSeedWhileRunning(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "404") {
 		t.Errorf("%s's peer endpoint after the corruption: %v, want 404 (not seeded)", n1.Name, err)
 	}
-	st, ok, err := torrentOf(n3, layer.Digest)
-	t.Logf("%s received the layer from %v (found %v, err %v)", n3.Name, st.ReceivedFrom, ok, err)
+	// The puller's copy came from the other seeder: nothing useful from the
+	// corrupted one, the whole layer from n2, through the swarm.
+	from := receivedFrom(t, n3, layer.Digest.String())
+	t.Logf("%s received the layer from %v", n3.Name, from)
+	if from[n1.IP] != 0 || from[n2.IP] < layer.Size {
+		t.Errorf("%s received %v piece bytes by peer, want all %d from %s (%s) and none from the corrupted %s (%s)", n3.Name, from, layer.Size, n2.Name, n2.IP, n1.Name, n1.IP)
+	}
+	if by := testenv.BytesBySource(n3.Served(t)); by["swarm"] < layer.Size {
+		t.Errorf("%s served %v bytes by source, want the %d-byte layer from the swarm", n3.Name, by, layer.Size)
+	}
 	waitSeeds(t, []*testenv.Node{n2}, n3, layer.Digest)
-	watch.exclude(n1)
 	finishWatch(t, watch, []*testenv.Node{n2, n3})
+}
+
+// partialFiles lists the files under dir that hold a download or an egress
+// fetch of d that did not finish: swarm/downloads/... and *.partial.
+func partialFiles(t *testing.T, dir string, d digest.Digest) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if !e.IsDir() && strings.Contains(path, d.Encoded()) &&
+			(strings.HasPrefix(rel, filepath.Join("swarm", "downloads")) || strings.HasSuffix(path, ".partial")) {
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return out
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -41,12 +40,9 @@ func waitStatus(t *testing.T, n *testenv.Node, path string, want int) {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
+	r, err := getURL(url)
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, string(b)
+	return r.Status, string(r.Body[:min(len(r.Body), 4096)])
 }

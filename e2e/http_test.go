@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/internal/testenv"
 )
 
@@ -34,32 +37,63 @@ type reply struct {
 	Body   []byte
 }
 
-// do sends one request with headers given as "Key: value" pairs.
+// do sends one request with headers given as "Key: value" pairs and fails
+// the test when no answer comes.
 func do(t testing.TB, method, url string, headers ...string) reply {
 	t.Helper()
-	return doWith(t, nil, method, url, headers...)
+	r, err := send(method, url, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
-// memberGet GETs a member-only path (/peer/v1/…, /admin/v1/…) of n as a
-// member would: signed with n's cluster key.
-func memberGet(t testing.TB, n *testenv.Node, path string, headers ...string) reply {
-	t.Helper()
-	return doWith(t, n.Key, http.MethodGet, n.URL()+path, headers...)
+// getURL GETs url and reads the whole answer, within requestTimeout.
+func getURL(url string, headers ...string) (reply, error) {
+	return send(http.MethodGet, url, headers...)
 }
 
-// doWith is do, signed with key when it is not nil.
-func doWith(t testing.TB, key *testenv.ClusterKey, method, url string, headers ...string) reply {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+// send is the one way an e2e test talks HTTP: one request, its body read,
+// all within requestTimeout (a hung daemon fails the test, it never hangs it).
+func send(method, url string, headers ...string) (reply, error) {
+	return sendWith(nil, method, url, headers...)
+}
+
+// sendWith is send, signed with key (nil: unsigned).
+func sendWith(key *testenv.ClusterKey, method, url string, headers ...string) (reply, error) {
+	resp, cancel, err := openWith(key, method, url, headers...)
+	if err != nil {
+		return reply{}, err
+	}
 	defer cancel()
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
+	}
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
+}
+
+// open sends one request and returns the response for the caller to
+// stream; the whole exchange, body included, ends by requestTimeout, and
+// cancel (to call once done) frees it.
+func open(method, url string, headers ...string) (*http.Response, context.CancelFunc, error) {
+	return openWith(nil, method, url, headers...)
+}
+
+// openWith is open, signed with key (nil: unsigned).
+func openWith(key *testenv.ClusterKey, method, url string, headers ...string) (*http.Response, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		cancel()
+		return nil, nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok {
-			t.Fatalf("header %q: want \"Key: value\"", h)
+			cancel()
+			return nil, nil, fmt.Errorf("header %q: want \"Key: value\"", h)
 		}
 		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
@@ -68,14 +102,10 @@ func doWith(t testing.TB, key *testenv.ClusterKey, method, url string, headers .
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		cancel()
+		return nil, nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return reply{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	return resp, cancel, nil
 }
 
 // errorCode returns the first OCI error code of a body, or "" when it is
@@ -106,4 +136,64 @@ func checkDigest(t testing.TB, what string, body []byte, want digest.Digest) {
 	if got := want.Algorithm().FromBytes(body); got != want {
 		t.Errorf("%s: body of %d bytes has digest %s, want %s", what, len(body), got, want)
 	}
+}
+
+// memberGet GETs a member-only path (/peer/v1/…, /admin/v1/…) of n from
+// the test's address as a member would, signed with n's cluster key, and
+// fails the test when no answer comes. Every e2e request to a member-only
+// path goes through memberGet, adminGet or peerGet.
+func memberGet(t testing.TB, n *testenv.Node, path string, headers ...string) reply {
+	t.Helper()
+	r, err := sendWith(n.Key, http.MethodGet, n.URL()+path, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// adminGet GETs path (/admin/v1/...) from n as memberGet does and decodes
+// its JSON answer into out; for goroutines, it returns the error.
+func adminGet(n *testenv.Node, path string, out any) error {
+	r, err := sendWith(n.Key, http.MethodGet, n.URL()+path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	if r.Status != http.StatusOK {
+		return fmt.Errorf("%s: GET %s: %d %.200s", n.Name, path, r.Status, r.Body)
+	}
+	if err := json.Unmarshal(r.Body, out); err != nil {
+		return fmt.Errorf("%s: GET %s: %w", n.Name, path, err)
+	}
+	return nil
+}
+
+// peerGet GETs path (/peer/v1/...) from n's peer endpoint as member `as`
+// would: from its address, signed with its key, with the no-forward
+// header. The caller reads
+// and closes the body, then calls cancel; the exchange ends by
+// requestTimeout. Every e2e peer request goes through here.
+func peerGet(as, n *testenv.Node, path string, headers ...string) (*http.Response, context.CancelFunc, error) {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(as.IP)}}
+	var transport http.RoundTripper = &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}
+	if as.Key != nil {
+		transport = &peerauth.Transport{Base: transport, Keys: as.Key.Keys, Node: as.Name}
+	}
+	client := &http.Client{Timeout: requestTimeout, Transport: transport}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+path, nil)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	req.Header.Set("X-Dregistry-No-Forward", "1")
+	resp, err := client.Do(req)
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("%s as %s: GET %s: %w", n.Name, as.Name, path, err)
+	}
+	return resp, cancel, nil
 }

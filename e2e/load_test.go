@@ -46,15 +46,18 @@ const (
 	defaultLoadPullers  = 3
 	// maxPullsPerWorker bounds each worker's loop in count, beside time.
 	maxPullsPerWorker = 100000
-	// settleTimeout bounds the wait for goroutines to come back after load.
+	// settleTimeout bounds the wait for goroutines and RSS to come back
+	// after load.
 	settleTimeout = 90 * time.Second
 	// goroutineSlack is how many more goroutines than after warm-up a
 	// settled daemon may run (idle peer connections, timers).
 	goroutineSlack = 50
-	// rssSlackFloor: RSS may grow by half its warm-up figure or by this,
-	// whichever is more, before the test calls it a leak.
-	rssSlackFloor = 100 << 20
-	sampleEvery   = 5 * time.Second
+	// A settled daemon's RSS may be at most rssGrowth times its warm-up
+	// figure plus rssSlack (buffers a busy daemon keeps, the Go runtime's
+	// lag in returning memory) before the test calls it a leak.
+	rssGrowth   = 1.3
+	rssSlack    = 20 << 20
+	sampleEvery = 5 * time.Second
 )
 
 func TestLoadManyConcurrentPullsKeepDaemonsFlat(t *testing.T) {
@@ -88,6 +91,12 @@ func TestLoadManyConcurrentPullsKeepDaemonsFlat(t *testing.T) {
 		t.Fatalf("warm-up: %d of %d pulls failed:\n%s", warm.failures, warm.pulls, strings.Join(warm.errors, "\n"))
 	}
 	before := sampleNodes(t, nodes)
+	// The seeder watch follows the most shared layer (every image built on
+	// base-a has it) and the largest stand-alone one through the load.
+	var watches []*seederWatch
+	for _, b := range []testenv.Blob{images[0].Layers[0], images[len(images)-2].Layers[0]} {
+		watches = append(watches, watchSeeders(nodes, b))
+	}
 
 	sampler := startSampler(nodes)
 	deadline := time.Now().Add(duration)
@@ -109,6 +118,15 @@ func TestLoadManyConcurrentPullsKeepDaemonsFlat(t *testing.T) {
 	after := settleNodes(t, nodes, before)
 	t.Logf("settled in %s", time.Since(settleStart).Round(time.Second))
 
+	for _, w := range watches {
+		w.stop()
+		for _, v := range w.violations() {
+			t.Error(v)
+		}
+		if len(w.verifiedSeeders()) == 0 {
+			t.Errorf("the seeder watch of %s never read the whole blob from a seeder", w.blob.Digest)
+		}
+	}
 	reqs := up.Requests(t)
 	if dir := os.Getenv(loadKeepLogsEnv); dir != "" {
 		keepLogs(t, dir, nodes)
@@ -130,8 +148,8 @@ func TestLoadManyConcurrentPullsKeepDaemonsFlat(t *testing.T) {
 			t.Errorf("%s: figures unavailable: before %v, after %v", n.Name, b.err, a.err)
 			continue
 		}
-		if slack := max(b.rss/2, rssSlackFloor); a.rss > b.rss+slack {
-			t.Errorf("%s: RSS grew from %s to %s under load, more than %s: memory is not flat", n.Name, mib(b.rss), mib(a.rss), mib(slack))
+		if bound := rssBound(b.rss); a.rss > bound {
+			t.Errorf("%s: RSS grew from %s to %s under load, more than %.1fx + %s = %s: memory is not flat", n.Name, mib(b.rss), mib(a.rss), rssGrowth, mib(rssSlack), mib(bound))
 		}
 		if a.goroutines > b.goroutines+goroutineSlack {
 			t.Errorf("%s: %d goroutines %s after the load stopped, %d after warm-up: leak", n.Name, a.goroutines, settleTimeout, b.goroutines)
@@ -400,20 +418,14 @@ func vmRSS(pid int) (int64, error) {
 }
 
 func scrapeGoroutines(n *testenv.Node) (int, error) {
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(n.URL() + "/metrics")
+	r, err := getURL(n.URL() + "/metrics")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return 0, err
+	if r.Status != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: status %d", r.Status)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: status %d", resp.StatusCode)
-	}
-	v := metricValue(string(b), "go_goroutines")
+	v := metricValue(string(r.Body), "go_goroutines")
 	if v < 0 {
 		return 0, errors.New("/metrics has no go_goroutines")
 	}
@@ -458,7 +470,9 @@ func (s *sampler) stop() []nodeFigures {
 }
 
 // settleNodes waits, up to settleTimeout, until every daemon runs at most
-// goroutineSlack goroutines more than before, and returns the last figures.
+// goroutineSlack goroutines more than before and holds at most rssBound of
+// its warm-up RSS (the runtime returns freed memory over minutes, not at
+// once), and returns the last figures.
 func settleNodes(t *testing.T, nodes []*testenv.Node, before []nodeFigures) []nodeFigures {
 	t.Helper()
 	deadline := time.Now().Add(settleTimeout)
@@ -466,7 +480,7 @@ func settleNodes(t *testing.T, nodes []*testenv.Node, before []nodeFigures) []no
 		after := sampleNodes(t, nodes)
 		settled := true
 		for i := range nodes {
-			if after[i].err != nil || after[i].goroutines > before[i].goroutines+goroutineSlack {
+			if after[i].err != nil || after[i].goroutines > before[i].goroutines+goroutineSlack || after[i].rss > rssBound(before[i].rss) {
 				settled = false
 			}
 		}
@@ -476,6 +490,9 @@ func settleNodes(t *testing.T, nodes []*testenv.Node, before []nodeFigures) []no
 		time.Sleep(time.Second)
 	}
 }
+
+// rssBound is the most RSS a settled daemon may hold after a warm-up figure.
+func rssBound(warm int64) int64 { return int64(float64(warm)*rssGrowth) + rssSlack }
 
 func logLoadFigures(t *testing.T, nodes []*testenv.Node, images []testenv.Image, reqs []testenv.Request, duration time.Duration,
 	pullers int, warm, total loadTotals, before, peak, after []nodeFigures) {

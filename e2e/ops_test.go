@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -178,17 +177,11 @@ type adminTotals struct {
 // scrape reads a node's whole /metrics exposition.
 func scrape(t *testing.T, n *testenv.Node) string {
 	t.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(n.URL() + "/metrics")
-	if err != nil {
-		t.Fatalf("%s /metrics: %v", n.Name, err)
+	r, err := getURL(n.URL() + "/metrics")
+	if err != nil || r.Status != http.StatusOK {
+		t.Fatalf("%s /metrics: %d, %v", n.Name, r.Status, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s /metrics: %s, %v", n.Name, resp.Status, err)
-	}
-	return string(b)
+	return string(r.Body)
 }
 
 // metricValue finds one sample in a Prometheus text exposition.

@@ -1,11 +1,12 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/testenv"
 )
@@ -69,29 +70,15 @@ func TestPeersServeAnImageWhenTheUpstreamIsGone(t *testing.T) {
 	}
 }
 
-// torrent is one entry of GET /admin/v1/torrents.
-type torrent struct {
-	Digest       string           `json:"digest"`
-	ReceivedFrom map[string]int64 `json:"receivedFrom"`
-}
-
 // receivedFrom returns the piece bytes n received for dgst, by peer IP.
 func receivedFrom(t *testing.T, n *testenv.Node, dgst string) map[string]int64 {
 	t.Helper()
-	resp, err := n.Client(requestTimeout).Get(n.URL() + "/admin/v1/torrents")
+	st, ok, err := torrentOf(n, digest.Digest(dgst))
 	if err != nil {
-		t.Fatalf("%s: torrents: %v", n.Name, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var list []torrent
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		t.Fatalf("%s: torrents: %v", n.Name, err)
+	if !ok {
+		t.Fatalf("%s has no torrent of %s", n.Name, dgst)
 	}
-	for _, tr := range list {
-		if tr.Digest == dgst {
-			return tr.ReceivedFrom
-		}
-	}
-	t.Fatalf("%s has no torrent of %s: %+v", n.Name, dgst, list)
-	return nil
+	return st.ReceivedFrom
 }

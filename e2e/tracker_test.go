@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
@@ -66,17 +64,9 @@ type seeder struct {
 
 func seeders(t *testing.T, n *testenv.Node, dgst string) []seeder {
 	t.Helper()
-	resp, err := n.Client(requestTimeout).Get(n.URL() + "/admin/v1/seeders/" + dgst)
-	if err != nil {
-		t.Fatalf("%s: seeders of %s: %v", n.Name, dgst, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: seeders of %s: %s", n.Name, dgst, resp.Status)
-	}
 	var out []seeder
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("%s: seeders of %s: %v", n.Name, dgst, err)
+	if err := adminGet(n, "/admin/v1/seeders/"+dgst, &out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // BenchmarkBlobGET measures blob GETs over loopback HTTP: from a file
@@ -36,7 +37,7 @@ func BenchmarkBlobGET(b *testing.B) {
 			}))
 			defer srv.Close()
 			url := srv.URL + "/v2/bench/blob/blobs/" + dgst
-			client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableCompression: true}}
 			b.SetBytes(size)
 			b.ResetTimer()
 			for b.Loop() {

@@ -79,7 +79,7 @@ func benchKeys() *peerauth.Keys {
 
 // benchClient signs when the children are keyed.
 func benchClient() *http.Client {
-	c := &http.Client{Transport: &http.Transport{}}
+	c := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{}}
 	if k := benchKeys(); k != nil {
 		c.Transport = &peerauth.Transport{Base: c.Transport, Keys: k, Node: "bench"}
 	}

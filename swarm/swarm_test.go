@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
@@ -167,7 +168,7 @@ func TestPeerEndpointServesMembersOnly(t *testing.T) {
 	content, dgst := randomBlob(t, 1<<20)
 	seed(t, a, tr, content, dgst)
 	get := func(path string) (int, []byte) {
-		resp, err := http.Get(a.http.URL + path)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(a.http.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -255,7 +255,7 @@ func (u *testUpstream) do(method, url, contentType string, body []byte, want int
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		u.t.Fatal(err)
 	}

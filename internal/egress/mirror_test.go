@@ -64,7 +64,7 @@ func TestMirrorPullsThroughTheEgress(t *testing.T) {
 
 func doRequest(t *testing.T, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,10 @@ func NewClusterKey(t testing.TB) *ClusterKey {
 // /admin/v1/… of nodes it does not reach from 127.0.0.1. A nil key gives
 // an unsigned client.
 func (k *ClusterKey) Client(timeout time.Duration) *http.Client {
-	c := &http.Client{Timeout: timeout, Transport: &http.Transport{}}
+	// No keep-alive: tests make a client per request, and each kept-alive
+	// connection would stay open as an idle goroutine in the daemon (the
+	// load test's seeder watch made thousands, counted as a leak).
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	if k != nil {
 		c.Transport = &peerauth.Transport{Base: c.Transport, Keys: k.Keys, Node: "e2e-test"}
 	}

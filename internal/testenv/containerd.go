@@ -43,6 +43,8 @@ type Containerd struct {
 	Snapshotter string
 
 	binary string
+	netns  *Netns // where the daemon and every ctr run; nil: the test's
+	home   string // Address to return to at Stop, after StartElsewhere
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
 }
@@ -52,6 +54,15 @@ type Containerd struct {
 // It skips, or fails when DREGISTRY_E2E=required, when not root or when
 // containerd or ctr is missing.
 func StartContainerd(t testing.TB, dir string) *Containerd {
+	t.Helper()
+	return StartContainerdIn(t, dir, nil)
+}
+
+// StartContainerdIn is StartContainerd with the daemon and every ctr the
+// test runs inside ns (nil: the test's own namespace), as on a host whose
+// network ns stands for: ctr's pulls then use ns's network, like the
+// daemon's own fetches would.
+func StartContainerdIn(t testing.TB, dir string, ns *Netns) *Containerd {
 	t.Helper()
 	RequireRoot(t)
 	bin := RequireBinary(t, "containerd")
@@ -69,6 +80,7 @@ func StartContainerd(t testing.TB, dir string) *Containerd {
 		ConfigPath: filepath.Join(dir, "config.toml"),
 		LogPath:    filepath.Join(dir, "containerd.log"),
 		binary:     bin,
+		netns:      ns,
 	}
 	c.Address = filepath.Join(dir, "containerd.sock")
 	if len(c.Address) > maxSocketPath {
@@ -85,9 +97,7 @@ func StartContainerd(t testing.TB, dir string) *Containerd {
 		t.Logf("testenv: overlay mount unavailable (%v); containerd snapshotter is native", err)
 		c.Snapshotter = "native"
 	}
-	if err := os.WriteFile(c.ConfigPath, []byte(c.config()), 0o600); err != nil {
-		t.Fatalf("testenv: write containerd config: %v", err)
-	}
+	c.writeConfig(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("containerd log %s (tail):\n%s", c.LogPath, c.LogTail())
@@ -96,6 +106,29 @@ func StartContainerd(t testing.TB, dir string) *Containerd {
 	})
 	c.Start(t)
 	return c
+}
+
+func (c *Containerd) writeConfig(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(c.ConfigPath, []byte(c.config()), 0o600); err != nil {
+		t.Fatalf("testenv: write containerd config: %v", err)
+	}
+}
+
+// StartElsewhere starts the stopped daemon, same root and state, on a
+// socket of its own: a client of the usual Address (a dregistry) still
+// finds containerd down while the test uses it through Ctr. Stop brings
+// Address back, and a Start after it serves the usual socket again.
+func (c *Containerd) StartElsewhere(t testing.TB) {
+	t.Helper()
+	if c.cmd != nil {
+		t.Fatalf("testenv: containerd %s already running", c.Address)
+	}
+	home := c.Address
+	c.Address = filepath.Join(filepath.Dir(home), "elsewhere.sock")
+	c.home = home
+	c.writeConfig(t)
+	c.Start(t)
 }
 
 // config renders the daemon's configuration: no CRI (several daemons run at
@@ -154,7 +187,12 @@ func (c *Containerd) Start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("testenv: containerd log: %v", err)
 	}
-	cmd := exec.Command(c.binary, "--config", c.ConfigPath)
+	path, args := c.binary, []string{"--config", c.ConfigPath}
+	if c.netns != nil {
+		// ip netns exec execs in place: the pid and signals stay containerd's.
+		path, args = c.netns.Command(path, args)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// The daemon must not outlive a test binary that dies.
@@ -211,6 +249,12 @@ func (c *Containerd) Stop(t testing.TB) {
 	if c.cmd == nil {
 		return
 	}
+	if c.home != "" {
+		defer func() {
+			c.Address, c.home = c.home, ""
+			c.writeConfig(t)
+		}()
+	}
 	cmd, exited := c.cmd, c.exited
 	c.cmd, c.exited = nil, nil
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -243,7 +287,11 @@ func (c *Containerd) Ctr(t testing.TB, args ...string) (string, error) {
 }
 
 func (c *Containerd) run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"-a", c.Address}, args...)...)
+	path, argv := "ctr", append([]string{"-a", c.Address}, args...)
+	if c.netns != nil {
+		path, argv = c.netns.Command(path, argv)
+	}
+	cmd := exec.CommandContext(ctx, path, argv...)
 	cmd.Env = append(os.Environ(), "CONTAINERD_SNAPSHOTTER="+c.Snapshotter)
 	var out bytes.Buffer
 	cmd.Stdout = &out

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -57,7 +58,8 @@ type NodeConfig struct {
 	HTTPListen string
 	// Netns, when set, is the namespace the daemon runs in; IP must then be
 	// an address of it that containerd and the test reach (over a Link).
-	// containerd stays in the test's namespace (its socket is a file).
+	// A containerd the node starts stays in the test's namespace; give one
+	// of StartContainerdIn(t, "", Netns) to put the whole node there.
 	// Such a node admits mirror clients from 198.18.0.0/15 (--mirror-allow),
 	// the other end of its link, where containerd and the test are.
 	Netns *Netns
@@ -175,7 +177,10 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
+			// Whatever failed (a bounded wait, an assertion), the daemons'
+			// state at that moment is printed here, once for every node.
 			t.Logf("%s: dregistry containerd configure said:\n%s", n.Name, configureOut)
+			t.Logf("%s: %s", n.Name, n.State())
 			t.Logf("%s: dregistry log %s (tail):\n%s", n.Name, n.LogPath, n.proc.Tail(tailLines))
 		}
 		if err := n.proc.Stop(); err != nil {
@@ -238,6 +243,54 @@ func (n *Node) RestartContainerd(t testing.TB) {
 	n.Containerd.Stop(t)
 	n.Containerd.Start(t)
 }
+
+// State describes the running daemon for a failing test: its /readyz answer
+// and its /admin/v1/stats (members as it sees them, torrents), each asked
+// within stateTimeout so a hung daemon shows as such instead of hanging.
+func (n *Node) State() string {
+	if !n.proc.Running() {
+		return "daemon stopped"
+	}
+	var b strings.Builder
+	for _, path := range []string{"/readyz", "/admin/v1/stats"} {
+		status, body, err := n.AdminGet(path)
+		if err != nil {
+			fmt.Fprintf(&b, "\nGET %s: %v", path, err)
+			continue
+		}
+		if len(body) > stateBytes {
+			body = append(body[:stateBytes], "…"...)
+		}
+		fmt.Fprintf(&b, "\nGET %s: %d %s", path, status, bytes.TrimSpace(body))
+	}
+	return b.String()
+}
+
+// AdminGet GETs path from the daemon's HTTP endpoint (/readyz, /admin/v1/...)
+// as a member (signed with the node's key) within stateTimeout and returns
+// the status and body.
+func (n *Node) AdminGet(path string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := n.Client(stateTimeout).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, body, err
+}
+
+// stateTimeout bounds each request of State; stateBytes is how much of each
+// answer it prints.
+const (
+	stateTimeout = 5 * time.Second
+	stateBytes   = 4 << 10
+)
 
 // LogTail returns the last lines of the daemon's log.
 func (n *Node) LogTail() string { return n.proc.Tail(tailLines) }

@@ -74,7 +74,7 @@ func headStatus(url string, timeout time.Duration) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
 		return 0, err
 	}

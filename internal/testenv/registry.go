@@ -226,7 +226,7 @@ func (r *Registry) sendMarker() (string, error) {
 		return "", err
 	}
 	req.Header.Set("User-Agent", markerAgent)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return "", fmt.Errorf("registry marker request: %w", err)
 	}
