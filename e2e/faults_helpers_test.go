@@ -232,16 +232,7 @@ func logHas(t *testing.T, n *testenv.Node, parts ...string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			return true
-		}
-	}
-	return false
+	return hasLine(b, parts...)
 }
 
 // layerGETsFromContainerd returns the upstream GETs of d containerd itself
