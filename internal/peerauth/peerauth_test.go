@@ -72,6 +72,10 @@ func TestParseTokenRejects(t *testing.T) {
 		"v1:b=:5:" + strings.Repeat("A", 43), "v1:bg:99999999999999999999:" + strings.Repeat("A", 43),
 		good + ":x", strings.Repeat("v1:", 200), "v1:bg:05:" + strings.Repeat("A", 43),
 		"v1:bh:5:" + strings.Repeat("A", 43), // non-zero trailing bits: a second spelling of "n"
+		// The base64 decoder skips CR and LF: without the canonical check
+		// these verified as the good token (found by FuzzToken in CI).
+		good[:len(good)-20] + "\n" + good[len(good)-20:], good[:len(good)-1] + "\r" + good[len(good)-1:],
+		"v1:b\ng:5:" + good[len(good)-43:],
 	} {
 		if _, err := ParseToken(s); err == nil {
 			t.Errorf("ParseToken(%q) accepted", s)

@@ -30,8 +30,22 @@ const (
 	macLen      = 32
 )
 
-// b64 is the token's encoding; strict, so every token has one spelling.
+// b64 is the token's encoding; strict, so no unused trailing bits.
 var b64 = base64.RawURLEncoding.Strict()
+
+// decodeField decodes one base64url field of a token and refuses any other
+// spelling than the canonical one: the decoder skips '\r' and '\n', so
+// without the re-encoding check one MAC would verify under many spellings.
+func decodeField(s string) ([]byte, error) {
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	if b64.EncodeToString(b) != s {
+		return nil, errors.New("not the canonical base64url spelling")
+	}
+	return b, nil
+}
 
 // Token is a parsed, not yet verified request token.
 type Token struct {
@@ -53,7 +67,7 @@ func ParseToken(s string) (Token, error) {
 	if len(parts) != 3 {
 		return Token{}, errors.New("token is not v1:node:seconds:mac")
 	}
-	node, err := b64.DecodeString(parts[0])
+	node, err := decodeField(parts[0])
 	if err != nil || len(node) == 0 || len(node) > maxNodeLen {
 		return Token{}, fmt.Errorf("token node: not 1 to %d bytes of unpadded base64url", maxNodeLen)
 	}
@@ -65,7 +79,7 @@ func ParseToken(s string) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("token time: %w", err)
 	}
-	mac, err := b64.DecodeString(parts[2])
+	mac, err := decodeField(parts[2])
 	if err != nil || len(mac) != macLen {
 		return Token{}, fmt.Errorf("token mac: not %d bytes of unpadded base64url", macLen)
 	}
