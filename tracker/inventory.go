@@ -86,6 +86,11 @@ func (inv *inventory) takePending(maxBytes int) [][]byte {
 	return msgs
 }
 
+// errNotSHA256 marks a valid digest of another algorithm (sha512): the wire
+// carries 32 raw bytes, so such blobs are served but never announced. It is
+// not a bad input: Announce, Withdraw and Resync skip it.
+var errNotSHA256 = errors.New("only sha256 digests are announced")
+
 // parseDigest accepts only sha256 digests: the wire carries 32 raw bytes.
 func parseDigest(d digest.Digest) (sha256Digest, error) {
 	var out sha256Digest
@@ -93,7 +98,7 @@ func parseDigest(d digest.Digest) (sha256Digest, error) {
 		return out, fmt.Errorf("tracker: digest %q: %w", d, err)
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return out, fmt.Errorf("tracker: digest %q: only sha256 digests can be announced", d)
+		return out, fmt.Errorf("tracker: digest %q: %w", d, errNotSHA256)
 	}
 	raw, err := hex.DecodeString(d.Encoded())
 	if err != nil {

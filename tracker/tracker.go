@@ -197,6 +197,10 @@ func (t *Tracker) Withdraw(d digest.Digest) error { return t.change(d, stateWith
 
 func (t *Tracker) change(d digest.Digest, s entryState) error {
 	raw, err := parseDigest(d)
+	if errors.Is(err, errNotSHA256) {
+		t.log.Debug("not announced: only sha256 digests are", "digest", d)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -223,15 +227,24 @@ func (t *Tracker) dropPendingWhileAlone() {
 // Resync makes the complete announcements exactly the given set (e.g. the
 // containerd inventory plus the blobs the swarm completed): new ones are
 // announced, missing ones withdrawn. Partial announcements are kept unless
-// listed. Nothing changes if a digest is invalid.
+// listed. Valid digests of other algorithms (sha512) are skipped, as
+// Announce skips them; nothing changes if a digest is invalid.
 func (t *Tracker) Resync(complete []digest.Digest) error {
 	want := make(map[sha256Digest]struct{}, len(complete))
+	skipped := 0
 	for _, d := range complete {
 		raw, err := parseDigest(d)
+		if errors.Is(err, errNotSHA256) {
+			skipped++
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		want[raw] = struct{}{}
+	}
+	if skipped > 0 {
+		t.log.Debug("not announced: only sha256 digests are", "skipped", skipped)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -62,7 +62,7 @@ func TestAnnounceLookupWithdraw(t *testing.T) {
 func TestBadDigestIsRefusedAndChangesNothing(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	tr := c.nodes[0]
-	for _, d := range []string{"", "sha256:abc", "sha512:" + strings.Repeat("a", 128), "md5:" + strings.Repeat("a", 32), "sha256:" + strings.Repeat("G", 64)} {
+	for _, d := range []string{"", "sha256:abc", "sha512:abc", "md5:" + strings.Repeat("a", 32), "sha256:" + strings.Repeat("G", 64)} {
 		if err := tr.Announce(digest.Digest(d), true); err == nil {
 			t.Errorf("Announce(%q) accepted", d)
 		}
@@ -76,6 +76,31 @@ func TestBadDigestIsRefusedAndChangesNothing(t *testing.T) {
 	}
 	if s := tr.Stats(); s.OwnDigests != 0 {
 		t.Errorf("a refused Resync changed the inventory: %d digests", s.OwnDigests)
+	}
+}
+
+// A valid sha512 digest (an egress node fetched such a blob) is not
+// announceable, but it must not make Announce fail or Resync refuse the
+// whole set: every sha256 digest beside it is still announced.
+func TestOtherDigestAlgorithmsAreSkipped(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	tr := c.nodes[0]
+	sha512 := digest.Digest("sha512:" + strings.Repeat("a", 128))
+	if err := tr.Announce(sha512, true); err != nil {
+		t.Fatalf("Announce(sha512) = %v, want it skipped", err)
+	}
+	if err := tr.Withdraw(sha512); err != nil {
+		t.Fatalf("Withdraw(sha512) = %v, want it skipped", err)
+	}
+	good := testDigest("a")
+	if err := tr.Resync([]digest.Digest{sha512, good}); err != nil {
+		t.Fatalf("Resync with a sha512 digest beside a sha256 one: %v", err)
+	}
+	if s := tr.Stats(); s.OwnDigests != 1 {
+		t.Fatalf("own digests = %d, want the one sha256 digest", s.OwnDigests)
+	}
+	if got := tr.Lookup(sha512); got != nil {
+		t.Errorf("Lookup(sha512) = %v", got)
 	}
 }
 
