@@ -53,6 +53,9 @@ type Config struct {
 	// Peers is each node's mean number of connections: a seeded random
 	// graph, or everyone when Peers >= Nodes-1.
 	Peers int
+	// Window is how many chunks, from the lowest one a node lacks, it takes
+	// pieces from: the stream's current chunk and the next.
+	Window int
 	// TieBreak orders pieces of equal rarity, per node.
 	TieBreak TieBreak
 	// Seed makes a run repeatable: the graph, the tie-breaks and the order
@@ -95,6 +98,7 @@ func DefaultConfig(blob int64, nodes int) Config {
 		Upstream: 200 * Mbit,
 		Slots:    4,
 		Peers:    50,
+		Window:   2,
 		Seed:     1,
 	}
 }
@@ -132,6 +136,8 @@ func (c Config) validate(mode Mode) error {
 		return fmt.Errorf("rolloutmodel: link %v must be a positive rate", c.Link)
 	case mode != Warm && (!(c.Upstream > 0) || math.IsInf(c.Upstream, 0)):
 		return fmt.Errorf("rolloutmodel: upstream %v must be a positive rate", c.Upstream)
+	case c.Window < 1:
+		return fmt.Errorf("rolloutmodel: window of %d chunks, need at least 1", c.Window)
 	case c.Slots < 1:
 		return fmt.Errorf("rolloutmodel: %d slots, need at least 1", c.Slots)
 	case c.TieBreak != Scatter && c.TieBreak != Rotation:
@@ -211,6 +217,7 @@ type sim struct {
 	peers    [][]int32
 	upFree   []int
 	downFree []int
+	stamp    []int // the round+1 in which downFree was last reset (Star)
 
 	ownerHeld int // pieces node 0 holds (Cold, Star)
 	published int // pieces of published chunks (a prefix)
@@ -237,6 +244,7 @@ func newSim(cfg Config, mode Mode) *sim {
 		rot:       make([]int, n),
 		upFree:    make([]int, n),
 		downFree:  make([]int, n),
+		stamp:     make([]int, n),
 	}
 	s.holders = make([]int32, s.pieces)
 	chunks := (s.pieces + s.perChunk - 1) / s.perChunk
@@ -362,14 +370,15 @@ func (s *sim) fetch(t float64) {
 // passes over the nodes in a fresh random order, one piece per node per
 // pass, so a busy uploader's slots are shared among the nodes that ask.
 func (s *sim) assign() []transfer {
+	if s.mode == Star {
+		s.upFree[0] = s.cfg.Slots
+		return s.assignStar()
+	}
 	for i := range s.upFree {
 		s.upFree[i] = s.cfg.Slots
 	}
 	for _, i := range s.waiting {
 		s.downFree[i] = s.cfg.Slots
-	}
-	if s.mode == Star {
-		return s.assignStar()
 	}
 	s.rng.Shuffle(len(s.waiting), func(a, b int) {
 		s.waiting[a], s.waiting[b] = s.waiting[b], s.waiting[a]
@@ -405,7 +414,7 @@ func (s *sim) assign() []transfer {
 // upload slot holds, and that peer; -1 when there is none.
 func (s *sim) pick(i int) (piece, from int) {
 	lo := s.cur[i] * s.perChunk
-	hi := min(lo+2*s.perChunk, s.published)
+	hi := min(lo+s.cfg.Window*s.perChunk, s.published)
 	if lo >= hi {
 		return -1, -1
 	}
@@ -468,39 +477,38 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// assignStar gives node 0's slots to the waiting nodes in turn, each taking
-// the next pieces of its in-order stream that node 0 already holds.
+// assignStar gives node 0's slots to the waiting nodes in turn, one piece
+// per visit, each the next piece of the node's in-order stream that node 0
+// already holds. Only node 0 uploads, so only the nodes visited are touched:
+// the star runs N times as many rounds as the swarm.
 func (s *sim) assignStar() []transfer {
 	var moves []transfer
-	start := 0
-	if len(s.waiting) > 0 {
-		// Rotate who asks first, so node 0's slots go round the nodes.
-		start = s.res.Rounds * s.cfg.Slots % len(s.waiting)
-	}
-	for range s.cfg.Slots {
-		for k := range s.waiting {
-			if s.upFree[0] == 0 {
-				return moves
-			}
-			i := s.waiting[(start+k)%len(s.waiting)]
-			if s.downFree[i] == 0 {
-				continue
-			}
-			p := s.pieces - s.left[i] + (s.cfg.Slots - s.downFree[i])
-			if p >= s.ownerHeld {
-				s.downFree[i] = 0
-				continue
-			}
-			s.downFree[i]--
-			s.upFree[0]--
-			moves = append(moves, transfer{from: 0, to: i, piece: p})
+	n := len(s.waiting)
+	// Rotate who asks first, so node 0's slots go round the nodes.
+	start := s.res.Rounds * s.cfg.Slots % n
+	idle := 0
+	for k := start; s.upFree[0] > 0 && idle < n; k++ {
+		i := s.waiting[k%n]
+		if s.stamp[i] != s.res.Rounds+1 {
+			s.stamp[i] = s.res.Rounds + 1
+			s.downFree[i] = s.cfg.Slots
 		}
+		p := s.pieces - s.left[i] + (s.cfg.Slots - s.downFree[i])
+		if s.downFree[i] == 0 || p >= s.ownerHeld {
+			idle++
+			continue
+		}
+		idle = 0
+		s.downFree[i]--
+		s.upFree[0]--
+		moves = append(moves, transfer{from: 0, to: i, piece: p})
 	}
 	return moves
 }
 
 // apply lands this round's pieces at time end.
 func (s *sim) apply(moves []transfer, end float64) {
+	finished := false
 	for _, m := range moves {
 		size := min(s.cfg.Piece, s.cfg.Blob-int64(m.piece)*s.cfg.Piece)
 		s.inflight[m.to].clear(m.piece)
@@ -516,7 +524,10 @@ func (s *sim) apply(moves []transfer, end float64) {
 		}
 		if s.left[m.to] == 0 {
 			s.res.Done[m.to] = end
+			finished = true
 		}
 	}
-	s.waiting = slices.DeleteFunc(s.waiting, func(i int) bool { return s.left[i] == 0 })
+	if finished {
+		s.waiting = slices.DeleteFunc(s.waiting, func(i int) bool { return s.left[i] == 0 })
+	}
 }
