@@ -1,0 +1,129 @@
+package rolloutmodel
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"testing"
+)
+
+// The benchmarks below print the tables of docs/benchmarks.md ("Model:
+// rollout time at N = 100 and 1,000"); run each with -benchtime 1x. Their
+// ns/op is the simulation's own cost, not a prediction.
+
+// BenchmarkModel prints star, pipelined cold and warm at 200 Mbit/s.
+func BenchmarkModel(b *testing.B) {
+	printed := false
+	for b.Loop() {
+		w := io.Discard
+		if !printed {
+			w, printed = os.Stdout, true
+		}
+		fmt.Fprintln(w, "| blob | N | star, cold | swarm, cold (p50) | swarm, warm (p50) | upload, cold: node 0 / others' max | upload, warm: node 0 / others' max | upstream, cold |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for _, blob := range []int64{128 << 20, 1 << 30} {
+			for _, n := range []int{4, 8, 16, 100, 1000} {
+				cfg := DefaultConfig(blob, n)
+				star, cold, warm := mustRun(b, cfg, Star), mustRun(b, cfg, Cold), mustRun(b, cfg, Warm)
+				fmt.Fprintf(w, "| %d MiB | %d | %s | %s (%s) | %s (%s) | %s | %s | %.2f B |\n",
+					blob>>20, n, secs(cfg, star.Last()), secs(cfg, cold.Last()), times(cfg, cold.Median()),
+					secs(cfg, warm.Last()), times(cfg, warm.Median()),
+					uploads(cold, blob), uploads(warm, blob), frac(cold.Upstream, blob))
+			}
+		}
+	}
+}
+
+// BenchmarkModelChoices prints how the design's choices move the
+// pipelined cold and the warm time at N = 8 and 1,000.
+func BenchmarkModelChoices(b *testing.B) {
+	variants := []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"as designed: C = 32 MiB, window 2 chunks, 4 slots, scatter", func(*Config) {}},
+		{"C = 16 MiB", func(c *Config) { c.Chunk = 16 << 20 }},
+		{"C = 64 MiB", func(c *Config) { c.Chunk = 64 << 20 }},
+		{"window 4 chunks", func(c *Config) { c.Window = 4 }},
+		{"tie-break: rotation", func(c *Config) { c.TieBreak = Rotation }},
+		{"1 slot", func(c *Config) { c.Slots = 1 }},
+		{"8 slots", func(c *Config) { c.Slots = 8 }},
+	}
+	printed := false
+	for b.Loop() {
+		w := io.Discard
+		if !printed {
+			w, printed = os.Stdout, true
+		}
+		fmt.Fprintln(w, "| blob | variant | cold N=8 | cold N=1000 | warm N=8 | warm N=1000 | max upload, cold N=1000 |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+		for _, blob := range []int64{128 << 20, 1 << 30} {
+			for _, v := range variants {
+				var cells []any
+				var up int64
+				for _, mode := range []Mode{Cold, Warm} {
+					for _, n := range []int{8, 1000} {
+						cfg := DefaultConfig(blob, n)
+						v.edit(&cfg)
+						r := mustRun(b, cfg, mode)
+						cells = append(cells, times(cfg, r.Last()))
+						if mode == Cold && n == 1000 {
+							_, up = r.MaxUpload()
+						}
+					}
+				}
+				fmt.Fprintf(w, "| %d MiB | %s | %s | %s | %s | %s | %.2f B |\n", append(append([]any{blob >> 20, v.name}, cells...), frac(up, blob))...)
+			}
+		}
+	}
+}
+
+// BenchmarkModelKraken runs the model at Kraken's published setup: 3 GB to
+// 2,600 hosts, 300 MB/s per agent (the upstream too), one seeder.
+func BenchmarkModelKraken(b *testing.B) {
+	printed := false
+	for b.Loop() {
+		w := io.Discard
+		if !printed {
+			w, printed = os.Stdout, true
+		}
+		cfg := DefaultConfig(3e9, 2600)
+		cfg.Link, cfg.Upstream = 300e6, 300e6
+		fmt.Fprintln(w, "| 3 GB, N = 2,600, 300 MB/s | last | p50 | max upload |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+		for _, mode := range []Mode{Cold, Warm} {
+			r := mustRun(b, cfg, mode)
+			_, up := r.MaxUpload()
+			fmt.Fprintf(w, "| swarm, %v | %s | %s | %.2f B |\n", mode, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
+		}
+	}
+}
+
+func mustRun(b *testing.B, cfg Config, mode Mode) Result {
+	b.Helper()
+	r, err := Run(cfg, mode)
+	if err != nil {
+		b.Fatalf("Run(%+v, %v): %v", cfg, mode, err)
+	}
+	return r
+}
+
+// secs is a time and its multiple of one transfer, B/min(U,L).
+func secs(cfg Config, t float64) string {
+	return fmt.Sprintf("%.1f s = %s", t, times(cfg, t))
+}
+
+func times(cfg Config, t float64) string {
+	return fmt.Sprintf("%.2fx", t/(float64(cfg.Blob)/min(cfg.Link, cfg.Upstream)))
+}
+
+// uploads is node 0's upload and the largest of the others', in blobs.
+func uploads(r Result, blob int64) string {
+	var most int64
+	for _, u := range r.Uploaded[1:] {
+		most = max(most, u)
+	}
+	return fmt.Sprintf("%.2f B / %.2f B", frac(r.Uploaded[0], blob), frac(most, blob))
+}
+
+func frac(n, blob int64) float64 { return float64(n) / float64(blob) }
