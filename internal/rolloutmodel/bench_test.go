@@ -87,14 +87,16 @@ func BenchmarkModelKraken(b *testing.B) {
 		if !printed {
 			w, printed = os.Stdout, true
 		}
-		cfg := DefaultConfig(3e9, 2600)
-		cfg.Link, cfg.Upstream = 300e6, 300e6
 		fmt.Fprintln(w, "| 3 GB, N = 2,600, 300 MB/s | last | p50 | max upload |")
 		fmt.Fprintln(w, "|---|---|---|---|")
-		for _, mode := range []Mode{Cold, Warm} {
-			r := mustRun(b, cfg, mode)
-			_, up := r.MaxUpload()
-			fmt.Fprintf(w, "| swarm, %v | %s | %s | %.2f B |\n", mode, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
+		for _, window := range []int{2, 4} {
+			for _, mode := range []Mode{Cold, Warm} {
+				cfg := DefaultConfig(3e9, 2600)
+				cfg.Link, cfg.Upstream, cfg.Window = 300e6, 300e6, window
+				r := mustRun(b, cfg, mode)
+				_, up := r.MaxUpload()
+				fmt.Fprintf(w, "| swarm, %v, window %d chunks | %s | %s | %.2f B |\n", mode, window, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
+			}
 		}
 	}
 }
