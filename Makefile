@@ -90,7 +90,7 @@ unit:
 # bench prints the figures docs/benchmarks.md records (each package's
 # benchmarks say what they measure; the e2e ones start real daemons).
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./swarm ./internal/egress ./tracker
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./swarm ./internal/egress ./tracker ./internal/rolloutmodel
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 30m ./registry ./containerd
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench BlobGET -benchtime 3x -count 3 -timeout 30m ./e2e
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench EgressColdPull -benchtime 1x -count 1 -timeout 30m ./e2e
