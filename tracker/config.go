@@ -16,6 +16,16 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
+// DefaultReconnectInterval: a healed network merges within about one
+// interval, well inside a minute, while a member that is really gone costs
+// one failed dial per interval (serf: 30 s).
+const DefaultReconnectInterval = 10 * time.Second
+
+// DefaultReconnectTimeout, as serf: long enough for a zone or a link that
+// is down overnight to merge back by itself; after that a lost member is
+// forgotten (it can still join again).
+const DefaultReconnectTimeout = 24 * time.Hour
+
 // Config configures a Tracker. Zero values take the documented defaults;
 // the defaults are memberlist's LAN profile unless said otherwise.
 type Config struct {
@@ -102,9 +112,10 @@ type Config struct {
 	// reconnecting (below) reaches it.
 	GossipToTheDeadTime time.Duration
 	// ReconnectInterval is how often members that failed are contacted
-	// again (a few at random), so partitions heal; default 10 s (serf:
-	// 30 s). ReconnectTimeout is how long after failing a member is still
-	// contacted; default 24 h, as serf.
+	// again (a few at random), so partitions heal; default
+	// DefaultReconnectInterval. ReconnectTimeout is how long after failing
+	// a member is still contacted; default DefaultReconnectTimeout. Neither
+	// may be negative, and the timeout is at least the interval.
 	ReconnectInterval, ReconnectTimeout time.Duration
 	// StuckAfter: when the gossip delegate's lock or memberlist's node
 	// lock has not been free this long, Stuck reports the node wedged (and
@@ -162,8 +173,14 @@ func (c *Config) setDefaults() error {
 	defDur(&c.JoinMaxBackoff, 15*time.Second)
 	defDur(&c.LeaveTimeout, 5*time.Second)
 	defDur(&c.StuckAfter, 30*time.Second)
-	defDur(&c.ReconnectInterval, 10*time.Second)
-	defDur(&c.ReconnectTimeout, 24*time.Hour)
+	if c.ReconnectInterval < 0 || c.ReconnectTimeout < 0 {
+		return errors.New("tracker: ReconnectInterval and ReconnectTimeout must not be negative")
+	}
+	defDur(&c.ReconnectInterval, DefaultReconnectInterval)
+	defDur(&c.ReconnectTimeout, DefaultReconnectTimeout)
+	if c.ReconnectTimeout < c.ReconnectInterval {
+		return fmt.Errorf("tracker: ReconnectTimeout %s is below ReconnectInterval %s: a lost member would be forgotten before it is contacted", c.ReconnectTimeout, c.ReconnectInterval)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

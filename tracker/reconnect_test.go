@@ -1,8 +1,15 @@
 package tracker
 
 import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // Two groups cut apart long enough for each to declare the other failed
@@ -41,5 +48,71 @@ func TestPartitionedGroupsMergeWhenTheNetworkReturns(t *testing.T) {
 		waitFor(t, tr.LocalName()+" to see the seeder from the other side", 30*time.Second, func() bool {
 			return seesExactly(tr, d, a[0].LocalName())
 		})
+	}
+}
+
+// Reconnect bounds that cannot work are refused before anything starts.
+func TestReconnectBoundsAreValidated(t *testing.T) {
+	cases := []struct {
+		name               string
+		interval, timeout  time.Duration
+		wantErr            string
+		wantInt, wantUntil time.Duration
+	}{
+		{name: "defaults", wantInt: DefaultReconnectInterval, wantUntil: DefaultReconnectTimeout},
+		{name: "set", interval: time.Minute, timeout: 2 * time.Hour, wantInt: time.Minute, wantUntil: 2 * time.Hour},
+		{name: "timeout equal to interval", interval: time.Minute, timeout: time.Minute, wantInt: time.Minute, wantUntil: time.Minute},
+		{name: "negative interval", interval: -time.Second, wantErr: "negative"},
+		{name: "negative timeout", timeout: -time.Second, wantErr: "negative"},
+		{name: "timeout below interval", interval: time.Minute, timeout: time.Second, wantErr: "below ReconnectInterval"},
+		{name: "timeout below the default interval", timeout: time.Second, wantErr: "below ReconnectInterval"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Config{Name: "n", PeerHTTPAddr: "127.0.0.1:5000", TorrentAddr: netip.MustParseAddrPort("127.0.0.1:6881"),
+				ReconnectInterval: c.interval, ReconnectTimeout: c.timeout}
+			err := cfg.setDefaults()
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.ReconnectInterval != c.wantInt || cfg.ReconnectTimeout != c.wantUntil {
+				t.Fatalf("interval, timeout = %s, %s; want %s, %s", cfg.ReconnectInterval, cfg.ReconnectTimeout, c.wantInt, c.wantUntil)
+			}
+		})
+	}
+}
+
+// A lost member is contacted until ReconnectTimeout has passed since it
+// failed, then forgotten; a round contacts at most reconnectBatch.
+func TestLostMembersAreContactedUntilTheTimeout(t *testing.T) {
+	tr := &Tracker{cfg: Config{ReconnectTimeout: time.Hour, MaxMembers: 100}, lost: make(map[string]lostMember)}
+	failed := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	for i := range 6 {
+		n := &memberlist.Node{Name: fmt.Sprintf("m%d", i), Addr: net.IPv4(198, 18, 0, byte(i+1)), Port: 7946, State: memberlist.StateDead}
+		tr.noteLost(n, failed.Add(time.Duration(i)*time.Minute))
+	}
+	tr.noteLost(&memberlist.Node{Name: "left", Addr: net.IPv4(198, 18, 0, 99), Port: 7946, State: memberlist.StateLeft}, failed)
+	if got := tr.lostToContact(failed.Add(time.Minute)); len(got) != reconnectBatch {
+		t.Fatalf("a round contacts %v, want %d members", got, reconnectBatch)
+	}
+	// 62 min after the first failure: m0 and m1 (failed at +0, +1 min) are
+	// past the hour, m2..m5 still in it.
+	got := tr.lostToContact(failed.Add(62 * time.Minute))
+	slices.Sort(got)
+	want := []string{"198.18.0.3:7946", "198.18.0.4:7946", "198.18.0.5:7946", "198.18.0.6:7946"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("contacted %v, want %v", got, want)
+	}
+	if len(tr.lost) != 4 {
+		t.Fatalf("%d lost members kept, want the 4 within the timeout", len(tr.lost))
+	}
+	if got := tr.lostToContact(failed.Add(2 * time.Hour)); len(got) != 0 || len(tr.lost) != 0 {
+		t.Fatalf("after the timeout contacted %v and kept %d, want none", got, len(tr.lost))
 	}
 }

@@ -66,6 +66,9 @@ func trackerConfig(cfg daemonConfig, keys [][]byte) (tracker.Config, error) {
 		TorrentAddr:   torrent,
 		Egress:        cfg.Egress,
 		Version:       buildVersion(),
+
+		ReconnectInterval: cfg.ReconnectInterval,
+		ReconnectTimeout:  cfg.ReconnectTimeout,
 	}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/tracker"
 )
 
 // daemonConfig is everything `dregistry daemon` is told, after flags,
@@ -42,6 +43,8 @@ type daemonConfig struct {
 	LookupTimeout        time.Duration
 	StallTimeout         time.Duration
 	TagCacheTTL          time.Duration
+	ReconnectInterval    time.Duration
+	ReconnectTimeout     time.Duration
 	LogLevel             slog.Level
 }
 
@@ -73,6 +76,8 @@ func daemonFlags() []cli.Flag {
 		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts and signs) that encrypt gossip and authenticate peers; required with --join"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure-gossip", Usage: "allow --join without --cluster-key-file: plain gossip, peers admitted by source address (anyone reaching the gossip port can join)", EnvVars: envName("insecure-gossip")}),
 		list("join", "gossip address (host:port) of a cluster member to join; repeat or comma-separate"),
+		dur("reconnect-interval", tracker.DefaultReconnectInterval, "how often members that failed (not left) are contacted again, a few at random, so the two sides of a network partition merge once it heals"),
+		dur("reconnect-timeout", tracker.DefaultReconnectTimeout, "how long after it failed a member is still contacted; at least --reconnect-interval"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
 		num("upload-limit", "swarm upload limit of this node in bytes per second (0: none)"),
 		num("download-limit", "swarm download limit of this node in bytes per second (0: none)"),
@@ -116,6 +121,8 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		LookupTimeout:        c.Duration("lookup-timeout"),
 		StallTimeout:         c.Duration("stall-timeout"),
 		TagCacheTTL:          c.Duration("tag-cache-ttl"),
+		ReconnectInterval:    c.Duration("reconnect-interval"),
+		ReconnectTimeout:     c.Duration("reconnect-timeout"),
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return cfg, fmt.Errorf("--log-level: %w", err)
@@ -173,6 +180,9 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	}
 	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 {
 		return cfg, fmt.Errorf("--lookup-timeout and --stall-timeout must be positive")
+	}
+	if cfg.ReconnectInterval <= 0 || cfg.ReconnectTimeout < cfg.ReconnectInterval {
+		return cfg, fmt.Errorf("--reconnect-interval must be positive and --reconnect-timeout at least as long (got %s, %s)", cfg.ReconnectInterval, cfg.ReconnectTimeout)
 	}
 	return cfg, nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/dregistry/dregistry/tracker"
 )
 
 // parseArgs runs the daemon command's flag handling without starting the daemon.
@@ -110,6 +112,9 @@ func TestDaemonFlagErrors(t *testing.T) {
 		{"allow-registry bad port", []string{"--allow-registry", "ghcr.io:0"}, "--allow-registry"},
 		{"plain-http URL", []string{"--upstream-plain-http", "http://reg:5000"}, "--upstream-plain-http"},
 		{"default-registry wildcard", []string{"--default-registry", "*"}, "--default-registry"},
+		{"zero reconnect interval", []string{"--reconnect-interval", "0s"}, "--reconnect-interval"},
+		{"negative reconnect timeout", []string{"--reconnect-timeout", "-1h"}, "--reconnect-timeout"},
+		{"reconnect timeout below interval", []string{"--reconnect-interval", "1m", "--reconnect-timeout", "30s"}, "--reconnect-timeout"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -117,6 +122,33 @@ func TestDaemonFlagErrors(t *testing.T) {
 			_, err := parseArgs(t, args...)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, c.want)
+			}
+		})
+	}
+}
+
+// The reconnect bounds default to the tracker's and reach its Config.
+func TestReconnectFlags(t *testing.T) {
+	cases := []struct {
+		name              string
+		args              []string
+		interval, timeout time.Duration
+	}{
+		{"defaults", nil, tracker.DefaultReconnectInterval, tracker.DefaultReconnectTimeout},
+		{"set", []string{"--reconnect-interval", "30s", "--reconnect-timeout", "6h"}, 30 * time.Second, 6 * time.Hour},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := parseArgs(t, append([]string{"--advertise-addr", "10.1.2.3"}, c.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc, err := trackerConfig(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ReconnectInterval != c.interval || tc.ReconnectTimeout != c.timeout {
+				t.Fatalf("tracker gets interval %s, timeout %s; want %s, %s", tc.ReconnectInterval, tc.ReconnectTimeout, c.interval, c.timeout)
 			}
 		})
 	}
