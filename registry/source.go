@@ -45,6 +45,16 @@ type SeekableBlob interface {
 	ReadSeeker() io.ReadSeeker
 }
 
+// VerifyingBlob is a Blob whose readers check every byte against the
+// digest themselves: a reader opened at 0 returns the last byte of the blob
+// (and so io.EOF) only once the whole blob hashed to VerifiesDigest; the
+// read that would end a wrong blob fails instead. A consumer that would
+// hash the bytes again (the egress spool) relies on it and does not.
+type VerifyingBlob interface {
+	Blob
+	VerifiesDigest() digest.Digest
+}
+
 // Manifest is a manifest or index with its exact bytes.
 type Manifest struct {
 	MediaType string

@@ -24,6 +24,9 @@ type upstreamBlob struct {
 
 func (b *upstreamBlob) Size() int64 { return b.size }
 
+// VerifiesDigest implements VerifyingBlob: Open's reader is a verifying reader.
+func (b *upstreamBlob) VerifiesDigest() digest.Digest { return b.dgst }
+
 func (b *upstreamBlob) Close() error {
 	if body := b.takePending(); body != nil {
 		return body.Close()
@@ -64,3 +67,5 @@ func (b *upstreamBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	}
 	return NewVerifyingReader(body, "GET "+b.url, b.dgst, b.size, offset), nil
 }
+
+var _ VerifyingBlob = (*upstreamBlob)(nil)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
 )
 
 // downloadBuffer is the chunk the download reads, hashes and writes.
@@ -80,7 +83,14 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
 
 	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
-	hash := s.dgst.Algorithm().Hash()
+	// A blob whose reader verifies itself (registry's upstream) is not
+	// hashed a second time: that reader fails instead of returning the
+	// blob's last byte unless the digest matched, so written reaches size
+	// only for the right bytes.
+	var sum hash.Hash
+	if vb, ok := blob.(registry.VerifyingBlob); !ok || vb.VerifiesDigest() != s.dgst {
+		sum = s.dgst.Algorithm().Hash()
+	}
 	buf := make([]byte, downloadBuffer)
 	var written int64
 	for empty := 0; written < size; {
@@ -88,7 +98,9 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
 		if n > 0 {
 			empty = 0
 			stall.Reset(f.cfg.StallTimeout)
-			hash.Write(buf[:n])
+			if sum != nil {
+				sum.Write(buf[:n])
+			}
 			if _, err := file.Write(buf[:n]); err != nil {
 				return 0, fmt.Errorf("spool %s: %w", s.dgst, err)
 			}
@@ -107,7 +119,10 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
 			}
 		}
 	}
-	if got := digest.NewDigest(s.dgst.Algorithm(), hash); got != s.dgst {
+	if sum == nil {
+		return size, nil
+	}
+	if got := digest.NewDigest(s.dgst.Algorithm(), sum); got != s.dgst {
 		return 0, fmt.Errorf("upstream %s: content hashes to %s", s.dgst, got)
 	}
 	return size, nil

@@ -13,7 +13,8 @@ import (
 // MeterUpstream wraps the source that reaches upstream registries so every
 // byte read from it (blob bodies as they are read, manifests whole) counts
 // in dregistry_upstream_bytes_total: what the node fetched, however many
-// clients it then served. Its blobs are plain registry.Blob values.
+// clients it then served. Its blobs are plain registry.Blob values, or
+// registry.VerifyingBlob ones when the source's are.
 func (s *Server) MeterUpstream(src registry.Source) registry.Source {
 	return &upstreamMeter{Source: src, m: s.metrics}
 }
@@ -40,8 +41,21 @@ func (u *upstreamMeter) Blob(ctx context.Context, ref registry.Ref, dgst digest.
 	if err != nil {
 		return nil, err
 	}
-	return meteredBlob{b: b, m: u.m}, nil
+	mb := meteredBlob{b: b, m: u.m}
+	if vb, ok := b.(registry.VerifyingBlob); ok {
+		// Counting changes no byte and no error, so the readers still verify.
+		return verifyingMeteredBlob{meteredBlob: mb, dgst: vb.VerifiesDigest()}, nil
+	}
+	return mb, nil
 }
+
+// verifyingMeteredBlob keeps a registry.VerifyingBlob one through the meter.
+type verifyingMeteredBlob struct {
+	meteredBlob
+	dgst digest.Digest
+}
+
+func (b verifyingMeteredBlob) VerifiesDigest() digest.Digest { return b.dgst }
 
 type meteredBlob struct {
 	b registry.Blob

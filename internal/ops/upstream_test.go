@@ -88,3 +88,44 @@ func TestUpstreamMeterCountsBytesFetchedNotServed(t *testing.T) {
 		t.Fatalf("upstream fetched %d bytes, want %d", got, want)
 	}
 }
+
+// verifyingFakeBlob claims what registry's upstream blobs claim.
+type verifyingFakeBlob struct{ fakeBlob }
+
+func (b verifyingFakeBlob) VerifiesDigest() digest.Digest { return digest.FromBytes(b.fakeBlob) }
+
+type verifyingFakeUpstream struct{ fakeUpstream }
+
+func (f *verifyingFakeUpstream) Blob(ctx context.Context, ref registry.Ref, d digest.Digest) (registry.Blob, error) {
+	b, err := f.fakeUpstream.Blob(ctx, ref, d)
+	if err != nil {
+		return nil, err
+	}
+	return verifyingFakeBlob{b.(fakeBlob)}, nil
+}
+
+// The meter keeps a blob that verifies its own reads one (the egress
+// download relies on it not to hash twice), and never makes a plain blob
+// claim it.
+func TestUpstreamMeterKeepsVerifyingBlobs(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	ctx := context.Background()
+	blob := []byte("0123456789")
+	for _, tc := range []struct {
+		name string
+		src  registry.Source
+		want bool
+	}{
+		{"verifying", &verifyingFakeUpstream{fakeUpstream{blob: blob}}, true},
+		{"plain", &fakeUpstream{blob: blob}, false},
+	} {
+		b, err := s.MeterUpstream(tc.src).Blob(ctx, registry.Ref{}, digest.FromBytes(blob))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vb, ok := b.(registry.VerifyingBlob)
+		if ok != tc.want || (ok && vb.VerifiesDigest() != digest.FromBytes(blob)) {
+			t.Errorf("%s: metered blob is VerifyingBlob %v (want %v)", tc.name, ok, tc.want)
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package egress
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// The download hashes only what the upstream's own readers do not verify:
+// registry's upstream verifies (its blobs are registry.VerifyingBlob, and
+// stay so through the ops meter); a source whose blobs do not is hashed by
+// the download, which fails a wrong blob before its last byte.
+func TestFetchHashesWhatTheUpstreamDoesNotVerify(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(1<<20+3, 7)
+	b, err := up.source().Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb, ok := b.(registry.VerifyingBlob)
+	_ = b.Close()
+	if !ok || vb.VerifiesDigest() != c.BlobDigest() {
+		t.Fatalf("registry's upstream blob: VerifyingBlob %v, digest %v", ok, vb)
+	}
+
+	wrong := bytes.Clone(c.Blob)
+	wrong[len(wrong)/2] ^= 1
+	plain := &plainSource{blob: wrong, dgst: c.BlobDigest()}
+	n := newNode(t, "a", true, plain, &cluster{}, nil)
+	fb, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	got, err := readAllAt(ctx, fb, 0)
+	if err == nil || len(got) >= len(wrong) {
+		t.Errorf("a wrong blob from a source that does not verify: %d of %d bytes, err %v", len(got), len(wrong), err)
+	}
+	if files := n.spoolFiles(t); len(files) != 0 {
+		t.Errorf("spool dir holds %v after a failed download", files)
+	}
+	if calls := n.done.list(); len(calls) != 0 {
+		t.Errorf("OnComplete called for a wrong blob: %v", calls)
+	}
+}
+
+// plainSource serves one blob's bytes as they are, checking nothing.
+type plainSource struct {
+	blob []byte
+	dgst digest.Digest
+}
+
+func (p *plainSource) Name() string { return "plain" }
+func (p *plainSource) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, registry.ErrNotFound
+}
+func (p *plainSource) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
+	return nil, registry.ErrNotFound
+}
+func (p *plainSource) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+	if d != p.dgst {
+		return nil, registry.ErrNotFound
+	}
+	return plainBlob(p.blob), nil
+}
+
+type plainBlob []byte
+
+func (b plainBlob) Size() int64  { return int64(len(b)) }
+func (b plainBlob) Close() error { return nil }
+func (b plainBlob) Open(_ context.Context, off int64) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(b[off:])), nil
+}
