@@ -123,6 +123,13 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	if spans, ok := ob.body.(FileSpans); ok {
+		if err := h.sendSpans(w, spans, ob.rng.Length, onStall); err != nil {
+			h.log.Warn("aborting blob response", "source", ex.source, "digest", dgst, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
 	watch := newStallWatch(ob.body, h.cfg.StallTimeout, onStall)
 	defer watch.stop()
 	if err := h.copyBlob(w, watch, ob.rng.Length); err != nil {
@@ -131,6 +138,41 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 		// connection so containerd retries with Range.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// sendSpans sends exactly n bytes from src's file spans through rf, which
+// for a response on a TCP connection is sendfile: the bytes go from the page
+// cache to the socket without a copy through user space. A failing or short
+// source is returned, as copyBlob does; so is a failing send, which may be
+// the file's read as well as the client's write (the response is cut off
+// either way). The stall watch covers the waits for a span only.
+func (h *handler) sendSpans(rf io.ReaderFrom, src FileSpans, n int64, onStall func()) error {
+	stall := time.AfterFunc(h.cfg.StallTimeout, onStall)
+	defer stall.Stop()
+	for n > 0 {
+		stall.Reset(h.cfg.StallTimeout)
+		f, avail, err := src.Span()
+		stall.Stop()
+		switch {
+		case err == io.EOF:
+			return fmt.Errorf("%w: %d bytes missing", errShortBlob, n)
+		case err != nil:
+			return err
+		case avail <= 0:
+			return fmt.Errorf("source offered a span of %d bytes", avail)
+		}
+		want := min(avail, n)
+		sent, err := rf.ReadFrom(io.LimitReader(f, want))
+		src.Sent(sent)
+		n -= sent
+		if err != nil {
+			return fmt.Errorf("send after %d of %d bytes of a span: %w", sent, want, err)
+		}
+		if sent < want {
+			return fmt.Errorf("%w: span of %d bytes ended after %d", errShortBlob, want, sent)
+		}
+	}
+	return nil
 }
 
 // serveSeekable hands random-access content to http.ServeContent. An

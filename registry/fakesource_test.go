@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -22,6 +23,8 @@ type fakeSource struct {
 	manifests map[string]*Manifest          // "registry/repo@digest"
 	blobs     map[string][]byte             // "registry/repo@digest"
 	seekable  bool
+	// spans makes streams registry.FileSpans, read from a temporary file.
+	spans bool
 	// lookupErr fails every lookup; blockLookups makes them wait for ctx.
 	lookupErr    error
 	blockLookups bool
@@ -117,8 +120,55 @@ func (b *fakeBlob) Close() error { b.closed.Store(true); return nil }
 
 func (b *fakeBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	b.src.opens.Add(1)
-	return &fakeStream{ctx: ctx, data: b.data, pos: offset, failAt: b.src.failAt, stallAt: b.src.stallAt}, nil
+	st := &fakeStream{ctx: ctx, data: b.data, pos: offset, failAt: b.src.failAt, stallAt: b.src.stallAt}
+	if !b.src.spans {
+		return st, nil
+	}
+	f, err := os.CreateTemp("", "fakespans-*")
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(f.Name()) // the descriptor keeps it
+	if _, err := f.Write(b.data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fakeSpans{fakeStream: st, file: f}, nil
 }
+
+// fakeSpans is a fakeStream that also offers its bytes as file spans,
+// failing and blocking at the same positions.
+type fakeSpans struct {
+	*fakeStream
+	file *os.File
+}
+
+func (s *fakeSpans) Span() (*os.File, int64, error) {
+	if s.pos >= int64(len(s.data)) {
+		return nil, 0, io.EOF
+	}
+	end := int64(len(s.data))
+	for _, at := range []int64{s.failAt, s.stallAt} {
+		if at >= s.pos && at < end {
+			end = at
+		}
+	}
+	if end == s.pos {
+		if s.pos == s.failAt {
+			return nil, 0, errInjected
+		}
+		<-s.ctx.Done()
+		return nil, 0, s.ctx.Err()
+	}
+	if _, err := s.file.Seek(s.pos, io.SeekStart); err != nil {
+		return nil, 0, err
+	}
+	return s.file, end - s.pos, nil
+}
+
+func (s *fakeSpans) Sent(n int64) { s.pos += n }
+
+func (s *fakeSpans) Close() error { return s.file.Close() }
 
 type fakeSeekableBlob struct {
 	*fakeBlob

@@ -310,9 +310,9 @@ func TestHandlerSourceFallback(t *testing.T) {
 }
 
 func TestHandlerBlobs(t *testing.T) {
-	for _, seekable := range []bool{false, true} {
-		t.Run(fmt.Sprintf("seekable=%v", seekable), func(t *testing.T) {
-			f := newFixture(t, func(f *fixture, _ *Config) { f.local.seekable = seekable })
+	for _, mode := range []string{"stream", "seekable", "spans"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, func(f *fixture, _ *Config) { f.local.seekable, f.local.spans = mode == "seekable", mode == "spans" })
 			size := int64(len(f.blob))
 			path := "/v2/library/alpine/blobs/" + f.blobDigest.String()
 			for _, tc := range []struct {
@@ -395,6 +395,12 @@ func TestHandlerBlobAbortsOnFailingSource(t *testing.T) {
 	}{
 		{"stream fails", func(f *fixture, _ *Config) { f.local.failAt = 300 << 10 }},
 		{"stream stalls", func(f *fixture, cfg *Config) { f.local.stallAt = 300 << 10; cfg.StallTimeout = 300 * time.Millisecond }},
+		{"spans fail", func(f *fixture, _ *Config) { f.local.spans = true; f.local.failAt = 300 << 10 }},
+		{"spans stall", func(f *fixture, cfg *Config) {
+			f.local.spans = true
+			f.local.stallAt = 300 << 10
+			cfg.StallTimeout = 300 * time.Millisecond
+		}},
 		{"seekable fails", func(f *fixture, _ *Config) { f.local.seekable = true; f.local.failAt = 300 << 10 }},
 		{"seekable stalls", func(f *fixture, cfg *Config) {
 			f.local.seekable = true

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"io"
+	"os"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -43,6 +44,19 @@ type Blob interface {
 type SeekableBlob interface {
 	Blob
 	ReadSeeker() io.ReadSeeker
+}
+
+// FileSpans is a blob reader whose bytes lie in a file it has opened for
+// itself: the handler sends them with sendfile instead of copying them
+// through user space. Span waits, as Read would, until bytes at the
+// reader's position may be sent, then returns the file positioned there and
+// how many bytes may be read from it (at least one); a failure Read would
+// return is Span's error. Sent moves the reader past n bytes sent from the
+// last span. Bytes a Read would hold back are held back by Span too.
+type FileSpans interface {
+	io.ReadCloser
+	Span() (*os.File, int64, error)
+	Sent(n int64)
 }
 
 // VerifyingBlob is a Blob whose readers check every byte against the

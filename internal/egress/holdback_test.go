@@ -94,3 +94,80 @@ func TestFetchHoldsBackTheLastByteUntilVerified(t *testing.T) {
 		t.Errorf("OnComplete called: %v", calls)
 	}
 }
+
+// A growing spool's reader offers its bytes as file spans (the handler
+// sends them with sendfile) under the same rule as Read: the last byte only
+// once the digest matched; a wrong blob fails the span that would end it.
+func TestSpoolSpansHoldBackTheLastByteUntilVerified(t *testing.T) {
+	for _, wrong := range []bool{false, true} {
+		t.Run(map[bool]string{false: "right", true: "wrong"}[wrong], func(t *testing.T) {
+			ctx := testCtx(t)
+			c := sourcetest.NewContent(registry.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 256<<10, 11)
+			blob := bytes.Clone(c.Blob)
+			if wrong {
+				blob[100] ^= 1
+			}
+			size := int64(len(blob))
+			pr, pw := io.Pipe()
+			n := newNode(t, "a", true, &pipeUpstream{size: size, body: pr}, &cluster{}, nil)
+			b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			const off = 7
+			rc, err := b.Open(ctx, off)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			spans, ok := rc.(registry.FileSpans)
+			if !ok {
+				t.Fatalf("reader %T is not registry.FileSpans", rc)
+			}
+			// read takes spans until want bytes came or a span fails.
+			var got []byte
+			read := func(want int64) error {
+				for int64(len(got)) < want {
+					f, avail, err := spans.Span()
+					if err != nil {
+						return err
+					}
+					buf := make([]byte, min(avail, want-int64(len(got))))
+					if _, err := io.ReadFull(f, buf); err != nil {
+						t.Fatal(err)
+					}
+					spans.Sent(int64(len(buf)))
+					got = append(got, buf...)
+				}
+				return nil
+			}
+			// Everything but the last byte is readable whatever the digest;
+			// the last one is written once the reader is at the edge.
+			atEdge := make(chan struct{})
+			go func() {
+				_, _ = pw.Write(blob[:size-1])
+				<-atEdge
+				_, _ = pw.Write(blob[size-1:])
+			}()
+			err = read(size - 1 - off)
+			close(atEdge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = read(size - off)
+			if wrong {
+				if err == nil || int64(len(got)) != size-1-off {
+					t.Errorf("wrong blob: %d of %d bytes, %v; want the last byte held back and an error", len(got), size-off, err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, c.Blob[off:]) {
+				t.Fatalf("right blob: %d of %d bytes, %v", len(got), size-off, err)
+			}
+			if _, _, err := spans.Span(); err != io.EOF {
+				t.Errorf("span at the end: %v, want io.EOF", err)
+			}
+		})
+	}
+}

@@ -144,10 +144,34 @@ func (b *growingBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, er
 	if size := b.Size(); offset < 0 || offset > size {
 		return nil, fmt.Errorf("offset %d outside blob %s of %d bytes", offset, b.s.dgst, size)
 	}
-	return &spoolReader{s: b.s, file: b.file, ctx: ctx, off: offset, stall: b.stall}, nil
+	r := &spoolReader{s: b.s, file: b.file, ctx: ctx, off: offset, stall: b.stall}
+	// A descriptor of its own (a new open file description, so an offset
+	// of its own) lets the handler send the spool with sendfile. Reopening
+	// through /proc names exactly this spool's file, whatever its path now.
+	own, err := reopen(b.file)
+	if err != nil {
+		return r, nil // the handler copies through Read instead
+	}
+	return &spanReader{spoolReader: r, own: own}, nil
 }
 
 func (b *growingBlob) Close() error { return b.file.Close() }
+
+// reopen opens f's file again, read-only, with an offset of its own.
+func reopen(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var own *os.File
+	var openErr error
+	if err := rc.Control(func(fd uintptr) {
+		own, openErr = os.Open(fmt.Sprintf("/proc/self/fd/%d", fd))
+	}); err != nil {
+		return nil, err
+	}
+	return own, openErr
+}
 
 // spoolReader follows the growing file from its offset: it returns what is
 // there, waits for more when it is at the edge, and fails with the download.
@@ -164,6 +188,21 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	avail, err := r.next()
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.file.ReadAt(p[:min(int64(len(p)), avail)], r.off)
+	r.off += int64(n)
+	if n > 0 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("read spool of %s at %d: %w", r.s.dgst, r.off, err)
+}
+
+// next waits until bytes at the reader's offset may be read and returns
+// how many; io.EOF at the end of a verified blob.
+func (r *spoolReader) next() (int64, error) {
 	for {
 		avail, size, verified, err, changed := r.s.view()
 		if err != nil {
@@ -173,12 +212,7 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if r.off < avail {
-			n, err := r.file.ReadAt(p[:min(int64(len(p)), avail-r.off)], r.off)
-			r.off += int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			return 0, fmt.Errorf("read spool of %s at %d: %w", r.s.dgst, r.off, err)
+			return avail - r.off, nil
 		}
 		if err := r.wait(changed); err != nil {
 			return 0, err
@@ -206,6 +240,32 @@ func (r *spoolReader) wait(changed <-chan struct{}) error {
 
 func (r *spoolReader) Close() error { return nil }
 
+// spanReader is a spoolReader that also hands out its spans of the file
+// (registry.FileSpans), read from a descriptor of its own.
+type spanReader struct {
+	*spoolReader
+	own *os.File
+}
+
+// Span returns the file positioned at the reader's offset and how many
+// bytes may be read there: the download's bytes, the last one only once
+// the digest matched.
+func (r *spanReader) Span() (*os.File, int64, error) {
+	avail, err := r.next()
+	if err != nil {
+		return nil, 0, err
+	}
+	// Read moves off without moving own's offset: set it each time.
+	if _, err := r.own.Seek(r.off, io.SeekStart); err != nil {
+		return nil, 0, fmt.Errorf("spool of %s: %w", r.s.dgst, err)
+	}
+	return r.own, avail, nil
+}
+
+func (r *spanReader) Sent(n int64) { r.off += n }
+
+func (r *spanReader) Close() error { return r.own.Close() }
+
 // keptBlob is a verified spool: random access, sent with sendfile.
 type keptBlob struct {
 	file *os.File
@@ -227,5 +287,6 @@ func (b *keptBlob) Close() error { return b.file.Close() }
 
 var (
 	_ registry.Blob         = (*growingBlob)(nil)
+	_ registry.FileSpans    = (*spanReader)(nil)
 	_ registry.SeekableBlob = (*keptBlob)(nil)
 )
