@@ -95,6 +95,7 @@ bench: deps
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench BlobGET -benchtime 3x -count 3 -timeout 30m ./e2e
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench EgressColdPull -benchtime 1x -count 1 -timeout 30m ./e2e
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench ColdSingleNode -benchtime 3x -count 1 -timeout 30m ./e2e
+	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench Rollout -benchtime 1x -count 1 -timeout 60m ./e2e
 
 demo: deps
 	DREGISTRY_E2E=required $(GO) test -count=1 -v -run '^TestDemo$$' -timeout 10m ./e2e

@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dregistry/dregistry/internal/testenv"
+)
+
+// Defaults of BenchmarkRollout; DREGISTRY_BENCH_NODES,
+// DREGISTRY_BENCH_LAYER_MIB and DREGISTRY_BENCH_RATE_MBIT override them.
+const (
+	rolloutNodes    = 8
+	rolloutLayerMiB = 128
+	rolloutRateMbit = 200
+	// rolloutFetchTimeout bounds one node's `ctr content fetch`: a star
+	// of 16 nodes moving a 1 GiB layer at 200 Mbit/s takes about 12 minutes.
+	rolloutFetchTimeout = 30 * time.Minute
+)
+
+// BenchmarkRollout is issue 13's benchmark: a cluster where every node
+// has its own NIC. Every node (its own containerd and its own dregistry)
+// and the upstream registry run each in a network namespace of their own,
+// joined by a bridge (testenv.Fabric); every one of those links is capped
+// both ways with tbf at the same rate. Only the test's own link to the
+// bridge (pushes, admin requests) is free. Node 1 is --egress.
+//
+// Each iteration pushes three new images (one uncompressed layer plus
+// config; the upstream's receiving cap is lifted while the test pushes)
+// and times, with `ctr content fetch` (no unpacking):
+//   - single: the last node fetching an image straight from the upstream,
+//     without the mirror: the reference;
+//   - cold: every node fetching a new image at once through dregistry,
+//     until the last one finished;
+//   - warm: node 1 holds a new image (fetched through dregistry, and every
+//     node lists it as a seeder); the other N−1 fetch it at once.
+//
+// It reports the times and their ratio to single, the upstream's bytes in
+// the cold rollout per byte of the image (from the registry's log), and
+// each node's upload (its link's tx bytes, headers and gossip included)
+// per byte of the layer, max and sum over the nodes. It prints one row
+// for docs/benchmarks.md per iteration. Afterwards every node must hold
+// every blob it fetched, whole and matching its digest; the cold rollout
+// must have taken each blob from the upstream exactly once, and containerd
+// never went to the upstream itself.
+//
+//	DREGISTRY_E2E=required DREGISTRY_BENCH_NODES=8 go test -run '^$' -bench Rollout -benchtime 1x -timeout 60m ./e2e
+func BenchmarkRollout(b *testing.B) {
+	testenv.RequireRoot(b)
+	count := envInt(b, "DREGISTRY_BENCH_NODES", rolloutNodes)
+	if count < 2 || count > 200 {
+		b.Fatalf("$DREGISTRY_BENCH_NODES=%d: want 2..200", count)
+	}
+	layerSize := int64(envInt(b, "DREGISTRY_BENCH_LAYER_MIB", rolloutLayerMiB)) << 20
+	rate := int64(envInt(b, "DREGISTRY_BENCH_RATE_MBIT", rolloutRateMbit)) * 1_000_000
+
+	c := startRolloutCluster(b, count, rate)
+	waitEgressKnown(b, c.up, c.nodes, c.nodes[:1])
+	b.Logf("load average at the start: %s", loadAverage())
+
+	var sum rolloutResult
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		r := c.iteration(b, strconv.Itoa(i), layerSize)
+		b.StartTimer()
+		sum.add(r)
+		if i == 0 {
+			fmt.Println(rolloutHeader)
+		}
+		fmt.Println(r.row(count, layerSize, rate))
+	}
+	n := float64(b.N)
+	b.ReportMetric(sum.single/n, "single-s")
+	b.ReportMetric(sum.cold/n, "cold-s")
+	b.ReportMetric(sum.cold/sum.single, "cold/single")
+	b.ReportMetric(sum.warm/n, "warm-s")
+	b.ReportMetric(sum.warm/sum.single, "warm/single")
+	b.ReportMetric(sum.upstreamX/n, "cold-upstream-x")
+	b.ReportMetric(sum.coldUp.max/n, "cold-upload-max-x")
+	b.ReportMetric(sum.coldUp.sum/n, "cold-upload-sum-x")
+	b.ReportMetric(sum.warmUp.max/n, "warm-upload-max-x")
+	b.ReportMetric(sum.warmUp.sum/n, "warm-upload-sum-x")
+	b.Logf("%d nodes, layer %d MiB, every link capped both ways at %d Mbit/s; load average at the end: %s",
+		count, layerSize>>20, rate/1_000_000, loadAverage())
+}
+
+// rolloutCluster is the upstream and the nodes, each behind its own port.
+type rolloutCluster struct {
+	up     *testenv.Registry
+	upPort *testenv.Port
+	rate   int64
+	nodes  []*testenv.Node
+	ports  []*testenv.Port // ports[i] is nodes[i]'s
+}
+
+// startRolloutCluster puts the upstream on fabric host .2 and node i on
+// .11+i, each a host of its own: the node's containerd, every ctr it runs
+// and its dregistry share its namespace and so its capped port.
+func startRolloutCluster(b *testing.B, count int, rate int64) *rolloutCluster {
+	b.Helper()
+	f := testenv.NewFabric(b, "ro")
+	c := &rolloutCluster{rate: rate, upPort: f.Attach(b, "up", 2, rate)}
+	c.up = testenv.StartRegistryIn(b, c.upPort.Netns, c.upPort.Addr+":5500")
+	bin := testenv.BuildDregistry(b)
+	key := testenv.NewClusterKey(b)
+	for i := range count {
+		port := f.Attach(b, fmt.Sprintf("n%d", i+1), 11+i, rate)
+		args := []string{"--egress"}
+		if i > 0 {
+			args = []string{"--join", c.nodes[0].GossipAddr}
+		}
+		c.nodes = append(c.nodes, testenv.StartNode(b, testenv.NodeConfig{
+			Name: fmt.Sprintf("node%d", i+1), IP: port.Addr, Upstream: c.up, Netns: port.Netns,
+			Containerd: testenv.StartContainerdIn(b, "", port.Netns),
+			ExtraArgs:  args, Binary: bin, Key: key,
+		}))
+		c.ports = append(c.ports, port)
+	}
+	return c
+}
+
+// rolloutResult is one iteration's figures (or their sum).
+type rolloutResult struct {
+	single, cold, warm float64 // seconds
+	upstreamX          float64 // upstream body bytes of the cold image ÷ its size
+	upstreamLinkX      float64 // the upstream link's tx bytes in the cold rollout ÷ the image's size
+	coldUp, warmUp     uploads
+}
+
+// uploads are the nodes' tx bytes per byte of the layer.
+type uploads struct{ max, sum float64 }
+
+func (r *rolloutResult) add(o rolloutResult) {
+	r.single += o.single
+	r.cold += o.cold
+	r.warm += o.warm
+	r.upstreamX += o.upstreamX
+	r.upstreamLinkX += o.upstreamLinkX
+	r.coldUp.max += o.coldUp.max
+	r.coldUp.sum += o.coldUp.sum
+	r.warmUp.max += o.warmUp.max
+	r.warmUp.sum += o.warmUp.sum
+}
+
+const rolloutHeader = "| N | layer | link | single | cold | warm | upstream bytes (log / link) | cold upload max / sum | warm upload max / sum |\n" +
+	"|---|---|---|---|---|---|---|---|---|"
+
+func (r rolloutResult) row(n int, layer, rate int64) string {
+	return fmt.Sprintf("| %d | %d MiB | %d Mbit/s | %.1f s | %.1f s = %.2fx | %.1f s = %.2fx | %.3fx / %.3fx | %.2fx / %.2fx | %.2fx / %.2fx |",
+		n, layer>>20, rate/1_000_000, r.single, r.cold, r.cold/r.single, r.warm, r.warm/r.single,
+		r.upstreamX, r.upstreamLinkX, r.coldUp.max, r.coldUp.sum, r.warmUp.max, r.warmUp.sum)
+}
+
+// iteration pushes three new images and runs single, cold and warm; its
+// caller times it as a whole only for the Go benchmark's own line.
+func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) rolloutResult {
+	b.Helper()
+	imgSingle, imgCold, imgWarm := c.push(b, "single", iter, layerSize), c.push(b, "cold", iter, layerSize), c.push(b, "warm", iter, layerSize)
+	last := len(c.nodes) - 1
+	var r rolloutResult
+
+	r.single = c.fetchAll(b, []int{last}, imgSingle, false).Seconds()
+
+	all := make([]int, len(c.nodes))
+	for i := range all {
+		all[i] = i
+	}
+	upBefore, before := c.counters(b)
+	r.cold = c.fetchAll(b, all, imgCold, true).Seconds()
+	upAfter, after := c.counters(b)
+	r.coldUp = uploadsPer(before, after, imgCold.Layers[0].Size)
+	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
+
+	// Warm: node 1 holds the image, and every other node lists it.
+	c.fetchAll(b, []int{0}, imgWarm, true)
+	waitSeederKnown(b, c.nodes[1:], c.nodes[0], imgWarm.Layers[0])
+	_, before = c.counters(b)
+	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
+	_, after = c.counters(b)
+	r.warmUp = uploadsPer(before, after, imgWarm.Layers[0].Size)
+
+	reqs := c.up.Requests(b)
+	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
+	for _, img := range []testenv.Image{imgCold, imgWarm} {
+		if direct := testenv.FromContainerd(reqs); containsRepo(direct, img.Repo) {
+			b.Errorf("containerd went to the upstream itself for %s, which dregistry should serve", img.Ref)
+		}
+		for _, blob := range img.Blobs() {
+			if gets := blobGETs(reqs, blob.Digest); len(gets) != 1 || testenv.BlobSends(gets, blob.Digest, blob.Size) != 1 {
+				b.Errorf("upstream answered %+v for blob %s of %s, want one whole send", gets, blob.Digest, img.Ref)
+			}
+		}
+	}
+	c.checkHolds(b, []int{last}, imgSingle)
+	c.checkHolds(b, all, imgCold)
+	c.checkHolds(b, all, imgWarm)
+	return r
+}
+
+// push pushes a new image of one uncompressed layer with the upstream's
+// receiving cap lifted: the pushes are the test's, not the cluster's.
+func (c *rolloutCluster) push(b *testing.B, kind, iter string, layerSize int64) testenv.Image {
+	b.Helper()
+	if err := c.upPort.Unlimit(); err != nil {
+		b.Fatal(err)
+	}
+	img := c.up.Push(b, testenv.ImageSpec{Repo: "bench/rollout-" + kind, Tag: "v" + iter, LayerSizes: []int64{layerSize}, Uncompressed: true})
+	if err := c.upPort.Limit(c.rate); err != nil {
+		b.Fatal(err)
+	}
+	return img
+}
+
+// fetchAll runs `ctr content fetch` of img on the nodes of idx at the same
+// moment, through dregistry (viaMirror) or straight from the upstream, and
+// returns the time until the last one finished.
+func (c *rolloutCluster) fetchAll(b *testing.B, idx []int, img testenv.Image, viaMirror bool) time.Duration {
+	b.Helper()
+	errs, took := atOnce(len(idx), func(i int) error { return c.fetch(idx[i], img.Ref, viaMirror) })
+	for i, err := range errs {
+		if err != nil {
+			b.Fatalf("%s: %v", c.nodes[idx[i]].Name, err)
+		}
+	}
+	return took
+}
+
+// fetch runs ctr inside node i's namespace: ctr itself resolves and
+// downloads, so its traffic must cross the node's port.
+func (c *rolloutCluster) fetch(i int, ref string, viaMirror bool) error {
+	n := c.nodes[i]
+	ctx, cancel := context.WithTimeout(context.Background(), rolloutFetchTimeout)
+	defer cancel()
+	args := []string{"-a", n.Containerd.Address, "-n", "default", "content", "fetch", "--plain-http"}
+	if viaMirror {
+		args = append(args, "--hosts-dir", n.HostsDir)
+	}
+	path, argv := c.ports[i].Netns.Command("ctr", append(args, ref))
+	cmd := exec.CommandContext(ctx, path, argv...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, lastLines(out.String(), 5))
+	}
+	return nil
+}
+
+// counters reads the upstream's and every node's port counters.
+func (c *rolloutCluster) counters(b *testing.B) (testenv.Counters, []testenv.Counters) {
+	b.Helper()
+	up, err := c.upPort.Counters()
+	if err != nil {
+		b.Fatal(err)
+	}
+	nodes := make([]testenv.Counters, len(c.ports))
+	for i, p := range c.ports {
+		if nodes[i], err = p.Counters(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return up, nodes
+}
+
+func uploadsPer(before, after []testenv.Counters, blobSize int64) uploads {
+	var u uploads
+	for i := range before {
+		x := float64(after[i].Sub(before[i]).Tx) / float64(blobSize)
+		u.max = max(u.max, x)
+		u.sum += x
+	}
+	return u
+}
+
+// checkHolds asserts that each node of idx holds every blob of img in its
+// containerd content store, whole and matching its digest.
+func (c *rolloutCluster) checkHolds(b *testing.B, idx []int, img testenv.Image) {
+	b.Helper()
+	for _, i := range idx {
+		for _, blob := range img.Blobs() {
+			if err := fileHasDigest(contentPath(c.nodes[i], blob.Digest), blob); err != nil {
+				b.Errorf("%s: %s of %s: %v", c.nodes[i].Name, blob.Digest, img.Ref, err)
+			}
+		}
+	}
+}
+
+// waitSeederKnown waits until every node lists holder as a complete
+// seeder of blob (holder is an egress node).
+func waitSeederKnown(b *testing.B, nodes []*testenv.Node, holder *testenv.Node, blob testenv.Blob) {
+	b.Helper()
+	for _, n := range nodes {
+		deadline := time.Now().Add(clusterTimeout)
+		for {
+			missing, state := missingEgress(b, n, []*testenv.Node{holder}, blob.Digest.String())
+			if missing == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s does not list %s as a seeder of %s after %s (last: %s)", n.Name, holder.Name, blob.Digest, clusterTimeout, state)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load, for the record.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return strings.TrimSpace(string(b))
+	}
+	return strings.Join(f[:3], " ")
+}
