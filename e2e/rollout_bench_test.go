@@ -177,6 +177,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	r.cold = c.fetchAll(b, all, imgCold, true).Seconds()
 	upAfter, after := c.counters(b)
 	r.coldUp = uploadsPer(before, after, imgCold.Layers[0].Size)
+	b.Logf("cold, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgCold.Layers[0].Size))
 	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
 
 	// Warm: node 1 holds the image, and every other node lists it.
@@ -186,6 +187,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
 	_, after = c.counters(b)
 	r.warmUp = uploadsPer(before, after, imgWarm.Layers[0].Size)
+	b.Logf("warm, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgWarm.Layers[0].Size))
 
 	reqs := c.up.Requests(b)
 	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
@@ -277,6 +279,17 @@ func uploadsPer(before, after []testenv.Counters, blobSize int64) uploads {
 		u.sum += x
 	}
 	return u
+}
+
+// perNode lists each node's upload and download between two readings,
+// per byte of the blob: where the bytes went, for the record.
+func perNode(nodes []*testenv.Node, before, after []testenv.Counters, blobSize int64) string {
+	var parts []string
+	for i := range before {
+		d := after[i].Sub(before[i])
+		parts = append(parts, fmt.Sprintf("%s %.2f/%.2f", nodes[i].Name, float64(d.Tx)/float64(blobSize), float64(d.Rx)/float64(blobSize)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // checkHolds asserts that each node of idx holds every blob of img in its
