@@ -143,6 +143,10 @@ func (c *Containerd) criConfig() string {
 		"",
 		"[" + images + "]",
 		"  snapshotter = " + q(c.Snapshotter),
+		// As on a default 2.2 node: CRI pulls through the transfer
+		// service, which takes config_path as one directory.
+		"  use_local_image_pull = false",
+		"  disable_snapshot_annotations = true",
 		"[" + images + ".pinned_images]",
 		"  sandbox = " + q(sandboxImage),
 		"[" + images + ".registry]",
