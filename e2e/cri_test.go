@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -201,4 +202,53 @@ func blobGETCount(reqs []testenv.Request, blobs []testenv.Blob) int {
 		n += len(blobGETs(reqs, b.Digest))
 	}
 	return n
+}
+
+// configure reads a containerd 2.x's version from its socket and warns when
+// CRI's config_path is a list, and the warning is true: CRI pulls then
+// never reach the mirror, though the list holds the hosts dir.
+func TestCRIConfigPathListBypassesTheMirrorAsConfigureWarns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: starts containerd 2.x, docker-registry and dregistry")
+	}
+	testenv.RequireRoot(t)
+	up := testenv.StartRegistry(t, testenv.LoopbackIP(84)+":5500")
+	node := testenv.StartNode(t, testenv.NodeConfig{Name: "node1", IP: testenv.LoopbackIP(11), Upstream: up, Runtime: testenv.RuntimeCRI})
+	configure := func() string {
+		t.Helper()
+		out, err := node.Run(t, "containerd", "configure", "--hosts-dir", node.HostsDir, "--mirror", node.URL(),
+			"--registry", up.Addr, "--plain-http", up.Addr,
+			"--containerd-config", node.Containerd.ConfigPath, "--containerd-address", node.Containerd.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if out := configure(); strings.Contains(out, "warning") {
+		t.Fatalf("configure warns of the harness's single-directory config_path:\n%s", out)
+	}
+
+	// The hosts dir first in a list, as in 2.2's default.
+	node.Containerd.Stop(t)
+	node.Containerd.SetRegistryConfigPath(t, node.HostsDir+":"+filepath.Join(t.TempDir(), "docker-certs.d"))
+	node.Containerd.Start(t)
+	if out := configure(); !strings.Contains(out, "warning [config-path-list]") || !strings.Contains(out, "transfer service") {
+		t.Fatalf("configure does not warn of the config_path list:\n%s", out)
+	}
+
+	img := testenv.PushImage(t, up, "e2e/cri-list", "v1", 64<<10)
+	before := len(node.Served(t))
+	// Without a hosts.toml found, containerd goes to the registry itself;
+	// whether that pull succeeds does not matter here, only that
+	// dregistry never saw it.
+	out, err := node.TryPull(t, img.Ref)
+	t.Logf("crictl pull with the list: %v %s", err, out)
+	for _, s := range node.Served(t)[before:] {
+		if strings.Contains(s.Path, img.Repo) {
+			t.Errorf("the mirror served %s %s though CRI's config_path is a list", s.Method, s.Path)
+		}
+	}
+	if err == nil && len(testenv.FromContainerd(up.Requests(t))) == 0 {
+		t.Errorf("the pull succeeded, yet neither the mirror nor containerd itself asked the upstream")
+	}
 }

@@ -54,6 +54,10 @@ type Containerd struct {
 	home   string // Address to return to at Stop, after StartElsewhere
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
+
+	// registryConfigPath is CRI's config_path: HostsDir unless a test set
+	// another (SetRegistryConfigPath).
+	registryConfigPath string
 }
 
 // StartContainerd starts containerd (Debian's /usr/bin/containerd) under dir

@@ -89,11 +89,24 @@ func StartContainerd2(t testing.TB, dir string, ns *Netns) *Containerd {
 	c := newContainerd(t, dir, ns)
 	c.binary, c.ctr, c.crictl, c.cri = bins.Containerd, bins.Ctr, bins.Crictl, true
 	c.HostsDir = filepath.Join(c.Dir, "certs.d")
+	c.registryConfigPath = c.HostsDir
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		t.Fatalf("testenv: hosts dir: %v", err)
 	}
 	c.launch(t)
 	return c
+}
+
+// SetRegistryConfigPath sets the CRI config_path of a stopped daemon (a
+// list, say, as containerd 2.2 defaults to) for its next Start; HostsDir
+// stays where configure writes.
+func (c *Containerd) SetRegistryConfigPath(t testing.TB, p string) {
+	t.Helper()
+	if !c.cri || c.Running() {
+		t.Fatalf("testenv: containerd %s: config_path is set on a stopped CRI daemon", c.Address)
+	}
+	c.registryConfigPath = p
+	c.writeConfig(t)
 }
 
 // CRI reports whether the daemon runs the CRI plugin (StartContainerd2).
@@ -150,7 +163,7 @@ func (c *Containerd) criConfig() string {
 		"[" + images + ".pinned_images]",
 		"  sandbox = " + q(sandboxImage),
 		"[" + images + ".registry]",
-		"  config_path = " + q(c.HostsDir),
+		"  config_path = " + q(c.registryConfigPath),
 		"",
 		"[" + runtime + "]",
 		"  enable_cdi = false",
