@@ -51,6 +51,8 @@ const (
 	CheckConfigUnreadable    Check = "config-unreadable"
 	CheckNoConfigPath        Check = "no-config-path"
 	CheckConfigPathList      Check = "config-path-list"
+	CheckLocalPullFallback   Check = "local-pull-fallback"
+	CheckTransferConfigPath  Check = "transfer-config-path"
 	CheckConfigPathElsewhere Check = "config-path-elsewhere"
 	CheckConfigPathShadowed  Check = "config-path-shadowed"
 	CheckDeprecatedMirrors   Check = "deprecated-mirrors"
@@ -172,14 +174,22 @@ type imageConfig struct {
 	discard       bool
 	discardKey    string
 	localPull     bool
-	criDisabled   string // the disabled_plugins entry that turns CRI pulls off
+	// localPullBecause is the first setting that makes containerd 2.2+
+	// fall back from the transfer service to local CRI pulls (its
+	// CheckLocalImagePullConfigs), which split a config_path list.
+	localPullBecause string
+	// transferConfigPath is the transfer plugin's own config_path, which
+	// CRI pulls never read (2.2 and 2.4 pass the CRI one per pull).
+	transferConfigPath string
+	criDisabled        string // the disabled_plugins entry that turns CRI pulls off
 }
 
 const (
-	criV1     = "cri"
-	criV2     = "io.containerd.grpc.v1.cri"
-	imagesV3  = "io.containerd.cri.v1.images"
-	listPaths = "/etc/containerd/certs.d:/etc/docker/certs.d" // containerd 2.x default
+	criV1      = "cri"
+	criV2      = "io.containerd.grpc.v1.cri"
+	imagesV3   = "io.containerd.cri.v1.images"
+	transferV1 = "io.containerd.transfer.v1.local"
+	listPaths  = "/etc/containerd/certs.d:/etc/docker/certs.d" // containerd 2.x default
 )
 
 // registryKey is the TOML table holding config_path for the file's version.
@@ -208,8 +218,30 @@ func imageSettings(cfg map[string]any) imageConfig {
 	}
 	images, _ := plugins[imagesV3].(map[string]any)
 
+	// The settings containerd 2.2's CheckLocalImagePullConfigs falls back
+	// to local pulls for, in its order; a later section overrides.
+	type fallbacks struct{ snapshotAnnotations, discard, registry, downloads, syncFs string }
+	var fb fallbacks
 	read := func(section map[string]any, discardKey string, discardPath ...string) {
+		prefix := strings.TrimSuffix(discardKey, "discard_unpacked_layers")
+		if v, ok := section["max_concurrent_downloads"].(int64); ok {
+			fb.downloads = ""
+			if v != 3 {
+				fb.downloads = fmt.Sprintf("max_concurrent_downloads = %d", v)
+			}
+		}
+		if v, ok := section["image_pull_with_sync_fs"].(bool); ok {
+			fb.syncFs = ""
+			if v {
+				fb.syncFs = "image_pull_with_sync_fs = true"
+			}
+		}
 		if reg, ok := section["registry"].(map[string]any); ok {
+			for _, k := range []string{"mirrors", "configs", "auths"} {
+				if m, ok := reg[k].(map[string]any); ok && len(m) > 0 {
+					fb.registry = "registry." + k
+				}
+			}
 			// An empty config_path (1.6's `config default`) means unset.
 			if v, ok := reg["config_path"]; ok && v != "" {
 				c.configPathSet = true
@@ -229,6 +261,16 @@ func imageSettings(cfg map[string]any) imageConfig {
 		}
 		if v, ok := d["discard_unpacked_layers"].(bool); ok {
 			c.discard, c.discardKey = v, discardKey
+			fb.discard = ""
+			if v {
+				fb.discard = discardKey + " = true"
+			}
+		}
+		if v, ok := d["disable_snapshot_annotations"].(bool); ok {
+			fb.snapshotAnnotations = ""
+			if !v {
+				fb.snapshotAnnotations = prefix + "disable_snapshot_annotations = false"
+			}
 		}
 	}
 	// containerd 2.x migrates the v1/v2 CRI section into the v3 images
@@ -243,6 +285,15 @@ func imageSettings(cfg map[string]any) imageConfig {
 	}
 	if v, ok := images["use_local_image_pull"].(bool); ok {
 		c.localPull = v
+	}
+	for _, why := range []string{fb.snapshotAnnotations, fb.discard, fb.registry, fb.downloads, fb.syncFs} {
+		if why != "" {
+			c.localPullBecause = why
+			break
+		}
+	}
+	if tr, ok := plugins[transferV1].(map[string]any); ok {
+		c.transferConfigPath, _ = tr["config_path"].(string)
 	}
 	disabled, _ := cfg["disabled_plugins"].([]any)
 	for _, d := range disabled {
@@ -302,11 +353,24 @@ func checkConfigPath(in SetupInput, img imageConfig, ver containerdVersion, know
 	}
 
 	dirs := filepath.SplitList(configPath)
-	if len(dirs) > 1 && transfer && !img.localPull {
+	fallback := known && ver.atLeast(2, 2) && img.localPullBecause != ""
+	switch {
+	case len(dirs) > 1 && transfer && !img.localPull && fallback:
+		out = append(out, Finding{SeverityNote, CheckLocalPullFallback, fmt.Sprintf(
+			"%s: %s is the list %q, which the transfer service would take as one directory; "+
+				"but `%s` makes CRI fall back to local pulls, which read each directory, so the mirror is used. "+
+				"Without that setting it would be bypassed: prefer %s", where, what, configPath, img.localPullBecause, setIt)})
+	case len(dirs) > 1 && transfer && !img.localPull:
 		out = append(out, Finding{SeverityWarning, CheckConfigPathList, fmt.Sprintf(
 			"%s: %s is the list %q. containerd 2.1+ pulls CRI images through the transfer service, "+
 				"which takes config_path as one directory, finds none, and bypasses the mirror. "+
 				"Fix: %s %s", where, what, configPath, setIt, localPullFix)})
+	}
+	if img.transferConfigPath != "" && (!known || ver.major >= 2) {
+		out = append(out, Finding{SeverityNote, CheckTransferConfigPath, fmt.Sprintf(
+			"%s: [plugins.%q] config_path = %q is not read by CRI pulls: containerd 2.x hands the transfer service "+
+				"the CRI registry config_path (%q) with each pull, so only [%s] config_path decides whether hosts.toml in %s is used.",
+			where, transferV1, img.transferConfigPath, configPath, img.registryKey(), in.HostsDir)})
 	}
 
 	hostsDir := filepath.Clean(in.HostsDir)

@@ -107,6 +107,36 @@ func TestCheckSetupFixtures(t *testing.T) {
 			contains: map[Check][]string{CheckConfigPathList: {"unset, so containerd's default"}},
 		},
 		{
+			// `containerd config default` of v2.2.9 as built by make deps.
+			name: "2.2.9 default config", fixture: "containerd-2.2.9-default.toml", version: "containerd github.com/containerd/containerd/v2 v2.2.9 ",
+			want: []Check{CheckConfigPathList, CheckCtrHostsDir},
+			contains: map[Check][]string{CheckConfigPathList: {"unset, so containerd's default", "transfer service",
+				`[plugins."io.containerd.cri.v1.images".registry]`, `config_path = "/etc/containerd/certs.d"`}},
+		},
+		{
+			name: "2.2 list with discard falls back to local pulls", fixture: "containerd-2.2-list-discard.toml", version: "2.2.9",
+			want: []Check{CheckLocalPullFallback, CheckDiscardUnpacked, CheckCtrHostsDir},
+			contains: map[Check][]string{CheckLocalPullFallback: {
+				`plugins."io.containerd.cri.v1.images".discard_unpacked_layers = true`, "mirror is used"}},
+		},
+		{
+			name: "2.1 list with discard is not split", fixture: "containerd-2.2-list-discard.toml", version: "2.1.4",
+			want: []Check{CheckConfigPathList, CheckDiscardUnpacked, CheckCtrHostsDir},
+		},
+		{
+			name: "2.2 list with snapshot annotations falls back to local pulls", fixture: "containerd-2.2-list-annotations.toml", version: "v2.4.2",
+			want: []Check{CheckLocalPullFallback, CheckCtrHostsDir},
+			contains: map[Check][]string{CheckLocalPullFallback: {
+				`plugins."io.containerd.cri.v1.images".disable_snapshot_annotations = false`}},
+		},
+		{
+			name: "2.2 config_path only in the transfer plugin", fixture: "containerd-2.2-transfer-only.toml", version: "2.2.9",
+			want: []Check{CheckConfigPathList, CheckTransferConfigPath, CheckCtrHostsDir},
+			contains: map[Check][]string{CheckTransferConfigPath: {
+				`[plugins."io.containerd.transfer.v1.local"] config_path = "/etc/containerd/certs.d" is not read by CRI pulls`,
+				`[plugins."io.containerd.cri.v1.images".registry] config_path`}},
+		},
+		{
 			name: "2.2 discard_unpacked_layers", fixture: "containerd-2.2-discard.toml", version: "2.2.0",
 			want:     []Check{CheckDiscardUnpacked, CheckCtrHostsDir},
 			contains: map[Check][]string{CheckDiscardUnpacked: {`plugins."io.containerd.cri.v1.images".discard_unpacked_layers = true`}},
@@ -164,10 +194,11 @@ func TestCheckSetupFixtures(t *testing.T) {
 				}
 			}
 			for _, f := range got {
-				if f.Check == CheckCtrHostsDir && f.Severity != SeverityNote {
-					t.Errorf("ctr note has severity %v", f.Severity)
+				notes := []Check{CheckCtrHostsDir, CheckVersionUnknown, CheckLocalPullFallback, CheckTransferConfigPath}
+				if slices.Contains(notes, f.Check) && f.Severity != SeverityNote {
+					t.Errorf("%s has severity %v, want note", f.Check, f.Severity)
 				}
-				if f.Check != CheckCtrHostsDir && f.Check != CheckVersionUnknown && f.Severity != SeverityWarning {
+				if !slices.Contains(notes, f.Check) && f.Severity != SeverityWarning {
 					t.Errorf("%s has severity %v, want warning", f.Check, f.Severity)
 				}
 			}

@@ -20,6 +20,8 @@ type ClusterConfig struct {
 	Env []string
 	// Key is the cluster key of every node; nil makes a fresh one.
 	Key *ClusterKey
+	// Runtime is the containerd every node runs (default RuntimeCtr).
+	Runtime Runtime
 }
 
 // StartCluster starts cfg.Nodes nodes, each with its own containerd, on
@@ -50,6 +52,7 @@ func StartCluster(t testing.TB, cfg ClusterConfig) []*Node {
 			Env:       cfg.Env,
 			Binary:    bin,
 			Key:       cfg.Key,
+			Runtime:   cfg.Runtime,
 		}))
 	}
 	return nodes

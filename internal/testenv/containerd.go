@@ -41,12 +41,23 @@ type Containerd struct {
 	// Snapshotter is what ctr should unpack with: "overlayfs", or "native"
 	// where this sandbox cannot mount overlay.
 	Snapshotter string
+	// HostsDir is the CRI plugin's registry config_path, where a
+	// dregistry's configure writes hosts.toml (StartContainerd2 only; ""
+	// for a daemon without CRI).
+	HostsDir string
 
 	binary string
+	ctr    string // the ctr matching binary
+	cri    bool   // runs the CRI plugin (containerd2.go's config)
+	crictl string // cri-tools' crictl, when cri
 	netns  *Netns // where the daemon and every ctr run; nil: the test's
 	home   string // Address to return to at Stop, after StartElsewhere
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
+
+	// registryConfigPath is CRI's config_path: HostsDir unless a test set
+	// another (SetRegistryConfigPath).
+	registryConfigPath string
 }
 
 // StartContainerd starts containerd (Debian's /usr/bin/containerd) under dir
@@ -65,24 +76,37 @@ func StartContainerd(t testing.TB, dir string) *Containerd {
 func StartContainerdIn(t testing.TB, dir string, ns *Netns) *Containerd {
 	t.Helper()
 	RequireRoot(t)
-	bin := RequireBinary(t, "containerd")
-	RequireBinary(t, "ctr")
+	c := newContainerd(t, dir, ns)
+	c.binary = RequireBinary(t, "containerd")
+	c.ctr = RequireBinary(t, "ctr")
+	c.launch(t)
+	return c
+}
+
+// newContainerd lays out a daemon's paths under dir (t.TempDir() when "").
+func newContainerd(t testing.TB, dir string, ns *Netns) *Containerd {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatalf("testenv: containerd directory: %v", err)
 	}
-	c := &Containerd{
+	return &Containerd{
 		Dir:        dir,
 		Root:       filepath.Join(dir, "root"),
 		State:      filepath.Join(dir, "state"),
 		ConfigPath: filepath.Join(dir, "config.toml"),
 		LogPath:    filepath.Join(dir, "containerd.log"),
-		binary:     bin,
+		Address:    filepath.Join(dir, "containerd.sock"),
 		netns:      ns,
 	}
-	c.Address = filepath.Join(dir, "containerd.sock")
+}
+
+// launch picks the socket and snapshotter, writes the config, starts the
+// daemon and stops it in t.Cleanup.
+func (c *Containerd) launch(t testing.TB) {
+	t.Helper()
 	if len(c.Address) > maxSocketPath {
 		// t.TempDir() of a long test name overflows sun_path: use a short directory.
 		short, err := os.MkdirTemp("", "ctd")
@@ -93,7 +117,7 @@ func StartContainerdIn(t testing.TB, dir string, ns *Netns) *Containerd {
 		c.Address = filepath.Join(short, "c.sock")
 	}
 	c.Snapshotter = "overlayfs"
-	if err := probeOverlay(dir); err != nil {
+	if err := probeOverlay(c.Dir); err != nil {
 		t.Logf("testenv: overlay mount unavailable (%v); containerd snapshotter is native", err)
 		c.Snapshotter = "native"
 	}
@@ -105,7 +129,6 @@ func StartContainerdIn(t testing.TB, dir string, ns *Netns) *Containerd {
 		c.Stop(t)
 	})
 	c.Start(t)
-	return c
 }
 
 func (c *Containerd) writeConfig(t testing.TB) {
@@ -134,6 +157,9 @@ func (c *Containerd) StartElsewhere(t testing.TB) {
 // config renders the daemon's configuration: no CRI (several daemons run at
 // once and CRI wants host-wide resources), no debug or metrics listener.
 func (c *Containerd) config() string {
+	if c.cri {
+		return c.criConfig()
+	}
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
 	return strings.Join([]string{
 		"version = 2",
@@ -287,7 +313,7 @@ func (c *Containerd) Ctr(t testing.TB, args ...string) (string, error) {
 }
 
 func (c *Containerd) run(ctx context.Context, args ...string) (string, error) {
-	path, argv := "ctr", append([]string{"-a", c.Address}, args...)
+	path, argv := c.ctr, append([]string{"-a", c.Address}, args...)
 	if c.netns != nil {
 		path, argv = c.netns.Command(path, argv)
 	}

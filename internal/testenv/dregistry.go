@@ -33,8 +33,12 @@ type NodeConfig struct {
 	// IP is the node's loopback address; default LoopbackIP(11). Give each
 	// node its own (LoopbackIP(11), LoopbackIP(12), ...).
 	IP string
-	// Containerd is the node's containerd; nil starts a new one for the node.
+	// Containerd is the node's containerd; nil starts a new one for the
+	// node, of Runtime.
 	Containerd *Containerd
+	// Runtime is the containerd the node starts when Containerd is nil:
+	// RuntimeCtr (Debian's 1.6, the default) or RuntimeCRI (2.x with CRI).
+	Runtime Runtime
 	// Upstream is the registry the node mirrors: containerd's hosts.toml for
 	// it points at the node, the daemon reaches it over plain HTTP, and it is
 	// the daemon's --default-registry.
@@ -105,7 +109,14 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		cfg.Binary = BuildDregistry(t)
 	}
 	if cfg.Containerd == nil {
-		cfg.Containerd = StartContainerd(t, "")
+		switch cfg.Runtime {
+		case RuntimeCtr:
+			cfg.Containerd = StartContainerd(t, "")
+		case RuntimeCRI:
+			cfg.Containerd = StartContainerd2(t, "", nil)
+		default:
+			t.Fatalf("testenv: unknown runtime %v", cfg.Runtime)
+		}
 	}
 	if cfg.Key == nil && !cfg.NoClusterKey {
 		cfg.Key = NewClusterKey(t)
@@ -124,6 +135,10 @@ func StartNode(t testing.TB, cfg NodeConfig) *Node {
 		Binary:      cfg.Binary,
 		Containerd:  cfg.Containerd,
 		Upstream:    cfg.Upstream,
+	}
+	if cfg.Containerd.HostsDir != "" {
+		// CRI reads the directory its config_path names.
+		n.HostsDir = cfg.Containerd.HostsDir
 	}
 	if !cfg.NoClusterKey {
 		n.Key = cfg.Key
@@ -295,9 +310,10 @@ const (
 // LogTail returns the last lines of the daemon's log.
 func (n *Node) LogTail() string { return n.proc.Tail(tailLines) }
 
-// Pull pulls ref into the node's containerd (namespace default) through the
-// node's hosts dir, as a user would with ctr, and fails the test on error.
-// args go before ref (e.g. "--all-platforms").
+// Pull pulls ref into the node's containerd through the node's hosts dir
+// and fails the test on error: with ctr into namespace default, as a user
+// would, or (RuntimeCRI) with crictl into k8s.io, as kubelet would. args
+// go before ref (e.g. "--all-platforms"); crictl takes none.
 func (n *Node) Pull(t testing.TB, ref string, args ...string) string {
 	t.Helper()
 	out, err := n.TryPull(t, ref, args...)
@@ -310,7 +326,7 @@ func (n *Node) Pull(t testing.TB, ref string, args ...string) string {
 // TryPull is Pull that returns the error instead of failing.
 func (n *Node) TryPull(t testing.TB, ref string, args ...string) (string, error) {
 	t.Helper()
-	return n.TryPullIn(t, "default", ref, args...)
+	return n.TryPullIn(t, n.Containerd.Namespace(), ref, args...)
 }
 
 // PullIn is Pull into containerd namespace ns: "k8s.io" is where kubelet's
@@ -327,6 +343,13 @@ func (n *Node) PullIn(t testing.TB, ns, ref string, args ...string) string {
 // TryPullIn is PullIn that returns the error instead of failing.
 func (n *Node) TryPullIn(t testing.TB, ns, ref string, args ...string) (string, error) {
 	t.Helper()
+	if n.Containerd.CRI() {
+		// CRI reads hosts.toml through config_path and pulls into k8s.io.
+		if ns != "k8s.io" || len(args) > 0 {
+			t.Fatalf("testenv: %s: a CRI pull lands in k8s.io and takes no ctr flags (asked ns %q, args %q)", n.Name, ns, args)
+		}
+		return n.Containerd.Crictl(t, "pull", ref)
+	}
 	cmd := []string{"-n", ns, "images", "pull", "--plain-http", "--hosts-dir", n.HostsDir}
 	cmd = append(cmd, args...)
 	return n.Containerd.Ctr(t, append(cmd, ref)...)
