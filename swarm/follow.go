@@ -139,21 +139,42 @@ func (s *Swarm) followChunks(e *entry, k int) {
 		if c == nil {
 			continue // not published yet: ask again
 		}
-		peers := s.downloadPeers(e)
+		if !s.addFollowedChunk(ctx, e, c) {
+			return
+		}
+		k++
+	}
+}
+
+// addFollowedChunk adds chunk c of a followed blob once it is inside the
+// window of the furthest stream (see reachChunk); false when the blob or
+// the swarm ended.
+func (s *Swarm) addFollowedChunk(ctx context.Context, e *entry, c *chunkInfo) bool {
+	peers := s.downloadPeers(e)
+	for {
 		s.mu.Lock()
 		if e.gone != nil {
 			s.mu.Unlock()
-			return
+			return false
 		}
-		if e.chunks[k] == nil {
+		if c.index < e.reading+windowChunks {
+			defer s.mu.Unlock()
+			if e.chunks[c.index] != nil {
+				return true
+			}
 			if _, err := s.addDownloadChunkLocked(e, c, peers); err != nil {
 				s.dropLocked(e, err)
-				s.mu.Unlock()
-				return
+				return false
 			}
+			return true
 		}
+		changed := e.changed
 		s.mu.Unlock()
-		k++
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

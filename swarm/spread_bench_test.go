@@ -11,9 +11,9 @@ import (
 // BenchmarkWarmSpread: one seeder, three downloaders reading a 96 MiB blob
 // (three 32 MiB chunks) at once, in one process on loopback. The figure is
 // the seeder's upload as a multiple of the blob: 3x is a star, 1x is every
-// piece sent by the seeder once and traded after. With "rotation" each node
-// ranks a chunk's pieces from its own rotation point (window.go); with
-// "same-order" every node has the same rotation, which is what the
+// piece sent by the seeder once and traded after. With "per-node" each node
+// orders a chunk's pieces by a hash of its own seed (window.go); with
+// "same-order" every node has the same seed, which is what the
 // library's index tie-break alone gives. "capped" limits the seeder's
 // upload to 50 MiB/s, a stand-in for a real NIC next to the free loopback.
 //
@@ -25,9 +25,9 @@ func BenchmarkWarmSpread(b *testing.B) {
 		same     bool
 		capBytes int64
 	}{
-		{"rotation", false, 0},
+		{"per-node", false, 0},
 		{"same-order", true, 0},
-		{"rotation-capped", false, 50 << 20},
+		{"per-node-capped", false, 50 << 20},
 		{"same-order-capped", true, 50 << 20},
 	} {
 		b.Run(sc.name, func(b *testing.B) {

@@ -121,7 +121,7 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 
 // reader returns a reader of chunk k at offset at (in the chunk), waiting
 // for the chunk's metainfo if need be. Moving to a chunk also adds the next
-// one, so the window the stream needs is always downloading.
+// ones (window.go), so the window the stream needs is always downloading.
 func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 	if sr.r != nil && sr.k == k {
 		return sr.r, nil
@@ -130,12 +130,15 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 		sr.r.Close()
 		sr.r = nil
 	}
+	sr.s.reachChunk(sr.e, k)
 	c, err := sr.s.waitChunk(sr.ctx, sr.e, k)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := sr.s.ensureChunk(sr.e, k+1); err != nil {
-		return nil, err
+	for next := k + 1; next < k+windowChunks; next++ {
+		if _, err := sr.s.ensureChunk(sr.e, next); err != nil {
+			return nil, err
+		}
 	}
 	r := c.t.NewReader()
 	r.SetContext(sr.ctx)
@@ -150,6 +153,18 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 	}
 	sr.r, sr.k = r, k
 	return r, nil
+}
+
+// reachChunk records that a stream of e reads chunk k: a followed blob
+// adds chunk torrents up to windowChunks past the furthest one read, so
+// memory and the download stay bounded when the reader is slow.
+func (s *Swarm) reachChunk(e *entry, k int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k > e.reading {
+		e.reading = k
+		e.signalLocked()
+	}
 }
 
 // waitChunk returns chunk k of e once its torrent is added.

@@ -80,9 +80,10 @@ type Config struct {
 	// PeerRefresh is how often a download asks Seeders for new peers;
 	// default 2 s.
 	PeerRefresh time.Duration
-	// Readahead bounds the verified pieces each chunk download keeps in
-	// memory for its readers (pieceBuffers); default 64 MiB. Which pieces
-	// are fetched is the chunk window's business (window.go).
+	// Readahead bounds the verified pieces the chunk downloads of a stream's
+	// window keep in memory for its reader (pieceBuffers; each chunk keeps
+	// Readahead/windowChunks); default 64 MiB. Which pieces are fetched is
+	// the window's business (window.go).
 	Readahead int64
 	// DownloadRetention: downloads left unfinished and untouched this long
 	// (a pull that was abandoned) are deleted when the swarm starts; younger
@@ -171,7 +172,7 @@ type Swarm struct {
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
 	listener  net.Listener // ours when PeerKeys is set; nil otherwise
-	// tiebreak rotates this node's piece order inside a chunk (window.go),
+	// tiebreak seeds this node's piece order inside a chunk (window.go),
 	// so downloaders of one seeder start on different pieces.
 	tiebreak uint64
 
@@ -202,6 +203,7 @@ type entry struct {
 
 	// Guarded by Swarm.mu.
 	chunks  []*chunk      // one per chunk; nil until its torrent is added
+	reading int           // the furthest chunk a stream of it reads
 	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
 	gone    error         // why the entry left the table; waiters stop
 
@@ -267,7 +269,7 @@ func New(cfg Config) (*Swarm, error) {
 	s := &Swarm{
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo")},
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead, chunk: int64(cfg.ChunkSize)},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize)},
 		received:  newPeerCounters(),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
