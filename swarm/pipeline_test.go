@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -304,5 +307,60 @@ func TestWarmPathFromOneSeederToSeveralDownloaders(t *testing.T) {
 		if st, _ := lookupStats(nodes[i], dgst); !st.Verified || st.PiecesComplete != 25 {
 			t.Fatalf("downloader %s: %+v", ips[i], st)
 		}
+	}
+}
+
+// The chunk metainfo endpoint: a chunk not published yet is held at most
+// MetainfoPoll (not at all with wait=0) and answered 204; a published one
+// is its canonical info; bad requests change nothing.
+func TestChunkMetainfoEndpoint(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 3*testChunk)
+	owner := startNode(t, tr, "127.0.0.2", "", chunked(func(c *Config) { c.MetainfoPoll = 300 * time.Millisecond }))
+	g, err := owner.Grow(dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Grow(dgst, int64(len(content)), bytes.NewReader(content)); err == nil {
+		t.Fatal("a second Grow of the same digest was accepted")
+	}
+	base := metainfoPathPrefix + dgst.String()
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{base + "?chunk=0&wait=0", http.StatusNoContent},
+		{base + "?chunk=0", http.StatusNoContent}, // after MetainfoPoll
+		{base + "?chunk=3", http.StatusBadRequest},
+		{base + "?chunk=-1", http.StatusBadRequest},
+		{base + "?chunk=01", http.StatusBadRequest},
+		{base + "?chunk=x", http.StatusBadRequest},
+		{metainfoPathPrefix + digest.FromString("other").String() + "?chunk=0", http.StatusNotFound},
+		{blobPathPrefix + dgst.String(), http.StatusNotFound}, // growing is not complete
+	} {
+		start := time.Now()
+		if got := peerStatus(owner, c.path); got != c.want {
+			t.Errorf("%s: %d, want %d", c.path, got, c.want)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s held for %v", c.path, d)
+		}
+	}
+	g.Advance(testChunk)
+	waitFor(t, "chunk 0 published", func() bool { return peerStatus(owner, base+"?chunk=0&wait=0") == http.StatusOK })
+	req := httptest.NewRequest(http.MethodGet, base+"?chunk=0", nil)
+	req.RemoteAddr = "127.0.0.9:4000"
+	rec := httptest.NewRecorder()
+	owner.PeerHandler().ServeHTTP(rec, req)
+	lay := owner.layout(int64(len(content)))
+	if _, err := parseChunkInfo(dgst, lay, 0, rec.Body.Bytes()); err != nil {
+		t.Fatalf("published chunk 0: %v", err)
+	}
+	if rec.Header().Get(TorrentPortHeader) != strconv.Itoa(int(owner.TorrentAddr().Port())) {
+		t.Fatalf("torrent port header %q", rec.Header().Get(TorrentPortHeader))
+	}
+	g.Fail(errors.New("test over"))
+	if got := peerStatus(owner, base+"?chunk=0&wait=0"); got != http.StatusNotFound {
+		t.Fatalf("after Fail: %d, want 404", got)
 	}
 }
