@@ -29,9 +29,12 @@ type streamReader struct {
 	cancel    context.CancelCauseFunc
 	watchdog  *time.Timer
 	pos, size int64
-	// r reads chunk k; nil before the first read and between chunks.
-	r torrent.Reader
-	k int
+	// r reads chunk k; nil before the first read. rmu guards r, k and
+	// closed: Close may come from another goroutine than Read.
+	rmu    sync.Mutex
+	r      torrent.Reader
+	k      int
+	closed bool
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
 	digester digest.Digester
@@ -39,9 +42,8 @@ type streamReader struct {
 	// fromSeed, once set, is where the rest of the blob comes from: the
 	// download was replaced by a local seed of the same digest (the egress
 	// spool or containerd's copy), which closed its torrents under us.
-	fromSeed  io.Reader
-	err       error
-	closeOnce sync.Once
+	fromSeed io.Reader
+	err      error
 }
 
 func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *streamReader {
@@ -123,12 +125,11 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 // for the chunk's metainfo if need be. Moving to a chunk also adds the next
 // ones (window.go), so the window the stream needs is always downloading.
 func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
-	if sr.r != nil && sr.k == k {
-		return sr.r, nil
-	}
-	if sr.r != nil {
-		sr.r.Close()
-		sr.r = nil
+	sr.rmu.Lock()
+	cur, curK := sr.r, sr.k
+	sr.rmu.Unlock()
+	if cur != nil && curK == k {
+		return cur, nil
 	}
 	sr.s.reachChunk(sr.e, k)
 	c, err := sr.s.waitChunk(sr.ctx, sr.e, k)
@@ -150,6 +151,15 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 			r.Close()
 			return nil, fmt.Errorf("swarm: seek chunk %d of %s to %d: %w", k, sr.e.digest, at, err)
 		}
+	}
+	sr.rmu.Lock()
+	defer sr.rmu.Unlock()
+	if sr.closed {
+		r.Close()
+		return nil, context.Canceled
+	}
+	if sr.r != nil {
+		sr.r.Close()
 	}
 	sr.r, sr.k = r, k
 	return r, nil
@@ -279,11 +289,14 @@ func (sr *streamReader) hashStored() (digest.Digest, error) {
 func (sr *streamReader) Close() error {
 	sr.watchdog.Stop()
 	sr.cancel(context.Canceled)
-	var err error
-	sr.closeOnce.Do(func() {
-		if sr.r != nil {
-			err = sr.r.Close()
-		}
-	})
-	return err
+	sr.rmu.Lock()
+	defer sr.rmu.Unlock()
+	if sr.closed {
+		return nil
+	}
+	sr.closed = true
+	if sr.r != nil {
+		return sr.r.Close()
+	}
+	return nil
 }
