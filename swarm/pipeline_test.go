@@ -161,6 +161,13 @@ func TestGrowingSeedFeedsFollowersThatTrade(t *testing.T) {
 	if st, _ := lookupStats(owner, dgst); !st.Seeding || !st.Verified {
 		t.Fatalf("owner after Complete: %+v", st)
 	}
+	// A follower that comes after Complete gets the blob from the seed.
+	late := follow(t, ctx, startNode(t, tr, "127.0.0.6", "", chunked()), owner, dgst, size)
+	late.wait(t)
+	if late.err != nil {
+		t.Fatalf("late follower: %v", late.err)
+	}
+	mustEqual(t, late.got, content)
 	// A later Seed of the same content keeps the grown seed.
 	if err := owner.Seed(ctx, dgst, size, failingReaderAt{}); err != nil {
 		t.Fatalf("seed after Complete: %v", err)
