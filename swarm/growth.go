@@ -193,19 +193,20 @@ func (g *Growth) publish(k int, pieces []byte) error {
 	if e.gone != nil || s.closed {
 		return nil
 	}
-	// Unchecked reads: the pieces were hashed from this file just now.
-	t, err := s.addTorrent(ci, seedStorage{content: io.NewSectionReader(g.file, ci.off, ci.length())})
+	check := new(atomic.Pointer[seedCheck])
+	t, err := s.addTorrent(ci, grownStorage{content: io.NewSectionReader(g.file, ci.off, ci.length()), check: check})
 	if err != nil {
 		return err
 	}
-	e.chunks[k] = &chunk{info: ci, t: t}
+	e.chunks[k] = &chunk{info: ci, t: t, check: check}
 	e.signalLocked()
 	s.log.Debug("chunk published", "digest", e.digest, "chunk", k, "of", len(e.chunks))
 	return nil
 }
 
 // promote turns the grown blob into a seed of the file: same chunk
-// torrents, its metainfo cached like any seed's.
+// torrents (peers stay connected), first-read checks armed, its metainfo
+// cached like any seed's.
 func (g *Growth) promote(pieces []byte) {
 	s, e := g.s, g.e
 	b, err := newBlobInfo(e.digest, e.size(), pieces)
@@ -222,6 +223,12 @@ func (g *Growth) promote(pieces []byte) {
 	seed.info, seed.seed = b, g.file
 	seed.chunks = e.chunks
 	seed.markVerified()
+	// From now on a seed like any other: each piece is hashed again on its
+	// next read, so a spool changed on disk is caught (seedCorrupted).
+	for k, c := range seed.chunks {
+		first, _ := seed.lay.pieces(k)
+		c.check.Store(newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }))
+	}
 	s.torrents[e.digest] = seed
 	// Pollers waiting on the growing entry look the digest up again.
 	e.gone = errPromoted

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -369,5 +371,50 @@ func TestChunkMetainfoEndpoint(t *testing.T) {
 	g.Fail(errors.New("test over"))
 	if got := peerStatus(owner, base+"?chunk=0&wait=0"); got != http.StatusNotFound {
 		t.Fatalf("after Fail: %d, want 404", got)
+	}
+}
+
+// A grown seed is checked like any seed once complete: a spool changed on
+// disk after Complete, even in pieces that followers already took from it
+// while it grew, is caught at its next read and no longer seeded.
+func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 3*testChunk)
+	size := int64(len(content))
+	path := filepath.Join(t.TempDir(), "spool")
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	owner := startNode(t, tr, "127.0.0.2", "", chunked())
+	g, err := owner.Grow(dgst, size, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fn := startNode(t, tr, "127.0.0.3", "", chunked())
+	first := follow(t, ctx, fn, owner, dgst, size)
+	g.Advance(size)
+	first.wait(t)
+	if first.err != nil {
+		t.Fatal(first.err)
+	}
+	g.Complete()
+	fn.stop() // the owner's spool is the only copy left
+	tr.announce(dgst, owner)
+	corruptEveryPiece(t, path, size)
+
+	late := startNode(t, tr, "127.0.0.4", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
+	if got, err := readBlob(t, late, dgst, 0); err == nil {
+		t.Fatalf("read %d bytes of a blob whose only seed is corrupted, want an error", len(got))
+	}
+	waitFor(t, "the corrupted grown seed to be dropped", func() bool { return owner.seeded(dgst) == nil })
+	if st, _ := lookupStats(late, dgst); st.ReceivedFrom["127.0.0.2"] != 0 {
+		t.Fatalf("the corrupted seed sent %d bytes", st.ReceivedFrom["127.0.0.2"])
 	}
 }

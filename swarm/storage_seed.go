@@ -36,7 +36,7 @@ var (
 func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
 	var check *seedCheck
 	if s.corrupt != nil {
-		check = &seedCheck{info: info, state: make([]atomic.Uint32, info.NumPieces()), corrupt: s.corrupt}
+		check = newSeedCheck(info, s.corrupt)
 	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
@@ -44,6 +44,31 @@ func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metai
 		},
 		Close: func() error { return nil },
 	}, nil
+}
+
+// grownStorage serves a chunk of a growing blob from the spool. While the
+// blob grows its pieces are served unchecked (they were hashed from this
+// very file a moment ago); once it is complete, promote arms a seed's
+// first-read check afresh, so the grown seed is checked like any Seed of
+// the spool from then on, pieces uploaded during the growth included. The
+// library asks for a piece's storage on every use, so the arming takes
+// effect at the next read.
+type grownStorage struct {
+	content io.ReaderAt
+	check   *atomic.Pointer[seedCheck]
+}
+
+func (s grownStorage) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{
+		Piece: func(p metainfo.Piece) storage.PieceImpl {
+			return seedPiece{section: io.NewSectionReader(s.content, p.Offset(), p.Length()), index: p.Index(), check: s.check.Load()}
+		},
+		Close: func() error { return nil },
+	}, nil
+}
+
+func newSeedCheck(info *metainfo.Info, corrupt func(piece int)) *seedCheck {
+	return &seedCheck{info: info, state: make([]atomic.Uint32, info.NumPieces()), corrupt: corrupt}
 }
 
 type seedPiece struct {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	alog "github.com/anacrolix/log"
@@ -217,6 +218,9 @@ type entry struct {
 type chunk struct {
 	info *chunkInfo
 	t    *torrent.Torrent
+	// check arms a grown chunk's first-read check once the blob is
+	// complete (grownStorage); nil for other chunks.
+	check *atomic.Pointer[seedCheck]
 }
 
 func newEntry(dgst digest.Digest, lay layout) *entry {
