@@ -227,7 +227,7 @@ func (g *Growth) promote(pieces []byte) {
 	// next read, so a spool changed on disk is caught (seedCorrupted).
 	for k, c := range seed.chunks {
 		first, _ := seed.lay.pieces(k)
-		c.check.Store(newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }))
+		c.check.Store(newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }, g.file))
 	}
 	s.torrents[e.digest] = seed
 	// Pollers waiting on the growing entry look the digest up again.

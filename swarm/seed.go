@@ -91,7 +91,7 @@ func (s *Swarm) addSeedLocked(b *blobInfo, content io.ReaderAt, check bool) (*en
 			return nil, err
 		}
 		first, _ := e.lay.pieces(k)
-		st := seedStorage{content: io.NewSectionReader(content, c.off, c.length())}
+		st := seedStorage{content: io.NewSectionReader(content, c.off, c.length()), file: content}
 		if check {
 			st.corrupt = func(piece int) { go s.seedCorrupted(e, first+piece) }
 		}
