@@ -38,6 +38,14 @@ type FetcherConfig struct {
 	// and announce. The file stays until Release (or Close); a descriptor
 	// opened before that keeps its bytes readable.
 	OnComplete func(dgst digest.Digest, path string, size int64)
+	// OnStart, if set, is called once per download when the upstream gave
+	// the size, on the download's goroutine, before any caller learns the
+	// size (so a node told the size finds what OnStart set up, e.g.
+	// swarm.Grow), with the spool file as it grows (open it for reading:
+	// it is renamed when verified and deleted on failure, and a descriptor
+	// keeps its bytes). The download then drives the Progress it returns
+	// (nil: none).
+	OnStart func(dgst digest.Digest, size int64, path string) Progress
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
@@ -88,6 +96,23 @@ func (c *FetcherConfig) setDefaults() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// Progress follows one download from the upstream (FetcherConfig.OnStart).
+// Its methods are called on the download's goroutine, one at a time:
+// Advance any number of times with a growing n, then exactly one of
+// Complete or Fail, and nothing after that.
+type Progress interface {
+	// Advance says bytes [0,n) of the spool file are written. These bytes
+	// are not yet checked against the digest. It must not block: the
+	// download waits for it.
+	Advance(n int64)
+	// Complete says the whole blob is written and matched its digest. It
+	// is called before OnComplete.
+	Complete()
+	// Fail says the download failed (upstream error, digest mismatch,
+	// stall, Close) and its file is gone.
+	Fail(err error)
 }
 
 // SourceConfig configures the Source (and its peer handler) of one node.
