@@ -23,6 +23,9 @@ const (
 	DefaultMaxTags       = 4096
 	DefaultMaxManifests  = 256
 	DefaultMaxAttempts   = 3
+	// DefaultPipelineMin is the swarm's default small-blob size: smaller
+	// blobs come whole over HTTP anyway.
+	DefaultPipelineMin = 16 << 20
 )
 
 // FetcherConfig configures the owner side. Zero values take the defaults.
@@ -139,6 +142,15 @@ type SourceConfig struct {
 	Registries registry.RegistryPolicy
 	// MaxAttempts bounds the candidates tried per request. Default 3.
 	MaxAttempts int
+	// Pipeline, if set, is how this node follows a blob another node
+	// fetches (the swarm): it asks the owner to start the download
+	// without streaming it, then follows it, trading pieces with the
+	// other waiting nodes; it streams from the owner as without it when
+	// Follow fails before the first byte. The owner reads its own spool.
+	Pipeline Pipeline
+	// PipelineMin is the smallest blob followed through Pipeline; smaller
+	// ones are streamed from the owner. Default DefaultPipelineMin.
+	PipelineMin int64
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -162,6 +174,9 @@ func (c *SourceConfig) setDefaults() error {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.PipelineMin <= 0 {
+		c.PipelineMin = DefaultPipelineMin
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
