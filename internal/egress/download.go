@@ -39,11 +39,13 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 	if err != nil {
 		// The file goes before the table entry, so a new download of the
 		// digest never finds the old file in its way.
+		// Progress fails before the table forgets s: a new download of the
+		// digest starts only once the old one's growth is gone.
 		s.fail(err)
-		f.forget(s)
 		if progress != nil {
 			progress.Fail(err)
 		}
+		f.forget(s)
 		f.log.Warn("upstream fetch failed", "ref", s.ref.String(), "digest", s.dgst, "err", err)
 		return
 	}
