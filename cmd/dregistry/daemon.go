@@ -152,7 +152,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		Logger:     log.With("component", "egress"),
 	}
 	if p := swarmPipeline(sw); p != nil {
-		ecfg.Pipeline, ecfg.PipelineMin = p, pipelineMin
+		// A follower still gets the owner's stream in time when the swarm
+		// delivers nothing: a third of the handler's stall timeout.
+		ecfg.Pipeline, ecfg.PipelineMin, ecfg.PipelineFirstByte = p, pipelineMin, cfg.StallTimeout/3
 	}
 	viaEgress, err := egress.NewSource(ecfg)
 	if err != nil {

@@ -26,6 +26,10 @@ const (
 	// DefaultPipelineMin is the swarm's default small-blob size: smaller
 	// blobs come whole over HTTP anyway.
 	DefaultPipelineMin = 16 << 20
+	// DefaultPipelineFirstByte is a third of the registry handler's stall
+	// timeout: a follower that gets no byte in that time still has the
+	// owner's stream in time to keep containerd's response alive.
+	DefaultPipelineFirstByte = 10 * time.Second
 )
 
 // FetcherConfig configures the owner side. Zero values take the defaults.
@@ -151,6 +155,12 @@ type SourceConfig struct {
 	// PipelineMin is the smallest blob followed through Pipeline; smaller
 	// ones are streamed from the owner. Default DefaultPipelineMin.
 	PipelineMin int64
+	// PipelineFirstByte bounds the wait for a followed blob's first byte
+	// (the owner's first chunk, from an upstream that may be slow, or an
+	// owner that died): after it the read streams from the owner, or the
+	// next candidate, instead. Keep it well under the registry handler's
+	// stall timeout. Default DefaultPipelineFirstByte.
+	PipelineFirstByte time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -177,6 +187,9 @@ func (c *SourceConfig) setDefaults() error {
 	}
 	if c.PipelineMin <= 0 {
 		c.PipelineMin = DefaultPipelineMin
+	}
+	if c.PipelineFirstByte <= 0 {
+		c.PipelineFirstByte = DefaultPipelineFirstByte
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -98,15 +99,14 @@ func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dg
 // blob from m. Blobs under PipelineMin, an owner without the start path and
 // a Follow that fails before its first byte take the stream from m.
 func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
-	stream := func() (registry.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) }
 	size, err := s.remoteStart(ctx, m, ref, dgst)
 	switch {
 	case errors.Is(err, errMethod):
-		return stream()
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	case err != nil:
 		return nil, err
 	case size < s.cfg.PipelineMin:
-		return stream()
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	}
 	follow, err := s.cfg.Pipeline.Follow(ctx, dgst, size, m.HTTPAddr)
 	if err == nil && follow.Size() != size {
@@ -119,24 +119,29 @@ func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, r
 		}
 		s.log.Info("cannot follow the owner's download in the swarm; streaming it from the owner",
 			"digest", dgst, "owner", m.Name, "err", err)
-		return stream()
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	}
-	return &followedBlob{src: s, dgst: dgst, owner: m.Name, size: size, follow: follow, stream: stream}, nil
+	return &followedBlob{src: s, ref: ref, dgst: dgst, owner: m, owners: owners, size: size, follow: follow}, nil
 }
 
-// followedBlob is a blob followed in the swarm, with the owner's stream
-// in reserve: a read that fails before its first byte switches to it, and
-// so does every later Open.
+// errNoFirstByte ends a followed read that got no byte within
+// PipelineFirstByte.
+var errNoFirstByte = errors.New("no byte from the swarm within the first-byte bound")
+
+// followedBlob is a blob followed in the swarm, with the owners' streams
+// in reserve: a read that fails, or gets nothing within PipelineFirstByte,
+// before its first byte switches to them, and so does every later Open.
 type followedBlob struct {
 	src    *Source
+	ref    registry.Ref
 	dgst   digest.Digest
-	owner  string
+	owner  Member   // whose download is followed
+	owners []Member // the candidates, best first
 	size   int64
 	follow registry.Blob
-	stream func() (registry.Blob, error)
 
 	mu       sync.Mutex
-	fallback registry.Blob // the owner's stream, once Follow failed
+	fallback registry.Blob // the owners' stream, once following failed
 	closed   bool
 }
 
@@ -148,7 +153,41 @@ func (b *followedBlob) current() registry.Blob {
 	return b.fallback
 }
 
-// fallBack opens the owner's stream (once) after cause ended the swarm's.
+// streamed opens the blob as Source.Blob does without a pipeline: from
+// the followed owner first (it has the bytes the swarm did not deliver),
+// then from the other candidates, this node's Fetcher included.
+func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
+	order := []Member{b.owner}
+	for _, o := range b.owners {
+		if o.Name != b.owner.Name {
+			order = append(order, o)
+		}
+	}
+	var errs []error
+	for _, o := range order {
+		var fb registry.Blob
+		var err error
+		if o.Name == b.src.cfg.Self {
+			fb, err = b.src.cfg.Fetcher.Fetch(ctx, b.ref, b.dgst)
+		} else {
+			fb, err = b.src.remoteBlob(ctx, o, b.owners, b.ref, b.dgst)
+		}
+		if err == nil && fb.Size() != b.size {
+			fb.Close()
+			err = fmt.Errorf("owner says %d bytes, not %d", fb.Size(), b.size)
+		}
+		if err == nil || errors.Is(err, registry.ErrNotFound) {
+			return fb, err
+		}
+		errs = append(errs, fmt.Errorf("owner %s: %w", o.Name, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// fallBack opens the owners' stream (once) after cause ended the swarm's.
 func (b *followedBlob) fallBack(ctx context.Context, cause error) (registry.Blob, error) {
 	if fb := b.current(); fb != nil {
 		return fb, nil
@@ -156,10 +195,10 @@ func (b *followedBlob) fallBack(ctx context.Context, cause error) (registry.Blob
 	if ctx.Err() != nil {
 		return nil, cause
 	}
-	b.src.log.Info("following the owner's download in the swarm failed before its first byte; streaming it from the owner",
-		"digest", b.dgst, "owner", b.owner, "err", cause)
-	// Opened with no lock held: it is a request to the owner.
-	fb, err := b.stream()
+	b.src.log.Info("following the owner's download in the swarm failed before its first byte; streaming it from the owners",
+		"digest", b.dgst, "owner", b.owner.Name, "err", cause)
+	// Opened with no lock held: it asks the owners.
+	fb, err := b.streamed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("egress: blob %s: %w", b.dgst, errors.Join(cause, err))
 	}
@@ -184,18 +223,24 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	if fb := b.current(); fb != nil {
 		return fb.Open(ctx, offset)
 	}
-	rc, err := b.follow.Open(ctx, offset)
+	if offset == b.size {
+		return io.NopCloser(failedReader{io.EOF}), nil
+	}
+	// The swarm's reader ends with fctx (registry.Blob's contract), which
+	// the first-byte bound cancels.
+	fctx, cancel := context.WithCancelCause(ctx)
+	rc, err := b.follow.Open(fctx, offset)
 	if err != nil {
+		cancel(nil)
 		fb, ferr := b.fallBack(ctx, err)
 		if ferr != nil {
 			return nil, ferr
 		}
 		return fb.Open(ctx, offset)
 	}
-	if offset == b.size {
-		return rc, nil
-	}
-	return &followReader{b: b, ctx: ctx, off: offset, rc: rc}, nil
+	r := &followReader{b: b, ctx: ctx, fctx: fctx, off: offset, rc: rc, cancel: cancel}
+	r.timer = time.AfterFunc(b.src.cfg.PipelineFirstByte, r.noFirstByte)
+	return r, nil
 }
 
 func (b *followedBlob) Close() error {
@@ -211,23 +256,58 @@ func (b *followedBlob) Close() error {
 }
 
 // followReader reads the swarm's stream; until its first byte, a failure
-// switches it to the owner's stream from the same offset.
+// or the first-byte bound switches it to the owners' stream from the same
+// offset.
 type followReader struct {
-	b       *followedBlob
-	ctx     context.Context
-	off     int64
-	rc      io.ReadCloser
+	b      *followedBlob
+	ctx    context.Context // the caller's: the fallback's reads end with it
+	fctx   context.Context // the swarm reader's, ended by cancel
+	off    int64
+	rc     io.ReadCloser
+	cancel context.CancelCauseFunc // ends the swarm's reader
+	timer  *time.Timer
+
+	mu      sync.Mutex
 	started bool // a byte came, or the reader switched: errors are final
+}
+
+// noFirstByte is the first-byte bound: it ends the swarm's reader unless
+// a byte came.
+func (r *followReader) noFirstByte() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.started {
+		r.cancel(errNoFirstByte)
+	}
+}
+
+// start marks the reader started; it reports whether it already was.
+func (r *followReader) start() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.started
+	r.started = true
+	return was
 }
 
 func (r *followReader) Read(p []byte) (int, error) {
 	n, err := r.rc.Read(p)
-	if r.started || n > 0 || err == nil || len(p) == 0 {
-		r.started = r.started || n > 0
+	if n == 0 && (err == nil || len(p) == 0) {
 		return n, err
 	}
-	r.started = true
+	if r.start() {
+		return n, err
+	}
+	r.timer.Stop()
+	if n > 0 {
+		return n, err
+	}
+	// Failed before its first byte: the owners' stream takes over.
+	if context.Cause(r.fctx) == errNoFirstByte {
+		err = fmt.Errorf("%w (%s): %w", errNoFirstByte, r.b.src.cfg.PipelineFirstByte, err)
+	}
 	r.rc.Close()
+	r.cancel(nil)
 	fb, ferr := r.b.fallBack(r.ctx, err)
 	if ferr == nil {
 		r.rc, ferr = fb.Open(r.ctx, r.off)
@@ -239,7 +319,12 @@ func (r *followReader) Read(p []byte) (int, error) {
 	return r.rc.Read(p)
 }
 
-func (r *followReader) Close() error { return r.rc.Close() }
+func (r *followReader) Close() error {
+	r.timer.Stop()
+	err := r.rc.Close()
+	r.cancel(nil)
+	return err
+}
 
 // failedReader keeps answering the error a reader failed with.
 type failedReader struct{ err error }

@@ -29,6 +29,7 @@ const (
 	followRefuse                       // Follow fails (the owner does not know the blob)
 	followFailFirst                    // every read fails before its first byte
 	followFailMidway                   // a read fails after some bytes
+	followSilent                       // reads wait, for ever, for a byte
 )
 
 // fakePipeline stands for swarm.Follow: it reads the owner's spool through
@@ -90,6 +91,9 @@ func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		return io.NopCloser(failedReader{errors.New("fake swarm: no peer answered")}), nil
 	case followFailMidway:
 		return &midwayReader{rc: rc, left: 100 << 10}, nil
+	case followSilent:
+		rc.Close()
+		return io.NopCloser(silentReader{ctx}), nil
 	}
 	return rc, nil
 }
@@ -110,6 +114,15 @@ func (r *midwayReader) Read(p []byte) (int, error) {
 }
 
 func (r *midwayReader) Close() error { return r.rc.Close() }
+
+// silentReader delivers nothing until its context ends, as registry.Blob
+// readers must.
+type silentReader struct{ ctx context.Context }
+
+func (r silentReader) Read([]byte) (int, error) {
+	<-r.ctx.Done()
+	return 0, context.Cause(r.ctx)
+}
 
 // pipelineNodes is an egress owner and a node that follows through p.
 type pipelineNodes struct {
@@ -468,5 +481,64 @@ func TestPeerStartFetchRefusesOutsiders(t *testing.T) {
 				t.Errorf("an outsider's start left spool files %v", files)
 			}
 		})
+	}
+}
+
+// A swarm that delivers nothing (a slow first chunk, an owner that died
+// unnoticed) is given up after PipelineFirstByte, long before the
+// registry handler's stall timeout, for the owner's stream.
+func TestSourcePipelineFirstByteBound(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(2<<20+4, 59)
+	pn := newPipelineNodes(t, up, c.Ref, followSilent, 1)
+	pn.follower.source.cfg.PipelineFirstByte = 200 * time.Millisecond
+	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	start := time.Now()
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, c.Blob) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("fell back after %s, before the first-byte bound", d)
+	}
+	if got := pn.owner.requests("GET", blobsPath); got != 1 {
+		t.Errorf("owner's blob stream asked %d times, want 1", got)
+	}
+}
+
+// When the followed owner dies before the first byte, the read streams
+// from the next candidate.
+func TestSourcePipelineFallsBackToTheNextCandidate(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(2<<20+5, 60)
+	members := &cluster{}
+	a := newNode(t, "a", true, up.source(), members, nil)
+	b := newNode(t, "b", true, up.source(), members, nil)
+	pipe := &fakePipeline{ref: c.Ref, mode: followFailFirst}
+	follower := newNodeWith(t, "c", false, &forbiddenUpstream{}, members, nil, func(sc *SourceConfig) { sc.Pipeline, sc.PipelineMin = pipe, 1 })
+	members.set(a.member(true), b.member(true), follower.member(false))
+	first, second := a, b
+	if candidates(members.Members(), follower.member(false), blobKey(c.BlobDigest()))[0].Name == "b" {
+		first, second = b, a
+	}
+	pipe.owner = first
+
+	blob, err := follower.source.Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blob.Close()
+	first.srv.CloseClientConnections()
+	first.srv.Listener.Close() // the owner dies after the start
+	if got, err := readAllAt(ctx, blob, 0); err != nil || !bytes.Equal(got, c.Blob) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if got := second.requests("GET", blobsPath); got != 1 {
+		t.Errorf("the next candidate streamed %d times, want 1", got)
 	}
 }
