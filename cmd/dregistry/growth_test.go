@@ -245,3 +245,43 @@ func TestSeedingGrownAfterContainerd(t *testing.T) {
 		t.Error("the blob is not served")
 	}
 }
+
+// With the swarm's own Grow: the grown blob becomes the seed at Complete,
+// and the seeding loop's Seed of the verified spool keeps it — one seed,
+// over the growth's file.
+func TestSeedingKeepsTheSwarmsGrowth(t *testing.T) {
+	p := &peers{seeders: map[digest.Digest][]swarm.Peer{}}
+	sw := startSwarm(t, "127.0.0.2", p)
+	f := newGrowingFixture(t, sw.Swarm)
+	f.g.grow = swarmGrow(sw.Swarm)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	prog := f.g.start(f.dgst, int64(len(f.blob)), f.path)
+	if prog == nil {
+		t.Fatal("no growth")
+	}
+	if serves(sw.Swarm, f.dgst) {
+		t.Fatal("a growing blob is served as complete")
+	}
+	prog.Advance(int64(len(f.blob)))
+	prog.Complete()
+	grown := f.seeds.grown[f.dgst]
+	f.seeds.egressComplete(f.dgst, f.path, int64(len(f.blob)))
+	f.seeds.apply(ctx)
+	if h := f.seeds.held[f.dgst]; !h.spool || h.ra != grown || grown == nil {
+		t.Fatalf("held %+v, want the growth's file as the spool seed", h)
+	}
+	var entries int
+	for _, ts := range sw.Stats().Torrents {
+		if ts.Digest == f.dgst {
+			entries++
+			if !ts.Seeding || !ts.Verified {
+				t.Errorf("the grown blob: seeding %v, verified %v; want both", ts.Seeding, ts.Verified)
+			}
+		}
+	}
+	if entries != 1 || !serves(sw.Swarm, f.dgst) {
+		t.Errorf("%d swarm entries of the blob, served %v; want one, served", entries, serves(sw.Swarm, f.dgst))
+	}
+}
