@@ -154,7 +154,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if p := swarmPipeline(sw); p != nil {
 		// A follower still gets the owner's stream in time when the swarm
 		// delivers nothing: a third of the handler's stall timeout.
-		ecfg.Pipeline, ecfg.PipelineMin, ecfg.PipelineFirstByte = p, pipelineMin, cfg.StallTimeout/3
+		ecfg.Pipeline, ecfg.PipelineMin, ecfg.PipelineStall = p, pipelineMin, cfg.StallTimeout/3
 	}
 	viaEgress, err := egress.NewSource(ecfg)
 	if err != nil {

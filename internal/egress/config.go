@@ -26,10 +26,10 @@ const (
 	// DefaultPipelineMin is the swarm's default small-blob size: smaller
 	// blobs come whole over HTTP anyway.
 	DefaultPipelineMin = 16 << 20
-	// DefaultPipelineFirstByte is a third of the registry handler's stall
+	// DefaultPipelineStall is a third of the registry handler's stall
 	// timeout: a follower that gets no byte in that time still has the
-	// owner's stream in time to keep containerd's response alive.
-	DefaultPipelineFirstByte = 10 * time.Second
+	// owners' stream in time to keep containerd's response alive.
+	DefaultPipelineStall = 10 * time.Second
 )
 
 // FetcherConfig configures the owner side. Zero values take the defaults.
@@ -149,18 +149,19 @@ type SourceConfig struct {
 	// Pipeline, if set, is how this node follows a blob another node
 	// fetches (the swarm): it asks the owner to start the download
 	// without streaming it, then follows it, trading pieces with the
-	// other waiting nodes; it streams from the owner as without it when
-	// Follow fails before the first byte. The owner reads its own spool.
+	// other waiting nodes; it streams from the owners as without it when
+	// Follow or a read fails or stalls. The owner reads its own spool.
 	Pipeline Pipeline
 	// PipelineMin is the smallest blob followed through Pipeline; smaller
 	// ones are streamed from the owner. Default DefaultPipelineMin.
 	PipelineMin int64
-	// PipelineFirstByte bounds the wait for a followed blob's first byte
-	// (the owner's first chunk, from an upstream that may be slow, or an
-	// owner that died): after it the read streams from the owner, or the
-	// next candidate, instead. Keep it well under the registry handler's
-	// stall timeout. Default DefaultPipelineFirstByte.
-	PipelineFirstByte time.Duration
+	// PipelineStall bounds the wait for a followed blob's next byte (the
+	// owner's next chunk, from an upstream that may be slow, or an owner
+	// that died): after it the read streams from the owner, or the next
+	// candidate, instead. Keep it well under the registry handler's stall
+	// timeout, and above a chunk's time from the upstream. Default
+	// DefaultPipelineStall.
+	PipelineStall time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -188,8 +189,8 @@ func (c *SourceConfig) setDefaults() error {
 	if c.PipelineMin <= 0 {
 		c.PipelineMin = DefaultPipelineMin
 	}
-	if c.PipelineFirstByte <= 0 {
-		c.PipelineFirstByte = DefaultPipelineFirstByte
+	if c.PipelineStall <= 0 {
+		c.PipelineStall = DefaultPipelineStall
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

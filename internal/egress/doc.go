@@ -21,9 +21,9 @@
 //     what the owner streams, and tries the next candidate when an owner
 //     fails before answering. With a Pipeline (the swarm), a big blob is
 //     started on the owner without being streamed and followed in the
-//     swarm, so waiting nodes trade pieces; a Follow that fails, or gives
-//     no byte within PipelineFirstByte, before its first byte falls back to
-//     the owners' stream.
+//     swarm, so waiting nodes trade pieces; a read that fails, or gets no
+//     byte within PipelineStall, continues from the owners' stream, whose
+//     bytes up to there must hash as the swarm's did.
 //   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ and
 //     POST /peer/v1/egress/fetch/ (start a download, answer its size) to
 //     members only (signed token, or a member's address without a key)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"strconv"
@@ -97,7 +98,8 @@ func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dg
 // pipelinedBlob asks owner m to start the download and follows it in the
 // swarm, so the waiting nodes trade pieces instead of each streaming the
 // blob from m. Blobs under PipelineMin, an owner without the start path and
-// a Follow that fails before its first byte take the stream from m.
+// a failed Follow take the stream from m; a followed read that fails or
+// stalls switches to the owners' stream (followReader).
 func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
 	size, err := s.remoteStart(ctx, m, ref, dgst)
 	switch {
@@ -121,16 +123,17 @@ func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, r
 			"digest", dgst, "owner", m.Name, "err", err)
 		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	}
-	return &followedBlob{src: s, ref: ref, dgst: dgst, owner: m, owners: owners, size: size, follow: follow}, nil
+	return &followedBlob{src: s, ref: ref, dgst: dgst, owner: m, owners: owners, size: size, follow: follow,
+		seed: maphash.MakeSeed()}, nil
 }
 
-// errNoFirstByte ends a followed read that got no byte within
-// PipelineFirstByte.
-var errNoFirstByte = errors.New("no byte from the swarm within the first-byte bound")
+// errNoProgress ends a followed read that got no byte within
+// PipelineStall.
+var errNoProgress = errors.New("no byte from the swarm within the pipeline stall bound")
 
 // followedBlob is a blob followed in the swarm, with the owners' streams
-// in reserve: a read that fails, or gets nothing within PipelineFirstByte,
-// before its first byte switches to them, and so does every later Open.
+// in reserve: a read that fails, or gets no byte within PipelineStall,
+// switches to them from where it was, and so does every later Open.
 type followedBlob struct {
 	src    *Source
 	ref    registry.Ref
@@ -139,6 +142,9 @@ type followedBlob struct {
 	owners []Member // the candidates, best first
 	size   int64
 	follow registry.Blob
+	// seed keys the hash that checks the swarm's bytes against the
+	// owners' stream: random, so no one can make two streams collide.
+	seed maphash.Seed
 
 	mu       sync.Mutex
 	fallback registry.Blob // the owners' stream, once following failed
@@ -195,7 +201,7 @@ func (b *followedBlob) fallBack(ctx context.Context, cause error) (registry.Blob
 	if ctx.Err() != nil {
 		return nil, cause
 	}
-	b.src.log.Info("following the owner's download in the swarm failed before its first byte; streaming it from the owners",
+	b.src.log.Info("following the owner's download in the swarm failed; streaming it from the owners",
 		"digest", b.dgst, "owner", b.owner.Name, "err", cause)
 	// Opened with no lock held: it asks the owners.
 	fb, err := b.streamed(ctx)
@@ -227,7 +233,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		return io.NopCloser(failedReader{io.EOF}), nil
 	}
 	// The swarm's reader ends with fctx (registry.Blob's contract), which
-	// the first-byte bound cancels.
+	// the stall bound cancels.
 	fctx, cancel := context.WithCancelCause(ctx)
 	rc, err := b.follow.Open(fctx, offset)
 	if err != nil {
@@ -238,8 +244,9 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		}
 		return fb.Open(ctx, offset)
 	}
-	r := &followReader{b: b, ctx: ctx, fctx: fctx, off: offset, rc: rc, cancel: cancel}
-	r.timer = time.AfterFunc(b.src.cfg.PipelineFirstByte, r.noFirstByte)
+	r := &followReader{b: b, ctx: ctx, fctx: fctx, start: offset, pos: offset, rc: rc, cancel: cancel}
+	r.sum.SetSeed(b.seed)
+	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
 
@@ -255,68 +262,105 @@ func (b *followedBlob) Close() error {
 	return err
 }
 
-// followReader reads the swarm's stream; until its first byte, a failure
-// or the first-byte bound switches it to the owners' stream from the same
-// offset.
+// followReader reads the swarm's stream. When that fails, or gives no byte
+// within PipelineStall, it switches to the owners' stream: that one is
+// read from the same start and its bytes up to where the swarm stopped
+// must hash as what the swarm delivered, so the response is exactly the
+// owners' stream, whose digest it checks at the end.
 type followReader struct {
 	b      *followedBlob
-	ctx    context.Context // the caller's: the fallback's reads end with it
+	ctx    context.Context // the caller's: the owners' stream ends with it
 	fctx   context.Context // the swarm reader's, ended by cancel
-	off    int64
-	rc     io.ReadCloser
-	cancel context.CancelCauseFunc // ends the swarm's reader
+	cancel context.CancelCauseFunc
 	timer  *time.Timer
+	start  int64        // the offset of the Open
+	pos    int64        // the next byte to deliver
+	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
+	rc     io.ReadCloser
+	err    error // the swarm reader's error that came with bytes
 
-	mu      sync.Mutex
-	started bool // a byte came, or the reader switched: errors are final
+	mu       sync.Mutex
+	switched bool // reading the owners' stream: its errors are final
 }
 
-// noFirstByte is the first-byte bound: it ends the swarm's reader unless
-// a byte came.
-func (r *followReader) noFirstByte() {
+// stalled is the stall bound: it ends the swarm's reader.
+func (r *followReader) stalled() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.started {
-		r.cancel(errNoFirstByte)
+	if !r.switched {
+		r.cancel(errNoProgress)
 	}
-}
-
-// start marks the reader started; it reports whether it already was.
-func (r *followReader) start() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	was := r.started
-	r.started = true
-	return was
 }
 
 func (r *followReader) Read(p []byte) (int, error) {
-	n, err := r.rc.Read(p)
-	if n == 0 && (err == nil || len(p) == 0) {
-		return n, err
+	r.mu.Lock()
+	switched := r.switched
+	r.mu.Unlock()
+	if switched || len(p) == 0 {
+		return r.rc.Read(p)
 	}
-	if r.start() {
-		return n, err
+	n, err := 0, r.err
+	if err == nil {
+		n, err = r.rc.Read(p)
 	}
-	r.timer.Stop()
 	if n > 0 {
+		r.timer.Reset(r.b.src.cfg.PipelineStall)
+		r.sum.Write(p[:n])
+		r.pos += int64(n)
+		if err != nil && err != io.EOF {
+			r.err, err = err, nil // handled on the next Read
+		}
 		return n, err
 	}
-	// Failed before its first byte: the owners' stream takes over.
-	if context.Cause(r.fctx) == errNoFirstByte {
-		err = fmt.Errorf("%w (%s): %w", errNoFirstByte, r.b.src.cfg.PipelineFirstByte, err)
+	if err == nil || (err == io.EOF && r.pos == r.b.size) {
+		return 0, err
 	}
+	return r.switchToOwners(p, err)
+}
+
+// switchToOwners continues the read from the owners' stream after the
+// swarm's failed with cause.
+func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
+	if context.Cause(r.fctx) == errNoProgress {
+		cause = fmt.Errorf("%w (%s): %w", errNoProgress, r.b.src.cfg.PipelineStall, cause)
+	}
+	r.mu.Lock()
+	r.switched = true
+	r.mu.Unlock()
+	r.timer.Stop()
 	r.rc.Close()
 	r.cancel(nil)
-	fb, ferr := r.b.fallBack(r.ctx, err)
-	if ferr == nil {
-		r.rc, ferr = fb.Open(r.ctx, r.off)
+	rc, err := r.openOwners(cause)
+	if err != nil {
+		r.rc = io.NopCloser(failedReader{err})
+		return 0, err
 	}
-	if ferr != nil {
-		r.rc = io.NopCloser(failedReader{ferr})
-		return 0, ferr
-	}
+	r.rc = rc
 	return r.rc.Read(p)
+}
+
+// openOwners opens the owners' stream at the Open's offset and checks it
+// against what the swarm delivered so far.
+func (r *followReader) openOwners(cause error) (io.ReadCloser, error) {
+	fb, err := r.b.fallBack(r.ctx, cause)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := fb.Open(r.ctx, r.start)
+	if err != nil || r.pos == r.start {
+		return rc, err
+	}
+	var check maphash.Hash
+	check.SetSeed(r.b.seed)
+	if _, err := io.CopyN(&check, rc, r.pos-r.start); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("egress: blob %s: the owners' stream up to byte %d: %w", r.b.dgst, r.pos, err)
+	}
+	if check.Sum64() != r.sum.Sum64() {
+		rc.Close()
+		return nil, fmt.Errorf("egress: blob %s: the swarm's bytes [%d,%d) differ from the owners' stream", r.b.dgst, r.start, r.pos)
+	}
+	return rc, nil
 }
 
 func (r *followReader) Close() error {

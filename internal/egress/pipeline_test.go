@@ -25,11 +25,13 @@ import (
 type followMode int
 
 const (
-	followServe      followMode = iota // the blob, from the owner's spool
-	followRefuse                       // Follow fails (the owner does not know the blob)
-	followFailFirst                    // every read fails before its first byte
-	followFailMidway                   // a read fails after some bytes
-	followSilent                       // reads wait, for ever, for a byte
+	followServe       followMode = iota // the blob, from the owner's spool
+	followRefuse                        // Follow fails (the owner does not know the blob)
+	followFailFirst                     // every read fails before its first byte
+	followFailMidway                    // a read fails after some bytes
+	followSilent                        // reads wait, for ever, for a byte
+	followStallMidway                   // reads wait, for ever, after some bytes
+	followLieMidway                     // some bytes, one of them wrong, then a failure
 )
 
 // fakePipeline stands for swarm.Follow: it reads the owner's spool through
@@ -91,6 +93,10 @@ func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		return io.NopCloser(failedReader{errors.New("fake swarm: no peer answered")}), nil
 	case followFailMidway:
 		return &midwayReader{rc: rc, left: 100 << 10}, nil
+	case followStallMidway:
+		return &midwayReader{rc: rc, left: 100 << 10, ctx: ctx}, nil
+	case followLieMidway:
+		return &midwayReader{rc: rc, left: 100 << 10, lie: true}, nil
 	case followSilent:
 		rc.Close()
 		return io.NopCloser(silentReader{ctx}), nil
@@ -98,17 +104,28 @@ func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	return rc, nil
 }
 
-// midwayReader fails once left bytes were read.
+// midwayReader fails once left bytes were read, or with ctx set waits for
+// it to end; lie flips the first byte.
 type midwayReader struct {
 	rc   io.ReadCloser
 	left int
+	ctx  context.Context
+	lie  bool
 }
 
 func (r *midwayReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
+		if r.ctx != nil {
+			<-r.ctx.Done()
+			return 0, context.Cause(r.ctx)
+		}
 		return 0, errors.New("fake swarm: every peer left")
 	}
 	n, err := r.rc.Read(p[:min(len(p), r.left)])
+	if r.lie && n > 0 {
+		p[0] ^= 0xff
+		r.lie = false
+	}
 	r.left -= n
 	return n, err
 }
@@ -165,8 +182,8 @@ func TestSourceConformancePipelined(t *testing.T) {
 }
 
 // A non-owner asks the owner to start the download, then follows it in
-// the swarm; the owner's blob stream is asked only when Follow fails
-// before its first byte, never after bytes were served.
+// the swarm; the owner's blob stream is asked only when following fails
+// or stalls, and then must match what the swarm delivered.
 func TestSourcePipeline(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -180,13 +197,16 @@ func TestSourcePipeline(t *testing.T) {
 		{name: "smaller than PipelineMin: streamed", mode: followServe, min: 64 << 20, wantStream: true},
 		{name: "Follow fails: streamed", mode: followRefuse, min: 1 << 20, wantFollow: true, wantStream: true},
 		{name: "first read fails: streamed", mode: followFailFirst, min: 1 << 20, wantFollow: true, wantStream: true},
-		{name: "fails after bytes: the read fails", mode: followFailMidway, min: 1 << 20, wantFollow: true, wantErr: true},
+		{name: "fails after bytes: streamed from there", mode: followFailMidway, min: 1 << 20, wantFollow: true, wantStream: true},
+		{name: "stalls after bytes: streamed from there", mode: followStallMidway, min: 1 << 20, wantFollow: true, wantStream: true},
+		{name: "swarm's bytes differ from the owner's: the read fails", mode: followLieMidway, min: 1 << 20, wantFollow: true, wantStream: true, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			up := newTestUpstream(t)
 			c := up.content(4<<20+9, 51)
 			pn := newPipelineNodes(t, up, c.Ref, tc.mode, tc.min)
+			pn.follower.source.cfg.PipelineStall = 300 * time.Millisecond
 
 			b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
 			if err != nil {
@@ -200,6 +220,8 @@ func TestSourcePipeline(t *testing.T) {
 			switch {
 			case tc.wantErr && err == nil:
 				t.Errorf("read the whole blob (%d bytes) through a stream that failed midway", len(got))
+			case tc.mode == followLieMidway && !strings.Contains(err.Error(), "differ"):
+				t.Errorf("read failed with %v, want the swarm's bytes found different", err)
 			case !tc.wantErr && (err != nil || !bytes.Equal(got, c.Blob)):
 				t.Errorf("read %d bytes, %v; want the blob", len(got), err)
 			}
@@ -485,14 +507,14 @@ func TestPeerStartFetchRefusesOutsiders(t *testing.T) {
 }
 
 // A swarm that delivers nothing (a slow first chunk, an owner that died
-// unnoticed) is given up after PipelineFirstByte, long before the
-// registry handler's stall timeout, for the owner's stream.
-func TestSourcePipelineFirstByteBound(t *testing.T) {
+// unnoticed) is given up after PipelineStall, long before the registry
+// handler's stall timeout, for the owner's stream.
+func TestSourcePipelineStallBound(t *testing.T) {
 	ctx := testCtx(t)
 	up := newTestUpstream(t)
 	c := up.content(2<<20+4, 59)
 	pn := newPipelineNodes(t, up, c.Ref, followSilent, 1)
-	pn.follower.source.cfg.PipelineFirstByte = 200 * time.Millisecond
+	pn.follower.source.cfg.PipelineStall = 200 * time.Millisecond
 	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
 	if err != nil {
 		t.Fatal(err)
@@ -510,8 +532,7 @@ func TestSourcePipelineFirstByteBound(t *testing.T) {
 	}
 }
 
-// When the followed owner dies before the first byte, the read streams
-// from the next candidate.
+// When the followed owner dies, the read streams from the next candidate.
 func TestSourcePipelineFallsBackToTheNextCandidate(t *testing.T) {
 	ctx := testCtx(t)
 	up := newTestUpstream(t)
