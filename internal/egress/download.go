@@ -37,10 +37,9 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		err = s.complete(f.spoolPath(s.dgst))
 	}
 	if err != nil {
-		// The file goes before the table entry, so a new download of the
-		// digest never finds the old file in its way.
-		// Progress fails before the table forgets s: a new download of the
-		// digest starts only once the old one's growth is gone.
+		// The file and the Progress go before the table entry, so a new
+		// download of the digest never finds the old file or the old
+		// growth in its way.
 		s.fail(err)
 		if progress != nil {
 			progress.Fail(err)
