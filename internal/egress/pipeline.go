@@ -244,7 +244,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		}
 		return fb.Open(ctx, offset)
 	}
-	r := &followReader{b: b, ctx: ctx, fctx: fctx, start: offset, pos: offset, rc: rc, cancel: cancel}
+	r := &followReader{b: b, ctx: ctx, fctx: fctx, cancel: cancel, start: offset, pos: offset, rc: rc}
 	r.sum.SetSeed(b.seed)
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
@@ -266,7 +266,8 @@ func (b *followedBlob) Close() error {
 // within PipelineStall, it switches to the owners' stream: that one is
 // read from the same start and its bytes up to where the swarm stopped
 // must hash as what the swarm delivered, so the response is exactly the
-// owners' stream, whose digest it checks at the end.
+// owners' stream, whose digest it checks at the end. Read runs on one
+// goroutine; Close may come from another (the handler's stall watch).
 type followReader struct {
 	b      *followedBlob
 	ctx    context.Context // the caller's: the owners' stream ends with it
@@ -276,11 +277,12 @@ type followReader struct {
 	start  int64        // the offset of the Open
 	pos    int64        // the next byte to deliver
 	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
-	rc     io.ReadCloser
-	err    error // the swarm reader's error that came with bytes
+	err    error        // the swarm reader's error that came with bytes
 
 	mu       sync.Mutex
-	switched bool // reading the owners' stream: its errors are final
+	rc       io.ReadCloser // the swarm's reader, then the owners'
+	switched bool          // reading the owners' stream: its errors are final
+	closed   bool
 }
 
 // stalled is the stall bound: it ends the swarm's reader.
@@ -292,16 +294,20 @@ func (r *followReader) stalled() {
 	}
 }
 
-func (r *followReader) Read(p []byte) (int, error) {
+func (r *followReader) reader() (io.ReadCloser, bool) {
 	r.mu.Lock()
-	switched := r.switched
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	return r.rc, r.switched
+}
+
+func (r *followReader) Read(p []byte) (int, error) {
+	rc, switched := r.reader()
 	if switched || len(p) == 0 {
-		return r.rc.Read(p)
+		return rc.Read(p)
 	}
 	n, err := 0, r.err
 	if err == nil {
-		n, err = r.rc.Read(p)
+		n, err = rc.Read(p)
 	}
 	if n > 0 {
 		r.timer.Reset(r.b.src.cfg.PipelineStall)
@@ -325,18 +331,30 @@ func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
 		cause = fmt.Errorf("%w (%s): %w", errNoProgress, r.b.src.cfg.PipelineStall, cause)
 	}
 	r.mu.Lock()
+	swarm, closed := r.rc, r.closed
 	r.switched = true
 	r.mu.Unlock()
 	r.timer.Stop()
-	r.rc.Close()
 	r.cancel(nil)
+	if closed {
+		return 0, cause
+	}
+	swarm.Close()
 	rc, err := r.openOwners(cause)
 	if err != nil {
-		r.rc = io.NopCloser(failedReader{err})
-		return 0, err
+		rc = io.NopCloser(failedReader{err})
 	}
-	r.rc = rc
-	return r.rc.Read(p)
+	r.mu.Lock()
+	closed = r.closed
+	if !closed {
+		r.rc = rc
+	}
+	r.mu.Unlock()
+	if closed {
+		rc.Close()
+		return 0, cause
+	}
+	return rc.Read(p)
 }
 
 // openOwners opens the owners' stream at the Open's offset and checks it
@@ -365,9 +383,15 @@ func (r *followReader) openOwners(cause error) (io.ReadCloser, error) {
 
 func (r *followReader) Close() error {
 	r.timer.Stop()
-	err := r.rc.Close()
+	r.mu.Lock()
+	rc, closed := r.rc, r.closed
+	r.closed = true
+	r.mu.Unlock()
 	r.cancel(nil)
-	return err
+	if closed {
+		return nil
+	}
+	return rc.Close()
 }
 
 // failedReader keeps answering the error a reader failed with.

@@ -563,3 +563,42 @@ func TestSourcePipelineFallsBackToTheNextCandidate(t *testing.T) {
 		t.Errorf("the next candidate streamed %d times, want 1", got)
 	}
 }
+
+// The handler's stall watch closes a reader from another goroutine while
+// a Read waits: the Read ends, with an error, and nothing falls back.
+func TestSourcePipelineCloseDuringRead(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(2<<20+6, 61)
+	pn := newPipelineNodes(t, up, c.Ref, followSilent, 1)
+	pn.follower.source.cfg.PipelineStall = time.Minute
+	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(make([]byte, 4096))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := rc.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a closed read returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Read waiting on the swarm did not end when its reader was closed")
+	}
+	if got := pn.owner.requests("GET", blobsPath); got != 0 {
+		t.Errorf("a closed reader fell back to the owner's stream %d times", got)
+	}
+}
