@@ -66,6 +66,44 @@ func roundTrip(t *testing.T, dir string, keep int64) {
 	}
 }
 
+// A peer's request read can reach the storage after the torrent was dropped
+// (the library reads outside its lock and panics when that read fails): a
+// verified piece stays readable after Close, and after the files were
+// removed, for dataReadGrace.
+func TestClosedDownloadStillServesVerifiedPieces(t *testing.T) {
+	content, dgst := randomBlob(t, 1<<20)
+	b := mustHash(t, content, dgst)
+	st := downloadStorage{dir: t.TempDir(), keep: 0}
+	ti, err := st.OpenTorrent(context.Background(), &b.info, b.infoHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := b.info.Piece(0)
+	p := ti.Piece(mp).(downloadPiece)
+	want := content[:mp.Length()]
+	if _, err := p.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ti.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.remove(dgst); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, mp.Length())
+	if n, err := p.ReadAt(got, 0); err != nil || !bytes.Equal(got[:n], want) || int64(n) != mp.Length() {
+		t.Fatalf("read of a verified piece after Close and removal: %d bytes, %v", n, err)
+	}
+	if _, err := p.WriteAt(want, 0); err == nil {
+		if err := p.MarkComplete(); err == nil {
+			t.Fatal("a closed download accepted a piece")
+		}
+	}
+}
+
 func TestDownloadStorageWritesVerifiedPiecesAndReadsThemBack(t *testing.T) {
 	t.Run("direct", func(t *testing.T) { roundTrip(t, t.TempDir(), 64<<20) })
 	t.Run("nothing kept", func(t *testing.T) { roundTrip(t, t.TempDir(), 0) })

@@ -241,11 +241,24 @@ func (d *download) mark(index int, complete bool) error {
 	return nil
 }
 
+// dataReadGrace is how long a closed download's data file stays open for
+// reads. The library reads a peer's request outside its client lock, and
+// v1.61.0 panics (PeerConn.servePeerRequest) when such a read fails after
+// the torrent was dropped: it neither serves nor rejects the request. A
+// download is dropped whenever containerd's copy replaces it, so a read in
+// flight at that moment must still succeed; the file (even once removed
+// from the data dir) stays readable through the open descriptor.
+const dataReadGrace = 30 * time.Second
+
+// close ends writing at once and keeps the data file readable for
+// dataReadGrace (see there).
 func (d *download) close() error {
 	d.mu.Lock()
 	d.bufs = newPieceBuffers(0)
 	d.mu.Unlock()
-	return errors.Join(d.out.close(), d.data.Close(), d.pieces.Close())
+	data := d.data
+	time.AfterFunc(dataReadGrace, func() { _ = data.Close() })
+	return errors.Join(d.out.close(), d.pieces.Close())
 }
 
 // isUpload tells a peer's request (the library reads each one whole) from
