@@ -1,7 +1,7 @@
 // Package rolloutmodel is a small discrete-time model of one blob's rollout
 // to N nodes on capped links (issue 13, benchmark 2). It predicts what the
 // link-capped cluster benchmark cannot reach on 2 cores: the rollout time at
-// N = 100 and 1,000 for the chunked, pipelined swarm (CHUNKS.md), for today's
+// N = 100 and 1,000 for the chunked, pipelined swarm (swarm/doc.go), for today's
 // star, and for the warm spread.
 //
 // The model, in one paragraph: a blob of B bytes is cut into chunks of C
