@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,10 +19,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// downloadStorage keeps the blobs this node downloads in the data directory,
-// one pair of files per chunk torrent ("<digest>#<k>"):
-// <dir>/<algorithm>/<hex>.<k>.data holds the chunk's bytes as pieces arrive,
-// and <hex>.<k>.pieces the infohash followed by one byte per piece (1 = verified), so
+// downloadStorage keeps the blobs this node downloads in the data directory:
+// <dir>/<algorithm>/<hex>.data holds the bytes as pieces arrive, and
+// <hex>.pieces the infohash followed by one byte per piece (1 = verified), so
 // a restart resumes where it stopped. The completion marks are not fsynced:
 // after a crash a piece marked complete could hold stale bytes, which the
 // whole-blob digest check at the end catches (the download is then discarded).
@@ -39,13 +37,8 @@ type downloadStorage struct {
 	chunk int64
 }
 
-// paths are the files of chunk k of dgst; k < 0 names a torrent of the
-// whole blob (named by its digest alone).
-func (s downloadStorage) paths(dgst digest.Digest, k int) (data, pieces string) {
+func (s downloadStorage) paths(dgst digest.Digest) (data, pieces string) {
 	base := filepath.Join(s.dir, string(dgst.Algorithm()), dgst.Encoded())
-	if k >= 0 {
-		base += "." + strconv.Itoa(k)
-	}
 	return base + ".data", base + ".pieces"
 }
 
@@ -56,25 +49,11 @@ func (s downloadStorage) logger() *slog.Logger {
 	return s.log
 }
 
-// has reports whether chunk k of dgst has files from an earlier run.
-func (s downloadStorage) has(dgst digest.Digest, k int) bool {
-	_, pieces := s.paths(dgst, k)
-	_, err := os.Stat(pieces)
-	return err == nil
-}
-
-// remove deletes a download's files, every chunk's.
+// remove deletes a download's files.
 func (s downloadStorage) remove(dgst digest.Digest) error {
-	files, err := filepath.Glob(filepath.Join(s.dir, string(dgst.Algorithm()), dgst.Encoded()+".*"))
-	if err != nil {
-		return err
-	}
-	return removeFiles(files)
-}
-
-func removeFiles(files []string) error {
+	data, pieces := s.paths(dgst)
 	var errs []error
-	for _, p := range files {
+	for _, p := range []string{data, pieces} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -124,14 +103,11 @@ func (s downloadStorage) OpenTorrent(ctx context.Context, info *metainfo.Info, i
 }
 
 func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
-	dgst, k, err := parseChunkName(info.Name)
+	dgst, err := digest.Parse(info.Name)
 	if err != nil {
-		if dgst, err = digest.Parse(info.Name); err != nil {
-			return storage.TorrentImpl{}, fmt.Errorf("download storage: torrent %q is named by neither a chunk nor a digest: %w", info.Name, err)
-		}
-		k = -1
+		return storage.TorrentImpl{}, fmt.Errorf("download storage: torrent %q is not named by a digest: %w", info.Name, err)
 	}
-	dataPath, piecesPath := s.paths(dgst, k)
+	dataPath, piecesPath := s.paths(dgst)
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -149,7 +125,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 		// run is kept, and the marks of an earlier run could not be read.
 		// What it did write (a data file the disk could not hold) goes, so
 		// a full disk is not left fuller.
-		if rerr := removeFiles([]string{dataPath, piecesPath}); rerr != nil {
+		if rerr := s.remove(dgst); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove the files: %w", rerr))
 		}
 		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)
