@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/dregistry/dregistry/swarm"
 )
 
 // Mode is the way the blob spreads.
@@ -92,7 +94,7 @@ func DefaultConfig(blob int64, nodes int) Config {
 	return Config{
 		Blob:     blob,
 		Chunk:    32 << 20,
-		Piece:    PieceLength(blob),
+		Piece:    swarm.PieceLength(blob),
 		Nodes:    nodes,
 		Link:     200 * Mbit,
 		Upstream: 200 * Mbit,
@@ -100,25 +102,6 @@ func DefaultConfig(blob int64, nodes int) Config {
 		Peers:    50,
 		Window:   2,
 		Seed:     1,
-	}
-}
-
-// PieceLength is a copy of swarm.PieceLength's table, so that the model does
-// not pull the torrent library in.
-func PieceLength(size int64) int64 {
-	switch {
-	case size <= 64<<20:
-		return 256 << 10
-	case size <= 256<<20:
-		return 512 << 10
-	case size <= 1<<30:
-		return 1 << 20
-	case size <= 4<<30:
-		return 2 << 20
-	case size <= 16<<30:
-		return 4 << 20
-	default:
-		return 8 << 20
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -161,12 +162,20 @@ func (c *Containerd) config() string {
 		return c.criConfig()
 	}
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
-	return strings.Join([]string{
+	return strings.Join(slices.Concat([]string{
 		"version = 2",
 		"root = " + q(c.Root),
 		"state = " + q(c.State),
 		`disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
 		"",
+	}, c.socketsAndOpt(), []string{""}), "\n")
+}
+
+// socketsAndOpt is the part every version's config shares: the node's own
+// sockets, no debug or metrics listener, and /opt/containerd under Dir.
+func (c *Containerd) socketsAndOpt() []string {
+	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	return []string{
 		"[grpc]",
 		"  address = " + q(c.Address),
 		"[ttrpc]",
@@ -179,8 +188,7 @@ func (c *Containerd) config() string {
 		"",
 		`[plugins."io.containerd.internal.v1.opt"]`,
 		"  path = " + q(filepath.Join(c.Dir, "opt")),
-		"",
-	}, "\n")
+	}
 }
 
 // probeOverlay mounts and unmounts a tiny overlay under dir: the overlayfs

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -130,7 +131,7 @@ func (c *Containerd) criConfig() string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
 	images := `plugins."io.containerd.cri.v1.images"`
 	runtime := `plugins."io.containerd.cri.v1.runtime"`
-	return strings.Join([]string{
+	return strings.Join(slices.Concat([]string{
 		"version = 3",
 		"root = " + q(c.Root),
 		"state = " + q(c.State),
@@ -138,18 +139,7 @@ func (c *Containerd) criConfig() string {
 		// NRI listens on a host-wide socket.
 		`disabled_plugins = ["io.containerd.nri.v1.nri"]`,
 		"",
-		"[grpc]",
-		"  address = " + q(c.Address),
-		"[ttrpc]",
-		"  address = " + q(c.Address+".ttrpc"),
-		"[debug]",
-		`  address = ""`,
-		`  level = "info"`,
-		"[metrics]",
-		`  address = ""`,
-		"",
-		`[plugins."io.containerd.internal.v1.opt"]`,
-		"  path = " + q(filepath.Join(c.Dir, "opt")),
+	}, c.socketsAndOpt(), []string{
 		// The transfer service (CRI pulls) requires a verifier plugin.
 		`[plugins."io.containerd.image-verifier.v1.bindir"]`,
 		"  bin_dir = " + q(filepath.Join(c.Dir, "image-verifier")),
@@ -177,5 +167,5 @@ func (c *Containerd) criConfig() string {
 		`  stream_server_address = "127.0.0.1"`,
 		`  stream_server_port = "0"`,
 		"",
-	}, "\n")
+	}), "\n")
 }
