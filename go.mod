@@ -149,3 +149,8 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 	zombiezen.com/go/sqlite v0.13.1 // indirect
 )
+
+// anacrolix/torrent v1.61.0 with upstream's fix for a lost wakeup in the
+// peer connection's writer (anacrolix/torrent#1070, in v1.62.0, whose
+// dependencies the module proxy does not serve): see third_party/README.md.
+replace github.com/anacrolix/torrent => ./third_party/anacrolix-torrent
