@@ -152,5 +152,6 @@ require (
 
 // anacrolix/torrent v1.61.0 with upstream's fix for a lost wakeup in the
 // peer connection's writer (anacrolix/torrent#1070, in v1.62.0, whose
-// dependencies the module proxy does not serve): see third_party/README.md.
+// dependencies the module proxy does not serve) and one fix of ours for
+// requests never made again after a cancel: see third_party/README.md.
 replace github.com/anacrolix/torrent => ./third_party/anacrolix-torrent

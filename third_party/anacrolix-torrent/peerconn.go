@@ -1809,14 +1809,22 @@ func (cn *PeerConn) onNeedUpdateRequests(reason updateRequestReason) {
 
 // Returns true if it was valid to reject the request.
 func (c *PeerConn) remoteRejectedRequest(r RequestIndex) bool {
+	reason := peerUpdateRequestsRemoteRejectReason
 	if c.deleteRequest(r) {
 		c.decPeakRequests()
-	} else if !c.requestState.Cancelled.CheckedRemove(r) {
+	} else if c.requestState.Cancelled.CheckedRemove(r) {
+		// dregistry: the peer acknowledged our cancel (the fast extension answers a cancel with
+		// a reject); it refused nothing. With the reject reason, applyRequestState would make no
+		// request until the peer unchokes us again, which an unchoked peer never does: after a
+		// request was stolen by a connection that then closed, the last piece a reader waits for
+		// was asked of no one (see third_party/README.md).
+		reason = peerUpdateRequestsPeerCancelReason
+	} else {
 		// The request was already cancelled.
 		return false
 	}
 	if c.isLowOnRequests() {
-		c.onNeedUpdateRequests(peerUpdateRequestsRemoteRejectReason)
+		c.onNeedUpdateRequests(reason)
 	}
 	c.decExpectedChunkReceive(r)
 	return true
