@@ -803,6 +803,9 @@ func (c *PeerConn) peerRequestDataReadFailed(err error, r Request) {
 	}
 	c.logger.Levelf(logLevel, "error reading chunk for peer Request %v: %v", r, err)
 	if c.t.closed.IsSet() {
+		// Backported from v1.62.0: forget the request, or servePeerRequest's
+		// check that it was served or rejected panics.
+		c.deletePeerRequest(r)
 		return
 	}
 	i := pieceIndex(r.Index)
