@@ -115,7 +115,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	var seeds *seeding
+	local := registry.NewLocalSource(store)
 	fetcher, err := egress.NewFetcher(egress.FetcherConfig{
+		Local:         local,
 		Upstream:      opsSrv.MeterUpstream(upstream), // dregistry_upstream_bytes_total
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
@@ -148,7 +150,6 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 
-	local := registry.NewLocalSource(store)
 	mirror := registry.NewHandler(registry.Config{
 		Observer:        opsSrv.Observer(),
 		Sources:         []registry.Source{local, sw, viaEgress},

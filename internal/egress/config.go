@@ -38,6 +38,12 @@ type FetcherConfig struct {
 	// and announce. The file stays until Release (or Close); a descriptor
 	// opened before that keeps its bytes readable.
 	OnComplete func(dgst digest.Digest, path string, size int64)
+	// Local answers blobs this node already holds (containerd's content
+	// store). Fetch asks it before starting an upstream download, so a
+	// blob whose spool was released once containerd stored it is served
+	// from there, not fetched a second time for a member that asks late.
+	// Optional.
+	Local registry.Source
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration

@@ -11,7 +11,9 @@
 //     The last byte is released only once the sha256 matches; on a mismatch
 //     or an upstream failure every reader fails and the spool is deleted.
 //     A verified spool is handed to OnComplete (to be seeded and announced)
-//     and kept until Release. Tags are cached for a few seconds and, when
+//     and kept until Release; after that, a blob this node's containerd
+//     holds (FetcherConfig.Local) is served from there, never fetched again
+//     for a member that asks late. Tags are cached for a few seconds and, when
 //     the upstream is unreachable, answered from the last known descriptor.
 //   - Source is the registry.Source every node uses in place of the plain
 //     upstream: it asks the owner (itself, or the owner's peer endpoint with

@@ -76,6 +76,9 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 	// not speak for ref, and a copy released meanwhile is gone: ask once
 	// more.
 	for attempt := 0; ; attempt++ {
+		if b := f.local(ctx, ref, dgst); b != nil {
+			return b, nil
+		}
 		s, err := f.attach(ref, dgst)
 		if err != nil {
 			return nil, err
@@ -94,6 +97,31 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 		}
 		return b, err
 	}
+}
+
+// local returns this node's own copy of dgst when no spool of it exists
+// (none running, none kept) and Local holds it; nil otherwise. A running
+// or kept spool is preferred: it is what the download's callers share.
+func (f *Fetcher) local(ctx context.Context, ref registry.Ref, dgst digest.Digest) registry.Blob {
+	if f.cfg.Local == nil {
+		return nil
+	}
+	f.mu.Lock()
+	_, spooled := f.spools[dgst]
+	f.mu.Unlock()
+	if spooled {
+		return nil
+	}
+	b, err := f.cfg.Local.Blob(ctx, ref, dgst)
+	if err != nil {
+		return nil // not held here (or unreadable): the upstream decides
+	}
+	if b.Size() < 0 {
+		_ = b.Close()
+		return nil
+	}
+	f.log.Debug("egress blob served from this node's content", "digest", dgst)
+	return b
 }
 
 // attach returns the spool of dgst, starting its download when there is

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/dregistry/dregistry/registry"
 )
@@ -275,5 +277,109 @@ func TestFetchStalledUpstreamFails(t *testing.T) {
 	}
 	if files := n.spoolFiles(t); len(files) != 0 {
 		t.Errorf("spool dir holds %v", files)
+	}
+}
+
+// heldContent is a Local source: the blobs this node's containerd holds.
+type heldContent struct {
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
+}
+
+func (h *heldContent) hold(b []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.blobs == nil {
+		h.blobs = map[digest.Digest][]byte{}
+	}
+	h.blobs[digest.FromBytes(b)] = b
+}
+
+func (h *heldContent) Name() string { return "containerd" }
+func (h *heldContent) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, registry.ErrNotFound
+}
+func (h *heldContent) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
+	return nil, registry.ErrNotFound
+}
+func (h *heldContent) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b, ok := h.blobs[d]
+	if !ok {
+		return nil, registry.ErrNotFound
+	}
+	return heldBlob{bytes.NewReader(b)}, nil
+}
+
+type heldBlob struct{ r *bytes.Reader }
+
+func (b heldBlob) Size() int64               { return b.r.Size() }
+func (b heldBlob) ReadSeeker() io.ReadSeeker { return b.r }
+func (b heldBlob) Close() error              { return nil }
+func (b heldBlob) Open(_ context.Context, off int64) (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(b.r, off, b.r.Size()-off)), nil
+}
+
+// Once the owner's containerd stores a blob its spool is released; a
+// member asking for it afterwards (it did not yet see the owner seed it)
+// is served the owner's own copy, not a second upstream download (the CRI
+// cold-pull e2e test saw a config blob fetched twice this way).
+func TestFetchAfterReleaseServesTheLocalCopy(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(560, 9)
+	held := &heldContent{}
+	tn := &twoNodes{up: up, bUpstream: &forbiddenUpstream{}, members: &cluster{}}
+	tn.a = newNode(t, "a", true, up.source(), tn.members, func(cfg *FetcherConfig) { cfg.Local = held })
+	tn.b = newNode(t, "b", false, tn.bUpstream, tn.members, nil)
+	tn.members.set(tn.a.member(true), tn.b.member(false))
+
+	get := func(who *node) []byte {
+		t.Helper()
+		b, err := who.source.Blob(ctx, c.Ref, c.BlobDigest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		got, err := readAllAt(ctx, b, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := get(tn.a); !bytes.Equal(got, c.Blob) {
+		t.Fatalf("first fetch: %d bytes, want the blob", len(got))
+	}
+	held.hold(c.Blob) // containerd committed it; the seeding loop releases the spool
+	if err := tn.a.fetcher.Release(c.BlobDigest()); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(tn.b); !bytes.Equal(got, c.Blob) {
+		t.Errorf("member's fetch after the release: %d bytes, want the blob", len(got))
+	}
+	if got := get(tn.a); !bytes.Equal(got, c.Blob) {
+		t.Errorf("owner's fetch after the release: %d bytes, want the blob", len(got))
+	}
+	if n := up.gets(c.BlobDigest()); n != 1 {
+		t.Errorf("upstream saw %d blob GETs, want 1", n)
+	}
+	if files := tn.a.spoolFiles(t); len(files) != 0 {
+		t.Errorf("owner spooled %v after the release, want nothing", files)
+	}
+	if n := tn.bUpstream.called(); n != 0 {
+		t.Errorf("the member called its upstream %d times", n)
+	}
+
+	// Without the local copy (containerd dropped it), the owner fetches
+	// again: Local is a shortcut, never the only answer.
+	held.mu.Lock()
+	held.blobs = nil
+	held.mu.Unlock()
+	if got := get(tn.b); !bytes.Equal(got, c.Blob) {
+		t.Errorf("fetch with no local copy: %d bytes, want the blob", len(got))
+	}
+	if n := up.gets(c.BlobDigest()); n != 2 {
+		t.Errorf("upstream saw %d blob GETs, want 2 once the local copy is gone", n)
 	}
 }
