@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/testenv"
+	"github.com/dregistry/dregistry/swarm"
 )
 
 // faultTimeout bounds each wait of the fault tests: a pull, a daemon
@@ -179,7 +180,8 @@ func runCmd(name string, args ...string) (string, error) {
 // downloadPaths are the files of n's swarm download of d: the bytes and the
 // completion marks (infohash, then one byte per piece, 1 = verified).
 func downloadPaths(n *testenv.Node, d digest.Digest) (data, pieces string) {
-	base := filepath.Join(n.DataDir, "swarm", "downloads", d.Algorithm().String(), d.Encoded())
+	// Chunk 0's files: a blob travels as chunk torrents, each stored apart.
+	base := filepath.Join(n.DataDir, "swarm", "downloads", d.Algorithm().String(), d.Encoded()+".0")
 	return base + ".data", base + ".pieces"
 }
 
@@ -211,7 +213,7 @@ func corruptCompletePiece(t *testing.T, n *testenv.Node, blob testenv.Blob) int 
 		t.Fatal(err)
 	}
 	defer f.Close()
-	off := int64(index)*pieceLength(blob.Size, len(marks)-infoHashSize) + 4096
+	off := int64(index)*swarm.PieceLength(blob.Size) + 4096
 	buf := make([]byte, 512)
 	if _, err := f.ReadAt(buf, off); err != nil {
 		t.Fatal(err)
@@ -239,16 +241,6 @@ func logHas(t *testing.T, n *testenv.Node, parts ...string) bool {
 // sent (its fallback when the mirror failed).
 func layerGETsFromContainerd(reqs []testenv.Request, d digest.Digest) []testenv.Request {
 	return testenv.FromContainerd(blobGETs(reqs, d))
-}
-
-// pieceLength is the power of two that splits size bytes into pieces pieces,
-// read back from a download's marks rather than restating swarm's policy.
-func pieceLength(size int64, pieces int) int64 {
-	l := int64(16 << 10)
-	for (size+l-1)/l > int64(pieces) {
-		l *= 2
-	}
-	return l
 }
 
 // flipEveryPiece flips one byte in each 16 KiB of a blob file: whatever the

@@ -130,7 +130,10 @@ func TestSpoofedMemberAddressWithoutTheKeyIsRefused(t *testing.T) {
 		"signed, other key": {Timeout: requestTimeout, Transport: &peerauth.Transport{Base: &http.Transport{DialContext: from.DialContext}, Keys: otherKey.Keys, Node: spoofed.Name}},
 	}
 	member := &http.Client{Timeout: requestTimeout, Transport: &peerauth.Transport{Base: &http.Transport{DialContext: from.DialContext}, Keys: spoofed.Key.Keys, Node: spoofed.Name}}
+	// POST: the egress start path (issue 13); the rest are GETs.
+	const startPath = "POST /peer/v1/egress/fetch/"
 	refused := []string{
+		startPath + layer + egressQuery,
 		"/peer/v1/blobs/" + layer,
 		"/peer/v1/metainfo/" + layer,
 		"/peer/v1/egress/blobs/" + layer + egressQuery,
@@ -143,14 +146,18 @@ func TestSpoofedMemberAddressWithoutTheKeyIsRefused(t *testing.T) {
 		"/status",
 	}
 	get := func(c *http.Client, path string) (int, []byte) {
-		req, err := http.NewRequest(http.MethodGet, target.URL()+path, nil)
+		method := http.MethodGet
+		if p, ok := strings.CutPrefix(path, "POST "); ok {
+			method, path = http.MethodPost, p
+		}
+		req, err := http.NewRequest(method, target.URL()+path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Header.Set("X-Dregistry-No-Forward", "1")
 		resp, err := c.Do(req)
 		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
+			t.Fatalf("%s %s: %v", method, path, err)
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
@@ -160,13 +167,13 @@ func TestSpoofedMemberAddressWithoutTheKeyIsRefused(t *testing.T) {
 		for _, path := range refused {
 			code, body := get(c, path)
 			if code != http.StatusForbidden || !strings.Contains(string(body), `"error"`) {
-				t.Errorf("%s from %s: GET %s: %d %.200s, want 403", name, spoofed.IP, path, code, body)
+				t.Errorf("%s from %s: %s: %d %.200s, want 403", name, spoofed.IP, path, code, body)
 			}
 		}
 	}
 	for _, path := range refused {
 		if code, body := get(member, path); code != http.StatusOK {
-			t.Errorf("signed with the cluster key from %s: GET %s: %d %.200s, want 200", spoofed.IP, path, code, body)
+			t.Errorf("signed with the cluster key from %s: %s: %d %.200s, want 200", spoofed.IP, path, code, body)
 		}
 	}
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {

@@ -58,7 +58,7 @@ type torrentBlob struct {
 	e *entry
 }
 
-func (b *torrentBlob) Size() int64 { return b.e.info.size() }
+func (b *torrentBlob) Size() int64 { return b.e.size() }
 
 func (b *torrentBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	if offset < 0 || offset > b.Size() {

@@ -2,19 +2,32 @@
 // metainfo, storage backed by containerd or the cache directory, streaming
 // readers and bandwidth limits.
 //
-// One Swarm per node runs one private anacrolix/torrent client (no DHT, PEX,
-// trackers, web seeds or UPnP; only cluster members may connect). Each blob
-// is a BitTorrent v1 torrent named by its digest with a piece length fixed by
-// the blob size, so every node that holds a blob derives the same infohash.
+// One Swarm per node runs one private anacrolix/torrent client (no DHT,
+// trackers, web seeds or UPnP; PEX on; only cluster members may connect).
+// A blob is a row of chunk torrents (chunks.go): chunk k is a BitTorrent v1
+// torrent named "<digest>#<k>" holding ChunkBytes of the blob, with the
+// piece length the blob's size fixes and exactly its slice of the blob's
+// piece hashes, so every node derives the same infohashes from the blob's
+// metainfo, and an owner can publish chunk k before it has the rest.
 //
 //   - Seed(ctx, digest, size, readerAt) seeds local content in place (no copy,
 //     no rehash after the first time: the metainfo is cached in DataDir).
-//   - Blob(ctx, ref, digest) — the registry.Source side — streams a missing
-//     blob from the seeders the tracker names, in order, from verified pieces
-//     only, and withholds the last bytes until the whole digest matches.
-//     Blobs under Config.SmallBlobSize come whole over HTTP from one seeder.
-//   - PeerHandler serves /peer/v1/metainfo/<digest> and /peer/v1/blobs/<digest>
-//     to members, for local content only; it never forwards.
+//   - Grow(digest, size, file) seeds the egress spool as it grows: Advance
+//     hashes pieces on the growth's goroutine and publishes each chunk once
+//     its bytes are in; Complete (the digest matched) makes it a seed, Fail
+//     drops it. Until Complete it is no seed (Stats, the blob endpoint).
+//   - Follow(ctx, digest, size, ownerHTTP) streams a blob while its owner
+//     grows it: chunk metainfo by long poll from the owner, pieces from every
+//     peer. Blob — the registry.Source side — streams a missing blob through
+//     the same chunk torrents from the seeders the tracker names. Both read
+//     chunk by chunk from verified pieces only and withhold the last bytes
+//     until the whole digest matches. Inside the window a stream needs,
+//     pieces go rarest first with a per-node rotation (window.go), so the
+//     downloaders of one seeder trade. Blobs under Config.SmallBlobSize come
+//     whole over HTTP from one seeder.
+//   - PeerHandler serves /peer/v1/metainfo/<digest> (whole; ?chunk=<k> for
+//     one chunk, long-polled while it grows) and /peer/v1/blobs/<digest> to
+//     members, for local content only; it never forwards.
 //   - Release(digest) drops a downloaded copy once containerd holds the blob.
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
@@ -28,11 +41,16 @@
 // then the library's client lock, then download.mu, peerCounters.mu,
 // uploadCounters.mu or the tracker's lock (read, through Members.IsMember).
 //
-//   - Swarm.mu guards the torrent table. It is held while torrents are added
-//     (AddTorrentOpt, SetInfoBytes, AddPeers) and dropped (Torrent.Drop), so
-//     Swarm.mu is taken before the client lock, and nothing the library
-//     calls may take Swarm.mu. It is never held while calling the tracker
-//     (Seeders is asked before download takes it).
+//   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
+//     change signal and the reason it ended. It is held while chunk torrents
+//     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and
+//     dropped (Torrent.Drop), so Swarm.mu is taken before the client lock,
+//     and nothing the library calls may take Swarm.mu. It is never held
+//     while calling the tracker (peers are listed before it is taken), across
+//     an HTTP request (the follower's long poll), or while waiting (the peer
+//     endpoint's long poll and a stream waiting for a chunk take a snapshot
+//     of the change channel and wait without it). A growth's hasher reads
+//     the spool without it and takes it only to publish a chunk.
 //   - The library calls, with its client lock held: the ReceivedUsefulData
 //     callback (peerCounters.record: its own leaf locks; the goroutine that
 //     retires a dropped torrent's count reads Torrent.Stats outside them),

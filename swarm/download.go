@@ -44,8 +44,9 @@ func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Dige
 
 // Blob finds dgst in the swarm. Local seeds are served directly; otherwise
 // the tracker's seeders give the metainfo, small blobs come whole over HTTP
-// from one seeder, and larger ones are streamed from the torrent while
-// pieces arrive from every seeder. No seeder → registry.ErrNotFound at once.
+// from one seeder, and larger ones are streamed chunk by chunk from their
+// chunk torrents while pieces arrive from every seeder. No seeder →
+// registry.ErrNotFound at once.
 func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (registry.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("swarm: blob %q: %w", dgst, err)
@@ -57,12 +58,17 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 	case closed:
 		return nil, errClosed
 	case e != nil && e.seed != nil:
-		return newLocalBlob(e.seed, e.info.size()), nil
-	}
-	peers := s.peersOf(dgst)
-	if e != nil && e.t.Complete().Bool() {
+		return newLocalBlob(e.seed, e.size()), nil
+	case e != nil && e.growing:
+		// The egress serves its own spool; its unverified bytes are not
+		// the swarm's to hand out whole.
+		return nil, fmt.Errorf("swarm: %s is still growing here: %w", dgst, registry.ErrNotFound)
+	case e != nil && (e.isVerified() || e.owner != ""):
+		// Complete here, or followed from its owner (bounded by the
+		// stall timeout like any stream).
 		return &torrentBlob{s: s, e: e}, nil
 	}
+	peers := s.peersOf(dgst)
 	if !anyComplete(peers) {
 		// Answer at once rather than stall: the registry tries the next
 		// source. Partial seeders alone may never hold every piece (their
@@ -92,7 +98,8 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 	return &torrentBlob{s: s, e: e}, nil
 }
 
-// peersOf returns the seeders of dgst other than this node.
+// peersOf returns the seeders of dgst other than this node, complete and
+// partial.
 func (s *Swarm) peersOf(dgst digest.Digest) []Peer {
 	self := s.TorrentAddr()
 	var peers []Peer
@@ -114,8 +121,9 @@ func anyComplete(peers []Peer) bool {
 	return false
 }
 
-// download joins b's torrent with download storage (resuming what an earlier
-// run left in the data directory) or returns the running download.
+// download starts the download of b (its chunk torrents join as the stream
+// reaches them, resuming what an earlier run left in the data directory)
+// or returns the running one.
 func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,20 +133,83 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
 	if e := s.torrents[b.digest]; e != nil {
 		return e, nil
 	}
-	t, err := s.addTorrent(b, s.downloads)
-	if err != nil {
-		return nil, err
-	}
-	e := &entry{info: b, t: t, verified: make(chan struct{}), stop: make(chan struct{})}
+	e := newEntry(b.digest, s.layout(b.size()))
+	e.info = b
 	s.torrents[b.digest] = e
-	t.AddPeers(peerInfos(peers))
+	// Chunks an earlier run left on disk join at once: they resume, and
+	// serve their verified pieces to peers before the stream gets there.
+	infos := peerInfos(peers)
+	for k := range e.chunks {
+		if !s.downloads.has(b.digest, k) {
+			continue
+		}
+		ci, err := b.chunk(e.lay, k)
+		if err == nil {
+			_, err = s.addDownloadChunkLocked(e, ci, infos)
+		}
+		if err != nil {
+			s.log.Warn("resumed chunk not added", "digest", b.digest, "chunk", k, "err", err)
+		}
+	}
 	s.wg.Add(1)
 	go s.refreshPeers(e)
-	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "seeders", len(peers))
+	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers))
 	return e, nil
 }
 
-// refreshPeers adds seeders that appear while a download runs, so a seeder
+// ensureChunk adds chunk k of a download when its metainfo is known (always
+// for a warm download; once published for a followed one) and returns it,
+// or nil while it is not known yet.
+func (s *Swarm) ensureChunk(e *entry, k int) (*chunk, error) {
+	if k >= len(e.chunks) {
+		return nil, nil
+	}
+	peers := s.downloadPeers(e) // the tracker is asked before s.mu is taken
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.gone != nil {
+		return nil, e.gone
+	}
+	if c := e.chunks[k]; c != nil || e.info == nil {
+		return c, nil
+	}
+	ci, err := e.info.chunk(e.lay, k)
+	if err != nil {
+		return nil, err
+	}
+	return s.addDownloadChunkLocked(e, ci, peers)
+}
+
+// addDownloadChunkLocked adds chunk ci of download e over the data
+// directory, wants all of its pieces and gives it peers. Caller holds s.mu.
+func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.PeerInfo) (*chunk, error) {
+	if s.closed {
+		return nil, errClosed
+	}
+	t, err := s.addTorrent(ci, s.downloads)
+	if err != nil {
+		return nil, err
+	}
+	c := &chunk{info: ci, t: t}
+	e.chunks[ci.index] = c
+	e.signalLocked()
+	s.wantChunk(t, ci.index)
+	t.AddPeers(peers)
+	return c, nil
+}
+
+// downloadPeers lists the peers of a download: every member the tracker
+// names for the digest (partial ones too: they trade pieces) and the owner
+// of a followed blob.
+func (s *Swarm) downloadPeers(e *entry) []torrent.PeerInfo {
+	infos := peerInfos(s.peersOf(e.digest))
+	if e.ownerTorrent.IsValid() {
+		infos = append(infos, torrent.PeerInfo{Addr: torrent.StringAddr(e.ownerTorrent.String()), Source: torrent.PeerSourceDirect})
+	}
+	return infos
+}
+
+// refreshPeers adds peers that appear while a download runs, so a seeder
 // that vanishes is replaced. It ends when the download is verified, dropped
 // or the swarm closes.
 func (s *Swarm) refreshPeers(e *entry) {
@@ -148,7 +219,10 @@ func (s *Swarm) refreshPeers(e *entry) {
 	for {
 		select {
 		case <-tick.C:
-			e.t.AddPeers(peerInfos(s.peersOf(e.info.digest)))
+			peers := s.downloadPeers(e)
+			for _, c := range s.chunksOf(e) {
+				c.t.AddPeers(peers)
+			}
 		case <-e.verified:
 			return
 		case <-e.stop:
@@ -157,6 +231,19 @@ func (s *Swarm) refreshPeers(e *entry) {
 			return
 		}
 	}
+}
+
+// chunksOf returns the chunk torrents e has now.
+func (s *Swarm) chunksOf(e *entry) []*chunk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*chunk, 0, len(e.chunks))
+	for _, c := range e.chunks {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func peerInfos(peers []Peer) []torrent.PeerInfo {
@@ -174,22 +261,43 @@ func (s *Swarm) verified(e *entry) {
 	if !e.markVerified() {
 		return
 	}
-	if err := s.meta.store(e.info); err != nil {
-		s.log.Warn("metainfo not cached", "digest", e.info.digest, "err", err)
+	b := e.info
+	if b == nil {
+		s.mu.Lock()
+		infos := make([]*chunkInfo, len(e.chunks))
+		for k, c := range e.chunks {
+			if c != nil {
+				infos[k] = c.info
+			}
+		}
+		s.mu.Unlock()
+		var err error
+		if b, err = joinChunks(e.digest, e.size(), infos); err != nil {
+			s.log.Warn("metainfo not cached", "digest", e.digest, "err", err)
+		}
 	}
-	s.log.Info("download verified", "digest", e.info.digest, "size", e.info.size())
+	if b != nil {
+		if err := s.meta.store(b); err != nil {
+			s.log.Warn("metainfo not cached", "digest", e.digest, "err", err)
+		}
+	}
+	s.log.Info("download verified", "digest", e.digest, "size", e.size())
 }
 
 // discard drops a download whose bytes do not match its digest.
 func (s *Swarm) discard(e *entry, cause error) {
-	s.log.Error("download discarded", "digest", e.info.digest, "err", cause)
-	s.meta.remove(e.info.digest)
+	s.log.Error("download discarded", "digest", e.digest, "err", cause)
+	s.meta.remove(e.digest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.torrents[e.info.digest] == e {
-		s.received.forget(e.info.infoHash)
-		if err := s.dropLocked(e.info.digest, e); err != nil {
-			s.log.Warn("discard", "digest", e.info.digest, "err", err)
+	if s.torrents[e.digest] == e {
+		for _, c := range e.chunks {
+			if c != nil {
+				s.received.forget(c.info.infoHash)
+			}
+		}
+		if err := s.dropLocked(e, cause); err != nil {
+			s.log.Warn("discard", "digest", e.digest, "err", err)
 		}
 	}
 }

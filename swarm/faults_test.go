@@ -20,10 +20,7 @@ import (
 func seedRaw(t *testing.T, n *node, tr *tracker, b *blobInfo, content io.ReaderAt) {
 	t.Helper()
 	n.mu.Lock()
-	tor, err := n.addTorrent(b, seedStorage{content: content})
-	if err == nil {
-		n.torrents[b.digest] = &entry{info: b, t: tor, seed: content, verified: closedChan(), stop: make(chan struct{})}
-	}
+	_, err := n.addSeedLocked(b, content, false)
 	n.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -104,10 +101,12 @@ func TestBadPiecePeerIsBannedAndItsDataDropped(t *testing.T) {
 func TestDownloadResumesAfterRestart(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 24<<20)
-	a := startNode(t, tr, "127.0.0.2", "", nil)
+	// Chunks of 2 MiB: the download wants the chunk it reads and the next
+	// one, so most of the blob is still missing when it stops.
+	small := func(c *Config) { c.Readahead, c.chunkBytes = 1<<20, 2<<20 }
+	a := startNode(t, tr, "127.0.0.2", "", small)
 	seed(t, a, tr, content, dgst)
 	dir := t.TempDir()
-	small := func(c *Config) { c.Readahead = 1 << 20 }
 
 	d := startNode(t, tr, "127.0.0.3", dir, small)
 	rc, err := openBlob(t, d, dgst, 0)
@@ -150,7 +149,7 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 	if err := d.Release(dgst); err != nil {
 		t.Fatal(err)
 	}
-	data, pieces := d.downloads.paths(dgst)
+	data, pieces := d.downloads.paths(dgst, 0)
 	for _, p := range []string{data, pieces} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("%s still there: %v", p, err)
@@ -324,7 +323,7 @@ func TestAbandonedDownloadsArePrunedAtStart(t *testing.T) {
 	oldDgst, newDgst := digest.FromString("old"), digest.FromString("new")
 	var paths []string
 	for _, d := range []digest.Digest{oldDgst, newDgst} {
-		data, pieces := st.paths(d)
+		data, pieces := st.paths(d, 0)
 		paths = append(paths, data, pieces)
 	}
 	if err := os.MkdirAll(filepath.Dir(paths[0]), 0o755); err != nil {
@@ -367,7 +366,7 @@ func TestDownloadThatDoesNotFitLeavesNoFiles(t *testing.T) {
 	if _, err := st.OpenTorrent(context.Background(), &info, b.infoHash); err == nil {
 		t.Fatal("an exabyte download was stored")
 	}
-	data, pieces := st.paths(dgst)
+	data, pieces := st.paths(dgst, -1)
 	for _, p := range []string{data, pieces} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind (stat: %v)", p, err)

@@ -43,7 +43,7 @@ func TestOnlyPartialSeedersIsNotFound(t *testing.T) {
 	d.mu.Lock()
 	e := d.torrents[dgst]
 	d.mu.Unlock()
-	if e == nil || !e.t.Complete().Bool() {
+	if e == nil || !e.isVerified() {
 		t.Fatal("download not complete after reading it whole")
 	}
 	tr.mu.Lock()

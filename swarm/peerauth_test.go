@@ -97,7 +97,7 @@ func TestKeyedPeerEndpointNeedsAToken(t *testing.T) {
 		{"signed with another key", keyedClient(testKeys(t, 2)), http.StatusForbidden},
 		{"signed", keyedClient(k), http.StatusOK},
 	} {
-		for _, path := range []string{blobPathPrefix + dgst.String(), metainfoPathPrefix + dgst.String()} {
+		for _, path := range []string{blobPathPrefix + dgst.String(), metainfoPathPrefix + dgst.String(), metainfoPathPrefix + dgst.String() + "?chunk=0"} {
 			resp, err := c.client.Get(a.http.URL + path)
 			if err != nil {
 				t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,6 +60,10 @@ func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("bad digest %q: %v", name, err), http.StatusBadRequest)
 		return
 	}
+	if q := r.URL.Query(); !wantBlob && q.Has("chunk") {
+		s.serveChunkInfo(w, r, dgst, q.Get("chunk"), q.Get("wait") != "0")
+		return
+	}
 	e := s.seeded(dgst)
 	if e == nil {
 		http.NotFound(w, r)
@@ -71,7 +76,57 @@ func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(e.seed, 0, e.info.size()))
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(e.seed, 0, e.size()))
+}
+
+// serveChunkInfo answers /peer/v1/metainfo/<digest>?chunk=<k>: chunk k's
+// info dictionary, of a blob seeded here or growing here (the egress spool).
+// A chunk not published yet is waited for, at most Config.MetainfoPoll (not
+// at all with wait=0), then answered 204 No Content: ask again. A blob this
+// node does not seed or grow (or no longer: its fetch failed) is 404.
+func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst digest.Digest, chunk string, wait bool) {
+	k, err := strconv.Atoi(chunk)
+	if err != nil || k < 0 || strconv.Itoa(k) != chunk {
+		http.Error(w, fmt.Sprintf("bad chunk %q", chunk), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set(TorrentPortHeader, strconv.Itoa(int(s.TorrentAddr().Port())))
+	timer := time.NewTimer(s.cfg.MetainfoPoll)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		e := s.torrents[dgst]
+		if e == nil || (e.seed == nil && !e.growing) {
+			s.mu.Unlock()
+			http.NotFound(w, r)
+			return
+		}
+		if k >= len(e.chunks) {
+			s.mu.Unlock()
+			http.Error(w, fmt.Sprintf("chunk %d of %s: it has %d", k, dgst, len(e.chunks)), http.StatusBadRequest)
+			return
+		}
+		c, changed := e.chunks[k], e.changed
+		s.mu.Unlock()
+		if c != nil {
+			w.Header().Set("Docker-Content-Digest", dgst.String())
+			w.Header().Set("Content-Type", "application/x-bittorrent-info")
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(c.info.infoBytes))
+			return
+		}
+		if !wait {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
 }
 
 // peerGet fetches path from one peer's HTTP endpoint, reading at most limit

@@ -59,7 +59,7 @@ func roundTrip(t *testing.T, dir string, keep int64) {
 		}
 	}
 	t.Logf("direct writes: %v", ti.Piece(b.info.Piece(0)).(downloadPiece).d.out.direct != nil)
-	data, _ := st.paths(dgst)
+	data, _ := st.paths(dgst, -1)
 	onDisk, err := os.ReadFile(data)
 	if err != nil || !bytes.Equal(onDisk, content) {
 		t.Fatalf("data file differs from the blob (%d of %d bytes, %v)", len(onDisk), len(content), err)

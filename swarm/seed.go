@@ -39,7 +39,7 @@ func (s *Swarm) seed(ctx context.Context, dgst digest.Digest, size int64, conten
 	if size <= 0 || content == nil {
 		return fmt.Errorf("swarm: seed %s: need content of positive size, got %d", dgst, size)
 	}
-	if e := s.seeded(dgst); e != nil && e.info.size() == size && !replace {
+	if e := s.seeded(dgst); e != nil && e.size() == size && !replace {
 		return nil
 	}
 	b, err := s.meta.load(dgst)
@@ -62,23 +62,48 @@ func (s *Swarm) seed(ctx context.Context, dgst digest.Digest, size int64, conten
 		if old.seed != nil && old.info.infoHash == b.infoHash && !replace {
 			return nil
 		}
-		s.dropLocked(dgst, old)
+		s.dropLocked(old, nil)
 	}
-	var seed *entry // set below, read by seedCorrupted under s.mu
-	corrupt := func(piece int) { go s.seedCorrupted(dgst, &seed, piece) }
-	t, err := s.addTorrent(b, seedStorage{content: content, corrupt: corrupt})
+	e, err := s.addSeedLocked(b, content, true)
 	if err != nil {
 		return err
 	}
-	seed = &entry{info: b, t: t, seed: content, verified: closedChan(), stop: make(chan struct{})}
-	s.torrents[dgst] = seed
 	if !fromCache {
 		if err := s.meta.store(b); err != nil {
 			s.log.Warn("metainfo not cached", "digest", dgst, "err", err)
 		}
 	}
-	s.log.Debug("seeding", "digest", dgst, "size", size, "infohash", b.infoHash.HexString(), "cached", fromCache)
+	s.log.Debug("seeding", "digest", dgst, "size", size, "chunks", len(e.chunks), "cached", fromCache)
 	return nil
+}
+
+// addSeedLocked adds every chunk torrent of b over content (first-read
+// checked if check is set) and puts the seed in the table. Caller holds
+// s.mu.
+func (s *Swarm) addSeedLocked(b *blobInfo, content io.ReaderAt, check bool) (*entry, error) {
+	e := newEntry(b.digest, s.layout(b.size()))
+	e.info, e.seed = b, content
+	e.markVerified()
+	for k := range e.chunks {
+		c, err := b.chunk(e.lay, k)
+		if err != nil {
+			s.dropChunks(e)
+			return nil, err
+		}
+		first, _ := e.lay.pieces(k)
+		st := seedStorage{content: io.NewSectionReader(content, c.off, c.length()), file: content}
+		if check {
+			st.corrupt = func(piece int) { go s.seedCorrupted(e, first+piece) }
+		}
+		t, err := s.addTorrent(c, st)
+		if err != nil {
+			s.dropChunks(e)
+			return nil, err
+		}
+		e.chunks[k] = &chunk{info: c, t: t}
+	}
+	s.torrents[b.digest] = e
+	return e, nil
 }
 
 // Release drops this node's downloaded copy of dgst once containerd has
@@ -88,10 +113,10 @@ func (s *Swarm) Release(dgst digest.Digest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.torrents[dgst]
-	if e == nil || e.seed != nil {
+	if e == nil || e.seed != nil || e.growing {
 		return nil
 	}
-	return s.dropLocked(dgst, e)
+	return s.dropLocked(e, nil)
 }
 
 // Unseed stops seeding dgst (containerd deleted it).
@@ -102,21 +127,45 @@ func (s *Swarm) Unseed(dgst digest.Digest) {
 		// The per-peer counts stay: containerd may drop and regain a blob
 		// (a walk during a pull), and where the copy came from still
 		// holds. They are a few entries per downloaded blob.
-		s.dropLocked(dgst, e)
+		s.dropLocked(e, nil)
 	}
 }
 
-// dropLocked removes a torrent from the client; a download's files go too.
-func (s *Swarm) dropLocked(dgst digest.Digest, e *entry) error {
-	delete(s.torrents, dgst)
+// dropLocked removes an entry and its chunk torrents from the client; a
+// download's files go too. Waiters on the entry see cause (errDropped when
+// nil). Caller holds s.mu.
+func (s *Swarm) dropLocked(e *entry, cause error) error {
+	if s.torrents[e.digest] == e {
+		delete(s.torrents, e.digest)
+	}
+	if e.gone != nil {
+		return nil
+	}
+	if cause == nil {
+		cause = errDropped
+	}
+	e.gone = cause
+	e.signalLocked()
 	close(e.stop)
-	e.t.Drop()
-	if e.seed == nil {
-		if err := s.downloads.remove(dgst); err != nil {
-			return fmt.Errorf("swarm: release %s: %w", dgst, err)
+	s.dropChunks(e)
+	if e.seed == nil && !e.growing {
+		if err := s.downloads.remove(e.digest); err != nil {
+			return fmt.Errorf("swarm: release %s: %w", e.digest, err)
 		}
 	}
 	return nil
+}
+
+// errDropped is what a stream of an entry that left the table sees.
+var errDropped = errors.New("swarm: blob dropped")
+
+// dropChunks drops e's chunk torrents from the client. Caller holds s.mu.
+func (s *Swarm) dropChunks(e *entry) {
+	for _, c := range e.chunks {
+		if c != nil {
+			c.t.Drop()
+		}
+	}
 }
 
 // seeded returns the seed entry of dgst, or nil.

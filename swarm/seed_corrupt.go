@@ -3,7 +3,7 @@ package swarm
 import (
 	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/anacrolix/torrent"
 )
 
 // corruptDropDelay is how long a corrupt seed's torrent stays in the
@@ -19,23 +19,34 @@ const corruptDropDelay = 30 * time.Second
 
 // seedCorrupted stops seeding content found not to match its piece hashes
 // (changed on disk after it was hashed) and forgets its cached metainfo, so
-// seeding it again rehashes it and refuses it. seed points at the entry the
-// report is about (set under s.mu once the torrent was added); a newer seed
-// of the digest is left alone. It runs on its own goroutine: the storage
-// reports from inside the library's calls.
-func (s *Swarm) seedCorrupted(dgst digest.Digest, seed **entry, piece int) {
+// seeding it again rehashes it and refuses it. A newer seed of the digest is
+// left alone. It runs on its own goroutine: the storage reports from inside
+// the library's calls.
+func (s *Swarm) seedCorrupted(seed *entry, piece int) {
+	dgst := seed.digest
 	s.log.Error("seeded content does not match its piece hash: no longer seeded", "digest", dgst, "piece", piece)
 	s.meta.remove(dgst)
 	s.mu.Lock()
-	e := s.torrents[dgst]
-	if e == nil || e != *seed {
+	if s.torrents[dgst] != seed || seed.gone != nil {
 		s.mu.Unlock()
 		return
 	}
 	// Gone from the peer endpoints, the stats (so the daemon withdraws
-	// it) and the registry at once; the library's torrent goes later.
+	// it) and the registry at once; the library's torrents go later.
 	delete(s.torrents, dgst)
-	close(e.stop)
+	seed.gone = errSeedCorrupt
+	seed.signalLocked()
+	close(seed.stop)
+	var ts []*torrent.Torrent
+	for _, c := range seed.chunks {
+		if c != nil {
+			ts = append(ts, c.t)
+		}
+	}
 	s.mu.Unlock()
-	time.AfterFunc(corruptDropDelay, e.t.Drop)
+	time.AfterFunc(corruptDropDelay, func() {
+		for _, t := range ts {
+			t.Drop()
+		}
+	})
 }

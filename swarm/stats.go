@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"net"
+	"slices"
 	"sort"
 	"sync"
 
@@ -24,7 +25,8 @@ type Stats struct {
 	AuthRefused, AuthFailed uint64
 }
 
-// TorrentStats describes one torrent of this node.
+// TorrentStats describes one blob of this node, summed over its chunk
+// torrents.
 type TorrentStats struct {
 	Digest digest.Digest
 	Size   int64
@@ -47,32 +49,54 @@ type TorrentStats struct {
 	UploadedBytes int64
 }
 
-// Stats returns the state of every torrent.
+// Stats returns the state of every blob, each summed over its chunk
+// torrents.
 func (s *Swarm) Stats() Stats {
+	type snapshot struct {
+		e      *entry
+		chunks []*chunk
+	}
 	s.mu.Lock()
-	entries := make([]*entry, 0, len(s.torrents))
+	snaps := make([]snapshot, 0, len(s.torrents))
 	for _, e := range s.torrents {
-		entries = append(entries, e)
+		snaps = append(snaps, snapshot{e: e, chunks: slices.DeleteFunc(slices.Clone(e.chunks), func(c *chunk) bool { return c == nil })})
 	}
 	s.mu.Unlock()
 	cs := s.client.ConnStats()
 	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64(),
 		AuthRefused: s.auth.Refused.Load(), AuthFailed: s.auth.Failed.Load()}
-	for _, e := range entries {
-		st.Torrents = append(st.Torrents, TorrentStats{
-			Digest:         e.info.digest,
-			Size:           e.info.size(),
-			Seeding:        e.servesPeers(),
-			Verified:       e.isVerified(),
-			BytesCompleted: e.t.BytesCompleted(),
-			PiecesComplete: e.t.Stats().PiecesComplete,
-			ConnectedPeers: len(e.t.PeerConns()),
-			ReceivedFrom:   s.received.of(e.info.infoHash),
-			UploadedBytes:  s.received.uploaded.of(e.t),
-		})
+	for _, sn := range snaps {
+		ts := TorrentStats{
+			Digest:       sn.e.digest,
+			Size:         sn.e.size(),
+			Seeding:      sn.e.servesPeers(),
+			Verified:     sn.e.isVerified(),
+			ReceivedFrom: map[string]int64{},
+		}
+		peers := map[string]struct{}{}
+		for _, c := range sn.chunks {
+			ts.BytesCompleted += c.t.BytesCompleted()
+			ts.PiecesComplete += c.t.Stats().PiecesComplete
+			for _, pc := range c.t.PeerConns() {
+				peers[hostOf(pc.RemoteAddr.String())] = struct{}{}
+			}
+			for ip, n := range s.received.of(c.info.infoHash) {
+				ts.ReceivedFrom[ip] += n
+			}
+			ts.UploadedBytes += s.received.uploaded.of(c.t)
+		}
+		ts.ConnectedPeers = len(peers)
+		st.Torrents = append(st.Torrents, ts)
 	}
 	sort.Slice(st.Torrents, func(i, j int) bool { return st.Torrents[i].Digest < st.Torrents[j].Digest })
 	return st
+}
+
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 // peerCounters counts useful bytes received per torrent and peer IP, and
@@ -95,10 +119,7 @@ func (c *peerCounters) record(ev torrent.ReceivedUsefulDataEvent) {
 	// before anyone asks for Stats.
 	c.uploaded.follow(ev.Peer.Torrent())
 	ih := ev.Peer.Torrent().InfoHash()
-	ip := ev.Peer.RemoteAddr.String()
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
+	ip := hostOf(ev.Peer.RemoteAddr.String())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.counts[ih]

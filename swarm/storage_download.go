@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -19,9 +20,10 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// downloadStorage keeps the blobs this node downloads in the data directory:
-// <dir>/<algorithm>/<hex>.data holds the bytes as pieces arrive, and
-// <hex>.pieces the infohash followed by one byte per piece (1 = verified), so
+// downloadStorage keeps the blobs this node downloads in the data directory,
+// one pair of files per chunk torrent ("<digest>#<k>"):
+// <dir>/<algorithm>/<hex>.<k>.data holds the chunk's bytes as pieces arrive,
+// and <hex>.<k>.pieces the infohash followed by one byte per piece (1 = verified), so
 // a restart resumes where it stopped. The completion marks are not fsynced:
 // after a crash a piece marked complete could hold stale bytes, which the
 // whole-blob digest check at the end catches (the download is then discarded).
@@ -37,8 +39,13 @@ type downloadStorage struct {
 	chunk int64
 }
 
-func (s downloadStorage) paths(dgst digest.Digest) (data, pieces string) {
+// paths are the files of chunk k of dgst; k < 0 names a torrent of the
+// whole blob (named by its digest alone).
+func (s downloadStorage) paths(dgst digest.Digest, k int) (data, pieces string) {
 	base := filepath.Join(s.dir, string(dgst.Algorithm()), dgst.Encoded())
+	if k >= 0 {
+		base += "." + strconv.Itoa(k)
+	}
 	return base + ".data", base + ".pieces"
 }
 
@@ -49,11 +56,25 @@ func (s downloadStorage) logger() *slog.Logger {
 	return s.log
 }
 
-// remove deletes a download's files.
+// has reports whether chunk k of dgst has files from an earlier run.
+func (s downloadStorage) has(dgst digest.Digest, k int) bool {
+	_, pieces := s.paths(dgst, k)
+	_, err := os.Stat(pieces)
+	return err == nil
+}
+
+// remove deletes a download's files, every chunk's.
 func (s downloadStorage) remove(dgst digest.Digest) error {
-	data, pieces := s.paths(dgst)
+	files, err := filepath.Glob(filepath.Join(s.dir, string(dgst.Algorithm()), dgst.Encoded()+".*"))
+	if err != nil {
+		return err
+	}
+	return removeFiles(files)
+}
+
+func removeFiles(files []string) error {
 	var errs []error
-	for _, p := range []string{data, pieces} {
+	for _, p := range files {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -103,11 +124,14 @@ func (s downloadStorage) OpenTorrent(ctx context.Context, info *metainfo.Info, i
 }
 
 func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
-	dgst, err := digest.Parse(info.Name)
+	dgst, k, err := parseChunkName(info.Name)
 	if err != nil {
-		return storage.TorrentImpl{}, fmt.Errorf("download storage: torrent %q is not named by a digest: %w", info.Name, err)
+		if dgst, err = digest.Parse(info.Name); err != nil {
+			return storage.TorrentImpl{}, fmt.Errorf("download storage: torrent %q is named by neither a chunk nor a digest: %w", info.Name, err)
+		}
+		k = -1
 	}
-	dataPath, piecesPath := s.paths(dgst)
+	dataPath, piecesPath := s.paths(dgst, k)
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -125,7 +149,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 		// run is kept, and the marks of an earlier run could not be read.
 		// What it did write (a data file the disk could not hold) goes, so
 		// a full disk is not left fuller.
-		if rerr := s.remove(dgst); rerr != nil {
+		if rerr := removeFiles([]string{dataPath, piecesPath}); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove the files: %w", rerr))
 		}
 		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)

@@ -32,7 +32,7 @@ func TestResumedDownloadUnmarksPiecesCorruptedOnDisk(t *testing.T) {
 	}
 	ti.Close()
 
-	data, _ := st.paths(dgst)
+	data, _ := st.paths(dgst, -1)
 	f, err := os.OpenFile(data, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +21,10 @@ import (
 // the library seeds at once without rehashing on each restart.
 type seedStorage struct {
 	content io.ReaderAt
+	// file is the whole blob's content when that is a file: a change of
+	// its modification time makes the first-read check hash every piece
+	// again (nil: only the first read is checked).
+	file io.ReaderAt
 	// corrupt, when set, turns on the first-read check: each piece is
 	// hashed the first time a peer asks for it, and a piece whose bytes no
 	// longer match (the file changed on disk since it was hashed) is
@@ -36,7 +41,7 @@ var (
 func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
 	var check *seedCheck
 	if s.corrupt != nil {
-		check = &seedCheck{info: info, state: make([]atomic.Uint32, info.NumPieces()), corrupt: s.corrupt}
+		check = newSeedCheck(info, s.corrupt, s.file)
 	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
@@ -44,6 +49,42 @@ func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metai
 		},
 		Close: func() error { return nil },
 	}, nil
+}
+
+// grownStorage serves a chunk of a growing blob from the spool. While the
+// blob grows its pieces are served unchecked (they were hashed from this
+// very file a moment ago); once it is complete, promote arms a seed's
+// first-read check afresh, so the grown seed is checked like any Seed of
+// the spool from then on, pieces uploaded during the growth included. The
+// library asks for a piece's storage on every use, so the arming takes
+// effect at the next read.
+type grownStorage struct {
+	content io.ReaderAt
+	check   *atomic.Pointer[seedCheck]
+}
+
+func (s grownStorage) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{
+		Piece: func(p metainfo.Piece) storage.PieceImpl {
+			return seedPiece{section: io.NewSectionReader(s.content, p.Offset(), p.Length()), index: p.Index(), check: s.check.Load()}
+		},
+		Close: func() error { return nil },
+	}, nil
+}
+
+func newSeedCheck(info *metainfo.Info, corrupt func(piece int), content io.ReaderAt) *seedCheck {
+	c := &seedCheck{info: info, state: make([]atomic.Uint32, info.NumPieces()), corrupt: corrupt}
+	if f, ok := content.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		c.modTime = func() int64 {
+			fi, err := f.Stat()
+			if err != nil {
+				return -1
+			}
+			return fi.ModTime().UnixNano()
+		}
+		c.seen.Store(c.modTime())
+	}
+	return c
 }
 
 type seedPiece struct {
@@ -89,11 +130,31 @@ type seedCheck struct {
 
 	mu    sync.Mutex      // held while a piece is hashed: one pass per piece
 	state []atomic.Uint32 // pieceUnchecked, pieceGood or pieceCorrupt; written under mu
+
+	// modTime, when the content is a file, reads its modification time;
+	// seen is the one the good marks hold for. A file written since (the
+	// egress spool, whose pieces peers read while it grew) has its good
+	// pieces checked again: a first read alone would miss a change made
+	// after a piece was once served.
+	modTime func() int64
+	seen    atomic.Int64
 }
 
 // verify hashes piece i on its first read; later reads of a good piece cost
 // nothing. A read error is returned as is and checked again next time.
 func (c *seedCheck) verify(i int, section *io.SectionReader) error {
+	if c.modTime != nil {
+		if m := c.modTime(); m != c.seen.Load() {
+			c.mu.Lock()
+			if m != c.seen.Load() {
+				for j := range c.state {
+					c.state[j].CompareAndSwap(pieceGood, pieceUnchecked)
+				}
+				c.seen.Store(m)
+			}
+			c.mu.Unlock()
+		}
+	}
 	switch c.state[i].Load() {
 	case pieceGood:
 		return nil

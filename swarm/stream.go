@@ -15,47 +15,47 @@ import (
 // errStalled fails a read that waited too long for any piece.
 var errStalled = errors.New("swarm: no progress")
 
-// streamReader streams a downloading blob in order from a torrent reader: it
-// returns only pieces that passed their hash check (never SetResponsive), and
-// it withholds the blob's final bytes until the whole digest matches, so a
-// bad blob ends in an error, never in a complete response.
+// streamReader streams a downloading blob in order, chunk by chunk, from
+// torrent readers of its chunk torrents: it returns only pieces that passed
+// their hash check (never SetResponsive), and it withholds the blob's final
+// bytes until the whole digest matches, so a bad blob ends in an error,
+// never in a complete response. A chunk whose metainfo is not known yet (a
+// followed blob still growing on its owner) is waited for, under the same
+// stall watchdog as a piece.
 type streamReader struct {
 	s         *Swarm
 	e         *entry
-	r         torrent.Reader
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 	watchdog  *time.Timer
 	pos, size int64
+	// r reads chunk k; nil before the first read. rmu guards r, k and
+	// closed: Close may come from another goroutine than Read.
+	rmu    sync.Mutex
+	r      torrent.Reader
+	k      int
+	closed bool
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
 	digester digest.Digester
 	start    int64
 	// fromSeed, once set, is where the rest of the blob comes from: the
 	// download was replaced by a local seed of the same digest (the egress
-	// spool or containerd's copy), which closed its torrent under us.
-	fromSeed  io.Reader
-	err       error
-	closeOnce sync.Once
+	// spool or containerd's copy), which closed its torrents under us.
+	fromSeed io.Reader
+	err      error
 }
 
 func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *streamReader {
 	ctx, cancel := context.WithCancelCause(ctx)
-	sr := &streamReader{s: s, e: e, r: e.t.NewReader(), ctx: ctx, cancel: cancel, pos: offset, start: offset, size: e.info.size()}
-	sr.r.SetContext(ctx)
-	sr.r.SetReadahead(s.cfg.Readahead)
-	if offset > 0 {
-		if _, err := sr.r.Seek(offset, io.SeekStart); err != nil {
-			sr.err = fmt.Errorf("swarm: seek %s to %d: %w", e.info.digest, offset, err)
-		}
-	}
+	sr := &streamReader{s: s, e: e, ctx: ctx, cancel: cancel, pos: offset, start: offset, size: e.size()}
 	if offset == 0 && !e.isVerified() {
-		sr.digester = e.info.digest.Algorithm().Digester()
+		sr.digester = e.digest.Algorithm().Digester()
 	}
 	// The watchdog runs only while a Read waits, so a slow consumer is not
 	// mistaken for a stalled swarm.
 	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, func() {
-		cancel(fmt.Errorf("%w for %s on %s", errStalled, s.cfg.StallTimeout, e.info.digest))
+		cancel(fmt.Errorf("%w for %s on %s", errStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
 	return sr
@@ -74,9 +74,18 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 	if sr.fromSeed != nil {
 		n, err = sr.fromSeed.Read(p)
 	} else {
+		k := sr.e.lay.chunkOf(sr.pos)
+		off, length := sr.e.lay.span(k)
+		p = p[:min(int64(len(p)), off+length-sr.pos)] // one chunk per read
 		sr.watchdog.Reset(sr.s.cfg.StallTimeout)
-		n, err = sr.r.Read(p)
+		var r torrent.Reader
+		if r, err = sr.reader(k, sr.pos-off); err == nil {
+			n, err = r.Read(p)
+		}
 		sr.watchdog.Stop()
+		if errors.Is(err, io.EOF) && sr.pos+int64(n) == off+length {
+			err = nil // end of the chunk, not of the blob
+		}
 	}
 	if n > 0 {
 		if sr.digester != nil {
@@ -103,11 +112,101 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		}
 		if cause := context.Cause(sr.ctx); cause != nil {
 			err = cause
+		} else if gone := sr.s.goneCause(sr.e); gone != nil && !errors.Is(err, gone) {
+			err = fmt.Errorf("%w: %w", gone, err)
 		}
-		sr.err = fmt.Errorf("swarm: blob %s at byte %d: %w", sr.e.info.digest, sr.pos, err)
+		sr.err = fmt.Errorf("swarm: blob %s at byte %d: %w", sr.e.digest, sr.pos, err)
 		return n, sr.err
 	}
 	return n, nil
+}
+
+// reader returns a reader of chunk k at offset at (in the chunk), waiting
+// for the chunk's metainfo if need be. Moving to a chunk also adds the next
+// ones (window.go), so the window the stream needs is always downloading.
+func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
+	sr.rmu.Lock()
+	cur, curK := sr.r, sr.k
+	sr.rmu.Unlock()
+	if cur != nil && curK == k {
+		return cur, nil
+	}
+	sr.s.reachChunk(sr.e, k)
+	c, err := sr.s.waitChunk(sr.ctx, sr.e, k)
+	if err != nil {
+		return nil, err
+	}
+	for next := k + 1; next < k+windowChunks; next++ {
+		if _, err := sr.s.ensureChunk(sr.e, next); err != nil {
+			return nil, err
+		}
+	}
+	r := c.t.NewReader()
+	r.SetContext(sr.ctx)
+	// Only the piece the stream waits for is raised above the window's
+	// tiers (window.go); the rest of the chunk is wanted already.
+	r.SetReadahead(sr.e.lay.pieceLength)
+	if at > 0 {
+		if _, err := r.Seek(at, io.SeekStart); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("swarm: seek chunk %d of %s to %d: %w", k, sr.e.digest, at, err)
+		}
+	}
+	sr.rmu.Lock()
+	defer sr.rmu.Unlock()
+	if sr.closed {
+		r.Close()
+		return nil, context.Canceled
+	}
+	if sr.r != nil {
+		sr.r.Close()
+	}
+	sr.r, sr.k = r, k
+	return r, nil
+}
+
+// reachChunk records that a stream of e reads chunk k: a followed blob
+// adds chunk torrents up to windowChunks past the furthest one read, so
+// memory and the download stay bounded when the reader is slow.
+func (s *Swarm) reachChunk(e *entry, k int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k > e.reading {
+		e.reading = k
+		e.signalLocked()
+	}
+}
+
+// waitChunk returns chunk k of e once its torrent is added.
+func (s *Swarm) waitChunk(ctx context.Context, e *entry, k int) (*chunk, error) {
+	for {
+		c, err := s.ensureChunk(e, k)
+		if err != nil || c != nil {
+			return c, err
+		}
+		s.mu.Lock()
+		changed := e.changed
+		c, gone := e.chunks[k], e.gone
+		s.mu.Unlock()
+		switch {
+		case gone != nil:
+			return nil, gone
+		case c != nil:
+			return c, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// goneCause is why e left the table, or nil.
+func (s *Swarm) goneCause(e *entry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return e.gone
 }
 
 // switchToSeed moves a failed stream onto a local seed of its digest, if
@@ -122,12 +221,12 @@ func (sr *streamReader) switchToSeed() bool {
 	if sr.pos != sr.start && sr.digester == nil {
 		return false
 	}
-	seed := sr.s.seeded(sr.e.info.digest)
-	if seed == nil || seed == sr.e || seed.info.size() != sr.size {
+	seed := sr.s.seeded(sr.e.digest)
+	if seed == nil || seed == sr.e || seed.size() != sr.size {
 		return false
 	}
 	sr.fromSeed = io.NewSectionReader(seed.seed, sr.pos, sr.size-sr.pos)
-	sr.s.log.Debug("stream continues from the local seed that replaced its download", "digest", sr.e.info.digest, "at", sr.pos)
+	sr.s.log.Debug("stream continues from the local seed that replaced its download", "digest", sr.e.digest, "at", sr.pos)
 	return true
 }
 
@@ -136,15 +235,15 @@ func (sr *streamReader) verify() error {
 	if sr.fromSeed != nil {
 		// A seed is verified content; what came from the download before
 		// the switch is covered by the stream's own digester, if any.
-		if sr.digester != nil && sr.digester.Digest() != sr.e.info.digest {
-			return fmt.Errorf("swarm: blob %s: %w (got %s)", sr.e.info.digest, errDigestMismatch, sr.digester.Digest())
+		if sr.digester != nil && sr.digester.Digest() != sr.e.digest {
+			return fmt.Errorf("swarm: blob %s: %w (got %s)", sr.e.digest, errDigestMismatch, sr.digester.Digest())
 		}
 		return nil
 	}
 	if sr.e.isVerified() {
 		return nil
 	}
-	want := sr.e.info.digest
+	want := sr.e.digest
 	var got digest.Digest
 	if sr.digester != nil {
 		got = sr.digester.Digest()
@@ -163,19 +262,26 @@ func (sr *streamReader) verify() error {
 	return nil
 }
 
-// hashStored hashes the blob from the start through a second reader; all its
-// pieces are in local storage by now, so this reads the disk, not the swarm.
+// hashStored hashes the blob from the start, chunk by chunk, through
+// readers of its own: the chunks after the stream's start are stored by
+// now, those before it are fetched like any others.
 func (sr *streamReader) hashStored() (digest.Digest, error) {
-	r := sr.e.t.NewReader()
-	defer r.Close()
-	r.SetContext(sr.ctx)
-	d := sr.e.info.digest.Algorithm().Digester()
-	n, err := io.Copy(d.Hash(), io.LimitReader(r, sr.size))
-	if err == nil && n != sr.size {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
-		return "", err
+	d := sr.e.digest.Algorithm().Digester()
+	for k := range sr.e.lay.numChunks() {
+		c, err := sr.s.waitChunk(sr.ctx, sr.e, k)
+		if err != nil {
+			return "", err
+		}
+		r := c.t.NewReader()
+		r.SetContext(sr.ctx)
+		n, err := io.Copy(d.Hash(), io.LimitReader(r, c.info.length()))
+		r.Close()
+		if err == nil && n != c.info.length() {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return "", err
+		}
 	}
 	return d.Digest(), nil
 }
@@ -183,7 +289,14 @@ func (sr *streamReader) hashStored() (digest.Digest, error) {
 func (sr *streamReader) Close() error {
 	sr.watchdog.Stop()
 	sr.cancel(context.Canceled)
-	var err error
-	sr.closeOnce.Do(func() { err = sr.r.Close() })
-	return err
+	sr.rmu.Lock()
+	defer sr.rmu.Unlock()
+	if sr.closed {
+		return nil
+	}
+	sr.closed = true
+	if sr.r != nil {
+		return sr.r.Close()
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	alog "github.com/anacrolix/log"
@@ -79,8 +81,10 @@ type Config struct {
 	// PeerRefresh is how often a download asks Seeders for new peers;
 	// default 2 s.
 	PeerRefresh time.Duration
-	// Readahead is how far ahead of a reader pieces are prioritised;
-	// default 64 MiB.
+	// Readahead bounds the verified pieces the chunk downloads of a stream's
+	// window keep in memory for its reader (pieceBuffers; each chunk keeps
+	// Readahead/windowChunks); default 64 MiB. Which pieces are fetched is
+	// the window's business (window.go).
 	Readahead int64
 	// DownloadRetention: downloads left unfinished and untouched this long
 	// (a pull that was abandoned) are deleted when the swarm starts; younger
@@ -89,6 +93,13 @@ type Config struct {
 	// ChunkSize is the BitTorrent request size; default 256 KiB (16 KiB, the
 	// protocol's usual, halved throughput here: see swarm/BENCHMARKS.md).
 	ChunkSize int
+	// MetainfoPoll bounds how long the peer endpoint holds a request for a
+	// chunk of a growing blob that is not published yet; default 10 s.
+	MetainfoPoll time.Duration
+
+	// chunkBytes overrides ChunkBytes in tests (a multiple of every piece
+	// length they use); every node of a test sets the same.
+	chunkBytes int64
 }
 
 func (c *Config) setDefaults() error {
@@ -138,6 +149,9 @@ func (c *Config) setDefaults() error {
 	if c.ChunkSize == 0 {
 		c.ChunkSize = 256 << 10
 	}
+	if c.MetainfoPoll <= 0 {
+		c.MetainfoPoll = 10 * time.Second
+	}
 	// Pieces are split into whole chunks: a power of two no larger than the
 	// smallest piece keeps every piece a multiple of the chunk size.
 	if c.ChunkSize < 16<<10 || c.ChunkSize > minPieceLength || c.ChunkSize&(c.ChunkSize-1) != 0 {
@@ -159,6 +173,9 @@ type Swarm struct {
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
 	listener  net.Listener // ours when PeerKeys is set; nil otherwise
+	// tiebreak seeds this node's piece order inside a chunk (window.go),
+	// so downloaders of one seeder start on different pieces.
+	tiebreak uint64
 
 	mu       sync.Mutex
 	torrents map[digest.Digest]*entry
@@ -167,16 +184,57 @@ type Swarm struct {
 	wg       sync.WaitGroup
 }
 
-// entry is one torrent of the client: a seed over local content, or a
-// download into the data directory.
+// entry is one blob of the client, as a row of chunk torrents: a seed over
+// local content, a growing seed over the egress spool (Grow), or a download
+// into the data directory (Blob's warm path, or Follow).
 type entry struct {
+	digest digest.Digest
+	lay    layout
+	// info is the whole blob's metainfo; nil while the blob grows or is
+	// followed and not every chunk is known yet.
 	info *blobInfo
-	t    *torrent.Torrent
-	seed io.ReaderAt // nil for a download
-	// verified is set once a download's whole digest has been checked.
+	seed io.ReaderAt // complete local content; nil otherwise
+	// growing marks the owner's spool while it grows (never served whole).
+	growing bool
+	// owner is the peer endpoint (host:port) a followed blob's chunk
+	// metainfo comes from; "" otherwise.
+	owner string
+	// ownerTorrent is the owner's torrent address, once its endpoint said.
+	ownerTorrent netip.AddrPort
+
+	// Guarded by Swarm.mu.
+	chunks  []*chunk      // one per chunk; nil until its torrent is added
+	reading int           // the furthest chunk a stream of it reads
+	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
+	gone    error         // why the entry left the table; waiters stop
+
+	// verified is closed once a download's whole digest has been checked.
 	verified chan struct{}
 	once     sync.Once
-	stop     chan struct{} // ends the download's peer refresher
+	stop     chan struct{} // ends the entry's goroutines
+}
+
+// chunk is one chunk torrent of an entry.
+type chunk struct {
+	info *chunkInfo
+	t    *torrent.Torrent
+	// check arms a grown chunk's first-read check once the blob is
+	// complete (grownStorage); nil for other chunks.
+	check *atomic.Pointer[seedCheck]
+}
+
+func newEntry(dgst digest.Digest, lay layout) *entry {
+	return &entry{digest: dgst, lay: lay, chunks: make([]*chunk, lay.numChunks()),
+		changed: make(chan struct{}), verified: make(chan struct{}), stop: make(chan struct{})}
+}
+
+func (e *entry) size() int64 { return e.lay.size }
+
+// signalLocked wakes everyone waiting for a change of e. Caller holds
+// Swarm.mu.
+func (e *entry) signalLocked() {
+	close(e.changed)
+	e.changed = make(chan struct{})
 }
 
 func (e *entry) markVerified() bool {
@@ -215,12 +273,13 @@ func New(cfg Config) (*Swarm, error) {
 	s := &Swarm{
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo")},
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead, chunk: int64(cfg.ChunkSize)},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize)},
 		received:  newPeerCounters(),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
 		stop:      make(chan struct{}),
 		gate:      &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Members.IsMember},
+		tiebreak:  mrand.Uint64(),
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)
@@ -379,23 +438,23 @@ func (s *Swarm) Close() error {
 
 var errClosed = errors.New("swarm: closed")
 
-// addTorrent adds b's torrent to the client over st. The info bytes go
-// through SetInfoBytes, which reports bad info (AddTorrentOpt with bad info
-// bytes hangs instead). Caller holds s.mu.
-func (s *Swarm) addTorrent(b *blobInfo, st storage.ClientImpl) (*torrent.Torrent, error) {
+// addTorrent adds a chunk's torrent to the client over st. The info bytes
+// go through SetInfoBytes, which reports bad info (AddTorrentOpt with bad
+// info bytes hangs instead). Caller holds s.mu.
+func (s *Swarm) addTorrent(c *chunkInfo, st storage.ClientImpl) (*torrent.Torrent, error) {
 	t, isNew := s.client.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:  b.infoHash,
+		InfoHash:  c.infoHash,
 		Storage:   st,
 		ChunkSize: pp.Integer(s.cfg.ChunkSize),
 		// Both storages know their completion; nothing needs an initial check.
 		DisableInitialPieceCheck: true,
 	})
 	if !isNew {
-		return nil, fmt.Errorf("swarm: torrent of %s is already in the client", b.digest)
+		return nil, fmt.Errorf("swarm: torrent of chunk %d of %s is already in the client", c.index, c.digest)
 	}
-	if err := t.SetInfoBytes(b.infoBytes); err != nil {
+	if err := t.SetInfoBytes(c.infoBytes); err != nil {
 		t.Drop()
-		return nil, fmt.Errorf("swarm: add torrent of %s: %w", b.digest, err)
+		return nil, fmt.Errorf("swarm: add torrent of chunk %d of %s: %w", c.index, c.digest, err)
 	}
 	return t, nil
 }

@@ -87,9 +87,12 @@ func TestThreeSeedersToOneDownloader(t *testing.T) {
 func TestVanishedSeederIsReplaced(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 32<<20)
-	a := startNode(t, tr, "127.0.0.2", "", nil)
+	// Chunks of 2 MiB: the download wants the chunk it reads and the next
+	// one only, so most of the blob is left when the seeder goes.
+	small := func(c *Config) { c.chunkBytes = 2 << 20 }
+	a := startNode(t, tr, "127.0.0.2", "", small)
 	seed(t, a, tr, content, dgst)
-	d := startNode(t, tr, "127.0.0.4", "", func(c *Config) { c.Readahead = 2 << 20 })
+	d := startNode(t, tr, "127.0.0.4", "", small)
 
 	rc, err := openBlob(t, d, dgst, 0)
 	if err != nil {
@@ -102,7 +105,7 @@ func TestVanishedSeederIsReplaced(t *testing.T) {
 	// The only seeder goes away mid-download; another appears in the tracker.
 	tr.withdraw(dgst, a)
 	a.stop()
-	c := startNode(t, tr, "127.0.0.3", "", nil)
+	c := startNode(t, tr, "127.0.0.3", "", small)
 	seed(t, c, tr, content, dgst)
 
 	rest, err := io.ReadAll(rc)

@@ -116,10 +116,16 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	var seeds *seeding
 	local := registry.NewLocalSource(store)
+	// A download from the upstream is seeded while it arrives (Grow), and
+	// the other nodes follow it in the swarm (Pipeline), for blobs of at
+	// least pipelineMin bytes.
+	const pipelineMin = egress.DefaultPipelineMin
+	grow := &growing{grow: swarmGrow(sw), tracker: members, min: pipelineMin, log: log.With("component", "seeding")}
 	fetcher, err := egress.NewFetcher(egress.FetcherConfig{
 		Local:         local,
 		Upstream:      opsSrv.MeterUpstream(upstream), // dregistry_upstream_bytes_total
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
+		OnStart:       grow.start,
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
@@ -131,12 +137,13 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	}
 	defer fetcher.Close()
 	seeds = newSeeding(store, sw, members, fetcher.Release, log.With("component", "seeding"))
+	grow.seeds = seeds
 	if err := opsSrv.Register(seeds.failures); err != nil {
 		return err
 	}
 	stopWatching := inventory.Subscribe(seeds.changed)
 	defer stopWatching()
-	viaEgress, err := egress.NewSource(egress.SourceConfig{
+	ecfg := egress.SourceConfig{
 		Self:       members.LocalName(),
 		Egress:     cfg.Egress,
 		Cluster:    egressCluster{members},
@@ -145,7 +152,13 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		PeerKeys:   peerKeys,
 		Registries: upstream.Policy(),
 		Logger:     log.With("component", "egress"),
-	})
+	}
+	if p := swarmPipeline(sw); p != nil {
+		// A follower still gets the owner's stream in time when the swarm
+		// delivers nothing: a third of the handler's stall timeout.
+		ecfg.Pipeline, ecfg.PipelineMin, ecfg.PipelineStall = p, pipelineMin, cfg.StallTimeout/3
+	}
+	viaEgress, err := egress.NewSource(ecfg)
 	if err != nil {
 		return err
 	}

@@ -58,10 +58,11 @@ type announcer interface {
 // what the swarm seeds, and what the tracker announces. One goroutine owns
 // it; the inventory's callback only records what changed.
 //
-// Locks: seeding.mu guards only pending and spooled, and is a leaf: it is
-// held for a map update, never across a call. The two callbacks run under
-// other components' locks — changed under the inventory's notifyMu,
-// egressComplete on the egress download's goroutine — so they take mu,
+// Locks: seeding.mu guards only pending, spooled and grown, and is a leaf:
+// it is held for a map update, never across a call. The callbacks run
+// under other components' locks — changed under the inventory's notifyMu,
+// egressComplete and egressGrown on the egress download's goroutine — so
+// they take mu,
 // record, poke the buffered wake channel without blocking, and return. run
 // calls the swarm (which takes its lock, then the torrent client's), the
 // tracker (its lock; it calls memberlist only outside it), containerd and
@@ -80,6 +81,7 @@ type seeding struct {
 	wake    chan struct{}
 
 	spooled map[digest.Digest]spoolFile // verified egress downloads to seed
+	grown   map[digest.Digest]*os.File  // their files the swarm seeds already (growing.Complete)
 
 	// Owned by run.
 	held    map[digest.Digest]heldContent // content the swarm seeds
@@ -128,6 +130,7 @@ func newSeeding(store contentStore, sw *swarm.Swarm, tr announcer, release func(
 		now:     time.Now,
 		pending: map[digest.Digest]bool{},
 		spooled: map[digest.Digest]spoolFile{},
+		grown:   map[digest.Digest]*os.File{},
 		wake:    make(chan struct{}, 1),
 		held:    map[digest.Digest]heldContent{},
 		partial: map[digest.Digest]bool{},
@@ -142,6 +145,30 @@ func (s *seeding) egressComplete(d digest.Digest, path string, size int64) {
 	s.spooled[d] = spoolFile{path: path, size: size}
 	s.mu.Unlock()
 	s.poke()
+}
+
+// egressGrown is called, before egressComplete, when a download the swarm
+// seeded while it arrived (growing) is verified: file is what the swarm
+// seeds it from, so seedSpool seeds that file rather than opening the
+// spool again.
+func (s *seeding) egressGrown(d digest.Digest, file *os.File) {
+	s.mu.Lock()
+	old := s.grown[d]
+	s.grown[d] = file
+	s.mu.Unlock()
+	if old != nil {
+		closeLater(old.Close)
+	}
+}
+
+// takeGrown returns the file a growth of d left (nil if none); the caller
+// owns it.
+func (s *seeding) takeGrown(d digest.Digest) *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.grown[d]
+	delete(s.grown, d)
+	return f
 }
 
 func (s *seeding) poke() {
@@ -260,19 +287,28 @@ func (s *seeding) seed(ctx context.Context, d digest.Digest) {
 }
 
 // seedSpool seeds a blob the egress fetched, unless containerd's copy is
-// already seeded.
+// already seeded. A blob the swarm seeded while it arrived is seeded from
+// the file its growth reads, which Seed keeps as it is.
 func (s *seeding) seedSpool(ctx context.Context, d digest.Digest, f spoolFile) {
+	grown := s.takeGrown(d)
 	if _, ok := s.held[d]; ok {
+		if grown != nil {
+			// containerd's copy is seeded; the swarm no longer reads it.
+			closeLater(grown.Close)
+		}
 		s.succeeded(d, true)
 		return
 	}
-	file, err := os.Open(f.path)
-	if err != nil {
-		s.failed(ctx, d, &f, fmt.Errorf("open egress spool: %w", err))
-		return
+	file := grown
+	if file == nil {
+		var err error
+		if file, err = os.Open(f.path); err != nil {
+			s.failed(ctx, d, &f, fmt.Errorf("open egress spool: %w", err))
+			return
+		}
 	}
 	if err := s.swarm.Seed(ctx, d, f.size, file); err != nil {
-		_ = file.Close()
+		closeLater(file.Close) // a growth's torrents may still read it
 		s.failed(ctx, d, &f, fmt.Errorf("egress spool: %w", err))
 		return
 	}
@@ -436,6 +472,12 @@ func (s *seeding) closeAll() {
 	for d, h := range s.held {
 		_ = h.close()
 		delete(s.held, d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for d, f := range s.grown {
+		_ = f.Close()
+		delete(s.grown, d)
 	}
 }
 

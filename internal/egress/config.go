@@ -23,6 +23,13 @@ const (
 	DefaultMaxTags       = 4096
 	DefaultMaxManifests  = 256
 	DefaultMaxAttempts   = 3
+	// DefaultPipelineMin is the swarm's default small-blob size: smaller
+	// blobs come whole over HTTP anyway.
+	DefaultPipelineMin = 16 << 20
+	// DefaultPipelineStall is a third of the registry handler's stall
+	// timeout: a follower that gets no byte in that time still has the
+	// owners' stream in time to keep containerd's response alive.
+	DefaultPipelineStall = 10 * time.Second
 )
 
 // FetcherConfig configures the owner side. Zero values take the defaults.
@@ -44,6 +51,14 @@ type FetcherConfig struct {
 	// from there, not fetched a second time for a member that asks late.
 	// Optional.
 	Local registry.Source
+	// OnStart, if set, is called once per download when the upstream gave
+	// the size, on the download's goroutine, before any caller learns the
+	// size (so a node told the size finds what OnStart set up, e.g.
+	// swarm.Grow), with the spool file as it grows (open it for reading:
+	// it is renamed when verified and deleted on failure, and a descriptor
+	// keeps its bytes). The download then drives the Progress it returns
+	// (nil: none).
+	OnStart func(dgst digest.Digest, size int64, path string) Progress
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
@@ -96,6 +111,23 @@ func (c *FetcherConfig) setDefaults() error {
 	return nil
 }
 
+// Progress follows one download from the upstream (FetcherConfig.OnStart).
+// Its methods are called on the download's goroutine, one at a time:
+// Advance any number of times with a growing n, then exactly one of
+// Complete or Fail, and nothing after that.
+type Progress interface {
+	// Advance says bytes [0,n) of the spool file are written. These bytes
+	// are not yet checked against the digest. It must not block: the
+	// download waits for it.
+	Advance(n int64)
+	// Complete says the whole blob is written and matched its digest. It
+	// is called before OnComplete.
+	Complete()
+	// Fail says the download failed (upstream error, digest mismatch,
+	// stall, Close) and its file is gone.
+	Fail(err error)
+}
+
 // SourceConfig configures the Source (and its peer handler) of one node.
 type SourceConfig struct {
 	// Self is this node's member name, as Cluster lists it. Required.
@@ -120,6 +152,22 @@ type SourceConfig struct {
 	Registries registry.RegistryPolicy
 	// MaxAttempts bounds the candidates tried per request. Default 3.
 	MaxAttempts int
+	// Pipeline, if set, is how this node follows a blob another node
+	// fetches (the swarm): it asks the owner to start the download
+	// without streaming it, then follows it, trading pieces with the
+	// other waiting nodes; it streams from the owners as without it when
+	// Follow or a read fails or stalls. The owner reads its own spool.
+	Pipeline Pipeline
+	// PipelineMin is the smallest blob followed through Pipeline; smaller
+	// ones are streamed from the owner. Default DefaultPipelineMin.
+	PipelineMin int64
+	// PipelineStall bounds the wait for a followed blob's next byte (the
+	// owner's next chunk, from an upstream that may be slow, or an owner
+	// that died): after it the read streams from the owner, or the next
+	// candidate, instead. Keep it well under the registry handler's stall
+	// timeout, and above a chunk's time from the upstream. Default
+	// DefaultPipelineStall.
+	PipelineStall time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -143,6 +191,12 @@ func (c *SourceConfig) setDefaults() error {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.PipelineMin <= 0 {
+		c.PipelineMin = DefaultPipelineMin
+	}
+	if c.PipelineStall <= 0 {
+		c.PipelineStall = DefaultPipelineStall
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

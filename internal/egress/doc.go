@@ -13,15 +13,24 @@
 //     A verified spool is handed to OnComplete (to be seeded and announced)
 //     and kept until Release; after that, a blob this node's containerd
 //     holds (FetcherConfig.Local) is served from there, never fetched again
-//     for a member that asks late. Tags are cached for a few seconds and, when
+//     for a member that asks late. OnStart, once the size is known, returns
+//     a Progress the download drives (Advance as bytes land, Complete once
+//     the digest matched, Fail): the daemon seeds the spool while it grows.
+//     Tags are cached for a few seconds and, when
 //     the upstream is unreachable, answered from the last known descriptor.
 //   - Source is the registry.Source every node uses in place of the plain
 //     upstream: it asks the owner (itself, or the owner's peer endpoint with
 //     the no-forward header, never with credentials), verifies the digest of
 //     what the owner streams, and tries the next candidate when an owner
-//     fails before answering.
-//   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ to
-//     members from this node's Fetcher, never forwarding further.
+//     fails before answering. With a Pipeline (the swarm), a big blob is
+//     started on the owner without being streamed and followed in the
+//     swarm, so waiting nodes trade pieces; a read that fails, or gets no
+//     byte within PipelineStall, continues from the owners' stream, whose
+//     bytes up to there must hash as the swarm's did.
+//   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ and
+//     POST /peer/v1/egress/fetch/ (start a download, answer its size) to
+//     members only (signed token, or a member's address without a key)
+//     from this node's Fetcher, never forwarding further.
 //
 // It never holds a whole blob in memory, never serves unverified bytes as a
 // complete blob, never forwards or logs an Authorization header, and never
@@ -29,7 +38,7 @@
 //
 // The API:
 //
-//	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Manifest, Resolve, Release, Close
+//	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Start, Manifest, Resolve, Release, Close
 //	NewSource(SourceConfig) (*Source, error)    // registry.Source named "egress"
 //	(*Source).PeerHandler() http.Handler        // mount at PeerPathPrefix
 //
@@ -39,10 +48,12 @@
 // reverse; metadata.mu and remote bodies' locks are leaves. None of them is
 // held across an upstream or peer request, a wait for a download (readers
 // wait on a spool's changed channel with no lock held) or a callback.
-// OnComplete runs on the download's goroutine with no lock of the package
-// held, so it may call Release; it must still return promptly (record the
-// spool, wake its own loop): the next caller of the digest does not wait for
-// it, but Close does. The peer handler takes no lock of its own; it reads
-// the cluster through the Cluster interface, whose implementation must not
-// call back into the Fetcher.
+// OnStart, the Progress calls and OnComplete run on the download's
+// goroutine with no lock of the package held, so they may call Release.
+// Advance (called per buffer written) must not block; the others must
+// return promptly (record, wake their own loop): the next caller of the
+// digest does not wait for them, but the download and Close do. The peer
+// handler takes no lock of its own; it reads the cluster through the
+// Cluster interface, whose implementation must not call back into the
+// Fetcher.
 package egress

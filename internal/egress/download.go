@@ -28,7 +28,8 @@ var errLookupTimeout = errors.New("upstream did not answer within the lookup tim
 func (f *Fetcher) download(s *spool, file *os.File) {
 	defer f.wg.Done()
 	start := time.Now()
-	size, err := f.copyUpstream(s, file)
+	var progress Progress // set by copyUpstream once the size is known
+	size, err := f.copyUpstream(s, file, &progress)
 	if cerr := file.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("spool: %w", cerr)
 	}
@@ -36,15 +37,22 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		err = s.complete(f.spoolPath(s.dgst))
 	}
 	if err != nil {
-		// The file goes before the table entry, so a new download of the
-		// digest never finds the old file in its way.
+		// The file and the Progress go before the table entry, so a new
+		// download of the digest never finds the old file or the old
+		// growth in its way.
 		s.fail(err)
+		if progress != nil {
+			progress.Fail(err)
+		}
 		f.forget(s)
 		f.log.Warn("upstream fetch failed", "ref", s.ref.String(), "digest", s.dgst, "err", err)
 		return
 	}
 	f.log.Info("fetched from upstream", "ref", s.ref.String(), "digest", s.dgst, "size", size,
 		"duration", time.Since(start))
+	if progress != nil {
+		progress.Complete()
+	}
 	if f.cfg.OnComplete != nil {
 		s.mu.Lock()
 		path := s.path
@@ -53,8 +61,9 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 	}
 }
 
-// copyUpstream streams the blob into file and checks its digest.
-func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
+// copyUpstream streams the blob into file and checks its digest. Once the
+// size is known it sets *progress (OnStart) and advances it as bytes land.
+func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
 	// The blob's readers depend on the context Blob gets, so the lookup is
@@ -79,6 +88,10 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
 		return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
 	}
 	defer body.Close()
+	if f.cfg.OnStart != nil {
+		// Before setSize: whoever learns the size may rely on it.
+		*progress = f.cfg.OnStart(s.dgst, size, file.Name())
+	}
 	s.setSize(size)
 
 	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(errStalled) })
@@ -106,6 +119,9 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File) (int64, error) {
 			}
 			written += int64(n)
 			s.progress(int64(n))
+			if *progress != nil {
+				(*progress).Advance(written)
+			}
 		}
 		switch {
 		case written == size:

@@ -373,6 +373,21 @@ type node struct {
 
 	mu       sync.Mutex
 	peerAuth []string // Authorization of every peer request received
+	peerReqs []string // "METHOD path" of every peer request received
+}
+
+// requests counts the peer requests received with this method and path
+// prefix.
+func (n *node) requests(method, prefix string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	count := 0
+	for _, r := range n.peerReqs {
+		if strings.HasPrefix(r, method+" "+prefix) {
+			count++
+		}
+	}
+	return count
 }
 
 func (n *node) authSeen() []string {
@@ -423,6 +438,7 @@ func newNodeWith(t testing.TB, name string, egress bool, up registry.Source, c C
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
 		n.peerAuth = append(n.peerAuth, r.Header.Get("Authorization"))
+		n.peerReqs = append(n.peerReqs, r.Method+" "+r.URL.Path)
 		n.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))

@@ -16,19 +16,31 @@ import (
 	"github.com/dregistry/dregistry/swarm"
 )
 
-// PeerHandler serves GET and HEAD of PeerPathPrefix to cluster members
-// from this node's Fetcher: blobs/<digest> (with Range), manifests/<digest>
-// and tags/<tag>, each with ?ns=<registry>&repo=<repository>. It answers
-// only requests carrying the no-forward header, never forwards one, and
-// refuses (503) when this node may not reach upstreams, so the requester
-// moves on to the next candidate. Mount it at PeerPathPrefix.
+// PeerHandler serves PeerPathPrefix to cluster members from this node's
+// Fetcher: GET and HEAD of blobs/<digest> (with Range), manifests/<digest>
+// and tags/<tag>, and POST of fetch/<digest> (start the download, or join
+// it, without streaming it: the answer is the size, and the download runs
+// to its end on this node, bounded by its stall timeout, for the swarm to
+// spread), each with ?ns=<registry>&repo=<repository>. Only members may
+// call it: in a keyed cluster a request must carry a token signed with the
+// cluster key, in a keyless one come from a member's address (403
+// otherwise, before any lookup). It answers only requests carrying the
+// no-forward header, never forwards one, and refuses (503) when this node
+// may not reach upstreams, so the requester moves on to the next
+// candidate. Mount it at PeerPathPrefix.
 func (s *Source) PeerHandler() http.Handler { return http.HandlerFunc(s.servePeer) }
 
 func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 	if !s.gate.AdmitPeer(w, r) {
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	start := strings.HasPrefix(r.URL.Path, fetchPath)
+	switch {
+	case start && r.Method != http.MethodPost:
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	case !start && r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
@@ -63,6 +75,16 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch kind {
+	case "fetch":
+		dgst, err := registry.ParseDigest(name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !s.mayServe(w) {
+			return
+		}
+		s.servePeerFetch(w, r, ref, dgst)
 	case "blobs", "manifests":
 		dgst, err := registry.ParseDigest(name)
 		if err != nil {

@@ -25,6 +25,7 @@ const (
 	blobsPath        = PeerPathPrefix + "blobs/"     // + digest: the blob, with Range
 	manifestsPath    = PeerPathPrefix + "manifests/" // + digest: the manifest
 	tagsPath         = PeerPathPrefix + "tags/"      // + tag: its descriptor as JSON
+	fetchPath        = PeerPathPrefix + "fetch/"     // + digest, POST: start the download, answer its size
 	maxManifestBytes = 4 << 20                       // as registry's manifest cap
 	maxDescriptor    = 64 << 10
 )
@@ -32,9 +33,15 @@ const (
 // peerGet asks owner m for path. A reply other than 200 is an error
 // (registry.ErrNotFound for 404, the owner's upstream not having it).
 func (s *Source) peerGet(ctx context.Context, m Member, path string, ref registry.Ref) (*http.Response, error) {
+	return s.peerDo(ctx, http.MethodGet, m, path, ref)
+}
+
+// peerDo is peerGet with any method; an owner answering 405 (it predates
+// the path) gives an error wrapping errMethod.
+func (s *Source) peerDo(ctx context.Context, method string, m Member, path string, ref registry.Ref) (*http.Response, error) {
 	q := url.Values{"ns": {ref.Registry}, "repo": {ref.Repository}}
 	u := "http://" + m.HTTPAddr + path + "?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -50,9 +57,12 @@ func (s *Source) peerGet(ctx context.Context, m Member, path string, ref registr
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	err = fmt.Errorf("GET %s: %s: %q", u, resp.Status, msg)
-	if resp.StatusCode == http.StatusNotFound {
+	err = fmt.Errorf("%s %s: %s: %q", method, u, resp.Status, msg)
+	switch resp.StatusCode {
+	case http.StatusNotFound:
 		return nil, fmt.Errorf("%w: %w", registry.ErrNotFound, err)
+	case http.StatusMethodNotAllowed:
+		return nil, fmt.Errorf("%w: %w", errMethod, err)
 	}
 	return nil, err
 }

@@ -95,9 +95,12 @@ func (s *Source) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest)
 		return nil, err
 	}
 	owners := s.owners(blobKey(dgst))
+	remote := func(m Member) (registry.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) }
+	if s.cfg.Pipeline != nil {
+		remote = func(m Member) (registry.Blob, error) { return s.pipelinedBlob(ctx, m, owners, ref, dgst) }
+	}
 	return ask(ctx, s, "blob "+dgst.String(), blobKey(dgst),
-		func() (registry.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) },
-		func(m Member) (registry.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) })
+		func() (registry.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) }, remote)
 }
 
 var _ registry.Source = (*Source)(nil)

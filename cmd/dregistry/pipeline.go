@@ -1,0 +1,28 @@
+package main
+
+import (
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/egress"
+	"github.com/dregistry/dregistry/swarm"
+)
+
+// The pipelined cold path (issue 13): the egress owner seeds a download
+// while it arrives (swarm Grow, driven by the fetcher's Progress) and the
+// other nodes follow it in the swarm (Follow as the egress's Pipeline).
+
+// swarmGrow is sw.Grow as the egress's OnStart needs it.
+func swarmGrow(sw *swarm.Swarm) growFunc {
+	return func(d digest.Digest, size int64, file io.ReaderAt) (egress.Progress, error) {
+		g, err := sw.Grow(d, size, file)
+		if err != nil {
+			return nil, err // never a nil *Growth inside a non-nil Progress
+		}
+		return g, nil
+	}
+}
+
+// swarmPipeline is sw.Follow as egress.SourceConfig.Pipeline.
+func swarmPipeline(sw *swarm.Swarm) egress.Pipeline { return sw }

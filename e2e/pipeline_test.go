@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dregistry/dregistry/internal/testenv"
+)
+
+// Issue 13: a cold rollout is a swarm, not a star. The egress owner seeds a
+// new blob while it still arrives from the upstream, chunk by chunk, and
+// the nodes waiting for it follow it in the swarm, trading its pieces with
+// each other instead of each streaming the whole blob from the owner.
+func TestColdRolloutFollowersTradePiecesWhileTheOwnerFetches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: starts four nodes and a rate-capped upstream")
+	}
+	testenv.RequireRoot(t)
+	// At 200 Mbit/s the 96 MiB layer takes about 4 s to leave the upstream:
+	// its first chunks are published, and traded, while the rest arrives.
+	up, _ := testenv.StartShapedRegistry(t, "pipe", 200_000_000)
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 4, Upstream: up, Args: egressFirst(1)})
+	waitEgressKnown(t, up, nodes, nodes[:1])
+	owner, followers := nodes[0], nodes[1:]
+
+	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/pipeline", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
+	layer := img.Layers[0]
+
+	w := watchTrades(t, owner, followers, layer)
+	errs, took := atOnce(len(nodes), func(i int) error { return contentFetch(nodes[i], img.Ref, fetchViaDregistry) })
+	w.stop()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", nodes[i].Name, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("4 nodes fetched the %d MiB layer at once in %s", layer.Size>>20, took.Round(10*time.Millisecond))
+	for _, n := range nodes {
+		checkHolds(t, n, img.Blobs())
+	}
+
+	// Exactly one upstream fetch of the layer, and containerd never went
+	// there itself.
+	reqs := up.Requests(t)
+	if n := testenv.BlobSends(reqs, layer.Digest, layer.Size); n != 1 {
+		t.Errorf("upstream sent the layer %d times, want exactly once for the cluster", n)
+	}
+	if gets := blobGETs(reqs, layer.Digest); len(gets) != 1 {
+		t.Errorf("upstream answered %d GETs of the layer, want one: %+v", len(gets), gets)
+	}
+	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
+		t.Errorf("containerd contacted the upstream itself %d times, first: %+v", len(direct), direct[0])
+	}
+
+	// Where each follower's pieces came from, by peer: the followers got
+	// bytes from each other, not only from the owner, and some of them
+	// while the owner was still fetching the layer.
+	ownerIP := owner.IP
+	var fromFollowers int64
+	for _, f := range followers {
+		st, ok, err := torrentOf(f, layer.Digest)
+		if err != nil || !ok {
+			t.Fatalf("%s: no torrent of the layer in /admin/v1/torrents (%v)", f.Name, err)
+		}
+		t.Logf("%s received %s", f.Name, describeReceived(st.ReceivedFrom, nodes))
+		for ip, n := range st.ReceivedFrom {
+			if ip != ownerIP {
+				fromFollowers += n
+			}
+		}
+	}
+	if fromFollowers == 0 {
+		t.Error("no follower received a byte of the layer from another follower: the owner served every copy (a star)")
+	}
+	early := w.result()
+	t.Logf("while the owner's download was partial: %s", early)
+	if early.fromFollowers == 0 {
+		t.Errorf("no follower had received bytes from another follower while the owner still fetched the layer (%d polls, %d while partial)",
+			early.polls, early.partialPolls)
+	}
+}
+
+// tradeWatch polls the followers' torrents while the owner's egress
+// download of a blob is still partial.
+type tradeWatch struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	early earlyTrades
+}
+
+// earlyTrades is what the followers had received from each other while
+// the owner's spool was still partial.
+type earlyTrades struct {
+	polls, partialPolls int
+	fromFollowers       int64 // the most seen at once, summed over followers
+}
+
+func (e earlyTrades) String() string {
+	return fmt.Sprintf("%d bytes between followers (%d of %d polls during the download)", e.fromFollowers, e.partialPolls, e.polls)
+}
+
+func watchTrades(t *testing.T, owner *testenv.Node, followers []*testenv.Node, blob testenv.Blob) *tradeWatch {
+	w := &tradeWatch{done: make(chan struct{})}
+	partial := spoolPath(owner, blob.Digest) + ".partial"
+	stillPartial := func() bool {
+		st, err := os.Stat(partial)
+		return err == nil && st.Size() < blob.Size
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		// Bounded by the fetch's own timeout; stop ends it sooner.
+		deadline := time.After(coldFetchTimeout)
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-deadline:
+				return
+			case <-tick.C:
+			}
+			// The spool is checked before and after the torrents are
+			// read, so what was read was received while it was partial.
+			before := stillPartial()
+			var sum int64
+			for _, f := range followers {
+				st, ok, err := torrentOf(f, blob.Digest)
+				if err != nil || !ok {
+					continue
+				}
+				for ip, n := range st.ReceivedFrom {
+					if ip != owner.IP {
+						sum += n
+					}
+				}
+			}
+			during := before && stillPartial()
+			w.mu.Lock()
+			w.early.polls++
+			if during {
+				w.early.partialPolls++
+				w.early.fromFollowers = max(w.early.fromFollowers, sum)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *tradeWatch) stop() {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	w.wg.Wait()
+}
+
+func (w *tradeWatch) result() earlyTrades {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.early
+}
+
+// describeReceived names the peers of a ReceivedFrom map by node.
+func describeReceived(from map[string]int64, nodes []*testenv.Node) string {
+	name := map[string]string{}
+	for _, n := range nodes {
+		name[n.IP] = n.Name
+		if host, _, err := net.SplitHostPort(n.TorrentAddr); err == nil {
+			name[host] = n.Name
+		}
+	}
+	var parts []string
+	for ip, n := range from {
+		who := name[ip]
+		if who == "" {
+			who = ip
+		}
+		parts = append(parts, fmt.Sprintf("%s: %.1f MiB", who, float64(n)/(1<<20)))
+	}
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, ", ") + "}"
+}

@@ -1,0 +1,400 @@
+package egress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// Pipeline streams a blob from the swarm while its owner still fetches it
+// (swarm.Swarm.Follow): chunk metainfo from the member whose peer endpoint
+// is ownerHTTP (host:port) as the owner's spool grows, pieces from every
+// peer. Its reads must verify the whole blob's digest before the last byte
+// (as registry.Blob says) and fail on no progress within a bound; it fails
+// at once when the owner does not know the blob.
+type Pipeline interface {
+	Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (registry.Blob, error)
+}
+
+// errMethod is an owner refusing a method on a path: it predates the path.
+var errMethod = errors.New("owner does not support the method")
+
+// startReply is the owner's answer to a POST of fetchPath.
+type startReply struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+}
+
+// Start begins the download of dgst from ref's upstream, or joins the one
+// running or kept, and returns the blob's size once the upstream gave it.
+// The download then runs to its end with no reader (bounded by
+// StallTimeout), for OnStart's Progress and OnComplete.
+func (f *Fetcher) Start(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
+	b, err := f.Fetch(ctx, ref, dgst)
+	if err != nil {
+		return 0, err
+	}
+	size := b.Size()
+	if err := b.Close(); err != nil {
+		return 0, fmt.Errorf("egress: start %s: %w", dgst, err)
+	}
+	return size, nil
+}
+
+// servePeerFetch answers a member's POST of fetchPath: the download runs
+// on, whether or not the member stays.
+func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+	size, err := s.cfg.Fetcher.Start(r.Context(), ref, dgst)
+	if err != nil {
+		s.peerError(w, r, err)
+		return
+	}
+	body, err := json.Marshal(startReply{Digest: dgst, Size: size})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	_, _ = w.Write(body)
+}
+
+// remoteStart asks owner m to start fetching dgst and returns its size.
+func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (int64, error) {
+	resp, err := s.peerDo(ctx, http.MethodPost, m, fetchPath+dgst.String(), ref)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDescriptor+1))
+	if err != nil {
+		return 0, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
+	}
+	var reply startReply
+	if len(body) > maxDescriptor {
+		return 0, fmt.Errorf("start %s on %s: reply larger than %d bytes", dgst, m.Name, maxDescriptor)
+	}
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return 0, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
+	}
+	if reply.Digest != dgst || reply.Size < 0 {
+		return 0, fmt.Errorf("start %s on %s: reply names %q of %d bytes", dgst, m.Name, reply.Digest, reply.Size)
+	}
+	return reply.Size, nil
+}
+
+// pipelinedBlob asks owner m to start the download and follows it in the
+// swarm, so the waiting nodes trade pieces instead of each streaming the
+// blob from m. Blobs under PipelineMin, an owner without the start path and
+// a failed Follow take the stream from m; a followed read that fails or
+// stalls switches to the owners' stream (followReader).
+func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+	size, err := s.remoteStart(ctx, m, ref, dgst)
+	switch {
+	case errors.Is(err, errMethod):
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
+	case err != nil:
+		return nil, err
+	case size < s.cfg.PipelineMin:
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
+	}
+	follow, err := s.cfg.Pipeline.Follow(ctx, dgst, size, m.HTTPAddr)
+	if err == nil && follow.Size() != size {
+		follow.Close()
+		err = fmt.Errorf("the swarm says %d bytes, the owner %d", follow.Size(), size)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("follow %s: %w", dgst, err)
+		}
+		s.log.Info("cannot follow the owner's download in the swarm; streaming it from the owner",
+			"digest", dgst, "owner", m.Name, "err", err)
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
+	}
+	return &followedBlob{src: s, ref: ref, dgst: dgst, owner: m, owners: owners, size: size, follow: follow,
+		seed: maphash.MakeSeed()}, nil
+}
+
+// errNoProgress ends a followed read that got no byte within
+// PipelineStall.
+var errNoProgress = errors.New("no byte from the swarm within the pipeline stall bound")
+
+// followedBlob is a blob followed in the swarm, with the owners' streams
+// in reserve: a read that fails, or gets no byte within PipelineStall,
+// switches to them from where it was, and so does every later Open.
+type followedBlob struct {
+	src    *Source
+	ref    registry.Ref
+	dgst   digest.Digest
+	owner  Member   // whose download is followed
+	owners []Member // the candidates, best first
+	size   int64
+	follow registry.Blob
+	// seed keys the hash that checks the swarm's bytes against the
+	// owners' stream: random, so no one can make two streams collide.
+	seed maphash.Seed
+
+	mu       sync.Mutex
+	fallback registry.Blob // the owners' stream, once following failed
+	closed   bool
+}
+
+func (b *followedBlob) Size() int64 { return b.size }
+
+func (b *followedBlob) current() registry.Blob {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fallback
+}
+
+// streamed opens the blob as Source.Blob does without a pipeline: from
+// the followed owner first (it has the bytes the swarm did not deliver),
+// then from the other candidates, this node's Fetcher included.
+func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
+	order := []Member{b.owner}
+	for _, o := range b.owners {
+		if o.Name != b.owner.Name {
+			order = append(order, o)
+		}
+	}
+	var errs []error
+	for _, o := range order {
+		var fb registry.Blob
+		var err error
+		if o.Name == b.src.cfg.Self {
+			fb, err = b.src.cfg.Fetcher.Fetch(ctx, b.ref, b.dgst)
+		} else {
+			fb, err = b.src.remoteBlob(ctx, o, b.owners, b.ref, b.dgst)
+		}
+		if err == nil && fb.Size() != b.size {
+			fb.Close()
+			err = fmt.Errorf("owner says %d bytes, not %d", fb.Size(), b.size)
+		}
+		if err == nil || errors.Is(err, registry.ErrNotFound) {
+			return fb, err
+		}
+		errs = append(errs, fmt.Errorf("owner %s: %w", o.Name, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// fallBack opens the owners' stream (once) after cause ended the swarm's.
+func (b *followedBlob) fallBack(ctx context.Context, cause error) (registry.Blob, error) {
+	if fb := b.current(); fb != nil {
+		return fb, nil
+	}
+	if ctx.Err() != nil {
+		return nil, cause
+	}
+	b.src.log.Info("following the owner's download in the swarm failed; streaming it from the owners",
+		"digest", b.dgst, "owner", b.owner.Name, "err", cause)
+	// Opened with no lock held: it asks the owners.
+	fb, err := b.streamed(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("egress: blob %s: %w", b.dgst, errors.Join(cause, err))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		fb.Close()
+		return nil, fmt.Errorf("egress: blob %s: closed", b.dgst)
+	case b.fallback != nil: // another Open fell back first
+		fb.Close()
+		return b.fallback, nil
+	}
+	b.fallback = fb
+	return fb, nil
+}
+
+func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if offset < 0 || offset > b.size {
+		return nil, fmt.Errorf("offset %d outside blob %s of %d bytes", offset, b.dgst, b.size)
+	}
+	if fb := b.current(); fb != nil {
+		return fb.Open(ctx, offset)
+	}
+	if offset == b.size {
+		return io.NopCloser(failedReader{io.EOF}), nil
+	}
+	// The swarm's reader ends with fctx (registry.Blob's contract), which
+	// the stall bound cancels.
+	fctx, cancel := context.WithCancelCause(ctx)
+	rc, err := b.follow.Open(fctx, offset)
+	if err != nil {
+		cancel(nil)
+		fb, ferr := b.fallBack(ctx, err)
+		if ferr != nil {
+			return nil, ferr
+		}
+		return fb.Open(ctx, offset)
+	}
+	r := &followReader{b: b, ctx: ctx, fctx: fctx, cancel: cancel, start: offset, pos: offset, rc: rc}
+	r.sum.SetSeed(b.seed)
+	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
+	return r, nil
+}
+
+func (b *followedBlob) Close() error {
+	b.mu.Lock()
+	fb := b.fallback
+	b.closed = true
+	b.mu.Unlock()
+	err := b.follow.Close()
+	if fb != nil {
+		err = errors.Join(err, fb.Close())
+	}
+	return err
+}
+
+// followReader reads the swarm's stream. When that fails, or gives no byte
+// within PipelineStall, it switches to the owners' stream: that one is
+// read from the same start and its bytes up to where the swarm stopped
+// must hash as what the swarm delivered, so the response is exactly the
+// owners' stream, whose digest it checks at the end. Read runs on one
+// goroutine; Close may come from another (the handler's stall watch).
+type followReader struct {
+	b      *followedBlob
+	ctx    context.Context // the caller's: the owners' stream ends with it
+	fctx   context.Context // the swarm reader's, ended by cancel
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	start  int64        // the offset of the Open
+	pos    int64        // the next byte to deliver
+	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
+	err    error        // the swarm reader's error that came with bytes
+
+	mu       sync.Mutex
+	rc       io.ReadCloser // the swarm's reader, then the owners'
+	switched bool          // reading the owners' stream: its errors are final
+	closed   bool
+}
+
+// stalled is the stall bound: it ends the swarm's reader.
+func (r *followReader) stalled() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.switched {
+		r.cancel(errNoProgress)
+	}
+}
+
+func (r *followReader) reader() (io.ReadCloser, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rc, r.switched
+}
+
+func (r *followReader) Read(p []byte) (int, error) {
+	rc, switched := r.reader()
+	if switched || len(p) == 0 {
+		return rc.Read(p)
+	}
+	n, err := 0, r.err
+	if err == nil {
+		n, err = rc.Read(p)
+	}
+	if n > 0 {
+		r.timer.Reset(r.b.src.cfg.PipelineStall)
+		r.sum.Write(p[:n])
+		r.pos += int64(n)
+		if err != nil && err != io.EOF {
+			r.err, err = err, nil // handled on the next Read
+		}
+		return n, err
+	}
+	if err == nil || (err == io.EOF && r.pos == r.b.size) {
+		return 0, err
+	}
+	return r.switchToOwners(p, err)
+}
+
+// switchToOwners continues the read from the owners' stream after the
+// swarm's failed with cause.
+func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
+	if context.Cause(r.fctx) == errNoProgress {
+		cause = fmt.Errorf("%w (%s): %w", errNoProgress, r.b.src.cfg.PipelineStall, cause)
+	}
+	r.mu.Lock()
+	swarm, closed := r.rc, r.closed
+	r.switched = true
+	r.mu.Unlock()
+	r.timer.Stop()
+	r.cancel(nil)
+	if closed {
+		return 0, cause
+	}
+	swarm.Close()
+	rc, err := r.openOwners(cause)
+	if err != nil {
+		rc = io.NopCloser(failedReader{err})
+	}
+	r.mu.Lock()
+	closed = r.closed
+	if !closed {
+		r.rc = rc
+	}
+	r.mu.Unlock()
+	if closed {
+		rc.Close()
+		return 0, cause
+	}
+	return rc.Read(p)
+}
+
+// openOwners opens the owners' stream at the Open's offset and checks it
+// against what the swarm delivered so far.
+func (r *followReader) openOwners(cause error) (io.ReadCloser, error) {
+	fb, err := r.b.fallBack(r.ctx, cause)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := fb.Open(r.ctx, r.start)
+	if err != nil || r.pos == r.start {
+		return rc, err
+	}
+	var check maphash.Hash
+	check.SetSeed(r.b.seed)
+	if _, err := io.CopyN(&check, rc, r.pos-r.start); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("egress: blob %s: the owners' stream up to byte %d: %w", r.b.dgst, r.pos, err)
+	}
+	if check.Sum64() != r.sum.Sum64() {
+		rc.Close()
+		return nil, fmt.Errorf("egress: blob %s: the swarm's bytes [%d,%d) differ from the owners' stream", r.b.dgst, r.start, r.pos)
+	}
+	return rc, nil
+}
+
+func (r *followReader) Close() error {
+	r.timer.Stop()
+	r.mu.Lock()
+	rc, closed := r.rc, r.closed
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel(nil)
+	if closed {
+		return nil
+	}
+	return rc.Close()
+}
+
+// failedReader keeps answering the error a reader failed with.
+type failedReader struct{ err error }
+
+func (f failedReader) Read([]byte) (int, error) { return 0, f.err }

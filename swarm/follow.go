@@ -1,0 +1,247 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
+)
+
+// TorrentPortHeader carries the torrent port of the member answering a
+// chunk's metainfo, so a follower can dial the owner before gossip lists it.
+const TorrentPortHeader = "X-Dregistry-Torrent-Port"
+
+// errOwnerForgot is an owner that does not (or no longer) know a blob.
+var errOwnerForgot = errors.New("the owner does not have the blob")
+
+// Follow streams dgst (size bytes) from the swarm while its owner (the
+// member whose peer endpoint is ownerHTTP) still fetches it: each chunk's
+// metainfo comes from the owner as soon as the chunk is published, and its
+// pieces from every peer (the owner, the members the tracker lists for the
+// digest, partial ones included, and those PEX finds). It fails at once,
+// wrapping registry.ErrNotFound, if the owner does not know the blob; a
+// stream that makes no progress for StallTimeout fails, and one whose owner
+// drops the blob fails with that. The tail is held back until the whole
+// digest matches, as for every stream.
+func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (registry.Blob, error) {
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("swarm: follow %q: %w", dgst, err)
+	}
+	if size <= 0 || ownerHTTP == "" {
+		return nil, fmt.Errorf("swarm: follow %s: need a positive size and an owner, got %d and %q", dgst, size, ownerHTTP)
+	}
+	s.mu.Lock()
+	e, closed := s.torrents[dgst], s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return nil, errClosed
+	case e != nil && e.size() != size:
+		return nil, fmt.Errorf("swarm: follow %s of %d bytes: known here with %d", dgst, size, e.size())
+	case e != nil && e.seed != nil:
+		return newLocalBlob(e.seed, e.size()), nil
+	case e != nil && e.growing:
+		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
+	case e != nil:
+		return &torrentBlob{s: s, e: e}, nil
+	}
+	lay := s.layout(size)
+	// One quick question first: an owner that does not know the blob is
+	// an immediate not-found, not a stall.
+	ask, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	first, ownerTorrent, err := s.pollChunk(ask, ownerHTTP, dgst, lay, 0, false)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("swarm: follow %s from %s: %w: %w", dgst, ownerHTTP, err, registry.ErrNotFound)
+	}
+	e = newEntry(dgst, lay)
+	e.owner, e.ownerTorrent = ownerHTTP, ownerTorrent
+	peers := s.downloadPeers(e)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errClosed
+	}
+	if other := s.torrents[dgst]; other != nil {
+		// Someone else started it meanwhile: one entry per digest.
+		if other.seed != nil {
+			return newLocalBlob(other.seed, other.size()), nil
+		}
+		return &torrentBlob{s: s, e: other}, nil
+	}
+	s.torrents[dgst] = e
+	next := 0
+	if first != nil {
+		if _, err := s.addDownloadChunkLocked(e, first, peers); err != nil {
+			s.dropLocked(e, err)
+			return nil, err
+		}
+		next = 1
+	}
+	s.wg.Add(2)
+	go s.followChunks(e, next)
+	go s.refreshPeers(e)
+	s.log.Debug("following", "digest", dgst, "size", size, "owner", ownerHTTP, "chunks", len(e.chunks))
+	return &torrentBlob{s: s, e: e}, nil
+}
+
+// followChunks long-polls the owner for each chunk's metainfo in turn and
+// adds the chunk's torrent as soon as it is published. An owner that forgot
+// the blob (its fetch failed) fails the download, and so every stream of
+// it; an owner that cannot be reached is asked again until StallTimeout
+// passes without an answer.
+func (s *Swarm) followChunks(e *entry, k int) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-e.stop:
+		case <-s.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	lastAnswer := time.Now()
+	backoff := 100 * time.Millisecond
+	for k < len(e.chunks) {
+		c, _, err := s.pollChunk(ctx, e.owner, e.digest, e.lay, k, true)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errOwnerForgot):
+			s.failFollow(e, fmt.Errorf("owner %s: %w", e.owner, err))
+			return
+		case err != nil:
+			if time.Since(lastAnswer) > s.cfg.StallTimeout {
+				s.failFollow(e, fmt.Errorf("%w: owner %s unreachable: %w", errStalled, e.owner, err))
+				return
+			}
+			s.log.Debug("chunk metainfo not fetched, asking again", "digest", e.digest, "chunk", k, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		lastAnswer, backoff = time.Now(), 100*time.Millisecond
+		if c == nil {
+			continue // not published yet: ask again
+		}
+		if !s.addFollowedChunk(ctx, e, c) {
+			return
+		}
+		k++
+	}
+}
+
+// addFollowedChunk adds chunk c of a followed blob once it is inside the
+// window of the furthest stream (see reachChunk); false when the blob or
+// the swarm ended.
+func (s *Swarm) addFollowedChunk(ctx context.Context, e *entry, c *chunkInfo) bool {
+	peers := s.downloadPeers(e)
+	for {
+		s.mu.Lock()
+		if e.gone != nil {
+			s.mu.Unlock()
+			return false
+		}
+		if c.index < e.reading+windowChunks {
+			defer s.mu.Unlock()
+			if e.chunks[c.index] != nil {
+				return true
+			}
+			if _, err := s.addDownloadChunkLocked(e, c, peers); err != nil {
+				s.dropLocked(e, err)
+				return false
+			}
+			return true
+		}
+		changed := e.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// failFollow drops a followed download: its streams fail with cause.
+func (s *Swarm) failFollow(e *entry, cause error) {
+	s.log.Warn("followed blob failed", "digest", e.digest, "err", cause)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.dropLocked(e, cause); err != nil {
+		s.log.Warn("drop followed blob", "digest", e.digest, "err", err)
+	}
+}
+
+// pollChunk asks the member at ownerHTTP for chunk k's metainfo; with wait
+// it holds the request until the chunk is published or its bound passes.
+// A nil chunk and no error means not published yet. It also returns the
+// member's torrent address when it says.
+func (s *Swarm) pollChunk(ctx context.Context, ownerHTTP string, dgst digest.Digest, lay layout, k int, wait bool) (*chunkInfo, netip.AddrPort, error) {
+	path := metainfoPathPrefix + dgst.String() + "?chunk=" + strconv.Itoa(k)
+	if !wait {
+		path += "&wait=0"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ownerHTTP+path, nil)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	req.Header.Set(NoForwardHeader, "1")
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	defer resp.Body.Close()
+	addr := torrentAddrOf(ownerHTTP, resp.Header.Get(TorrentPortHeader))
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNoContent:
+		return nil, addr, nil
+	case http.StatusNotFound:
+		return nil, addr, fmt.Errorf("chunk %d of %s: %w", k, dgst, errOwnerForgot)
+	default:
+		return nil, addr, fmt.Errorf("peer %s: GET %s: %s", ownerHTTP, path, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfoBytes+1))
+	if err != nil {
+		return nil, addr, fmt.Errorf("peer %s: GET %s: %w", ownerHTTP, path, err)
+	}
+	if len(body) > maxMetainfoBytes {
+		return nil, addr, fmt.Errorf("peer %s: GET %s: more than %d bytes", ownerHTTP, path, maxMetainfoBytes)
+	}
+	c, err := parseChunkInfo(dgst, lay, k, body)
+	if err != nil {
+		return nil, addr, fmt.Errorf("peer %s: %w", ownerHTTP, err)
+	}
+	return c, addr, nil
+}
+
+// torrentAddrOf joins the host of a peer endpoint with a torrent port; the
+// zero address when either is not usable.
+func torrentAddrOf(httpAddr, port string) netip.AddrPort {
+	host, _, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	ip, err := netip.ParseAddr(host)
+	p, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || perr != nil || p == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(p))
+}
