@@ -44,7 +44,9 @@
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents
 //     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and
-//     dropped (Torrent.Drop), so Swarm.mu is taken before the client lock,
+//     dropped (Torrent.Drop), and while a new download's space is reserved
+//     in the data dir (file I/O, like the OpenTorrent it spares a full
+//     disk), so Swarm.mu is taken before the client lock,
 //     and nothing the library calls may take Swarm.mu. It is never held
 //     while calling the tracker (peers are listed before it is taken), across
 //     an HTTP request (the follower's long poll), or while waiting (the peer

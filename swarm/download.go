@@ -46,7 +46,8 @@ func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Dige
 // the tracker's seeders give the metainfo, small blobs come whole over HTTP
 // from one seeder, and larger ones are streamed chunk by chunk from their
 // chunk torrents while pieces arrive from every seeder. No seeder →
-// registry.ErrNotFound at once.
+// registry.ErrNotFound at once; a data dir that cannot hold the download →
+// an error at once (downloadStorage.reserve), before anything is served.
 func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (registry.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("swarm: blob %q: %w", dgst, err)
@@ -133,6 +134,9 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
 	if e := s.torrents[b.digest]; e != nil {
 		return e, nil
 	}
+	if err := s.reserveLocked(b.digest, s.layout(b.size())); err != nil {
+		return nil, err
+	}
 	e := newEntry(b.digest, s.layout(b.size()))
 	e.info = b
 	s.torrents[b.digest] = e
@@ -155,6 +159,20 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
 	go s.refreshPeers(e)
 	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers))
 	return e, nil
+}
+
+// reserveLocked reserves the data dir's space for a whole download before
+// a Blob of it is returned (downloadStorage.reserve says why), logging a
+// failure as an error as OpenTorrent does: the caller falls back to another
+// source without a word, and the operator must hear that the disk is full.
+// Caller holds s.mu.
+func (s *Swarm) reserveLocked(dgst digest.Digest, lay layout) error {
+	if err := s.downloads.reserve(dgst, lay); err != nil {
+		s.log.Error("cannot store a download in the data dir; the blob is left to other sources",
+			"digest", dgst, "size", lay.size, "dir", s.downloads.dir, "err", err)
+		return fmt.Errorf("swarm: %w", err)
+	}
+	return nil
 }
 
 // ensureChunk adds chunk k of a download when its metainfo is known (always

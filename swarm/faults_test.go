@@ -3,12 +3,14 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"crypto/sha1" //nolint:gosec // BitTorrent v1 piece hashes.
 	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -372,4 +374,94 @@ func TestDownloadThatDoesNotFitLeavesNoFiles(t *testing.T) {
 			t.Errorf("%s left behind (stat: %v)", p, err)
 		}
 	}
+}
+
+// A blob the data dir cannot hold fails Blob (warm) and Follow (cold)
+// before either returns, so the registry or the egress's pipeline takes the
+// next source before answering: chunk torrents open their files only when a
+// stream reaches them, after the registry chose the swarm and sent 200. The
+// error says the disk is full, it is logged as an error, and nothing is left
+// in the data dir. The blob is larger than what the test's filesystem has
+// free; its metainfo is made up, as nothing of it is ever fetched.
+func TestDownloadThatDoesNotFitFailsBeforeItIsServed(t *testing.T) {
+	dir := t.TempDir()
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	size := 2*int64(fs.Bavail)*fs.Bsize + 1<<30
+	pieces := numPieces(size, PieceLength(size))
+	if pieces*sha1.Size > maxMetainfoBytes/2 {
+		t.Skipf("%d bytes free: a blob that does not fit needs more metainfo than a peer may send", fs.Bavail*uint64(fs.Bsize))
+	}
+	_, dgst := randomBlob(t, 1000)
+	tr := newTracker()
+	var logged syncBuffer
+	d := startNode(t, tr, "127.0.0.3", dir, logTo(&logged))
+	leftovers := func() []string {
+		t.Helper()
+		files, err := filepath.Glob(filepath.Join(dir, "downloads", "sha256", dgst.Encoded()+".*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("%s of a blob larger than the disk: err = %v, want no space left", what, err)
+		}
+		if st := d.Stats().Torrents; len(st) != 0 {
+			t.Fatalf("%s left %+v", what, st)
+		}
+		if left := leftovers(); len(left) > 0 {
+			t.Fatalf("%s left files %v", what, left)
+		}
+	}
+
+	// Warm: a complete seeder is listed and the metainfo is cached here.
+	b, err := newBlobInfo(dgst, size, make([]byte, pieces*sha1.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.meta.store(b); err != nil {
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	tr.seeders[dgst] = []Peer{{TorrentAddr: netip.MustParseAddrPort("127.0.0.2:9"), HTTPAddr: "127.0.0.2:9"}}
+	tr.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if blob, err := d.Blob(ctx, refForTests(), dgst); err == nil {
+		blob.Close()
+		t.Fatal("Blob returned a blob the data dir cannot hold")
+	} else {
+		check("Blob", err)
+	}
+	if got := linesWith(logged.String(), "level=ERROR", "cannot store a download", "no space left on device"); len(got) == 0 {
+		t.Fatalf("the full disk is not logged as an error:\n%s", logged.String())
+	}
+
+	// Cold: the owner grows the blob (nothing of it written yet).
+	d.meta.remove(dgst)
+	owner := startNode(t, tr, "127.0.0.2", "", nil)
+	g, err := owner.Grow(dgst, size, zeroReaderAt{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Fail(errors.New("test over"))
+	if blob, err := d.Follow(ctx, dgst, size, owner.http.Listener.Addr().String()); err == nil {
+		blob.Close()
+		t.Fatal("Follow returned a blob the data dir cannot hold")
+	} else {
+		check("Follow", err)
+	}
+}
+
+// zeroReaderAt is a file of zeros of any length.
+type zeroReaderAt struct{}
+
+func (zeroReaderAt) ReadAt(p []byte, _ int64) (int, error) {
+	clear(p)
+	return len(p), nil
 }

@@ -28,7 +28,8 @@ var errOwnerForgot = errors.New("the owner does not have the blob")
 // metainfo comes from the owner as soon as the chunk is published, and its
 // pieces from every peer (the owner, the members the tracker lists for the
 // digest, partial ones included, and those PEX finds). It fails at once,
-// wrapping registry.ErrNotFound, if the owner does not know the blob; a
+// wrapping registry.ErrNotFound, if the owner does not know the blob, and
+// at once too if the data dir cannot hold it (downloadStorage.reserve); a
 // stream that makes no progress for StallTimeout fails, and one whose owner
 // drops the blob fails with that. The tail is held back until the whole
 // digest matches, as for every stream.
@@ -77,6 +78,9 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 			return newLocalBlob(other.seed, other.size()), nil
 		}
 		return &torrentBlob{s: s, e: other}, nil
+	}
+	if err := s.reserveLocked(dgst, lay); err != nil {
+		return nil, err
 	}
 	s.torrents[dgst] = e
 	next := 0

@@ -111,6 +111,76 @@ func (s downloadStorage) prune(cutoff time.Time) error {
 	return errors.Join(errs...)
 }
 
+// reserve makes room in the data dir for every chunk of a download before
+// the swarm answers for it. Chunk torrents open their files (OpenTorrent)
+// only when a stream reaches them, after the registry has answered 200 from
+// the swarm, so a disk that cannot hold the blob must be found here: then
+// the registry, or the egress's pipeline, takes the next source before the
+// first byte. A chunk an earlier run left marks for keeps its files (its
+// space was reserved when they were made); the others get their data file
+// at full length with its blocks allocated, which the chunk's OpenTorrent
+// then keeps (load). On failure the data files this made are removed, so a
+// full disk is not left fuller. The caller holds Swarm.mu, so two calls for
+// one digest do not interleave.
+func (s downloadStorage) reserve(dgst digest.Digest, l layout) error {
+	dir := filepath.Join(s.dir, string(dgst.Algorithm()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("download storage: %w", err)
+	}
+	var need int64
+	var todo []int
+	for k := range l.numChunks() {
+		data, pieces := s.paths(dgst, k)
+		if _, err := os.Stat(pieces); err == nil {
+			continue
+		}
+		_, n := l.span(k)
+		var st syscall.Stat_t
+		if err := syscall.Stat(data, &st); err == nil {
+			n -= min(n, st.Blocks*512) // allocated by an earlier reserve
+		}
+		need += n
+		todo = append(todo, k)
+	}
+	// Checked first, so a blob far larger than the disk fails at once
+	// instead of filling the disk chunk by chunk and then letting go.
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err == nil {
+		if free := int64(fs.Bavail) * fs.Bsize; need > free {
+			return fmt.Errorf("download storage of %s: %d bytes needed, %d free in %s: %w", dgst, need, free, dir, syscall.ENOSPC)
+		}
+	}
+	var made []string
+	for _, k := range todo {
+		data, _ := s.paths(dgst, k)
+		_, n := l.span(k)
+		made = append(made, data)
+		if err := allocate(data, n); err != nil {
+			if rerr := removeFiles(made); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the files: %w", rerr))
+			}
+			return fmt.Errorf("download storage of %s: chunk %d: %w", dgst, k, err)
+		}
+	}
+	return nil
+}
+
+// allocate makes the file at path size bytes long with its blocks
+// allocated (sparse where the filesystem has no fallocate).
+func allocate(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	err = syscall.Fallocate(int(f.Fd()), 0, 0, size)
+	if errors.Is(err, syscall.EOPNOTSUPP) {
+		err = f.Truncate(size)
+	} else if err != nil {
+		err = fmt.Errorf("reserve %d bytes: %w", size, err)
+	}
+	return errors.Join(err, f.Close())
+}
+
 // OpenTorrent opens a download's files. The registry answers a failure here
 // (most often a full data dir) from its next source without a word, so it
 // is logged as an error: the operator must hear that the disk is full.
@@ -206,12 +276,16 @@ func (d *download) load(ih metainfo.Hash, size int64) error {
 		}
 		return nil
 	}
-	// Start over: a sparse data file of the blob's size, no piece complete.
-	if err := d.data.Truncate(0); err != nil {
-		return err
-	}
-	if err := d.data.Truncate(size); err != nil {
-		return err
+	// Start over: a data file of the chunk's size, no piece complete. One
+	// reserve made at that size is kept as it is (its blocks stay
+	// allocated); the bytes in it count for nothing until a piece is marked.
+	if st.Size() != size {
+		if err := d.data.Truncate(0); err != nil {
+			return err
+		}
+		if err := d.data.Truncate(size); err != nil {
+			return err
+		}
 	}
 	// Reserve the blocks now: a full disk fails here, not mid-stream, and
 	// each chunk write no longer allocates blocks (measured: that was most
