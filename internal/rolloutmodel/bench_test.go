@@ -41,10 +41,11 @@ func BenchmarkModelChoices(b *testing.B) {
 		name string
 		edit func(*Config)
 	}{
-		{"as designed: C = 32 MiB, window 2 chunks, 4 slots, scatter", func(*Config) {}},
+		{"as built: C = swarm.ChunkBytes, window 4 chunks, 4 slots, scatter", func(*Config) {}},
+		{"C = 8 MiB", func(c *Config) { c.Chunk = 8 << 20 }},
 		{"C = 16 MiB", func(c *Config) { c.Chunk = 16 << 20 }},
-		{"C = 64 MiB", func(c *Config) { c.Chunk = 64 << 20 }},
-		{"window 4 chunks", func(c *Config) { c.Window = 4 }},
+		{"C = 32 MiB", func(c *Config) { c.Chunk = 32 << 20 }},
+		{"window 2 chunks", func(c *Config) { c.Window = 2 }},
 		{"tie-break: rotation", func(c *Config) { c.TieBreak = Rotation }},
 		{"1 slot", func(c *Config) { c.Slots = 1 }},
 		{"8 slots", func(c *Config) { c.Slots = 8 }},

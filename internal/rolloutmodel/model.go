@@ -88,19 +88,20 @@ func (t TieBreak) String() string {
 const Mbit = 1e6 / 8
 
 // DefaultConfig is the setup of issue 13's measurements: 200 Mbit/s links
-// and upstream, 32 MiB chunks, the swarm's piece length for the blob's
-// size, 4 upload slots and 50 connections per node (swarm.Config.MaxConns).
+// and upstream, the swarm's chunk and piece lengths for the blob's size, a
+// window of 4 chunks (swarm's windowChunks), 4 upload slots and 50
+// connections per node (swarm.Config.MaxConns).
 func DefaultConfig(blob int64, nodes int) Config {
 	return Config{
 		Blob:     blob,
-		Chunk:    32 << 20,
+		Chunk:    swarm.ChunkBytes(blob),
 		Piece:    swarm.PieceLength(blob),
 		Nodes:    nodes,
 		Link:     200 * Mbit,
 		Upstream: 200 * Mbit,
 		Slots:    4,
 		Peers:    50,
-		Window:   2,
+		Window:   4,
 		Seed:     1,
 	}
 }
