@@ -3,9 +3,12 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sync"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/registry"
 )
 
@@ -52,24 +55,65 @@ func (b *memoryBlob) ReadSeeker() io.ReadSeeker { return bytes.NewReader(b.conte
 func (b *memoryBlob) Close() error { return nil }
 
 // torrentBlob is a blob being downloaded from the swarm; each Open streams
-// from its own torrent reader.
+// from its own torrent reader. It holds a pin of the download's cache entry
+// from its first Open (or from Follow) until Close, so the download is not
+// evicted while it is served. A warm-path blob starts its download on the
+// first Open: Size is the metainfo's, so a HEAD reserves nothing.
 type torrentBlob struct {
-	s *Swarm
-	e *entry
+	s    *Swarm
+	size int64
+	// start begins (or joins) the download; nil when e is set already.
+	start func() (*entry, *diskcache.Entry, error)
+
+	mu     sync.Mutex
+	e      *entry
+	pin    *diskcache.Entry // nil for a seed's entry
+	closed bool
 }
 
-func (b *torrentBlob) Size() int64 { return b.e.size() }
+func (b *torrentBlob) Size() int64 { return b.size }
 
 func (b *torrentBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	if offset < 0 || offset > b.Size() {
 		return nil, fmt.Errorf("swarm: offset %d outside blob of %d bytes", offset, b.Size())
 	}
-	return newStreamReader(ctx, b.s, b.e, offset), nil
+	e, err := b.entry()
+	if err != nil {
+		return nil, err
+	}
+	return newStreamReader(ctx, b.s, e, offset), nil
+}
+
+// entry returns the download, starting it on the first call.
+func (b *torrentBlob) entry() (*entry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("swarm: blob closed")
+	}
+	if b.e == nil {
+		e, pin, err := b.start()
+		if err != nil {
+			return nil, err
+		}
+		b.e, b.pin = e, pin
+	}
+	return b.e, nil
 }
 
 // Close leaves the download running: it serves other readers and peers
-// until the daemon releases it.
-func (b *torrentBlob) Close() error { return nil }
+// until the daemon releases it or the cache evicts it, which it may from
+// now on when no other Blob of it is open.
+func (b *torrentBlob) Close() error {
+	b.mu.Lock()
+	pin := b.pin
+	b.pin, b.closed = nil, true
+	b.mu.Unlock()
+	if pin != nil {
+		pin.Unpin()
+	}
+	return nil
+}
 
 var (
 	_ registry.SeekableBlob = (*localBlob)(nil)

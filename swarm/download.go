@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -46,28 +47,40 @@ func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Dige
 // the tracker's seeders give the metainfo, small blobs come whole over HTTP
 // from one seeder, and larger ones are streamed chunk by chunk from their
 // chunk torrents while pieces arrive from every seeder. No seeder →
-// registry.ErrNotFound at once; a data dir that cannot hold the download →
-// an error at once (downloadStorage.reserve), before anything is served.
+// registry.ErrNotFound at once. A download starts on the blob's first
+// Open, not here: a HEAD learns the size from the metainfo and reserves
+// nothing. A data dir that cannot hold the download (the cache's room, or
+// the disk: downloadStorage.reserve) fails that Open, before anything is
+// served, so the registry takes the next source.
 func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (registry.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("swarm: blob %q: %w", dgst, err)
 	}
 	s.mu.Lock()
 	e, closed := s.torrents[dgst], s.closed
-	s.mu.Unlock()
 	switch {
 	case closed:
+		s.mu.Unlock()
 		return nil, errClosed
 	case e != nil && e.seed != nil:
+		s.mu.Unlock()
 		return newLocalBlob(e.seed, e.size()), nil
 	case e != nil && e.growing:
+		s.mu.Unlock()
 		// The egress serves its own spool; its unverified bytes are not
 		// the swarm's to hand out whole.
 		return nil, fmt.Errorf("swarm: %s is still growing here: %w", dgst, registry.ErrNotFound)
 	case e != nil && (e.isVerified() || e.owner != ""):
 		// Complete here, or followed from its owner (bounded by the
 		// stall timeout like any stream).
-		return &torrentBlob{s: s, e: e}, nil
+		b := s.handleLocked(e)
+		s.mu.Unlock()
+		if b != nil {
+			return b, nil
+		}
+		e = nil // evicted just now: as if it was never here
+	default:
+		s.mu.Unlock()
 	}
 	peers := s.peersOf(dgst)
 	if !anyComplete(peers) {
@@ -77,7 +90,7 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		return nil, fmt.Errorf("swarm: no complete seeder of %s (%d partial): %w", dgst, len(peers), registry.ErrNotFound)
 	}
 	if e != nil {
-		return &torrentBlob{s: s, e: e}, nil
+		return &torrentBlob{s: s, size: e.size(), start: func() (*entry, *diskcache.Entry, error) { return s.join(e) }}, nil
 	}
 	b, err := s.meta.load(dgst)
 	if err != nil {
@@ -92,11 +105,24 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		}
 		return newMemoryBlob(content), nil
 	}
-	e, err = s.download(b, peers)
-	if err != nil {
-		return nil, err
+	return &torrentBlob{s: s, size: b.size(), start: func() (*entry, *diskcache.Entry, error) { return s.download(b, peers) }}, nil
+}
+
+// join pins a download found running by Blob, or starts it again when it
+// went meanwhile.
+func (s *Swarm) join(e *entry) (*entry, *diskcache.Entry, error) {
+	s.mu.Lock()
+	if s.torrents[e.digest] == e && e.gone == nil {
+		if pin, ok := s.pinLocked(e); ok {
+			s.mu.Unlock()
+			return e, pin, nil
+		}
 	}
-	return &torrentBlob{s: s, e: e}, nil
+	s.mu.Unlock()
+	if e.info == nil {
+		return nil, nil, fmt.Errorf("swarm: download of %s ended: %w", e.digest, errDropped)
+	}
+	return s.download(e.info, s.peersOf(e.digest))
 }
 
 // peersOf returns the seeders of dgst other than this node, complete and
@@ -124,21 +150,40 @@ func anyComplete(peers []Peer) bool {
 
 // download starts the download of b (its chunk torrents join as the stream
 // reaches them, resuming what an earlier run left in the data directory)
-// or returns the running one.
-func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
+// or joins the running one, and returns it pinned for the caller's Blob.
+// The cache admits it first (evicting older downloads) and the data dir's
+// space is reserved, so a download that cannot be kept fails here.
+func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, error) {
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	if e, pin, ok, err := s.running(b.digest); ok || err != nil {
+		return e, pin, err
+	}
+	lay := s.layout(b.size())
+	disk, err := s.admitDownload(b.digest, lay)
+	if err != nil {
+		return nil, nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		disk.Remove()
+		return nil, nil, errClosed
 	}
 	if e := s.torrents[b.digest]; e != nil {
-		return e, nil
+		// Seeded meanwhile (containerd's copy, a grown spool).
+		disk.Remove()
+		if pin, ok := s.pinLocked(e); ok {
+			return e, pin, nil
+		}
 	}
-	if err := s.reserveLocked(b.digest, s.layout(b.size())); err != nil {
-		return nil, err
+	if err := s.reserveLocked(b.digest, lay); err != nil {
+		disk.Remove()
+		return nil, nil, err
 	}
-	e := newEntry(b.digest, s.layout(b.size()))
-	e.info = b
+	s.takeLeftoverLocked(b.digest)
+	e := newEntry(b.digest, lay)
+	e.info, e.disk = b, disk
 	s.torrents[b.digest] = e
 	// Chunks an earlier run left on disk join at once: they resume, and
 	// serve their verified pieces to peers before the stream gets there.
@@ -158,7 +203,31 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, error) {
 	s.wg.Add(1)
 	go s.refreshPeers(e)
 	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers))
-	return e, nil
+	return e, disk, nil
+}
+
+// running returns the entry of dgst pinned for one more Blob, if there is
+// one (ok); an entry evicted just now counts as none.
+func (s *Swarm) running(dgst digest.Digest) (*entry, *diskcache.Entry, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, false, errClosed
+	}
+	if e := s.torrents[dgst]; e != nil {
+		if pin, ok := s.pinLocked(e); ok {
+			return e, pin, true, nil
+		}
+	}
+	return nil, nil, false, nil
+}
+
+// takeLeftoverLocked ends the account of an earlier run's files of dgst: a
+// download that resumes them accounts them now. Caller holds s.mu.
+func (s *Swarm) takeLeftoverLocked(dgst digest.Digest) {
+	if old := s.cache.Get(leftoverKey(dgst)); old != nil {
+		old.Remove()
+	}
 }
 
 // reserveLocked reserves the data dir's space for a whole download before

@@ -129,14 +129,16 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done := d.Stats().Torrents[0].BytesCompleted; done < int64(len(first)) {
-		t.Fatalf("after restart %d bytes complete, had %d", done, len(first))
-	}
+	// The download starts on Open (a Blob alone is a HEAD's: nothing
+	// reserved or started), resuming the earlier run's chunks at once.
 	rc, err = b.Open(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rc.Close()
+	if done := d.Stats().Torrents[0].BytesCompleted; done < int64(len(first)) {
+		t.Fatalf("after restart %d bytes complete, had %d", done, len(first))
+	}
 	all, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)
@@ -376,8 +378,8 @@ func TestDownloadThatDoesNotFitLeavesNoFiles(t *testing.T) {
 	}
 }
 
-// A blob the data dir cannot hold fails Blob (warm) and Follow (cold)
-// before either returns, so the registry or the egress's pipeline takes the
+// A blob the data dir cannot hold fails Open (warm) and Follow (cold)
+// before either returns a stream, so the registry or the egress's pipeline takes the
 // next source before answering: chunk torrents open their files only when a
 // stream reaches them, after the registry chose the swarm and sent 200. The
 // error says the disk is full, it is logged as an error, and nothing is left
@@ -432,12 +434,25 @@ func TestDownloadThatDoesNotFitFailsBeforeItIsServed(t *testing.T) {
 	tr.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if blob, err := d.Blob(ctx, refForTests(), dgst); err == nil {
-		blob.Close()
-		t.Fatal("Blob returned a blob the data dir cannot hold")
-	} else {
-		check("Blob", err)
+	// Blob is all a HEAD asks: the size, nothing reserved. The first Open
+	// (a GET, before the registry answers) fails.
+	blob, err := d.Blob(ctx, refForTests(), dgst)
+	if err != nil {
+		t.Fatalf("Blob of a seeded blob (a HEAD): %v", err)
 	}
+	if blob.Size() != size {
+		t.Fatalf("size %d, want %d", blob.Size(), size)
+	}
+	if left := leftovers(); len(left) > 0 || len(d.Stats().Torrents) > 0 {
+		t.Fatalf("Blob alone reserved %v", left)
+	}
+	if rc, err := blob.Open(ctx, 0); err == nil {
+		rc.Close()
+		t.Fatal("Open returned a stream the data dir cannot hold")
+	} else {
+		check("Open", err)
+	}
+	blob.Close()
 	if got := linesWith(logged.String(), "level=ERROR", "cannot store a download", "no space left on device"); len(got) == 0 {
 		t.Fatalf("the full disk is not logged as an error:\n%s", logged.String())
 	}

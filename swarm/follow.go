@@ -40,20 +40,8 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	if size <= 0 || ownerHTTP == "" {
 		return nil, fmt.Errorf("swarm: follow %s: need a positive size and an owner, got %d and %q", dgst, size, ownerHTTP)
 	}
-	s.mu.Lock()
-	e, closed := s.torrents[dgst], s.closed
-	s.mu.Unlock()
-	switch {
-	case closed:
-		return nil, errClosed
-	case e != nil && e.size() != size:
-		return nil, fmt.Errorf("swarm: follow %s of %d bytes: known here with %d", dgst, size, e.size())
-	case e != nil && e.seed != nil:
-		return newLocalBlob(e.seed, e.size()), nil
-	case e != nil && e.growing:
-		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
-	case e != nil:
-		return &torrentBlob{s: s, e: e}, nil
+	if b, done, err := s.followKnown(dgst, size); done {
+		return b, err
 	}
 	lay := s.layout(size)
 	// One quick question first: an owner that does not know the blob is
@@ -64,24 +52,39 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	if err != nil {
 		return nil, fmt.Errorf("swarm: follow %s from %s: %w: %w", dgst, ownerHTTP, err, registry.ErrNotFound)
 	}
-	e = newEntry(dgst, lay)
+	e := newEntry(dgst, lay)
 	e.owner, e.ownerTorrent = ownerHTTP, ownerTorrent
 	peers := s.downloadPeers(e)
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	// Someone else started it meanwhile: one entry per digest.
+	if b, done, err := s.followKnown(dgst, size); done {
+		return b, err
+	}
+	disk, err := s.admitDownload(dgst, lay)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		disk.Remove()
 		return nil, errClosed
 	}
-	if other := s.torrents[dgst]; other != nil {
-		// Someone else started it meanwhile: one entry per digest.
-		if other.seed != nil {
-			return newLocalBlob(other.seed, other.size()), nil
-		}
-		return &torrentBlob{s: s, e: other}, nil
+	if other := s.torrents[dgst]; other != nil && other.seed != nil {
+		// Seeded meanwhile (only starts hold admitMu).
+		disk.Remove()
+		return newLocalBlob(other.seed, other.size()), nil
+	} else if other != nil {
+		disk.Remove()
+		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
 	}
 	if err := s.reserveLocked(dgst, lay); err != nil {
+		disk.Remove()
 		return nil, err
 	}
+	s.takeLeftoverLocked(dgst)
+	e.disk = disk
 	s.torrents[dgst] = e
 	next := 0
 	if first != nil {
@@ -95,7 +98,32 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	go s.followChunks(e, next)
 	go s.refreshPeers(e)
 	s.log.Debug("following", "digest", dgst, "size", size, "owner", ownerHTTP, "chunks", len(e.chunks))
-	return &torrentBlob{s: s, e: e}, nil
+	return &torrentBlob{s: s, size: size, e: e, pin: disk}, nil
+}
+
+// followKnown answers Follow from what this node has of dgst already (done),
+// a download pinned for the caller; not done when it has nothing (or the
+// cache evicted it just now).
+func (s *Swarm) followKnown(dgst digest.Digest, size int64) (registry.Blob, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.torrents[dgst]
+	switch {
+	case s.closed:
+		return nil, true, errClosed
+	case e == nil:
+		return nil, false, nil
+	case e.size() != size:
+		return nil, true, fmt.Errorf("swarm: follow %s of %d bytes: known here with %d", dgst, size, e.size())
+	case e.seed != nil:
+		return newLocalBlob(e.seed, e.size()), true, nil
+	case e.growing:
+		return nil, true, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
+	}
+	if b := s.handleLocked(e); b != nil {
+		return b, true, nil
+	}
+	return nil, false, nil
 }
 
 // followChunks long-polls the owner for each chunk's metainfo in turn and

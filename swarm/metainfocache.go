@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/diskcache"
 )
 
 // metainfoCache keeps each blob's info dictionary in the data directory, so
@@ -19,6 +21,9 @@ import (
 // detected and recomputed, never trusted.
 type metainfoCache struct {
 	dir string
+	// cache accounts each file in the data dir's cache; an evicted file is
+	// computed again when needed (a seed rehashes, a download asks a peer).
+	cache *diskcache.Cache
 }
 
 const metainfoHeader = "dregistry-metainfo-v1 "
@@ -68,9 +73,24 @@ func (c metainfoCache) store(b *blobInfo) error {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
 	}
+	c.account(b.digest, fileBytes(int64(len(content))))
 	return nil
+}
+
+// account puts the file of dgst into the data dir's cache. It evicts
+// nothing (the next admission does), so it may be called holding Swarm.mu.
+func (c metainfoCache) account(dgst digest.Digest, n int64) {
+	if c.cache != nil {
+		p := c.path(dgst)
+		c.cache.Add(metainfoKey(dgst), n, func() { os.Remove(p) })
+	}
 }
 
 func (c metainfoCache) remove(dgst digest.Digest) {
 	os.Remove(c.path(dgst))
+	if c.cache != nil {
+		if e := c.cache.Get(metainfoKey(dgst)); e != nil {
+			e.Remove()
+		}
+	}
 }

@@ -148,6 +148,9 @@ func (s *Swarm) dropLocked(e *entry, cause error) error {
 	e.signalLocked()
 	close(e.stop)
 	s.dropChunks(e)
+	if e.disk != nil {
+		e.disk.Remove()
+	}
 	if e.seed == nil && !e.growing {
 		if err := s.downloads.remove(e.digest); err != nil {
 			return fmt.Errorf("swarm: release %s: %w", e.digest, err)

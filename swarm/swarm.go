@@ -23,6 +23,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/peerauth"
 )
 
@@ -93,6 +94,10 @@ type Config struct {
 	// ChunkSize is the BitTorrent request size; default 256 KiB (16 KiB, the
 	// protocol's usual, halved throughput here: see swarm/BENCHMARKS.md).
 	ChunkSize int
+	// Cache bounds what the data dir holds (--cache-size; the egress's
+	// spools share it): downloads and metainfo are its entries, evicted
+	// least recently used first. Default: unbounded.
+	Cache *diskcache.Cache
 	// MetainfoPoll bounds how long the peer endpoint holds a request for a
 	// chunk of a growing blob that is not published yet; default 10 s.
 	MetainfoPoll time.Duration
@@ -149,6 +154,9 @@ func (c *Config) setDefaults() error {
 	if c.ChunkSize == 0 {
 		c.ChunkSize = 256 << 10
 	}
+	if c.Cache == nil {
+		c.Cache = unbounded()
+	}
 	if c.MetainfoPoll <= 0 {
 		c.MetainfoPoll = 10 * time.Second
 	}
@@ -168,6 +176,7 @@ type Swarm struct {
 	client    *torrent.Client
 	meta      metainfoCache
 	downloads downloadStorage
+	cache     *diskcache.Cache
 	received  *peerCounters
 	log       *slog.Logger
 	gate      *peerauth.Gate
@@ -176,6 +185,11 @@ type Swarm struct {
 	// tiebreak seeds this node's piece order inside a chunk (window.go),
 	// so downloaders of one seeder start on different pieces.
 	tiebreak uint64
+
+	// admitMu serializes the start of downloads (Blob's Open, Follow):
+	// the table is checked, the cache admits the download (evicting others,
+	// which takes mu) and the table gains it, with no other start between.
+	admitMu sync.Mutex
 
 	mu       sync.Mutex
 	torrents map[digest.Digest]*entry
@@ -201,6 +215,9 @@ type entry struct {
 	owner string
 	// ownerTorrent is the owner's torrent address, once its endpoint said.
 	ownerTorrent netip.AddrPort
+	// disk is a download's entry in the data dir's cache; nil for seeds
+	// and growths (containerd's content, the egress's spool).
+	disk *diskcache.Entry
 
 	// Guarded by Swarm.mu.
 	chunks  []*chunk      // one per chunk; nil until its torrent is added
@@ -272,7 +289,8 @@ func New(cfg Config) (*Swarm, error) {
 	}
 	s := &Swarm{
 		cfg:       cfg,
-		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo")},
+		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo"), cache: cfg.Cache},
+		cache:     cfg.Cache,
 		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize)},
 		received:  newPeerCounters(),
 		log:       cfg.Logger.With("component", "swarm"),
@@ -284,6 +302,7 @@ func New(cfg Config) (*Swarm, error) {
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)
 	}
+	s.accountLeftovers()
 	cc := s.clientConfig(host, int(port))
 	bindIP := listenIP(host)
 	if cfg.PeerKeys != nil {
