@@ -29,6 +29,11 @@
 //     one chunk, long-polled while it grows) and /peer/v1/blobs/<digest> to
 //     members, for local content only; it never forwards.
 //   - Release(digest) drops a downloaded copy once containerd holds the blob.
+//   - The data dir is a cache (Config.Cache, --cache-size, cache.go): a
+//     download is admitted before its files are made, pinned by every open
+//     Blob, and evicted least recently used first; one that does not fit
+//     beside the pinned ones fails its Open, so the registry streams the
+//     blob from its next source. Blob itself reserves nothing (a HEAD).
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
 // complete blob, and never waits without a bound: no seeder is an immediate
@@ -37,9 +42,17 @@
 //
 // # Locks and callbacks
 //
-// The mutexes, in the order they may be taken (never the reverse): Swarm.mu,
-// then the library's client lock, then download.mu, peerCounters.mu,
-// uploadCounters.mu or the tracker's lock (read, through Members.IsMember).
+// The mutexes, in the order they may be taken (never the reverse):
+// Swarm.admitMu, then Swarm.mu, then the library's client lock, then
+// download.mu, peerCounters.mu, uploadCounters.mu, the data dir cache's
+// lock (diskcache: pins, adds and removes under Swarm.mu) or the tracker's
+// lock (read, through Members.IsMember).
+//
+//   - Swarm.admitMu serializes the start of a download (Blob's first Open,
+//     Follow): it is held while the cache admits the download, which may
+//     evict others — an eviction takes Swarm.mu (evicted) or the egress
+//     fetcher's locks — so admission and Unpin (a Blob's Close) are never
+//     called holding Swarm.mu.
 //
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents

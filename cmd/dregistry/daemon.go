@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dregistry/dregistry/containerd"
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/internal/ops"
 	"github.com/dregistry/dregistry/internal/peerauth"
@@ -53,9 +54,14 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	cache, err := dataDirCache(cfg)
+	if err != nil {
+		return err
+	}
 	log.Info("starting dregistry", "version", buildVersion(), "http", cfg.HTTPAddr,
 		"containerd", cfg.ContainerdAddress, "default_registry", cfg.DefaultRegistry,
-		"allow_registry", cfg.AllowRegistry, "upstream_plain_http", cfg.UpstreamPlainHTTP, "mirror_allow", cfg.MirrorAllow)
+		"allow_registry", cfg.AllowRegistry, "upstream_plain_http", cfg.UpstreamPlainHTTP, "mirror_allow", cfg.MirrorAllow,
+		"data_dir", cfg.DataDir, "cache_size", diskcache.FormatSize(cache.Limit()))
 
 	store, err := containerd.New(ctx, containerd.Config{
 		Address:    cfg.ContainerdAddress,
@@ -95,6 +101,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		HTTPClient:    peerClient,
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
+		Cache:         cache,
 		Logger:        log,
 	})
 	if err != nil {
@@ -127,6 +134,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
 		OnStart:       grow.start,
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
+		Cache:         cache,
+		OnEvict:       func(d digest.Digest) { seeds.spoolEvicted(d) },
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
 		TagTTL:        tagTTL(cfg.TagCacheTTL),
@@ -139,6 +148,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	seeds = newSeeding(store, sw, members, fetcher.Release, log.With("component", "seeding"))
 	grow.seeds = seeds
 	if err := opsSrv.Register(seeds.failures); err != nil {
+		return err
+	}
+	if err := opsSrv.Register(cache); err != nil { // dregistry_cache_{size,limit}_bytes, _evictions_total
 		return err
 	}
 	stopWatching := inventory.Subscribe(seeds.changed)
@@ -222,6 +234,23 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// dataDirCache bounds the data dir by --cache-size, or by a share of its
+// filesystem (diskcache.DefaultLimit) when the flag is not set.
+func dataDirCache(cfg daemonConfig) (*diskcache.Cache, error) {
+	limit := cfg.CacheSize
+	if limit == 0 {
+		var err error
+		if limit, err = diskcache.DefaultLimit(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("--cache-size not set: %w", err)
+		}
+	}
+	c, err := diskcache.New(limit)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-size: %w", err)
+	}
+	return c, nil
 }
 
 // routeMirror sends every /v2/ request to the mirror untouched: ServeMux

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/tracker"
@@ -33,6 +34,7 @@ type daemonConfig struct {
 	Join                 []string
 	Egress               bool
 	DataDir              string
+	CacheSize            int64 // 0: diskcache.DefaultLimit of DataDir
 	ContainerdAddress    string
 	ContainerdNamespaces []string
 	DefaultRegistry      string
@@ -83,6 +85,8 @@ func daemonFlags() []cli.Flag {
 		num("download-limit", "swarm download limit of this node in bytes per second (0: none)"),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Value: 50, Usage: "connection cap per torrent", EnvVars: envName("max-conns")}),
 		str("data-dir", "/var/lib/dregistry", "directory for downloaded blobs, metainfo and state"),
+		str("cache-size", "", "the most --data-dir holds (swarm downloads, egress spools, metainfo), e.g. 512MiB, 20GiB, 50GB or bytes; least recently used blobs go first, never one being served or downloaded, and a blob containerd holds is not kept twice "+
+			"(default: a fifth of the data dir's filesystem, at most 50GiB — the data dir only holds copies in flight, while containerd's store, usually on the same filesystem, holds the images)"),
 		str("containerd-address", "/run/containerd/containerd.sock", "containerd's gRPC socket"),
 		list("containerd-namespaces", "containerd namespaces to serve and seed (default: every namespace)"),
 		str("default-registry", "docker.io", "upstream registry for requests that carry no ns parameter"),
@@ -150,6 +154,13 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	}
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("--data-dir must not be empty")
+	}
+	if v := c.String("cache-size"); v != "" {
+		n, err := diskcache.ParseSize(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--cache-size: %w", err)
+		}
+		cfg.CacheSize = n
 	}
 	if cfg.DefaultRegistry == "" {
 		return cfg, fmt.Errorf("--default-registry must not be empty")

@@ -115,6 +115,10 @@ func TestDaemonFlagErrors(t *testing.T) {
 		{"zero reconnect interval", []string{"--reconnect-interval", "0s"}, "--reconnect-interval"},
 		{"negative reconnect timeout", []string{"--reconnect-timeout", "-1h"}, "--reconnect-timeout"},
 		{"reconnect timeout below interval", []string{"--reconnect-interval", "1m", "--reconnect-timeout", "30s"}, "--reconnect-timeout"},
+		{"cache size without a number", []string{"--cache-size", "GiB"}, "--cache-size"},
+		{"cache size unknown unit", []string{"--cache-size", "20G"}, "--cache-size"},
+		{"cache size zero", []string{"--cache-size", "0"}, "--cache-size"},
+		{"cache size negative", []string{"--cache-size", "-1MiB"}, "--cache-size"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -151,5 +155,48 @@ func TestReconnectFlags(t *testing.T) {
 				t.Fatalf("tracker gets interval %s, timeout %s; want %s, %s", tc.ReconnectInterval, tc.ReconnectTimeout, c.interval, c.timeout)
 			}
 		})
+	}
+}
+
+// --cache-size takes binary and decimal units or bytes (flag, env, YAML);
+// unset, the daemon takes a share of the data dir's filesystem.
+func TestCacheSizeFlag(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  string
+		want int64
+	}{
+		{"unset", nil, "", 0},
+		{"MiB", []string{"--cache-size", "512MiB"}, "", 512 << 20},
+		{"GiB", []string{"--cache-size", "20GiB"}, "", 20 << 30},
+		{"GB", []string{"--cache-size", "50GB"}, "", 50e9},
+		{"bytes", []string{"--cache-size", "1048576"}, "", 1 << 20},
+		{"env", nil, "2TiB", 2 << 40},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != "" {
+				t.Setenv("DREGISTRY_CACHE_SIZE", c.env)
+			}
+			cfg, err := parseArgs(t, append([]string{"--advertise-addr", "10.1.2.3"}, c.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.CacheSize != c.want {
+				t.Fatalf("--cache-size = %d, want %d", cfg.CacheSize, c.want)
+			}
+		})
+	}
+	cfg, err := parseArgs(t, "--advertise-addr", "10.1.2.3", "--data-dir", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := dataDirCache(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cache.Limit(); l <= 0 || l > 50<<30 {
+		t.Fatalf("default limit %d: want a share of the filesystem, at most 50GiB", l)
 	}
 }

@@ -16,13 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dregistry/dregistry/swarm"
-	"github.com/dregistry/dregistry/tracker"
 )
-
-// spoolReleaseSeeders is how many other members must seed a blob
-// completely before an egress node gives up its spooled copy of it (one it
-// fetched for others, which its own containerd never pulled).
-const spoolReleaseSeeders = 2
 
 // closeGrace is how long content the swarm stopped seeding stays open, so
 // transfers already reading it (peer HTTP, torrent pieces) finish rather
@@ -51,17 +45,18 @@ type announcer interface {
 	Resync(complete []digest.Digest) error
 	Announce(d digest.Digest, complete bool) error
 	Withdraw(d digest.Digest) error
-	Lookup(d digest.Digest) []tracker.Seeder
 }
 
 // seeding keeps three views in step: what containerd holds (the inventory),
 // what the swarm seeds, and what the tracker announces. One goroutine owns
 // it; the inventory's callback only records what changed.
 //
-// Locks: seeding.mu guards only pending, spooled and grown, and is a leaf:
+// Locks: seeding.mu guards only pending, spooled, grown and evicted, and is
+// a leaf:
 // it is held for a map update, never across a call. The callbacks run
 // under other components' locks — changed under the inventory's notifyMu,
-// egressComplete and egressGrown on the egress download's goroutine — so
+// egressComplete and egressGrown on the egress download's goroutine,
+// spoolEvicted on whatever goroutine made the cache evict — so
 // they take mu,
 // record, poke the buffered wake channel without blocking, and return. run
 // calls the swarm (which takes its lock, then the torrent client's), the
@@ -82,6 +77,7 @@ type seeding struct {
 
 	spooled map[digest.Digest]spoolFile // verified egress downloads to seed
 	grown   map[digest.Digest]*os.File  // their files the swarm seeds already (growing.Complete)
+	evicted map[digest.Digest]bool      // spools the data dir's cache deleted
 
 	// Owned by run.
 	held    map[digest.Digest]heldContent // content the swarm seeds
@@ -131,6 +127,7 @@ func newSeeding(store contentStore, sw *swarm.Swarm, tr announcer, release func(
 		pending: map[digest.Digest]bool{},
 		spooled: map[digest.Digest]spoolFile{},
 		grown:   map[digest.Digest]*os.File{},
+		evicted: map[digest.Digest]bool{},
 		wake:    make(chan struct{}, 1),
 		held:    map[digest.Digest]heldContent{},
 		partial: map[digest.Digest]bool{},
@@ -212,9 +209,13 @@ func (s *seeding) run(ctx context.Context) error {
 // apply seeds what containerd gained and stops seeding what it lost.
 func (s *seeding) apply(ctx context.Context) {
 	s.mu.Lock()
-	work, spools := s.pending, s.spooled
-	s.pending, s.spooled = map[digest.Digest]bool{}, map[digest.Digest]spoolFile{}
+	work, spools, evicted := s.pending, s.spooled, s.evicted
+	s.pending, s.spooled, s.evicted = map[digest.Digest]bool{}, map[digest.Digest]spoolFile{}, map[digest.Digest]bool{}
 	s.mu.Unlock()
+	for d := range evicted {
+		delete(spools, d) // not there any more: nothing to seed
+	}
+	s.dropEvicted(evicted)
 	for d, f := range spools {
 		if ctx.Err() != nil {
 			return
@@ -297,6 +298,8 @@ func (s *seeding) seedSpool(ctx context.Context, d digest.Digest, f spoolFile) {
 			closeLater(grown.Close)
 		}
 		s.succeeded(d, true)
+		// containerd holds the blob: the data dir does not keep it twice.
+		s.releaseSpool(d)
 		return
 	}
 	file := grown
@@ -438,33 +441,36 @@ func (s *seeding) announce() {
 		}
 	}
 	s.partial = partial
-	s.releaseSpread()
 }
 
-// releaseSpread drops egress spools of blobs the cluster now seeds from
-// elsewhere, so an egress node's disk does not fill with every blob it
-// ever fetched for others.
-func (s *seeding) releaseSpread() {
-	for d, h := range s.held {
-		if !h.spool {
-			continue
+// spoolEvicted is the egress fetcher's OnEvict: the data dir's cache
+// deleted the spool of d (nobody held it; it was the least recently used),
+// so run stops seeding it and its descriptor lets go of the bytes.
+func (s *seeding) spoolEvicted(d digest.Digest) {
+	s.mu.Lock()
+	s.evicted[d] = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+// dropEvicted stops seeding spools the cache evicted. containerd's copy,
+// if seeded meanwhile, stays.
+func (s *seeding) dropEvicted(evicted map[digest.Digest]bool) {
+	for d := range evicted {
+		if grown := s.takeGrown(d); grown != nil {
+			closeLater(grown.Close)
 		}
-		complete := 0
-		for _, p := range s.tracker.Lookup(d) {
-			if p.Complete {
-				complete++
-			}
+		if r := s.retry[d]; r != nil && r.spool != nil {
+			s.succeeded(d, true) // nothing left to seed from
 		}
-		if complete < spoolReleaseSeeders {
+		h, ok := s.held[d]
+		if !ok || !h.spool {
 			continue
 		}
 		s.swarm.Unseed(d)
 		closeLater(h.close)
 		delete(s.held, d)
-		if !s.releaseSpool(d) {
-			continue
-		}
-		s.log.Debug("egress spool released: the cluster seeds it", "digest", d, "seeders", complete)
+		s.log.Debug("egress spool evicted: no longer seeded", "digest", d)
 	}
 }
 

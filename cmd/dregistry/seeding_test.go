@@ -380,3 +380,51 @@ func counted(t *testing.T, s *seeding) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// An egress spool stays while the cluster seeds the blob elsewhere (there
+// is no "released once others seed it" rule: the data dir's cache evicts it
+// by LRU); a spool of a blob containerd holds already goes at once; and one
+// the cache evicted is no longer seeded.
+func TestSpoolLeavesOnlyByContainerdOrEviction(t *testing.T) {
+	p := &peers{seeders: map[digest.Digest][]swarm.Peer{}}
+	sw := startSwarm(t, "127.0.0.2", p)
+	store := &fakeContent{blobs: map[digest.Digest][]byte{}}
+	ann := newFakeAnnouncer()
+	released := map[digest.Digest]int{}
+	s := newSeeding(store, sw.Swarm, ann, func(d digest.Digest) error { released[d]++; return nil }, quietLog())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spoolOf := func(blob []byte) string {
+		path := filepath.Join(t.TempDir(), "spool")
+		if err := os.WriteFile(path, blob, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	blob, d := blobOf(t, 4<<20)
+	s.egressComplete(d, spoolOf(blob), int64(len(blob)))
+	s.apply(ctx)
+	ann.lookup[d] = []tracker.Seeder{{Node: "a", Complete: true}, {Node: "b", Complete: true}, {Node: "c", Complete: true}}
+	s.announce()
+	if !s.held[d].spool || released[d] != 0 {
+		t.Fatalf("a spool others seed was released (held %+v, released %d)", s.held[d], released[d])
+	}
+
+	s.spoolEvicted(d)
+	s.apply(ctx)
+	if _, ok := s.held[d]; ok || serves(sw.Swarm, d) {
+		t.Fatal("an evicted spool is still seeded")
+	}
+
+	// containerd holds the blob before the egress's spool of it is seeded.
+	blob2, d2 := blobOf(t, 4<<20)
+	store.blobs[d2] = blob2
+	s.changed([]digest.Digest{d2}, nil)
+	s.apply(ctx)
+	s.egressComplete(d2, spoolOf(blob2), int64(len(blob2)))
+	s.apply(ctx)
+	if released[d2] != 1 || s.held[d2].spool || !serves(sw.Swarm, d2) {
+		t.Fatalf("spool of a blob containerd holds: released %d times, held %+v", released[d2], s.held[d2])
+	}
+}

@@ -89,11 +89,9 @@ func (c *Cache) Used() int64 {
 
 // Admit accounts size bytes for key, pinned once (the caller's writer),
 // evicting the least recently used unpinned entries until it fits. When it
-// cannot fit even then, nothing is evicted and it fails with ErrFull. An
-// entry of key already there is replaced (its account goes, its evict is
-// not called): the caller takes over its files (a download resumed from an
-// earlier run); a pinned one is an error. evict deletes what the entry
-// stands for.
+// cannot fit even then, nothing is evicted and it fails with ErrFull. A
+// key already there is an error (the owner keeps one entry per key). evict
+// deletes what the entry stands for.
 func (c *Cache) Admit(key string, size int64, evict func()) (*Entry, error) {
 	return c.admit(key, size, evict, false)
 }
@@ -110,12 +108,9 @@ func (c *Cache) admit(key string, size int64, evict func(), force bool) (*Entry,
 		return nil, fmt.Errorf("diskcache: admit %s: need a size ≥ 0 and an evict function", key)
 	}
 	c.mu.Lock()
-	if old := c.entries[key]; old != nil {
-		if old.pins > 0 {
-			c.mu.Unlock()
-			return nil, fmt.Errorf("diskcache: %s is held already", key)
-		}
-		c.unlinkLocked(old)
+	if c.entries[key] != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("diskcache: %s is accounted already", key)
 	}
 	var victims []*Entry
 	if c.used+size > c.limit {
@@ -143,8 +138,8 @@ func (c *Cache) admit(key string, size int64, evict func(), force bool) (*Entry,
 }
 
 // Add accounts content already on disk (an earlier run's download, a
-// metainfo file), unpinned. It evicts nothing: the next Admit, Force or
-// Unpin makes room.
+// metainfo file), unpinned, in place of an unpinned entry of key. It evicts
+// nothing: the next Admit, Force or Unpin makes room.
 func (c *Cache) Add(key string, size int64, evict func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -207,6 +202,13 @@ func (e *Entry) Key() string { return e.key }
 
 // Size is the bytes the entry accounts.
 func (e *Entry) Size() int64 { return e.size }
+
+// Pins is how many readers and writers hold the entry now.
+func (e *Entry) Pins() int {
+	e.c.mu.Lock()
+	defer e.c.mu.Unlock()
+	return e.pins
+}
 
 // Pin marks one more reader or writer and makes the entry the most
 // recently used. False when the entry is gone (evicted or removed): its

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 )
@@ -59,6 +60,17 @@ type FetcherConfig struct {
 	// keeps its bytes). The download then drives the Progress it returns
 	// (nil: none).
 	OnStart func(dgst digest.Digest, size int64, path string) Progress
+	// Cache is the data dir's cache (--cache-size), shared with the swarm:
+	// each spool is an entry, admitted once the size is known (even over
+	// the limit: the node must fetch to serve at all), pinned while it
+	// downloads and while a caller holds it open, then evicted least
+	// recently used first; one admitted over the limit goes as soon as
+	// nobody holds it. Nil: spools stay until Release.
+	Cache *diskcache.Cache
+	// OnEvict is called after the cache deleted the spool of dgst, with no
+	// lock of the Fetcher held (the daemon stops seeding it, so its
+	// descriptor lets go of the bytes). It must return promptly.
+	OnEvict func(dgst digest.Digest)
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration

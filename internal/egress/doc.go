@@ -11,7 +11,11 @@
 //     The last byte is released only once the sha256 matches; on a mismatch
 //     or an upstream failure every reader fails and the spool is deleted.
 //     A verified spool is handed to OnComplete (to be seeded and announced)
-//     and kept until Release; after that, a blob this node's containerd
+//     and kept until Release (containerd holds the blob) or until the data
+//     dir's cache (FetcherConfig.Cache, --cache-size) evicts it: each spool
+//     is pinned while it downloads and while a caller holds it open, then
+//     goes least recently used first; one admitted over the limit streams
+//     to its callers and goes once none holds it. After that, a blob this node's containerd
 //     holds (FetcherConfig.Local) is served from there, never fetched again
 //     for a member that asks late. OnStart, once the size is known, returns
 //     a Progress the download drives (Advance as bytes land, Complete once
@@ -44,8 +48,13 @@
 //
 // # Locks and callbacks
 //
-// Fetcher.mu (the spool table) → spool.mu (one download's state), never the
-// reverse; metadata.mu and remote bodies' locks are leaves. None of them is
+// Fetcher.mu (the spool table) → spool.mu (one download's state) →
+// diskcache's lock, never the reverse; metadata.mu and remote bodies' locks
+// are leaves. The cache calls a spool's evict (which takes Fetcher.mu, then
+// spool.mu, then calls OnEvict with neither held) from whoever made it
+// evict: a download admitting its spool, a handle's Close, the swarm
+// admitting a download. So nothing here admits or unpins while holding
+// Fetcher.mu or spool.mu. None of them is
 // held across an upstream or peer request, a wait for a download (readers
 // wait on a spool's changed channel with no lock held) or a callback.
 // OnStart, the Progress calls and OnComplete run on the download's

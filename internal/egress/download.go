@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/registry"
 )
 
@@ -41,6 +42,9 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		// download of the digest never finds the old file or the old
 		// growth in its way.
 		s.fail(err)
+		if d := s.cacheEntry(); d != nil {
+			d.Remove()
+		}
 		if progress != nil {
 			progress.Fail(err)
 		}
@@ -58,6 +62,65 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		path := s.path
 		s.mu.Unlock()
 		f.cfg.OnComplete(s.dgst, path, size)
+	}
+	// The download's pin goes: from now on the spool stays while callers
+	// hold it, then by LRU.
+	if d := s.cacheEntry(); d != nil {
+		d.Unpin()
+	}
+}
+
+// admit accounts the spool of size bytes in the data dir's cache, pinned
+// for the download, making room by evicting least recently used entries.
+// It is admitted even over the limit (this node must fetch the blob to
+// serve it, here and to the members waiting): then it goes as soon as
+// nobody holds it, so the spool streams without being kept.
+func (f *Fetcher) admit(s *spool, size int64) {
+	if f.cfg.Cache == nil {
+		return
+	}
+	var d *diskcache.Entry
+	d, err := f.cfg.Cache.Force(spoolKey(s.dgst), size, func() { f.evict(s, d) })
+	if err != nil {
+		f.log.Warn("spool not accounted in the cache", "digest", s.dgst, "err", err)
+		return
+	}
+	if f.cfg.Cache.Used() > f.cfg.Cache.Limit() {
+		f.log.Warn("the cache is full of blobs being served: this spool streams and is not kept",
+			"digest", s.dgst, "size", size, "cache_used", f.cfg.Cache.Used(), "cache_limit", f.cfg.Cache.Limit())
+	}
+	s.mu.Lock()
+	s.disk = d
+	s.mu.Unlock()
+}
+
+func spoolKey(d digest.Digest) string { return "egress/spool/" + d.String() }
+
+// cacheEntry is the spool's cache entry, nil without one.
+func (s *spool) cacheEntry() *diskcache.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.disk
+}
+
+// evict deletes a verified spool the cache chose (nobody holds it) and
+// tells OnEvict. Descriptors open already keep their bytes.
+func (f *Fetcher) evict(s *spool, d *diskcache.Entry) {
+	f.mu.Lock()
+	if f.spools[s.dgst] == s {
+		delete(f.spools, s.dgst)
+	}
+	f.mu.Unlock()
+	s.mu.Lock()
+	s.released = true
+	path := s.path
+	s.mu.Unlock()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.log.Warn("evict spool", "digest", s.dgst, "err", err)
+	}
+	f.log.Info("egress spool evicted from the cache", "digest", s.dgst, "size", d.Size())
+	if f.cfg.OnEvict != nil {
+		f.cfg.OnEvict(s.dgst)
 	}
 }
 
@@ -88,6 +151,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 		return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
 	}
 	defer body.Close()
+	f.admit(s, size)
 	if f.cfg.OnStart != nil {
 		// Before setSize: whoever learns the size may rely on it.
 		*progress = f.cfg.OnStart(s.dgst, size, file.Name())

@@ -180,6 +180,9 @@ func (f *Fetcher) Release(dgst digest.Digest) error {
 	delete(f.spools, dgst)
 	f.mu.Unlock()
 	s.released = true
+	if s.disk != nil {
+		s.disk.Remove()
+	}
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("egress: release %s: %w", dgst, err)
 	}
@@ -198,6 +201,9 @@ func (f *Fetcher) Close() error {
 	var errs []error
 	for d, s := range f.spools {
 		delete(f.spools, d)
+		if e := s.cacheEntry(); e != nil {
+			e.Remove()
+		}
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/registry"
 )
 
@@ -34,8 +35,11 @@ type spool struct {
 	size     int64
 	written  int64
 	verified bool
-	released bool // the kept file is gone (Release)
+	released bool // the kept file is gone (Release, or evicted)
 	err      error
+	// disk is the spool's entry in the data dir's cache (nil without one):
+	// pinned by the download until it ends and by every open handle.
+	disk *diskcache.Entry
 	changed  chan struct{} // closed and replaced on every change
 }
 
@@ -117,20 +121,47 @@ func (s *spool) open(stall time.Duration) (registry.Blob, error) {
 	if s.released {
 		return nil, errReleased
 	}
+	if s.disk != nil && !s.disk.Pin() {
+		return nil, errReleased // evicted; its evict is on its way
+	}
+	unpin := func() {
+		if s.disk != nil {
+			s.disk.Unpin()
+		}
+	}
 	f, err := os.Open(s.path)
 	if err != nil {
+		if s.disk != nil {
+			// Unpin may evict, and an evict takes s.mu: not here.
+			go unpin()
+		}
 		return nil, fmt.Errorf("open spool of %s: %w", s.dgst, err)
 	}
+	h := &handle{file: f, unpin: unpin}
 	if s.verified {
-		return &keptBlob{file: f, size: s.size}, nil
+		return &keptBlob{handle: h, size: s.size}, nil
 	}
-	return &growingBlob{s: s, file: f, stall: stall}, nil
+	return &growingBlob{s: s, handle: h, stall: stall}, nil
+}
+
+// handle is one caller's hold on a spool: its descriptor and its pin of
+// the spool's cache entry, both let go by Close.
+type handle struct {
+	file  *os.File
+	unpin func()
+	once  sync.Once
+}
+
+func (h *handle) Close() error {
+	err := h.file.Close()
+	h.once.Do(h.unpin)
+	return err
 }
 
 // growingBlob is a blob still downloading.
 type growingBlob struct {
+	*handle
 	s     *spool
-	file  *os.File
 	stall time.Duration
 }
 
@@ -154,8 +185,6 @@ func (b *growingBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, er
 	}
 	return &spanReader{spoolReader: r, own: own}, nil
 }
-
-func (b *growingBlob) Close() error { return b.file.Close() }
 
 // reopen opens f's file again, read-only, with an offset of its own.
 func reopen(f *os.File) (*os.File, error) {
@@ -268,7 +297,7 @@ func (r *spanReader) Close() error { return r.own.Close() }
 
 // keptBlob is a verified spool: random access, sent with sendfile.
 type keptBlob struct {
-	file *os.File
+	*handle
 	size int64
 }
 
@@ -283,7 +312,6 @@ func (b *keptBlob) Open(_ context.Context, offset int64) (io.ReadCloser, error) 
 
 func (b *keptBlob) ReadSeeker() io.ReadSeeker { return b.file }
 
-func (b *keptBlob) Close() error { return b.file.Close() }
 
 var (
 	_ registry.Blob         = (*growingBlob)(nil)
