@@ -53,7 +53,6 @@
 //     evict others — an eviction takes Swarm.mu (evicted) or the egress
 //     fetcher's locks — so admission and Unpin (a Blob's Close) are never
 //     called holding Swarm.mu.
-//
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents
 //     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and

@@ -39,8 +39,8 @@ type spool struct {
 	err      error
 	// disk is the spool's entry in the data dir's cache (nil without one):
 	// pinned by the download until it ends and by every open handle.
-	disk *diskcache.Entry
-	changed  chan struct{} // closed and replaced on every change
+	disk    *diskcache.Entry
+	changed chan struct{} // closed and replaced on every change
 }
 
 func newSpool(ref registry.Ref, dgst digest.Digest, path string) *spool {
@@ -311,7 +311,6 @@ func (b *keptBlob) Open(_ context.Context, offset int64) (io.ReadCloser, error) 
 }
 
 func (b *keptBlob) ReadSeeker() io.ReadSeeker { return b.file }
-
 
 var (
 	_ registry.Blob         = (*growingBlob)(nil)
