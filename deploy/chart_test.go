@@ -430,6 +430,7 @@ func TestChartAllOptions(t *testing.T) {
 		"allow-registry":        "quay.io,registry.k8s.io",
 		"mirror-allow":          "10.244.0.0/16",
 		"data-dir":              "/var/lib/dregistry",
+		"cache-size":            "20GiB",
 		"lookup-timeout":        "2500ms",
 		"stall-timeout":         "1m",
 		"upload-limit":          "104857600",

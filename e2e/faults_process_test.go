@@ -233,7 +233,10 @@ func TestFaultDataDirFull(t *testing.T) {
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5500")
 	first := up.Push(t, testenv.ImageSpec{Repo: "e2e/fault-full-1", Tag: "v1", LayerSizes: []int64{48 << 20}, Uncompressed: true})
 	second := up.Push(t, testenv.ImageSpec{Repo: "e2e/fault-full-2", Tag: "v1", LayerSizes: []int64{48 << 20}, Uncompressed: true})
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up, Args: egressFirst(1)})
+	// The disk is the limit here, not --cache-size (whose default, a share
+	// of the filesystem, would refuse the download before the disk does).
+	args := func(i int) []string { return append(egressFirst(1)(i), "--cache-size", "1GiB") }
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 2, Upstream: up, Args: args})
 	n1, n2 := nodes[0], nodes[1]
 	// Node 2's data dir becomes a 16 MiB tmpfs: a 48 MiB download cannot fit.
 	n2.Stop(t)

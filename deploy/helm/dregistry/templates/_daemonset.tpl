@@ -136,6 +136,9 @@ spec:
             - --join={{ include "dregistry.join" $ }}
             - --cluster-key-file=/etc/dregistry/cluster-key/keys
             - --data-dir=/var/lib/dregistry
+            {{- with $v.daemon.cacheSize }}
+            - --cache-size={{ . }}
+            {{- end }}
             - --containerd-address={{ $v.containerd.socket }}
             {{- with $v.containerd.namespaces }}
             - --containerd-namespaces={{ join "," . }}
