@@ -190,3 +190,54 @@ func TestSeedOfTheLocalCopyDropsTheDownloadFromTheCache(t *testing.T) {
 	}
 	var _ registry.Blob = (*torrentBlob)(nil)
 }
+
+// What an earlier run left in the data dir counts against the cache at
+// start, and goes first when a new download needs the room.
+func TestEarlierRunsDownloadIsAccountedAndEvicted(t *testing.T) {
+	tr := newTracker()
+	small := func(c *Config) { c.chunkBytes = 2 << 20 }
+	a := startNode(t, tr, "127.0.0.2", "", small)
+	left, leftDgst := randomBlob(t, 12<<20)
+	seed(t, a, tr, left, leftDgst)
+	other, otherDgst := randomBlob(t, 3<<20)
+	seed(t, a, tr, other, otherDgst)
+	dir := t.TempDir()
+
+	d := startNode(t, tr, "127.0.0.3", dir, small)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := d.Blob(ctx, refForTests(), leftDgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(rc, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	b.Close()
+	d.stop()
+
+	cache, err := diskcache.New(14 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = startNode(t, tr, "127.0.0.3", dir, func(c *Config) { small(c); c.Cache = cache })
+	if e := cache.Get(leftoverKey(leftDgst)); e == nil || e.Size() < 12<<20 {
+		t.Fatalf("the earlier run's download is not accounted (cache %d bytes)", cache.Used())
+	}
+	got, err := fetch(t, d, otherDgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, other)
+	if files := downloadFiles(t, d, leftDgst); len(files) > 0 {
+		t.Fatalf("the earlier run's download was not evicted for room: %v", files)
+	}
+	if used := cache.Used(); used > 14<<20 {
+		t.Fatalf("cache holds %d bytes, limit %d", used, 14<<20)
+	}
+}

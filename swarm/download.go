@@ -160,8 +160,10 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 		return e, pin, err
 	}
 	lay := s.layout(b.size())
+	leftover := s.takeLeftover(b.digest)
 	disk, err := s.admitDownload(b.digest, lay)
 	if err != nil {
+		leftover()
 		return nil, nil, err
 	}
 	s.mu.Lock()
@@ -181,7 +183,6 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 		disk.Remove()
 		return nil, nil, err
 	}
-	s.takeLeftoverLocked(b.digest)
 	e := newEntry(b.digest, lay)
 	e.info, e.disk = b, disk
 	s.torrents[b.digest] = e
@@ -222,12 +223,17 @@ func (s *Swarm) running(dgst digest.Digest) (*entry, *diskcache.Entry, bool, err
 	return nil, nil, false, nil
 }
 
-// takeLeftoverLocked ends the account of an earlier run's files of dgst: a
-// download that resumes them accounts them now. Caller holds s.mu.
-func (s *Swarm) takeLeftoverLocked(dgst digest.Digest) {
-	if old := s.cache.Get(leftoverKey(dgst)); old != nil {
-		old.Remove()
+// takeLeftover ends the account of an earlier run's files of dgst before
+// a download that resumes them is admitted (which accounts them whole), so
+// the admission does not evict the very files it resumes. The function it
+// returns puts the account back, for a download that was not admitted.
+func (s *Swarm) takeLeftover(dgst digest.Digest) (putBack func()) {
+	old := s.cache.Get(leftoverKey(dgst))
+	if old == nil {
+		return func() {}
 	}
+	old.Remove()
+	return func() { s.cache.Add(leftoverKey(dgst), old.Size(), func() { s.evictLeftover(dgst) }) }
 }
 
 // reserveLocked reserves the data dir's space for a whole download before

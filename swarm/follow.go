@@ -61,8 +61,10 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	if b, done, err := s.followKnown(dgst, size); done {
 		return b, err
 	}
+	leftover := s.takeLeftover(dgst)
 	disk, err := s.admitDownload(dgst, lay)
 	if err != nil {
+		leftover()
 		return nil, err
 	}
 	s.mu.Lock()
@@ -83,7 +85,6 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 		disk.Remove()
 		return nil, err
 	}
-	s.takeLeftoverLocked(dgst)
 	e.disk = disk
 	s.torrents[dgst] = e
 	next := 0
