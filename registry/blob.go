@@ -30,6 +30,17 @@ func (ob openBlob) close() {
 	_ = ob.blob.Close()
 }
 
+// sizeOnly is what a HEAD needs of a blob a BlobStater sized: never opened.
+type sizeOnly int64
+
+func (s sizeOnly) Size() int64 { return int64(s) }
+
+func (s sizeOnly) Open(context.Context, int64) (io.ReadCloser, error) {
+	return nil, errors.New("registry: a blob sized for a HEAD is never opened")
+}
+
+func (sizeOnly) Close() error { return nil }
+
 // serveBlob answers GET|HEAD /v2/<name>/blobs/<digest>.
 func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	w, r := ex.w, ex.r
@@ -45,6 +56,16 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	rangeHeader := r.Header.Get("Range")
 	f, err := firstAnswer(r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
 		func(ctx context.Context, src Source) (openBlob, error) {
+			if st, ok := src.(BlobStater); ok && r.Method == http.MethodHead {
+				size, err := st.StatBlob(ctx, ref, dgst)
+				if err != nil {
+					return openBlob{}, err
+				}
+				if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
+					return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
+				}
+				return openBlob{blob: sizeOnly(size), rng: parseRange(rangeHeader, size)}, nil
+			}
 			b, err := src.Blob(ctx, ref, dgst)
 			if err != nil {
 				return openBlob{}, err

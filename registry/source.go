@@ -69,6 +69,15 @@ type VerifyingBlob interface {
 	VerifiesDigest() digest.Digest
 }
 
+// BlobStater is a Source that can tell a blob's size from metadata (the
+// owner's or the upstream's answer) without fetching it or reserving
+// anything for it. The handler asks it for a HEAD instead of Blob: a
+// source whose Blob starts a download (the egress) must not start one for
+// a HEAD. Not-found is ErrNotFound, as for Blob.
+type BlobStater interface {
+	StatBlob(ctx context.Context, ref Ref, dgst digest.Digest) (int64, error)
+}
+
 // Manifest is a manifest or index with its exact bytes.
 type Manifest struct {
 	MediaType string

@@ -99,6 +99,49 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 	}
 }
 
+// Stat returns the size of dgst without fetching its body or making a
+// spool: a download's size once the upstream gave it, this node's own
+// copy's, or the upstream's answer to a HEAD (bounded by LookupTimeout).
+// A HEAD of a blob must not reserve disk or start a download.
+func (f *Fetcher) Stat(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
+	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	s := f.spools[dgst]
+	f.mu.Unlock()
+	if s != nil {
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("egress: size of %s: %w", dgst, context.Cause(ctx))
+		}
+		s.mu.Lock()
+		size, err := s.size, s.err
+		s.mu.Unlock()
+		if err == nil && size >= 0 {
+			return size, nil
+		}
+	}
+	if f.cfg.Local != nil {
+		if b, err := f.cfg.Local.Blob(ctx, ref, dgst); err == nil {
+			size := b.Size()
+			_ = b.Close()
+			if size >= 0 {
+				return size, nil
+			}
+		}
+	}
+	lookup, cancel := context.WithTimeout(ctx, f.cfg.LookupTimeout)
+	defer cancel()
+	b, err := f.cfg.Upstream.Blob(lookup, ref, dgst)
+	if err != nil {
+		return 0, fmt.Errorf("egress: size of %s: %w", dgst, err)
+	}
+	defer b.Close()
+	return b.Size(), nil
+}
+
 // local returns this node's own copy of dgst when no spool of it exists
 // (none running, none kept) and Local holds it; nil otherwise. A running
 // or kept spool is preferred: it is what the download's callers share.

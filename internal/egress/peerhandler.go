@@ -164,6 +164,20 @@ func (s *Source) servePeerManifest(w http.ResponseWriter, r *http.Request, ref r
 }
 
 func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
+		// The size only (remoteStat): no download starts for it.
+		size, err := s.cfg.Fetcher.Stat(r.Context(), ref, dgst)
+		if err != nil {
+			s.peerError(w, r, err)
+			return
+		}
+		w.Header().Set("Docker-Content-Digest", dgst.String())
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	b, err := s.cfg.Fetcher.Fetch(r.Context(), ref, dgst)
 	if err != nil {
 		s.peerError(w, r, err)

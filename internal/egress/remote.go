@@ -116,6 +116,23 @@ func (s *Source) remoteManifest(ctx context.Context, m Member, ref registry.Ref,
 	return &registry.Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
 }
 
+// remoteStat asks owner m for the blob's size with a HEAD, which starts
+// nothing there (servePeerBlob).
+func (s *Source) remoteStat(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (int64, error) {
+	resp, err := s.peerDo(ctx, http.MethodHead, m, blobsPath+dgst.String(), ref)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Docker-Content-Digest"); got != dgst.String() {
+		return 0, fmt.Errorf("size of blob %s from %s: reply names digest %q", dgst, m.Name, got)
+	}
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("size of blob %s from %s: no Content-Length", dgst, m.Name)
+	}
+	return resp.ContentLength, nil
+}
+
 // remoteBlob asks owner m for the blob; the reply's body serves the first
 // Open from offset 0. owners are asked again, m first, for any other Open.
 func (s *Source) remoteBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {

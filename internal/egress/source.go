@@ -103,4 +103,19 @@ func (s *Source) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest)
 		func() (registry.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) }, remote)
 }
 
-var _ registry.Source = (*Source)(nil)
+// StatBlob implements registry.BlobStater: a HEAD learns the size from
+// the owner (its spool, its containerd, or its upstream's answer to a
+// HEAD) and starts no download anywhere.
+func (s *Source) StatBlob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
+	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+		return 0, err
+	}
+	return ask(ctx, s, "size of blob "+dgst.String(), blobKey(dgst),
+		func() (int64, error) { return s.cfg.Fetcher.Stat(ctx, ref, dgst) },
+		func(m Member) (int64, error) { return s.remoteStat(ctx, m, ref, dgst) })
+}
+
+var (
+	_ registry.Source     = (*Source)(nil)
+	_ registry.BlobStater = (*Source)(nil)
+)
