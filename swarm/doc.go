@@ -44,9 +44,12 @@
 //
 // The mutexes, in the order they may be taken (never the reverse):
 // Swarm.admitMu, then Swarm.mu, then the library's client lock, then
-// download.mu, peerCounters.mu, uploadCounters.mu, the data dir cache's
-// lock (diskcache: pins, adds and removes under Swarm.mu) or the tracker's
-// lock (read, through Members.IsMember).
+// download.mu, peerCounters.mu, uploadCounters.mu, peerTraffic.mu, the data
+// dir cache's lock (diskcache: pins, adds and removes under Swarm.mu) or the
+// tracker's lock (read, through Members.IsMember). peerTraffic.sampleMu is
+// taken before the client lock (Stats and a closed connection's retire read
+// connection counts under it; no callback takes it: PeerConnClosed starts
+// the retire on a goroutine).
 //
 //   - Swarm.admitMu serializes the start of a download (Blob's first Open,
 //     Follow): it is held while the cache admits the download, which may
@@ -87,5 +90,6 @@
 // The rules: never call the client or a Torrent from a storage method or a
 // callback; never take Swarm.mu there — a seed found corrupt during a read
 // is dropped on a goroutine of its own (seedCorrupted); never hold
-// peerCounters' or uploadCounters' lock across a call into the library.
+// peerCounters', uploadCounters' or peerTraffic.mu across a call into the
+// library.
 package swarm

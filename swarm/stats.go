@@ -23,6 +23,8 @@ type Stats struct {
 	// address is not a member's; AuthFailed those (either way) that failed
 	// the cluster-key handshake. Both stay 0 without Config.PeerKeys.
 	AuthRefused, AuthFailed uint64
+	// Peers is the traffic per peer IP since start, over every torrent.
+	Peers map[string]PeerTraffic
 }
 
 // TorrentStats describes one blob of this node, summed over its chunk
@@ -65,6 +67,7 @@ func (s *Swarm) Stats() Stats {
 	cs := s.client.ConnStats()
 	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64(),
 		AuthRefused: s.auth.Refused.Load(), AuthFailed: s.auth.Failed.Load()}
+	var all []*torrent.Torrent
 	for _, sn := range snaps {
 		ts := TorrentStats{
 			Digest:       sn.e.digest,
@@ -75,6 +78,7 @@ func (s *Swarm) Stats() Stats {
 		}
 		peers := map[string]struct{}{}
 		for _, c := range sn.chunks {
+			all = append(all, c.t)
 			ts.BytesCompleted += c.t.BytesCompleted()
 			ts.PiecesComplete += c.t.Stats().PiecesComplete
 			for _, pc := range c.t.PeerConns() {
@@ -89,6 +93,7 @@ func (s *Swarm) Stats() Stats {
 		st.Torrents = append(st.Torrents, ts)
 	}
 	sort.Slice(st.Torrents, func(i, j int) bool { return st.Torrents[i].Digest < st.Torrents[j].Digest })
+	st.Peers = s.traffic.sample(all)
 	return st
 }
 

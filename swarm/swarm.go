@@ -178,6 +178,7 @@ type Swarm struct {
 	downloads downloadStorage
 	cache     *diskcache.Cache
 	received  *peerCounters
+	traffic   *peerTraffic
 	log       *slog.Logger
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
@@ -293,6 +294,7 @@ func New(cfg Config) (*Swarm, error) {
 		cache:     cfg.Cache,
 		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize)},
 		received:  newPeerCounters(),
+		traffic:   newPeerTraffic(),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
 		stop:      make(chan struct{}),
@@ -405,7 +407,8 @@ func (s *Swarm) clientConfig(host string, port int) *torrent.ClientConfig {
 	// and its bans of peers that sent bad data (bans.go).
 	cc.Slogger = slog.New(libraryLog{s.log.Handler()}).With("lib", "anacrolix")
 	cc.Logger = alog.Default.WithFilterLevel(alog.Warning)
-	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.received.record)
+	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.received.record, s.traffic.record)
+	cc.Callbacks.PeerConnClosed = s.traffic.closed
 	return cc
 }
 

@@ -41,3 +41,34 @@ func TestUploadedBytesAreCountedAndOutliveTheTorrent(t *testing.T) {
 		t.Fatalf("after unseed and seed again, uploaded %+v, want %d kept", st, before)
 	}
 }
+
+// Traffic per peer address counts what a seeder sent to each downloader and
+// what the downloader received from it, and keeps the counts after the
+// connections closed and the torrent was dropped.
+func TestPeerTrafficCountsBothDirectionsPerAddress(t *testing.T) {
+	tr := newTracker()
+	a := startNode(t, tr, "127.0.0.2", "", nil)
+	b := startNode(t, tr, "127.0.0.3", "", nil)
+	content, dgst := randomBlob(t, 8<<20+3)
+	size := int64(len(content))
+	seed(t, a, tr, content, dgst)
+	got, err := readBlob(t, b, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, content)
+
+	if down := b.Stats().Peers["127.0.0.2"]; down.Downloaded < size || down.Uploaded != 0 {
+		t.Fatalf("downloader's traffic with the seeder: %+v, want %d down", down, size)
+	}
+	up := a.Stats().Peers["127.0.0.3"]
+	if up.Uploaded < size || up.Downloaded != 0 {
+		t.Fatalf("seeder's traffic with the downloader: %+v, want %d up", up, size)
+	}
+	// Dropping the seed closes its connections: their counts stay.
+	a.Unseed(dgst)
+	st := a.Stats()
+	if again := st.Peers["127.0.0.3"]; again.Uploaded < up.Uploaded || again.Uploaded > st.UploadedBytes {
+		t.Fatalf("after unseed %+v, before %+v, node total %d", again, up, st.UploadedBytes)
+	}
+}
