@@ -213,6 +213,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inventory.Run(gctx) })
 	g.Go(func() error { return seeds.run(gctx) })
+	g.Go(func() error { return opsSrv.Run(gctx) }) // the status page's traffic history
 	g.Go(func() error { logStuck(gctx, seeds.alive, log.With("component", "seeding")); return nil })
 	g.Go(func() error { joinCluster(gctx, members, cfg.Join, log); return nil })
 	g.Go(func() error {

@@ -105,15 +105,25 @@ func TestShareRatioIsNullWithoutDownloads(t *testing.T) {
 	}
 }
 
+// The stats, the traffic history and the status page answer this host and
+// members; an outsider gets a 403 that carries none of their data.
 func TestStatsAnswersOnlyLoopbackAndMembers(t *testing.T) {
-	s, _, _ := newTestServer(t)
-	for addr, want := range map[string]int{"127.0.0.1:1": 200, "[::1]:1": 200, "10.0.0.2:1": 200, "10.0.0.7:1": 403, "garbage": 403} {
-		req := httptest.NewRequest(http.MethodGet, "/admin/v1/stats", nil)
-		req.RemoteAddr = addr
-		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, req)
-		if rec.Code != want {
-			t.Errorf("%s: status %d, want %d", addr, rec.Code, want)
+	s, _, tr := newTestServer(t)
+	tr.stats.Peers = map[string]swarm.PeerTraffic{"10.0.0.1": {Uploaded: 1}}
+	s.sampleTraffic(time.Now())
+	s.sampleTraffic(time.Now().Add(trafficInterval))
+	for _, path := range []string{"/admin/v1/stats", "/admin/v1/traffic", "/", "/status"} {
+		for addr, want := range map[string]int{"127.0.0.1:1": 200, "[::1]:1": 200, "10.0.0.2:1": 200, "10.0.0.7:1": 403, "garbage": 403} {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			req.RemoteAddr = addr
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+			if rec.Code != want {
+				t.Errorf("%s from %s: status %d, want %d", path, addr, rec.Code, want)
+			}
+			if body := rec.Body.String(); want == 403 && (strings.Contains(body, "node1") || strings.Contains(body, "samples") || strings.Contains(body, "<script")) {
+				t.Errorf("%s from %s: the refusal carries data: %s", path, addr, body)
+			}
 		}
 	}
 }

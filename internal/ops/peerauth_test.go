@@ -33,6 +33,9 @@ func TestKeyedStatsNeedATokenFromElsewhere(t *testing.T) {
 		{"stats from a member address, signed", "/admin/v1/stats", "10.0.0.2:1", true, 200},
 		{"stats from anywhere, signed", "/admin/v1/stats", "198.18.0.9:1", true, 200},
 		{"status page, unsigned", "/status", "10.0.0.2:1", false, 403},
+		{"traffic from 127.0.0.1", "/admin/v1/traffic", "127.0.0.1:1", false, 200},
+		{"traffic from a member address, unsigned", "/admin/v1/traffic", "10.0.0.2:1", false, 403},
+		{"traffic from anywhere, signed", "/admin/v1/traffic", "198.18.0.9:1", true, 200},
 		{"metrics, unsigned", "/metrics", "198.18.0.9:1", false, 200},
 	} {
 		req := httptest.NewRequest(http.MethodGet, "http://10.0.0.3:5000"+tc.path, nil)

@@ -11,6 +11,19 @@ type Stats struct {
 	Members  []MemberStats  `json:"members"`
 	Torrents []TorrentStats `json:"torrents"`
 	Totals   Totals         `json:"totals"`
+	// Peers is the swarm traffic with each peer since start.
+	Peers []PeerStats `json:"peers"`
+	// Rates is the newest traffic sample (the last 2 s); null until the
+	// daemon has taken two samples.
+	Rates *TrafficSample `json:"rates"`
+}
+
+// PeerStats is the piece bytes exchanged with one peer since start, over
+// every torrent.
+type PeerStats struct {
+	Name       string `json:"name"` // member name, or the IP when no member has it
+	Uploaded   int64  `json:"uploadedBytes"`
+	Downloaded int64  `json:"downloadedBytes"`
 }
 
 // MemberStats is one cluster member as this node's gossip sees it.

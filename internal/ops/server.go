@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -42,6 +43,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	gate    *peerauth.Gate
+	traffic *trafficRing
 }
 
 // New builds a Server with its own Prometheus registry.
@@ -49,7 +51,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Cluster == nil || cfg.Torrents == nil {
 		return nil, fmt.Errorf("ops: Config.Cluster and Config.Torrents are required")
 	}
-	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember}}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember},
+		traffic: &trafficRing{}}
 	s.metrics = newMetrics()
 	if err := s.metrics.register(s.reg); err != nil {
 		return nil, fmt.Errorf("ops: register metrics: %w", err)
@@ -72,15 +75,17 @@ func (s *Server) Register(c prometheus.Collector) error {
 // Observer is the registry handler's observer (registry.Observer).
 func (s *Server) Observer() *Observer { return &Observer{m: s.metrics} }
 
-// Handler serves /, /status, /admin/v1/stats and /metrics.
+// Handler serves /, /status, /admin/v1/stats, /admin/v1/traffic and
+// /metrics.
 //
-// The status page and the stats are for this host and members (they name
-// members, digests and peers). /metrics answers anyone who reaches the
+// The status page, the stats and the traffic history are for this host
+// and members (they name members, digests and peers). /metrics answers anyone who reaches the
 // port: Prometheus scrapes it from elsewhere, and it carries counters and
 // gauges only — no digest, name or address.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /admin/v1/stats", s.allowed(http.HandlerFunc(s.serveStats)))
+	mux.Handle("GET /admin/v1/traffic", s.allowed(http.HandlerFunc(s.serveTraffic)))
 	mux.Handle("GET /{$}", s.allowed(http.HandlerFunc(serveStatus)))
 	mux.Handle("GET /status", s.allowed(http.HandlerFunc(serveStatus)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
@@ -103,16 +108,15 @@ func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
 // Snapshot assembles the current Stats.
 func (s *Server) Snapshot() Stats {
 	out := Stats{Version: SchemaVersion, Node: s.cfg.Node, Members: []MemberStats{}, Torrents: []TorrentStats{}}
-	byIP := map[string]string{}
-	for _, m := range s.cfg.Cluster.Members() {
+	members := s.cfg.Cluster.Members()
+	for _, m := range members {
 		roles := []string{"node"}
 		if m.Egress {
 			roles = append(roles, "egress")
 		}
 		out.Members = append(out.Members, MemberStats{Name: m.Name, Address: m.GossipAddr.String(), Roles: roles, State: m.State})
-		byIP[m.TorrentAddr.Addr().Unmap().String()] = m.Name
-		byIP[m.GossipAddr.Addr().Unmap().String()] = m.Name
 	}
+	byIP := namesByIP(members)
 	sw := s.cfg.Torrents.Stats()
 	for _, t := range sw.Torrents {
 		ts := TorrentStats{Digest: t.Digest.String(), Size: t.Size, State: "downloading", Verified: t.Verified,
@@ -145,6 +149,43 @@ func (s *Server) Snapshot() Stats {
 	out.Totals.SwarmUploaded = sw.UploadedBytes
 	out.Totals.SwarmDownloadedTotal = sw.DownloadedBytes
 	out.Totals.ShareRatio = shareRatio(sw.UploadedBytes, sw.DownloadedBytes)
+	peers := peersByName(sw.Peers, byIP)
+	out.Peers = make([]PeerStats, 0, len(peers))
+	for _, p := range peers {
+		out.Peers = append(out.Peers, p)
+	}
+	sort.Slice(out.Peers, func(i, j int) bool { return out.Peers[i].Name < out.Peers[j].Name })
+	out.Rates = s.traffic.latest()
+	return out
+}
+
+// memberNames maps the members' gossip and torrent IPs to their names.
+func (s *Server) memberNames() map[string]string { return namesByIP(s.cfg.Cluster.Members()) }
+
+func namesByIP(members []tracker.Member) map[string]string {
+	byIP := make(map[string]string, 2*len(members))
+	for _, m := range members {
+		byIP[m.TorrentAddr.Addr().Unmap().String()] = m.Name
+		byIP[m.GossipAddr.Addr().Unmap().String()] = m.Name
+	}
+	return byIP
+}
+
+// peersByName sums the swarm's traffic per peer IP by member name; an IP no
+// member has keeps its address as its name.
+func peersByName(byIPTraffic map[string]swarm.PeerTraffic, byIP map[string]string) map[string]PeerStats {
+	out := make(map[string]PeerStats, len(byIPTraffic))
+	for ip, t := range byIPTraffic {
+		name := ip
+		if a, err := netip.ParseAddr(ip); err == nil {
+			if m, ok := byIP[a.Unmap().String()]; ok {
+				name = m
+			}
+		}
+		p := out[name]
+		p.Name, p.Uploaded, p.Downloaded = name, p.Uploaded+t.Uploaded, p.Downloaded+t.Downloaded
+		out[name] = p
+	}
 	return out
 }
 
