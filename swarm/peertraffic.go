@@ -44,6 +44,9 @@ func (p *peerTraffic) record(ev torrent.ReceivedUsefulDataEvent) {
 }
 
 func (p *peerTraffic) add(ip string, up, down int64) {
+	if up <= 0 && down <= 0 {
+		return // a connection that exchanged nothing is no traffic
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.byIP[ip]
