@@ -40,11 +40,13 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	var st struct {
 		Version int `json:"version"`
 		Members []struct {
-			Name  string   `json:"name"`
-			Roles []string `json:"roles"`
+			Name    string   `json:"name"`
+			Address string   `json:"address"`
+			Roles   []string `json:"roles"`
 		} `json:"members"`
 		Torrents []adminTorrent `json:"torrents"`
 		Totals   adminTotals    `json:"totals"`
+		Peers    []adminPeer    `json:"peers"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("swarm stats --json is not the schema: %v\n%s", err, out)
@@ -67,6 +69,42 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	if st.Totals.ServedBySource["swarm"] < img.Layers[0].Size {
 		t.Errorf("served from the swarm: %d, want at least %d", st.Totals.ServedBySource["swarm"], img.Layers[0].Size)
 	}
+	// Peers are named as members: n1's name is its gossip address's.
+	var member1, member2 string
+	for _, m := range st.Members {
+		switch m.Address {
+		case n1.GossipAddr:
+			member1 = m.Name
+		case n2.GossipAddr:
+			member2 = m.Name
+		}
+	}
+	if p := peerNamed(st.Peers, member1); p.Downloaded < img.Layers[0].Size {
+		t.Errorf("%s's traffic with %s (%s): %+v, want the layer downloaded: %s", n2.Name, n1.Name, member1, p, out)
+	}
+	// The status page's history: within a sample (2 s) the pull shows as
+	// bytes per second served from the swarm and received from n1.
+	waitFor(t, 10*time.Second, n2.Name+"'s traffic history to show the pull", func() (bool, string) {
+		var tr struct {
+			Samples []struct {
+				Seconds float64            `json:"seconds"`
+				Served  map[string]float64 `json:"servedBytesPerSecond"`
+				Peers   map[string]struct {
+					Down float64 `json:"downBytesPerSecond"`
+				} `json:"peers"`
+			} `json:"samples"`
+		}
+		if err := adminGet(n2, "/admin/v1/traffic", &tr); err != nil {
+			t.Fatal(err)
+		}
+		var served, down float64
+		for _, smp := range tr.Samples {
+			served += smp.Served["swarm"] * smp.Seconds
+			down += smp.Peers[member1].Down * smp.Seconds
+		}
+		size := float64(img.Layers[0].Size)
+		return served >= size*0.999 && down >= size*0.999, fmt.Sprintf("%d samples: %.0f bytes served from the swarm, %.0f received from %s", len(tr.Samples), served, down, member1)
+	})
 
 	table, err := n2.Run(t, "swarm", "stats", "--addr", n2.URL())
 	if err != nil {
@@ -79,6 +117,9 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	}
 	if !strings.Contains(table, layer[len("sha256:"):len("sha256:")+12]) {
 		t.Errorf("the table lacks the layer's torrent %s:\n%s", layer, table)
+	}
+	if !strings.Contains(table, "24.0 MiB") || !strings.Contains(table, "PEER") {
+		t.Errorf("the table lacks the layer's size in MiB or the peers:\n%s", table)
 	}
 	t.Logf("dregistry swarm stats on %s:\n%s", n2.Name, table)
 
@@ -134,6 +175,7 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	var seeder struct {
 		Torrents []adminTorrent `json:"torrents"`
 		Totals   adminTotals    `json:"totals"`
+		Peers    []adminPeer    `json:"peers"`
 	}
 	if err := json.Unmarshal([]byte(out), &seeder); err != nil {
 		t.Fatalf("swarm stats --json on %s: %v\n%s", n1.Name, err, out)
@@ -149,6 +191,9 @@ func TestSwarmStatsAndMetricsAfterAPull(t *testing.T) {
 	}
 	if uploaded < img.Layers[0].Size {
 		t.Errorf("%s uploaded %d bytes of the layer, want at least %d: %s", n1.Name, uploaded, img.Layers[0].Size, out)
+	}
+	if p := peerNamed(seeder.Peers, member2); p.Uploaded < img.Layers[0].Size {
+		t.Errorf("%s's traffic with %s (%s): %+v, want the layer uploaded: %s", n1.Name, n2.Name, member2, p, out)
 	}
 	table, err = n1.Run(t, "swarm", "stats", "--addr", n1.URL())
 	if err != nil || !strings.Contains(table, "share ratio - (nothing downloaded)") {
@@ -172,6 +217,21 @@ type adminTotals struct {
 	SwarmUploaded        int64            `json:"swarmUploadedBytes"`
 	SwarmDownloadedTotal int64            `json:"swarmDownloadedTotalBytes"`
 	ShareRatio           *float64         `json:"shareRatio"`
+}
+
+type adminPeer struct {
+	Name       string `json:"name"`
+	Uploaded   int64  `json:"uploadedBytes"`
+	Downloaded int64  `json:"downloadedBytes"`
+}
+
+func peerNamed(peers []adminPeer, name string) adminPeer {
+	for _, p := range peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return adminPeer{}
 }
 
 // scrape reads a node's whole /metrics exposition.
