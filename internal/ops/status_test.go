@@ -143,3 +143,19 @@ func TestStatusPageServedAtRootAndStatus(t *testing.T) {
 		}
 	}
 }
+
+// The page works air-gapped: it loads nothing but itself and the JSON it
+// polls from the same origin (the SVG namespace is a name, not a fetch).
+func TestStatusPageLoadsNothingExternal(t *testing.T) {
+	page := strings.ReplaceAll(string(statusPage), `"http://www.w3.org/2000/svg"`, "")
+	for _, pat := range []string{"http://", "https://", "//cdn", " src=", " href=", "@import", "url(", "<link", "<iframe"} {
+		if strings.Contains(page, pat) {
+			t.Errorf("status page contains %q", pat)
+		}
+	}
+	for _, poll := range regexp.MustCompile(`view\("([^"]+)"`).FindAllStringSubmatch(page, -1) {
+		if !strings.HasPrefix(poll[1], "admin/v1/") {
+			t.Errorf("status page polls %q, not its own admin API", poll[1])
+		}
+	}
+}
