@@ -22,6 +22,7 @@ import (
 	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/internal/ops"
 	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/internal/preheat"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -108,7 +109,12 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	defer sw.Close()
-	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw, PeerKeys: peerKeys})
+	preheats, coordinator, err := newPreheat(ctx, cfg, store, members, peerClient, gate, log.With("component", "preheat"))
+	if err != nil {
+		return err
+	}
+	opsSrv, err := ops.New(ops.Config{Node: members.LocalName(), Cluster: members, Torrents: sw, PeerKeys: peerKeys,
+		Preheats: preheatStats(preheats)})
 	if err != nil {
 		return err
 	}
@@ -189,6 +195,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/peer/v1/", sw.PeerHandler())
+	mux.Handle(preheat.PeerPath, preheats.PeerHandler(gate))
+	mux.Handle(preheat.AdminPath, coordinator.Handler())
 	mux.Handle(egress.PeerPathPrefix, viaEgress.PeerHandler())
 	mux.Handle(seedersPath, seedersHandler(gate, members))
 	mux.Handle(torrentsPath, torrentsHandler(gate, sw))

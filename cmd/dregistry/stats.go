@@ -56,7 +56,7 @@ func swarmCommand() *cli.Command {
 				}
 				return runStats(c.Context, c.App.Writer, client, c.String("addr"), format, c.Bool("watch"), c.Duration("interval"))
 			},
-		}},
+		}, preheatCommand()},
 	}
 }
 
@@ -188,6 +188,7 @@ func printStats(w io.Writer, raw []byte, exact bool) error {
 		size(s.Totals.UpstreamSaved), size(s.Totals.UpstreamFetched), size(s.Totals.Downloaded))
 	fmt.Fprintf(tw, "swarm bytes since start\tup %s, down %s, share ratio %s\n",
 		size(s.Totals.SwarmUploaded), size(s.Totals.SwarmDownloadedTotal), ratioText(s.Totals.ShareRatio))
+	printPreheats(tw, s.Preheats)
 	return tw.Flush()
 }
 

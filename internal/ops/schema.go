@@ -16,6 +16,8 @@ type Stats struct {
 	// Rates is the newest traffic sample (the last 2 s); null until the
 	// daemon has taken two samples.
 	Rates *TrafficSample `json:"rates"`
+	// Preheats are this node's preheats in progress (empty when none).
+	Preheats []PreheatStats `json:"preheats"`
 }
 
 // PeerStats is the piece bytes exchanged with one peer since start, over
@@ -24,6 +26,18 @@ type PeerStats struct {
 	Name       string `json:"name"` // member name, or the IP when no member has it
 	Uploaded   int64  `json:"uploadedBytes"`
 	Downloaded int64  `json:"downloadedBytes"`
+}
+
+// PreheatStats is one preheat running on this node (dregistry swarm
+// preheat): the image it fetches into containerd and how far it got.
+type PreheatStats struct {
+	Image     string `json:"image"`
+	Digest    string `json:"digest"`
+	Namespace string `json:"namespace"`
+	// DoneBytes and TotalBytes count the blobs stored and known so far;
+	// TotalBytes grows as manifests are read.
+	DoneBytes  int64 `json:"doneBytes"`
+	TotalBytes int64 `json:"totalBytes"`
 }
 
 // MemberStats is one cluster member as this node's gossip sees it.

@@ -35,6 +35,8 @@ type Config struct {
 	// PeerKeys, when set (a keyed cluster), admit remote stats and status
 	// requests by their signed token; this host always gets them.
 	PeerKeys *peerauth.Keys
+	// Preheats, when set, lists the preheats running on this node.
+	Preheats func() []PreheatStats
 }
 
 // Server serves /admin/v1/stats and /metrics and observes the registry.
@@ -156,6 +158,10 @@ func (s *Server) Snapshot() Stats {
 	}
 	sort.Slice(out.Peers, func(i, j int) bool { return out.Peers[i].Name < out.Peers[j].Name })
 	out.Rates = s.traffic.latest()
+	out.Preheats = []PreheatStats{}
+	if s.cfg.Preheats != nil {
+		out.Preheats = append(out.Preheats, s.cfg.Preheats()...)
+	}
 	return out
 }
 
