@@ -131,6 +131,28 @@ func TestOutsiderGetsNoBytesFromANode(t *testing.T) {
 		}
 	}
 
+	// Nor may it order a preheat, or take the members' side of one: a
+	// valid order or request gets 403 and nothing lands in k8s.io.
+	for path, body := range map[string]string{
+		"/admin/v1/preheat": `{"ref":"` + img.Ref + `"}`,
+		"/peer/v1/preheat": `{"image":"` + img.Ref + `","digest":"` + img.Manifest.Digest.String() +
+			`","mediaType":"` + img.Manifest.MediaType + `","size":` + fmt.Sprint(img.Manifest.Size) + `,"namespace":"k8s.io"}`,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, answer, err := o.Do(req)
+		cancel()
+		if err != nil || status != http.StatusForbidden {
+			t.Errorf("POST %s from the outsider: %d %s %v, want 403", path, status, answer, err)
+		}
+	}
+	if out, err := node.Containerd.Ctr(t, "-n", "k8s.io", "images", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("k8s.io after the outsider's preheat orders: %q %v, want no image", out, err)
+	}
+
 	// The node still serves its host: containerd pulls the image again
 	// after removing it.
 	if _, err := node.Containerd.Ctr(t, "-n", "default", "images", "rm", "--sync", img.Ref); err != nil {
