@@ -68,3 +68,22 @@ func TestPreheatCommandExitsZeroOnlyWhenEveryNodeIsDone(t *testing.T) {
 		}
 	}
 }
+
+// TestPreheatCommandRedrawsATableOnATerminal: one row per node, redrawn
+// in place (cursor up over the previous rows) as reports arrive.
+func TestPreheatCommandRedrawsATableOnATerminal(t *testing.T) {
+	plan := preheat.Event{Image: "r/x:1", Digest: "sha256:abc", Nodes: []string{"n1", "n2"}}
+	url := coordinatorAnswering(t, 200, plan, status("n1", "running", ""), status("n1", "done", ""), status("n2", "done", ""))
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := runPreheat(ctx, &out, true, &http.Client{}, url, []byte(`{"ref":"r/x:1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\033[2A\033[J"); n != 2 {
+		t.Errorf("the 2-row table was redrawn %d times, want 2 (3 reports):\n%q", n, out.String())
+	}
+	if !strings.Contains(out.String(), "n2 ") || !strings.Contains(out.String(), "asked") {
+		t.Errorf("first table lacks n2 as asked:\n%s", out.String())
+	}
+}
