@@ -12,13 +12,15 @@ import (
 // every member's containerd, in k8s.io, through the swarm — the upstream
 // sends each blob once — and fails, naming the node and why, when one
 // node cannot take it.
+// On containerd 2.x, CRI (crictl inspecti, as kubelet asks) lists the
+// preheated image as present.
 func TestPreheatPutsTheImageOnEveryNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("e2e: starts containerd daemons, docker-registry and dregistry")
-	}
-	testenv.RequireRoot(t)
+	forEachRuntime(t, testPreheat)
+}
+
+func testPreheat(t *testing.T, rt testenv.Runtime) {
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(85)+":5500")
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: func(i int) []string {
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Runtime: rt, Args: func(i int) []string {
 		return append(egressFirst(1)(i), "--node-name", fmt.Sprintf("node%d", i+1))
 	}})
 	waitEgressKnown(t, up, nodes, nodes[:1])
@@ -106,5 +108,16 @@ func checkPreheated(t *testing.T, n *testenv.Node, img testenv.Image) {
 		if !found {
 			t.Errorf("%s: ctr -n k8s.io images ls lacks %s for manifest %s:\n%s", n.Name, name, img.Manifest.Digest, out)
 		}
+	}
+	if !n.Containerd.CRI() {
+		return
+	}
+	got, err := n.Containerd.InspectImage(t, img.Ref)
+	if err != nil {
+		t.Fatalf("%s: %v", n.Name, err)
+	}
+	want := img.Registry + "/" + img.Repo + "@" + img.Manifest.Digest.String()
+	if got.ID != img.Config.Digest.String() || len(got.RepoDigests) != 1 || got.RepoDigests[0] != want {
+		t.Errorf("%s: crictl inspecti %s: id %s, repo digests %v; want %s, [%s]", n.Name, img.Ref, got.ID, got.RepoDigests, img.Config.Digest, want)
 	}
 }
