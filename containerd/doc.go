@@ -1,7 +1,8 @@
 // Package containerd owns dregistry's view of the node's containerd: content
 // reads, the inventory of digests held in every namespace (events plus
-// periodic resync, since garbage collection is silent), and the hosts.toml
-// files that make containerd use dregistry as its mirror.
+// periodic resync, since garbage collection is silent), the hosts.toml
+// files that make containerd use dregistry as its mirror, and a preheat's
+// fetch of an image through that mirror into containerd (FetchImage).
 //
 // # Locks and callbacks
 //

@@ -66,7 +66,7 @@ func (c Config) withDefaults() Config {
 }
 
 // Store reads content and image records from every chosen namespace of one
-// containerd. It never writes to containerd.
+// containerd. It writes only what a preheat asks for (FetchImage).
 type Store struct {
 	cfg    Config
 	client *client.Client
