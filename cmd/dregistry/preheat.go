@@ -262,7 +262,9 @@ func (v *preheatView) show(e preheat.Event) {
 		v.redraw()
 		return
 	}
-	if !seen || prev.State != s.State {
+	// A line per change of state, and per quarter of the bytes while a
+	// large image runs, so a log shows it moving.
+	if !seen || prev.State != s.State || s.State == preheat.StateRunning && quarter(prev) != quarter(s) {
 		fmt.Fprintln(v.w, nodeLine(s))
 	}
 }
@@ -329,6 +331,14 @@ func preheatBar(s preheat.Status) string {
 	}
 	n := int(p * 20)
 	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat(".", 20-n), p*100)
+}
+
+// quarter is how many quarters of the known bytes are stored.
+func quarter(s preheat.Status) int64 {
+	if s.TotalBytes <= 0 {
+		return 0
+	}
+	return min(4*s.DoneBytes/s.TotalBytes, 4)
 }
 
 func preheatBytes(s preheat.Status) string {

@@ -87,3 +87,30 @@ func TestPreheatCommandRedrawsATableOnATerminal(t *testing.T) {
 		t.Errorf("first table lacks n2 as asked:\n%s", out.String())
 	}
 }
+
+// TestStatsTextListsRunningPreheats: swarm stats adds a section for the
+// preheats running, and none when there are none.
+func TestStatsTextListsRunningPreheats(t *testing.T) {
+	for _, tc := range []struct {
+		preheats string
+		want     []string
+	}{
+		{`[]`, nil},
+		{`[{"image":"docker.io/library/busybox:1.36","digest":"sha256:abc","namespace":"k8s.io","doneBytes":1048576,"totalBytes":4194304}]`,
+			[]string{"PREHEAT", "docker.io/library/busybox:1.36", "k8s.io", " 25%", "1.0 MiB / 4.0 MiB"}},
+	} {
+		raw := `{"version":1,"node":"n1","members":[],"torrents":[],"totals":{},"preheats":` + tc.preheats + `}`
+		var out bytes.Buffer
+		if err := printStats(&out, []byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		if tc.want == nil && strings.Contains(out.String(), "PREHEAT") {
+			t.Errorf("no preheats, yet a section:\n%s", out.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("stats lack %q:\n%s", w, out.String())
+			}
+		}
+	}
+}
