@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,9 +56,11 @@ type ImageFetch struct {
 	Target ocispec.Descriptor
 	// Resolver fetches the content (MirrorResolver).
 	Resolver remotes.Resolver
-	// Progress, when set, is called after each blob is stored, with the
-	// bytes stored and the bytes known so far (a manifest's children are
-	// known once it is stored). It may be called from several goroutines.
+	// Progress, when set, is called after each blob is stored and every
+	// second, with the bytes stored (plus those of blobs being written)
+	// and the bytes known so far (a manifest's children are known once it
+	// is stored). It may be called from several goroutines, and a later
+	// call may report fewer bytes than an earlier one.
 	Progress func(done, total int64)
 }
 
@@ -93,9 +97,23 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 	matcher := platforms.OnlyStrict(platforms.DefaultSpec())
 	var done, total atomic.Int64
 	total.Store(f.Target.Size)
+	report := func(extra int64) {
+		if f.Progress != nil {
+			f.Progress(done.Load()+extra, total.Load())
+		}
+	}
+	var mu sync.Mutex
+	inflight := map[string]int64{} // ingest ref → blob size, guarded by mu
 	progress := func(h images.Handler) images.Handler {
 		return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			key := remotes.MakeRefKey(ctx, desc)
+			mu.Lock()
+			inflight[key] = desc.Size
+			mu.Unlock()
 			children, err := h.Handle(ctx, desc)
+			mu.Lock()
+			delete(inflight, key)
+			mu.Unlock()
 			if err != nil {
 				return nil, err
 			}
@@ -103,14 +121,40 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 			for _, c := range children {
 				more += c.Size
 			}
-			t := total.Add(more)
-			d := done.Add(desc.Size)
-			if f.Progress != nil {
-				f.Progress(d, t)
-			}
+			total.Add(more)
+			done.Add(desc.Size)
+			report(0)
 			return children, nil
 		})
 	}
+	// A large layer takes minutes: between blobs, the bytes its ingest
+	// holds so far count too (what ctr's progress shows).
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			refs := maps.Clone(inflight)
+			mu.Unlock()
+			var extra int64
+			for ref, size := range refs {
+				sctx, cancel := context.WithTimeout(watchCtx, 2*time.Second)
+				st, err := s.client.ContentStore().Status(sctx, ref)
+				cancel()
+				if err == nil {
+					extra += min(max(st.Offset, 0), size)
+				}
+			}
+			report(extra)
+		}
+	}()
 	labels := map[string]string{}
 	if f.Namespace == CRINamespace {
 		labels[criLabel] = criManaged

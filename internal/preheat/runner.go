@@ -26,15 +26,17 @@ type Status struct {
 	Digest    string `json:"digest"`
 	Namespace string `json:"namespace"`
 	State     string `json:"state"`
-	// DoneBytes and TotalBytes count the blobs stored and known so far;
-	// TotalBytes grows as manifests are read.
+	// DoneBytes counts the bytes stored, including those of blobs being
+	// written; TotalBytes the bytes known so far, which grows as
+	// manifests are read.
 	DoneBytes  int64  `json:"doneBytes"`
 	TotalBytes int64  `json:"totalBytes"`
 	Error      string `json:"error,omitempty"`
 }
 
 // Fetch puts req's image into this node's containerd, reporting progress
-// after each blob. The daemon wires containerd.Store.FetchImage.
+// after each blob and while one is written (a report may lag an earlier
+// one). The daemon wires containerd.Store.FetchImage.
 type Fetch func(ctx context.Context, req Request, progress func(done, total int64)) error
 
 // RunnerConfig configures a Runner.
@@ -108,8 +110,10 @@ func (r *Runner) run(key jobKey, j *Job) {
 	log.Info("preheat started")
 	start := time.Now()
 	err := r.cfg.Fetch(ctx, j.req, func(done, total int64) {
-		j.total.Store(total)
-		j.done.Store(done)
+		// Reports may cross (a blob's end and a poll of its ingest):
+		// the bytes shown never go back.
+		storeMax(&j.total, total)
+		storeMax(&j.done, done)
 	})
 	r.mu.Lock()
 	delete(r.jobs, key)
@@ -161,4 +165,14 @@ func (j *Job) Status(node string) Status {
 	default:
 	}
 	return s
+}
+
+// storeMax raises v to n unless it is already higher.
+func storeMax(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
