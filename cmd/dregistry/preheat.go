@@ -341,20 +341,21 @@ func quarter(s preheat.Status) int64 {
 	return min(4*s.DoneBytes/s.TotalBytes, 4)
 }
 
-func preheatBytes(s preheat.Status) string {
-	return fmt.Sprintf("%s / %s", mib(s.DoneBytes), mib(s.TotalBytes))
+func preheatBytes(s preheat.Status) string { return preheatBytesIn(s, humanBytes) }
+
+func preheatBytesIn(s preheat.Status, size func(int64) string) string {
+	return fmt.Sprintf("%s / %s", size(s.DoneBytes), size(s.TotalBytes))
 }
 
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// printPreheats adds the running preheats to swarm stats, when any.
-func printPreheats(w io.Writer, list []ops.PreheatStats) {
+// printPreheats adds the running preheats to swarm stats, when any, sizes
+// printed by size.
+func printPreheats(w io.Writer, list []ops.PreheatStats, size func(int64) string) {
 	if len(list) == 0 {
 		return
 	}
 	fmt.Fprint(w, "\nPREHEAT\tNAMESPACE\tPROGRESS\tBYTES\n")
 	for _, p := range list {
 		s := preheat.Status{State: preheat.StateRunning, DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Image, p.Namespace, preheatBar(s), preheatBytes(s))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Image, p.Namespace, preheatBar(s), preheatBytesIn(s, size))
 	}
 }

@@ -101,7 +101,7 @@ func TestStatsTextListsRunningPreheats(t *testing.T) {
 	} {
 		raw := `{"version":1,"node":"n1","members":[],"torrents":[],"totals":{},"preheats":` + tc.preheats + `}`
 		var out bytes.Buffer
-		if err := printStats(&out, []byte(raw)); err != nil {
+		if err := printStats(&out, []byte(raw), false); err != nil {
 			t.Fatal(err)
 		}
 		if tc.want == nil && strings.Contains(out.String(), "PREHEAT") {

@@ -188,7 +188,7 @@ func printStats(w io.Writer, raw []byte, exact bool) error {
 		size(s.Totals.UpstreamSaved), size(s.Totals.UpstreamFetched), size(s.Totals.Downloaded))
 	fmt.Fprintf(tw, "swarm bytes since start\tup %s, down %s, share ratio %s\n",
 		size(s.Totals.SwarmUploaded), size(s.Totals.SwarmDownloadedTotal), ratioText(s.Totals.ShareRatio))
-	printPreheats(tw, s.Preheats)
+	printPreheats(tw, s.Preheats, size)
 	return tw.Flush()
 }
 
