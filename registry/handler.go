@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dregistry/dregistry/internal/writeprogress"
 )
 
 // apiVersion is the header value clients (and the conformance suite) expect
@@ -94,7 +96,10 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger}
 	h.buffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
-	return h
+	// A client that stops reading would pin the handler, its source's
+	// reader and its buffers: a response with no write progress for the
+	// stall timeout is cut.
+	return writeprogress.Handler(h, cfg.StallTimeout)
 }
 
 // copyBufferSize is the chunk streamed blobs are copied in.

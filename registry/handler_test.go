@@ -1,12 +1,14 @@
 package registry
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -522,5 +524,43 @@ func TestHandlerHeadBlobDoesNotOpen(t *testing.T) {
 	}
 	if n := f.local.opens.Load(); n != 0 {
 		t.Errorf("HEAD opened the blob %d times", n)
+	}
+}
+
+// A client that stops reading a blob loses the response after the stall
+// timeout: the handler returns (the observer hears of it), so its source's
+// reader and buffers are not pinned for as long as the connection lives.
+func TestHandlerCutsAResponseTheClientStoppedReading(t *testing.T) {
+	for _, kind := range []string{"stream", "spans", "seekable"} {
+		t.Run(kind, func(t *testing.T) {
+			big := randomBytes(64<<20, 2) // far more than loopback's socket buffers
+			var dgst digest.Digest
+			f := newFixture(t, func(f *fixture, cfg *Config) {
+				f.local.spans, f.local.seekable = kind == "spans", kind == "seekable"
+				dgst = f.local.addBlob(f.ref, big)
+				cfg.StallTimeout = 300 * time.Millisecond
+			})
+			conn, err := net.DialTimeout("tcp", f.srv.Listener.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fmt.Fprintf(conn, "GET /v2/library/alpine/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n", dgst); err != nil {
+				t.Fatal(err)
+			}
+			line, err := bufio.NewReader(conn).ReadString('\n')
+			if err != nil || !strings.Contains(line, "200") {
+				t.Fatalf("status line %q: %v", line, err)
+			}
+			// The client reads nothing more; the handler must end anyway.
+			got := f.obs.wait(t, 1)
+			if got.bytes >= int64(len(big)) {
+				t.Fatalf("the whole blob was written to a client that stopped reading: %+v", got)
+			}
+			t.Logf("cut after %d bytes, %s", got.bytes, got.total)
+		})
 	}
 }

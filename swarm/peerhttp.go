@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/writeprogress"
 )
 
 // The peer endpoint: seeders answer these for their local content only, to
@@ -30,9 +32,11 @@ const (
 
 // PeerHandler serves GET and HEAD of /peer/v1/metainfo/<digest> (the info
 // dictionary of a seeded blob) and /peer/v1/blobs/<digest> (its bytes, with
-// Range) to cluster members. The daemon mounts it on its HTTP address.
+// Range) to cluster members. The daemon mounts it on its HTTP address. A
+// response that makes no write progress for StallTimeout (a peer that
+// stopped reading) is cut.
 func (s *Swarm) PeerHandler() http.Handler {
-	return http.HandlerFunc(s.servePeer)
+	return writeprogress.Handler(http.HandlerFunc(s.servePeer), s.cfg.StallTimeout)
 }
 
 func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/writeprogress"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 )
@@ -27,8 +28,12 @@ import (
 // otherwise, before any lookup). It answers only requests carrying the
 // no-forward header, never forwards one, and refuses (503) when this node
 // may not reach upstreams, so the requester moves on to the next
-// candidate. Mount it at PeerPathPrefix.
-func (s *Source) PeerHandler() http.Handler { return http.HandlerFunc(s.servePeer) }
+// candidate. Mount it at PeerPathPrefix. A response that makes no write
+// progress for the Fetcher's stall timeout (a member that stopped reading)
+// is cut.
+func (s *Source) PeerHandler() http.Handler {
+	return writeprogress.Handler(http.HandlerFunc(s.servePeer), s.cfg.Fetcher.cfg.StallTimeout)
+}
 
 func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 	if !s.gate.AdmitPeer(w, r) {
