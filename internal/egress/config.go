@@ -23,7 +23,11 @@ const (
 	DefaultTagTTL        = 5 * time.Second
 	DefaultMaxTags       = 4096
 	DefaultMaxManifests  = 256
-	DefaultMaxAttempts   = 3
+	// DefaultMaxManifestBytes bounds the manifest cache in bytes: manifests
+	// are a few KiB, so this holds hundreds, while 256 of the largest a
+	// registry allows (4 MiB) would be 1 GiB.
+	DefaultMaxManifestBytes = 16 << 20
+	DefaultMaxAttempts      = 3
 	// DefaultPipelineMin is the swarm's default small-blob size: smaller
 	// blobs come whole over HTTP anyway.
 	DefaultPipelineMin = 16 << 20
@@ -86,6 +90,10 @@ type FetcherConfig struct {
 	MaxTags int
 	// MaxManifests bounds the cache of manifests by digest. Default 256.
 	MaxManifests int
+	// MaxManifestBytes bounds the same cache by the manifests' size (oldest
+	// dropped first; a manifest larger than this is not kept). Default
+	// DefaultMaxManifestBytes.
+	MaxManifestBytes int64
 	// Now is the clock of the tag cache; default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -113,6 +121,9 @@ func (c *FetcherConfig) setDefaults() error {
 	}
 	if c.MaxManifests <= 0 {
 		c.MaxManifests = DefaultMaxManifests
+	}
+	if c.MaxManifestBytes <= 0 {
+		c.MaxManifestBytes = DefaultMaxManifestBytes
 	}
 	if c.Now == nil {
 		c.Now = time.Now

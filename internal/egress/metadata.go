@@ -32,8 +32,9 @@ type tagAnswer struct {
 
 func newMetadata(cfg FetcherConfig) *metadata {
 	return &metadata{cfg: cfg,
-		tags:      newBounded[string, tagAnswer](cfg.MaxTags),
-		manifests: newBounded[string, *registry.Manifest](cfg.MaxManifests)}
+		tags: newBounded[string, tagAnswer](cfg.MaxTags, 0, nil),
+		manifests: newBounded[string](cfg.MaxManifests, cfg.MaxManifestBytes,
+			func(m *registry.Manifest) int64 { return int64(len(m.Content)) })}
 }
 
 // shared runs fn once for every caller of key; each caller waits at most
@@ -124,17 +125,22 @@ func (f *Fetcher) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Di
 	})
 }
 
-// bounded is a map that forgets its oldest keys beyond max entries.
+// bounded is a map that forgets its oldest keys beyond max entries, and
+// beyond maxBytes of values when it has a size function.
 type bounded[K comparable, V any] struct {
-	max   int
-	items map[K]slot[V]
-	order []keySeq[K] // oldest first; entries of removed keys are skipped
-	next  uint64
+	max      int
+	maxBytes int64         // with size; 0: no byte bound
+	size     func(V) int64 // nil: values count no bytes
+	bytes    int64         // of the values held
+	items    map[K]slot[V]
+	order    []keySeq[K] // oldest first; entries of removed keys are skipped
+	next     uint64
 }
 
 type slot[V any] struct {
-	v   V
-	seq uint64
+	v    V
+	seq  uint64
+	size int64
 }
 
 type keySeq[K comparable] struct {
@@ -142,27 +148,42 @@ type keySeq[K comparable] struct {
 	seq uint64
 }
 
-func newBounded[K comparable, V any](max int) *bounded[K, V] {
-	return &bounded[K, V]{max: max, items: map[K]slot[V]{}}
+func newBounded[K comparable, V any](max int, maxBytes int64, size func(V) int64) *bounded[K, V] {
+	return &bounded[K, V]{max: max, maxBytes: maxBytes, size: size, items: map[K]slot[V]{}}
 }
 
 func (b *bounded[K, V]) get(k K) (V, bool) { s, ok := b.items[k]; return s.v, ok }
 
-func (b *bounded[K, V]) remove(k K) { delete(b.items, k) }
+func (b *bounded[K, V]) remove(k K) {
+	if s, ok := b.items[k]; ok {
+		b.bytes -= s.size
+		delete(b.items, k)
+	}
+}
 
 func (b *bounded[K, V]) put(k K, v V) {
-	if s, ok := b.items[k]; ok {
-		b.items[k] = slot[V]{v: v, seq: s.seq}
-		return
+	var n int64
+	if b.size != nil {
+		n = b.size(v)
+		if b.maxBytes > 0 && n > b.maxBytes {
+			b.remove(k) // larger than the whole cache: not kept
+			return
+		}
 	}
-	b.next++
-	b.items[k] = slot[V]{v: v, seq: b.next}
-	b.order = append(b.order, keySeq[K]{k, b.next})
-	for len(b.items) > b.max || len(b.order) > 2*b.max {
+	if s, ok := b.items[k]; ok {
+		b.bytes += n - s.size
+		b.items[k] = slot[V]{v: v, seq: s.seq, size: n}
+	} else {
+		b.next++
+		b.items[k] = slot[V]{v: v, seq: b.next, size: n}
+		b.bytes += n
+		b.order = append(b.order, keySeq[K]{k, b.next})
+	}
+	for len(b.items) > b.max || len(b.order) > 2*b.max || (b.maxBytes > 0 && b.bytes > b.maxBytes) {
 		old := b.order[0]
 		b.order = b.order[1:]
 		if s, ok := b.items[old.k]; ok && s.seq == old.seq {
-			delete(b.items, old.k)
+			b.remove(old.k)
 		}
 	}
 }

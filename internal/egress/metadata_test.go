@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
 // fakeClock is the tag cache's clock, moved by the test.
@@ -115,7 +116,7 @@ func TestManifestCached(t *testing.T) {
 }
 
 func TestBoundedForgetsOldest(t *testing.T) {
-	b := newBounded[string, int](3)
+	b := newBounded[string, int](3, 0, nil)
 	for i := range 5 {
 		b.put(fmt.Sprint(i), i)
 	}
@@ -132,5 +133,61 @@ func TestBoundedForgetsOldest(t *testing.T) {
 	}
 	if len(b.items) != 3 {
 		t.Errorf("%d items, want 3", len(b.items))
+	}
+}
+
+// The manifest cache is bounded in bytes: the oldest manifest goes when a
+// new one does not fit, and one larger than the bound is not kept at all.
+func TestManifestCacheBoundedInBytes(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c1, c2 := up.content(1000, 21), up.content(1000, 22)
+	bound := max(int64(len(c1.Manifest.Content)), int64(len(c2.Manifest.Content))) // room for one
+	n := newNode(t, "a", true, up.source(), &cluster{}, func(cfg *FetcherConfig) { cfg.MaxManifestBytes = bound })
+	for _, c := range []sourcetest.Content{c1, c2} {
+		if _, err := n.fetcher.Manifest(ctx, c.Ref, c.Manifest.Digest); err != nil {
+			t.Fatalf("manifest: %v", err)
+		}
+	}
+	up.setDown(true)
+	if _, err := n.fetcher.Manifest(ctx, c2.Ref, c2.Manifest.Digest); err != nil {
+		t.Errorf("the newest manifest is not cached: %v", err)
+	}
+	if _, err := n.fetcher.Manifest(ctx, c1.Ref, c1.Manifest.Digest); err == nil {
+		t.Errorf("the oldest manifest is still cached beyond %d bytes", bound)
+	}
+
+	small := newNode(t, "b", true, up.source(), &cluster{}, func(cfg *FetcherConfig) { cfg.MaxManifestBytes = int64(len(c1.Manifest.Content)) - 1 })
+	up.setDown(false)
+	if _, err := small.fetcher.Manifest(ctx, c1.Ref, c1.Manifest.Digest); err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	up.setDown(true)
+	if _, err := small.fetcher.Manifest(ctx, c1.Ref, c1.Manifest.Digest); err == nil {
+		t.Errorf("a manifest larger than the cache's %d bytes was kept", int64(len(c1.Manifest.Content))-1)
+	}
+}
+
+func TestBoundedForgetsOldestBeyondItsBytes(t *testing.T) {
+	b := newBounded[string](100, 10, func(v string) int64 { return int64(len(v)) })
+	b.put("a", "aaaa")
+	b.put("b", "bbbb")
+	b.put("c", "cccc") // 12 bytes: a goes
+	if _, ok := b.get("a"); ok {
+		t.Error("a kept beyond the byte bound")
+	}
+	b.put("b", "b") // replaced: 5 bytes now
+	b.put("d", "dddd")
+	for k, want := range map[string]bool{"b": true, "c": true, "d": true} {
+		if _, ok := b.get(k); ok != want {
+			t.Errorf("key %s present=%v, want %v", k, ok, want)
+		}
+	}
+	if b.bytes != 9 {
+		t.Errorf("%d bytes counted, want 9", b.bytes)
+	}
+	b.put("e", "eeeeeeeeeeee") // larger than the bound: not kept, nothing evicted
+	if _, ok := b.get("e"); ok || len(b.items) != 3 {
+		t.Errorf("an oversized value changed the cache: %d items", len(b.items))
 	}
 }
