@@ -34,6 +34,8 @@
 //     Blob, and evicted least recently used first; one that does not fit
 //     beside the pinned ones fails its Open, so the registry streams the
 //     blob from its next source. Blob itself reserves nothing (a HEAD).
+//     A download no stream reads frees its piece buffers at once and is
+//     dropped once abandoned (abandon.go).
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
 // complete blob, and never waits without a bound: no seeder is an immediate
@@ -68,6 +70,9 @@
 //     endpoint's long poll and a stream waiting for a chunk take a snapshot
 //     of the change channel and wait without it). A growth's hasher reads
 //     the spool without it and takes it only to publish a chunk.
+//   - openDownloads.mu (the storage's open downloads by infohash) is a
+//     leaf: taken in OpenTorrent and a download's Close (client lock held)
+//     and by setIdle (Swarm.mu held), and released before download.mu.
 //   - The library calls, with its client lock held: the ReceivedUsefulData
 //     callback (peerCounters.record: its own leaf locks; the goroutine that
 //     retires a dropped torrent's count reads Torrent.Stats outside them),

@@ -186,6 +186,8 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 	e := newEntry(b.digest, lay)
 	e.info, e.disk = b, disk
 	s.torrents[b.digest] = e
+	// No stream reads it yet: abandoned unless one comes.
+	s.armIdleLocked(e, 0)
 	// Chunks an earlier run left on disk join at once: they resume, and
 	// serve their verified pieces to peers before the stream gets there.
 	infos := peerInfos(peers)
@@ -285,6 +287,9 @@ func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.
 	}
 	c := &chunk{info: ci, t: t}
 	e.chunks[ci.index] = c
+	if e.readers == 0 {
+		s.downloads.setIdle(ci.infoHash, true)
+	}
 	e.signalLocked()
 	s.wantChunk(t, ci.index)
 	t.AddPeers(peers)

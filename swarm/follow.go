@@ -87,6 +87,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	}
 	e.disk = disk
 	s.torrents[dgst] = e
+	s.armIdleLocked(e, 0)
 	next := 0
 	if first != nil {
 		if _, err := s.addDownloadChunkLocked(e, first, peers); err != nil {

@@ -18,6 +18,9 @@ type pieceBuffers struct {
 	// reads the oldest pieces from the data file instead.
 	keep  int64
 	spare [][]byte
+	// idle: no stream reads the download (see Swarm.readerClosed), so
+	// verified pieces and spare buffers are not kept for one.
+	idle bool
 }
 
 // maxSpareBuffers bounds the buffers kept for reuse: allocating fresh ones
@@ -59,7 +62,7 @@ func (pb *pieceBuffers) verified(index int) {
 		return
 	}
 	delete(pb.assembling, index)
-	if pb.keep <= 0 {
+	if pb.keep <= 0 || pb.idle {
 		pb.recycle(buf)
 		return
 	}
@@ -106,7 +109,7 @@ func (pb *pieceBuffers) compactOrder() {
 }
 
 func (pb *pieceBuffers) recycle(buf []byte) {
-	if len(pb.spare) < maxSpareBuffers {
+	if len(pb.spare) < maxSpareBuffers && !pb.idle {
 		pb.spare = append(pb.spare, buf)
 	}
 }
@@ -114,6 +117,30 @@ func (pb *pieceBuffers) recycle(buf []byte) {
 // dropSpare frees the buffers kept for reuse once no piece is left to
 // download; kept pieces stay until read or dropped by keep.
 func (pb *pieceBuffers) dropSpare() { pb.spare = nil }
+
+// setIdle stops (or resumes) keeping pieces for a reader. Going idle frees
+// every verified piece and spare buffer at once; pieces being assembled
+// stay (the library is writing them) and go once verified.
+func (pb *pieceBuffers) setIdle(idle bool) {
+	pb.idle = idle
+	if !idle {
+		return
+	}
+	clear(pb.kept)
+	pb.keptOrder, pb.keptBytes, pb.spare = nil, 0, nil
+}
+
+// held is the bytes of piece buffers held: assembling, kept and spare.
+func (pb *pieceBuffers) held() int64 {
+	var n int64
+	for _, b := range pb.assembling {
+		n += int64(cap(b))
+	}
+	for _, b := range pb.spare {
+		n += int64(cap(b))
+	}
+	return n + pb.keptBytes
+}
 
 // directAlign is the alignment O_DIRECT needs of buffers, offsets and
 // lengths: 4 KiB covers every logical block size in common use.

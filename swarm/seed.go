@@ -147,6 +147,9 @@ func (s *Swarm) dropLocked(e *entry, cause error) error {
 	e.gone = cause
 	e.signalLocked()
 	close(e.stop)
+	if e.idle != nil {
+		e.idle.Stop()
+	}
 	s.dropChunks(e)
 	if e.disk != nil {
 		e.disk.Remove()

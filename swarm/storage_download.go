@@ -37,6 +37,73 @@ type downloadStorage struct {
 	// reads of exactly one request are uploads, which leave a kept piece
 	// for the stream (see downloadPiece.ReadAt).
 	chunk int64
+	// opened finds the open downloads by infohash (setIdle); nil in tests
+	// that use the storage alone.
+	opened *openDownloads
+}
+
+// openDownloads is the downloads this storage has open, by infohash. Its
+// lock is a leaf: taken under the client lock (OpenTorrent, Close) and
+// under Swarm.mu (setIdle), and released before download.mu is taken.
+type openDownloads struct {
+	mu sync.Mutex
+	m  map[metainfo.Hash]*download
+}
+
+func newOpenDownloads() *openDownloads {
+	return &openDownloads{m: map[metainfo.Hash]*download{}}
+}
+
+func (o *openDownloads) add(ih metainfo.Hash, d *download) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.m[ih] = d
+}
+
+func (o *openDownloads) remove(ih metainfo.Hash, d *download) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m[ih] == d {
+		delete(o.m, ih)
+	}
+}
+
+func (o *openDownloads) get(ih metainfo.Hash) *download {
+	if o == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.m[ih]
+}
+
+// setIdle tells chunk torrent ih's download whether a stream reads it:
+// while none does, it keeps no verified piece and no spare buffer
+// (pieceBuffers.setIdle), so an abandoned download holds no memory for a
+// reader that is gone.
+func (s downloadStorage) setIdle(ih metainfo.Hash, idle bool) {
+	if d := s.opened.get(ih); d != nil {
+		d.mu.Lock()
+		d.bufs.setIdle(idle)
+		d.mu.Unlock()
+	}
+}
+
+// heldBytes is the piece buffers chunk torrent ih's download holds.
+func (s downloadStorage) heldBytes(ih metainfo.Hash) int64 {
+	d := s.opened.get(ih)
+	if d == nil {
+		return 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bufs.held()
 }
 
 // paths are the files of chunk k of dgst; k < 0 names a torrent of the
@@ -205,7 +272,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
-	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep), chunk: s.chunk}
+	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep), chunk: s.chunk, ih: ih, open: s.opened}
 	if d.data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -238,6 +305,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 		d.close()
 		return storage.TorrentImpl{}, fmt.Errorf("download storage of %s: %w", dgst, err)
 	}
+	s.opened.add(ih, d)
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
 			return downloadPiece{d: d, index: p.Index(), off: p.Offset(), length: p.Length()}
@@ -256,6 +324,8 @@ type download struct {
 	bufs  *pieceBuffers
 	out   pieceWriter // writes verified pieces to data
 	chunk int64       // peers' request size; 0: unknown
+	ih    metainfo.Hash
+	open  *openDownloads // where it is listed while open; may be nil
 }
 
 // load reads the completion marks left by an earlier run. Marks written for
@@ -330,6 +400,7 @@ func (d *download) close() error {
 	d.mu.Lock()
 	d.bufs = newPieceBuffers(0)
 	d.mu.Unlock()
+	d.open.remove(d.ih, d)
 	data := d.data
 	time.AfterFunc(dataReadGrace, func() { _ = data.Close() })
 	return errors.Join(d.out.close(), d.pieces.Close())

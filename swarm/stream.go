@@ -58,6 +58,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 		cancel(fmt.Errorf("%w for %s on %s", errStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
+	s.readerOpened(e)
 	return sr
 }
 
@@ -290,13 +291,16 @@ func (sr *streamReader) Close() error {
 	sr.watchdog.Stop()
 	sr.cancel(context.Canceled)
 	sr.rmu.Lock()
-	defer sr.rmu.Unlock()
 	if sr.closed {
+		sr.rmu.Unlock()
 		return nil
 	}
 	sr.closed = true
+	var err error
 	if sr.r != nil {
-		return sr.r.Close()
+		err = sr.r.Close()
 	}
-	return nil
+	sr.rmu.Unlock()
+	sr.s.readerClosed(sr.e)
+	return err
 }

@@ -101,11 +101,24 @@ type Config struct {
 	// MetainfoPoll bounds how long the peer endpoint holds a request for a
 	// chunk of a growing blob that is not published yet; default 10 s.
 	MetainfoPoll time.Duration
+	// AbandonTimeout: a download no stream has read for this long is
+	// abandoned (containerd gave up on it, or only asked its HEAD) and is
+	// dropped with its files, unless peers fetched pieces from it during
+	// that time: every download is announced as a partial seed, and one
+	// that others are downloading from still serves the cluster. Its piece
+	// buffers go as soon as its last stream closes. Default
+	// DefaultAbandonTimeout.
+	AbandonTimeout time.Duration
 
 	// chunkBytes overrides ChunkBytes in tests (a multiple of every piece
 	// length they use); every node of a test sets the same.
 	chunkBytes int64
 }
+
+// DefaultAbandonTimeout is Config.AbandonTimeout's default: long enough for
+// containerd to come back with a Range retry after a stall, or for the
+// next pull of a batch to reach the blob, short against a daemon's life.
+const DefaultAbandonTimeout = 5 * time.Minute
 
 func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
@@ -159,6 +172,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MetainfoPoll <= 0 {
 		c.MetainfoPoll = 10 * time.Second
+	}
+	if c.AbandonTimeout <= 0 {
+		c.AbandonTimeout = DefaultAbandonTimeout
 	}
 	// Pieces are split into whole chunks: a power of two no larger than the
 	// smallest piece keeps every piece a multiple of the chunk size.
@@ -225,6 +241,11 @@ type entry struct {
 	reading int           // the furthest chunk a stream of it reads
 	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
 	gone    error         // why the entry left the table; waiters stop
+	// Of a download: the streams reading it, and the timer that drops it
+	// once none has for AbandonTimeout (abandon.go).
+	readers  int
+	idle     *time.Timer
+	uploaded int64 // its chunks' uploads when the idle timer was armed
 
 	// verified is closed once a download's whole digest has been checked.
 	verified chan struct{}
@@ -292,7 +313,7 @@ func New(cfg Config) (*Swarm, error) {
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo"), cache: cfg.Cache},
 		cache:     cfg.Cache,
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize)},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize), opened: newOpenDownloads()},
 		received:  newPeerCounters(),
 		traffic:   newPeerTraffic(),
 		log:       cfg.Logger.With("component", "swarm"),

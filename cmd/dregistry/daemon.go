@@ -103,7 +103,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
 		Cache:         cache,
-		Logger:        log,
+		// A download no pull reads is dropped after this; its buffers
+		// go when its last reader does.
+		AbandonTimeout: cfg.AbandonTimeout,
+		Logger:         log,
 	})
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
 
@@ -44,6 +45,7 @@ type daemonConfig struct {
 	RegistryConfig       string
 	LookupTimeout        time.Duration
 	StallTimeout         time.Duration
+	AbandonTimeout       time.Duration
 	TagCacheTTL          time.Duration
 	ReconnectInterval    time.Duration
 	ReconnectTimeout     time.Duration
@@ -96,7 +98,8 @@ func daemonFlags() []cli.Flag {
 		str("registry-config", "", "docker-style config.json with credentials for upstream registries"),
 		dur("lookup-timeout", 5*time.Second, "how long one source may take to start answering before the next is tried"),
 		dur("tag-cache-ttl", 5*time.Second, "how long a tag's digest is answered without asking the upstream again (0: always ask; the last known answer still serves while the upstream is down)"),
-		dur("stall-timeout", 30*time.Second, "a transfer that makes no progress this long is aborted so containerd retries"),
+		dur("stall-timeout", 30*time.Second, "a transfer that makes no progress this long is aborted so containerd retries, and a response the client stops reading this long is cut"),
+		dur("abandon-timeout", swarm.DefaultAbandonTimeout, "a swarm download no pull has read this long, and no peer fetched from, is dropped with its files"),
 		str("log-level", "info", "debug, info, warn or error"),
 	}
 }
@@ -124,6 +127,7 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		RegistryConfig:       c.String("registry-config"),
 		LookupTimeout:        c.Duration("lookup-timeout"),
 		StallTimeout:         c.Duration("stall-timeout"),
+		AbandonTimeout:       c.Duration("abandon-timeout"),
 		TagCacheTTL:          c.Duration("tag-cache-ttl"),
 		ReconnectInterval:    c.Duration("reconnect-interval"),
 		ReconnectTimeout:     c.Duration("reconnect-timeout"),
@@ -189,8 +193,8 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	if cfg.TagCacheTTL < 0 {
 		return cfg, fmt.Errorf("--tag-cache-ttl must not be negative")
 	}
-	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 {
-		return cfg, fmt.Errorf("--lookup-timeout and --stall-timeout must be positive")
+	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 || cfg.AbandonTimeout <= 0 {
+		return cfg, fmt.Errorf("--lookup-timeout, --stall-timeout and --abandon-timeout must be positive")
 	}
 	if cfg.ReconnectInterval <= 0 || cfg.ReconnectTimeout < cfg.ReconnectInterval {
 		return cfg, fmt.Errorf("--reconnect-interval must be positive and --reconnect-timeout at least as long (got %s, %s)", cfg.ReconnectInterval, cfg.ReconnectTimeout)

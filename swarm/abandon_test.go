@@ -1,0 +1,180 @@
+package swarm
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// heldBuffers is the piece buffers n's download of dgst holds now.
+func heldBuffers(n *node, dgst digest.Digest) int64 {
+	n.mu.Lock()
+	e := n.torrents[dgst]
+	var ihs []chunkInfo
+	if e != nil {
+		for _, c := range e.chunks {
+			if c != nil {
+				ihs = append(ihs, *c.info)
+			}
+		}
+	}
+	n.mu.Unlock()
+	var held int64
+	for _, c := range ihs {
+		held += n.downloads.heldBytes(c.infoHash)
+	}
+	return held
+}
+
+// A download whose reader went away frees its piece buffers at once, and
+// is dropped with its files once no stream opened it for AbandonTimeout.
+func TestAbandonedDownloadFreesItsBuffersAndIsDropped(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 6*testChunk+777)
+	seed(t, startNode(t, tr, "127.0.0.2", "", chunked()), tr, content, dgst)
+	const abandon = 1500 * time.Millisecond
+	d := startNode(t, tr, "127.0.0.3", "", chunked(func(c *Config) { c.AbandonTimeout = abandon }))
+	rc, err := openBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(rc, make([]byte, testChunk/2)); err != nil {
+		t.Fatal(err)
+	}
+	// The window's chunks arrive while the stream reads; wait (bounded)
+	// until the download kept some pieces for it.
+	waitFor(t, "verified pieces kept for the reader", func() bool { return heldBuffers(d, dgst) > 0 })
+	rc.Close()
+	if held := heldBuffers(d, dgst); held > 0 {
+		// Only pieces still being assembled may remain; on loopback the
+		// window is complete by now, so nothing should.
+		waitFor(t, "piece buffers freed", func() bool { return heldBuffers(d, dgst) == 0 })
+	}
+	if _, ok := lookupStats(d, dgst); !ok {
+		t.Fatal("the download went at once; it should wait for AbandonTimeout")
+	}
+	if len(downloadFiles(t, d, dgst)) == 0 {
+		t.Fatal("no download files before AbandonTimeout")
+	}
+	start := time.Now()
+	waitFor(t, "abandoned download dropped", func() bool { _, ok := lookupStats(d, dgst); return !ok })
+	if waited := time.Since(start); waited > 10*abandon {
+		t.Errorf("dropped %s after the reader closed, AbandonTimeout %s", waited, abandon)
+	}
+	if files := downloadFiles(t, d, dgst); len(files) > 0 {
+		t.Fatalf("files of the abandoned download left: %v", files)
+	}
+	// The next pull starts over and gets the blob.
+	got, err := readBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, content)
+}
+
+// A download whose only stream closed before it read a byte (a pull that
+// went elsewhere) is abandoned too.
+func TestDownloadNeverReadIsDropped(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 3*testChunk)
+	seed(t, startNode(t, tr, "127.0.0.2", "", chunked()), tr, content, dgst)
+	d := startNode(t, tr, "127.0.0.3", "", chunked(func(c *Config) { c.AbandonTimeout = 500 * time.Millisecond }))
+	b, err := d.Blob(t.Context(), refForTests(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	b.Close()
+	if len(downloadFiles(t, d, dgst)) == 0 {
+		t.Fatal("Open reserved no files")
+	}
+	waitFor(t, "unread download dropped", func() bool { _, ok := lookupStats(d, dgst); return !ok })
+	if files := downloadFiles(t, d, dgst); len(files) > 0 {
+		t.Fatalf("files left: %v", files)
+	}
+}
+
+// A download no stream reads any more but that a peer is fetching from
+// (it is announced as a partial seed) is not abandoned while that lasts.
+func TestIdleDownloadOthersFetchFromIsKept(t *testing.T) {
+	tr := newTracker()
+	const size = 8 * testChunk
+	content, dgst := randomBlob(t, size)
+	a := startNode(t, tr, "127.0.0.2", "", chunked())
+	seed(t, a, tr, content, dgst)
+	const abandon = time.Second
+	d := startNode(t, tr, "127.0.0.3", "", chunked(func(c *Config) { c.AbandonTimeout = abandon }))
+	got, err := readBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, content)
+	tr.announcePartial(dgst, d)
+	// e starts while a is a complete seeder, then a goes: e's pieces can
+	// come from d only, slowly (2 MiB/s for 8 MiB: longer than abandon).
+	e := startNode(t, tr, "127.0.0.4", "", chunked(func(c *Config) { c.DownloadLimit = 2 << 20 }))
+	b, err := e.Blob(t.Context(), refForTests(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.withdraw(dgst, a)
+	a.Unseed(dgst)
+	rc, err := b.Open(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	start := time.Now()
+	got, err = io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("e's read from d: %v", err)
+	}
+	mustEqual(t, got, content)
+	took := time.Since(start)
+	if took < 2*abandon {
+		t.Skipf("e read the blob in %s, under twice AbandonTimeout: nothing to tell", took)
+	}
+	if _, ok := lookupStats(d, dgst); !ok {
+		t.Fatalf("d's download was dropped while e fetched from it for %s", took)
+	}
+	// Once nobody fetches, it goes.
+	waitFor(t, "idle download dropped after the peer finished", func() bool { _, ok := lookupStats(d, dgst); return !ok })
+}
+
+// pieceBuffers going idle frees kept pieces and spares, and keeps none
+// until it is read again.
+func TestIdlePieceBuffersKeepNothing(t *testing.T) {
+	pb := newPieceBuffers(1 << 20)
+	for i := range 3 {
+		copy(pb.assembly(i, 256<<10, true), "x")
+		pb.verified(i)
+	}
+	pb.recycle(alignedBuffer(256 << 10))
+	if pb.held() == 0 {
+		t.Fatal("nothing held before idle")
+	}
+	pb.setIdle(true)
+	if held := pb.held(); held != 0 {
+		t.Fatalf("idle buffers hold %d bytes", held)
+	}
+	pb.assembly(3, 256<<10, true)
+	pb.verified(3)
+	if held := pb.held(); held != 0 {
+		t.Fatalf("a piece verified while idle is held: %d bytes", held)
+	}
+	if buf, _ := pb.readable(3); buf != nil {
+		t.Fatal("a piece verified while idle is readable from memory")
+	}
+	pb.setIdle(false)
+	pb.assembly(4, 256<<10, true)
+	pb.verified(4)
+	if buf, ok := pb.readable(4); buf == nil || !ok {
+		t.Fatal("a piece verified after the reader came back is not kept")
+	}
+}
