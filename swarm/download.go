@@ -99,7 +99,7 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		}
 	}
 	if b.size() < s.cfg.SmallBlobSize {
-		content, err := s.fetchSmall(ctx, b, peers)
+		content, err := s.fetchSmallShared(ctx, b, peers)
 		if err != nil {
 			return nil, fmt.Errorf("swarm: %w: %w", err, registry.ErrNotFound)
 		}

@@ -74,6 +74,12 @@ type Config struct {
 	// 1.4x at 16 MiB (BenchmarkSmallBlob); above it one seeder would carry
 	// the whole load and the buffer grows.
 	SmallBlobSize int64
+	// SmallFetchBytes bounds the buffers of the small-blob fetches running
+	// at once (each holds its blob's size); a fetch waits for room, within
+	// its caller's deadline. Default 64 MiB: four blobs of the largest
+	// small size, or hundreds of configs and small layers. At least
+	// SmallBlobSize.
+	SmallFetchBytes int64
 	// LookupTimeout bounds the metainfo fetch from seeders; default 5 s.
 	LookupTimeout time.Duration
 	// StallTimeout fails a read that receives nothing for this long, so the
@@ -149,6 +155,10 @@ func (c *Config) setDefaults() error {
 	if c.SmallBlobSize == 0 {
 		c.SmallBlobSize = 16 << 20
 	}
+	if c.SmallFetchBytes <= 0 {
+		c.SmallFetchBytes = 64 << 20
+	}
+	c.SmallFetchBytes = max(c.SmallFetchBytes, c.SmallBlobSize)
 	if c.LookupTimeout == 0 {
 		c.LookupTimeout = 5 * time.Second
 	}
@@ -195,6 +205,7 @@ type Swarm struct {
 	cache     *diskcache.Cache
 	received  *peerCounters
 	traffic   *peerTraffic
+	small     *smallFetches
 	log       *slog.Logger
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
@@ -316,6 +327,7 @@ func New(cfg Config) (*Swarm, error) {
 		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize), opened: newOpenDownloads()},
 		received:  newPeerCounters(),
 		traffic:   newPeerTraffic(),
+		small:     newSmallFetches(cfg.SmallFetchBytes),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
 		stop:      make(chan struct{}),
