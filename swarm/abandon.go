@@ -72,6 +72,12 @@ func (s *Swarm) setIdleLocked(e *entry, idle bool) {
 // idleExpired drops e if no stream opened it and no peer fetched from it
 // since the timer was armed.
 func (s *Swarm) idleExpired(e *entry) {
+	s.mu.Lock()
+	ended := s.closed || e.gone != nil
+	s.mu.Unlock()
+	if ended {
+		return
+	}
 	uploaded := s.uploadedOf(e)
 	s.mu.Lock()
 	defer s.mu.Unlock()
