@@ -24,7 +24,8 @@
 //     until the whole digest matches. Inside the window a stream needs,
 //     pieces go rarest first with a per-node rotation (window.go), so the
 //     downloaders of one seeder trade. Blobs under Config.SmallBlobSize come
-//     whole over HTTP from one seeder.
+//     whole over HTTP from one seeder, one fetch per digest however many
+//     ask, their buffers bounded together by Config.SmallFetchBytes.
 //   - PeerHandler serves /peer/v1/metainfo/<digest> (whole; ?chunk=<k> for
 //     one chunk, long-polled while it grows) and /peer/v1/blobs/<digest> to
 //     members, for local content only; it never forwards.
