@@ -56,6 +56,9 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 	n1.Pull(t, seeded.Ref)
 	waitSeeds(t, []*testenv.Node{n2}, n1, seeded.Layers[0].Digest)
 	before := sampleNodes(t, nodes)
+	for _, n := range nodes {
+		t.Logf("%s warm: %s", n.Name, heapFigures(n))
+	}
 
 	mark := len(n2.Served(t))
 	var wg sync.WaitGroup
@@ -148,7 +151,7 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 	t.Logf("settled in %s", time.Since(settleStart).Round(time.Second))
 	for i, n := range nodes {
 		b, a := before[i], after[i]
-		t.Logf("%s: RSS warm %s, after %s; goroutines warm %d, after %d", n.Name, mib(b.rss), mib(a.rss), b.goroutines, a.goroutines)
+		t.Logf("%s: RSS warm %s, after %s; goroutines warm %d, after %d; %s", n.Name, mib(b.rss), mib(a.rss), b.goroutines, a.goroutines, heapFigures(n))
 		if b.err != nil || a.err != nil {
 			t.Errorf("%s: figures unavailable: before %v, after %v", n.Name, b.err, a.err)
 			continue
@@ -163,4 +166,18 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 	if dir := os.Getenv(loadKeepLogsEnv); dir != "" {
 		keepLogs(t, dir, nodes)
 	}
+}
+
+// heapFigures reads the Go heap's figures from n's /metrics, to tell
+// memory still referenced from memory the runtime has not returned yet.
+func heapFigures(n *testenv.Node) string {
+	r, err := getURL(n.URL() + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, m := range []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_next_gc_bytes"} {
+		parts = append(parts, fmt.Sprintf("%s=%s", strings.TrimPrefix(m, "go_memstats_"), mib(int64(metricValue(string(r.Body), m)))))
+	}
+	return strings.Join(parts, " ")
 }

@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,11 @@ func TestAbandonedDownloadFreesItsBuffersAndIsDropped(t *testing.T) {
 	content, dgst := randomBlob(t, 6*testChunk+777)
 	seed(t, startNode(t, tr, "127.0.0.2", "", chunked()), tr, content, dgst)
 	const abandon = 1500 * time.Millisecond
-	d := startNode(t, tr, "127.0.0.3", "", chunked(func(c *Config) { c.AbandonTimeout = abandon }))
+	var freed atomic.Int64
+	d := startNode(t, tr, "127.0.0.3", "", chunked(func(c *Config) {
+		c.AbandonTimeout = abandon
+		c.Freed = func(n int64) { freed.Add(n) }
+	}))
 	rc, err := openBlob(t, d, dgst, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +52,9 @@ func TestAbandonedDownloadFreesItsBuffersAndIsDropped(t *testing.T) {
 	// until the download kept some pieces for it.
 	waitFor(t, "verified pieces kept for the reader", func() bool { return heldBuffers(d, dgst) > 0 })
 	rc.Close()
+	if freed.Load() == 0 {
+		t.Error("Config.Freed did not hear of the buffers the closed stream let go")
+	}
 	if held := heldBuffers(d, dgst); held > 0 {
 		// Only pieces still being assembled may remain; on loopback the
 		// window is complete by now, so nothing should.

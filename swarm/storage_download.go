@@ -86,13 +86,17 @@ func (o *openDownloads) get(ih metainfo.Hash) *download {
 // setIdle tells chunk torrent ih's download whether a stream reads it:
 // while none does, it keeps no verified piece and no spare buffer
 // (pieceBuffers.setIdle), so an abandoned download holds no memory for a
-// reader that is gone.
-func (s downloadStorage) setIdle(ih metainfo.Hash, idle bool) {
-	if d := s.opened.get(ih); d != nil {
-		d.mu.Lock()
-		d.bufs.setIdle(idle)
-		d.mu.Unlock()
+// reader that is gone. It returns the bytes of buffers that freed.
+func (s downloadStorage) setIdle(ih metainfo.Hash, idle bool) int64 {
+	d := s.opened.get(ih)
+	if d == nil {
+		return 0
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	before := d.bufs.held()
+	d.bufs.setIdle(idle)
+	return before - d.bufs.held()
 }
 
 // heldBytes is the piece buffers chunk torrent ih's download holds.

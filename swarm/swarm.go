@@ -115,6 +115,12 @@ type Config struct {
 	// buffers go as soon as its last stream closes. Default
 	// DefaultAbandonTimeout.
 	AbandonTimeout time.Duration
+	// Freed, if set, hears of the piece buffers a download let go of at
+	// once (its last stream closed, or it was dropped), so the daemon can
+	// hand that memory back to the OS instead of waiting for the runtime's
+	// next GC. It is called with Swarm.mu held: it must not block or call
+	// the swarm.
+	Freed func(bytes int64)
 
 	// chunkBytes overrides ChunkBytes in tests (a multiple of every piece
 	// length they use); every node of a test sets the same.

@@ -106,6 +106,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		// A download no pull reads is dropped after this; its buffers
 		// go when its last reader does.
 		AbandonTimeout: cfg.AbandonTimeout,
+		Freed:          newMemoryReturner().freed,
 		Logger:         log,
 	})
 	if err != nil {
