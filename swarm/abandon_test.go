@@ -1,7 +1,9 @@
 package swarm
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,4 +187,32 @@ func TestIdlePieceBuffersKeepNothing(t *testing.T) {
 	if buf, ok := pb.readable(4); buf == nil || !ok {
 		t.Fatal("a piece verified after the reader came back is not kept")
 	}
+}
+
+// A peer that stops reading a blob from the peer endpoint has its response
+// cut after StallTimeout: when it reads again it gets what the socket
+// buffers held, then the end of the connection, not the whole blob.
+func TestPeerEndpointCutsAPeerThatStoppedReading(t *testing.T) {
+	tr := newTracker()
+	const size = 64 << 20 // far more than loopback's socket buffers
+	content, dgst := randomBlob(t, size)
+	a := startNode(t, tr, "127.0.0.2", "", func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
+	seed(t, a, tr, content, dgst)
+	conn, err := net.DialTimeout("tcp", a.http.Listener.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(conn, "GET %s%s HTTP/1.1\r\nHost: x\r\n\r\n", blobPathPrefix, dgst); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // reads nothing for several stall timeouts
+	got, err := io.Copy(io.Discard, conn)
+	if got >= size {
+		t.Fatalf("the peer got all %d bytes after it stopped reading (%v)", got, err)
+	}
+	t.Logf("cut after %d bytes: %v", got, err)
 }
