@@ -44,28 +44,8 @@ func (s *Swarm) readerClosed(e *entry) {
 	if e.readers > 0 || e.gone != nil {
 		return
 	}
-	s.freedLocked(s.setIdleLocked(e, true))
+	s.setIdleLocked(e, true)
 	s.armIdleLocked(e, uploaded)
-}
-
-// freedLocked reports n bytes of piece buffers let go (Config.Freed).
-// Caller holds s.mu.
-func (s *Swarm) freedLocked(n int64) {
-	if n > 0 && s.cfg.Freed != nil {
-		s.cfg.Freed(n)
-	}
-}
-
-// heldLocked is the piece buffers e's chunk downloads hold. Caller holds
-// s.mu.
-func (s *Swarm) heldLocked(e *entry) int64 {
-	var n int64
-	for _, c := range e.chunks {
-		if c != nil {
-			n += s.downloads.heldBytes(c.info.infoHash)
-		}
-	}
-	return n
 }
 
 // armIdleLocked starts (or restarts) e's idle timer, remembering its
@@ -79,17 +59,14 @@ func (s *Swarm) armIdleLocked(e *entry, uploaded int64) {
 	e.idle.Reset(s.cfg.AbandonTimeout)
 }
 
-// setIdleLocked tells each chunk download of e whether a stream reads it,
-// and returns the bytes of piece buffers that freed. Caller holds s.mu
-// (chunks are added under it, see addDownloadChunkLocked).
-func (s *Swarm) setIdleLocked(e *entry, idle bool) int64 {
-	var freed int64
+// setIdleLocked tells each chunk download of e whether a stream reads it.
+// Caller holds s.mu (chunks are added under it, see addDownloadChunkLocked).
+func (s *Swarm) setIdleLocked(e *entry, idle bool) {
 	for _, c := range e.chunks {
 		if c != nil {
-			freed += s.downloads.setIdle(c.info.infoHash, idle)
+			s.downloads.setIdle(c.info.infoHash, idle)
 		}
 	}
-	return freed
 }
 
 // idleExpired drops e if no stream opened it and no peer fetched from it

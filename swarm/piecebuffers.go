@@ -21,6 +21,9 @@ type pieceBuffers struct {
 	// idle: no stream reads the download (see Swarm.readerClosed), so
 	// verified pieces and spare buffers are not kept for one.
 	idle bool
+	// freed, if set, hears of buffers let go to the garbage collector
+	// (Config.Freed).
+	freed func(int64)
 }
 
 // maxSpareBuffers bounds the buffers kept for reuse: allocating fresh ones
@@ -111,12 +114,40 @@ func (pb *pieceBuffers) compactOrder() {
 func (pb *pieceBuffers) recycle(buf []byte) {
 	if len(pb.spare) < maxSpareBuffers && !pb.idle {
 		pb.spare = append(pb.spare, buf)
+		return
+	}
+	pb.let(int64(cap(buf)))
+}
+
+// let reports n bytes of buffers let go.
+func (pb *pieceBuffers) let(n int64) {
+	if n > 0 && pb.freed != nil {
+		pb.freed(n)
 	}
 }
 
 // dropSpare frees the buffers kept for reuse once no piece is left to
 // download; kept pieces stay until read or dropped by keep.
-func (pb *pieceBuffers) dropSpare() { pb.spare = nil }
+func (pb *pieceBuffers) dropSpare() {
+	pb.let(pb.spareBytes())
+	pb.spare = nil
+}
+
+func (pb *pieceBuffers) spareBytes() int64 {
+	var n int64
+	for _, b := range pb.spare {
+		n += int64(cap(b))
+	}
+	return n
+}
+
+// release lets go of every buffer (the download closed).
+func (pb *pieceBuffers) release() {
+	pb.let(pb.held())
+	clear(pb.assembling)
+	clear(pb.kept)
+	pb.keptOrder, pb.keptBytes, pb.spare = nil, 0, nil
+}
 
 // setIdle stops (or resumes) keeping pieces for a reader. Going idle frees
 // every verified piece and spare buffer at once; pieces being assembled
@@ -126,6 +157,7 @@ func (pb *pieceBuffers) setIdle(idle bool) {
 	if !idle {
 		return
 	}
+	pb.let(pb.keptBytes + pb.spareBytes())
 	clear(pb.kept)
 	pb.keptOrder, pb.keptBytes, pb.spare = nil, 0, nil
 }

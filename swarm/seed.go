@@ -150,12 +150,10 @@ func (s *Swarm) dropLocked(e *entry, cause error) error {
 	if e.idle != nil {
 		e.idle.Stop()
 	}
-	held := s.heldLocked(e) // a download's; its Close lets go of them
 	s.dropChunks(e)
 	if e.disk != nil {
 		e.disk.Remove()
 	}
-	s.freedLocked(held)
 	if e.seed == nil && !e.growing {
 		if err := s.downloads.remove(e.digest); err != nil {
 			return fmt.Errorf("swarm: release %s: %w", e.digest, err)

@@ -40,6 +40,9 @@ type downloadStorage struct {
 	// opened finds the open downloads by infohash (setIdle); nil in tests
 	// that use the storage alone.
 	opened *openDownloads
+	// freed hears of piece buffers let go (Config.Freed); may be nil. It
+	// is called with download.mu held, and sometimes the client lock.
+	freed func(int64)
 }
 
 // openDownloads is the downloads this storage has open, by infohash. Its
@@ -277,6 +280,7 @@ func (s downloadStorage) open(_ context.Context, info *metainfo.Info, ih metainf
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
 	d := &download{complete: make([]bool, info.NumPieces()), bufs: newPieceBuffers(s.keep), chunk: s.chunk, ih: ih, open: s.opened}
+	d.bufs.freed = s.freed
 	if d.data, err = os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("download storage: %w", err)
 	}
@@ -402,6 +406,7 @@ const dataReadGrace = 30 * time.Second
 // dataReadGrace (see there).
 func (d *download) close() error {
 	d.mu.Lock()
+	d.bufs.release()
 	d.bufs = newPieceBuffers(0)
 	d.mu.Unlock()
 	d.open.remove(d.ih, d)

@@ -115,11 +115,12 @@ type Config struct {
 	// buffers go as soon as its last stream closes. Default
 	// DefaultAbandonTimeout.
 	AbandonTimeout time.Duration
-	// Freed, if set, hears of the piece buffers a download let go of at
-	// once (its last stream closed, or it was dropped), so the daemon can
-	// hand that memory back to the OS instead of waiting for the runtime's
-	// next GC. It is called with Swarm.mu held: it must not block or call
-	// the swarm.
+	// Freed, if set, hears of the piece buffers downloads let go of (read
+	// through, no longer kept once the last stream closed, or closed), so
+	// the daemon can hand that memory back to the OS once the work is done
+	// instead of waiting for the runtime's next GC. It is called with a
+	// download's lock held, sometimes with the library's client lock: it
+	// must not block or call the swarm.
 	Freed func(bytes int64)
 
 	// chunkBytes overrides ChunkBytes in tests (a multiple of every piece
@@ -330,7 +331,7 @@ func New(cfg Config) (*Swarm, error) {
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo"), cache: cfg.Cache},
 		cache:     cfg.Cache,
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize), opened: newOpenDownloads()},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize), opened: newOpenDownloads(), freed: cfg.Freed},
 		received:  newPeerCounters(),
 		traffic:   newPeerTraffic(),
 		small:     newSmallFetches(cfg.SmallFetchBytes),

@@ -6,47 +6,46 @@ import (
 	"time"
 )
 
-// memoryReturner hands memory back to the OS once the swarm let go of a
-// lot of piece buffers (swarm.Config.Freed): the runtime would otherwise
-// keep them until its next GC, which an idle daemon runs only every two
-// minutes, and return them slowly after that. Freed bytes are gathered for
-// a moment, so the streams of one pull that close together cost one
-// collection, and collections are at least interval apart.
+// memoryReturner hands memory back to the OS once the swarm's downloads
+// let go of many piece buffers (swarm.Config.Freed) and then went quiet:
+// the runtime would otherwise keep them until its next GC, which an idle
+// daemon runs only every two minutes, and return them slowly after that.
+// While buffers keep being freed (transfers running) nothing is done — the
+// runtime's own collections bound the heap then, and memory handed back
+// would only be faulted in again.
 type memoryReturner struct {
 	threshold int64         // bytes freed before a collection is worth it
-	delay     time.Duration // gathering time after the threshold is reached
-	interval  time.Duration // least time between two collections
+	quiet     time.Duration // no free for this long: the work is done
 	free      func()        // debug.FreeOSMemory; replaced in tests
 
 	mu      sync.Mutex
 	pending int64
 	timer   *time.Timer
-	last    time.Time
 }
 
 func newMemoryReturner() *memoryReturner {
-	return &memoryReturner{threshold: 32 << 20, delay: 2 * time.Second, interval: 30 * time.Second, free: debug.FreeOSMemory}
+	return &memoryReturner{threshold: 32 << 20, quiet: 3 * time.Second, free: debug.FreeOSMemory}
 }
 
 // freed notes n bytes let go; it never blocks (the swarm calls it under
-// its lock).
+// its locks).
 func (m *memoryReturner) freed(n int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pending += n
-	if m.pending < m.threshold || m.timer != nil {
+	if m.pending < m.threshold {
 		return
 	}
-	wait := max(m.delay, m.interval-time.Since(m.last))
-	m.timer = time.AfterFunc(wait, m.run)
+	if m.timer != nil {
+		m.timer.Reset(m.quiet)
+		return
+	}
+	m.timer = time.AfterFunc(m.quiet, m.run)
 }
 
 func (m *memoryReturner) run() {
 	m.mu.Lock()
-	m.pending = 0
+	m.pending, m.timer = 0, nil
 	m.mu.Unlock()
 	m.free()
-	m.mu.Lock()
-	m.timer, m.last = nil, time.Now()
-	m.mu.Unlock()
 }
