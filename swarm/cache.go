@@ -131,15 +131,35 @@ func (s *Swarm) accountLeftovers() {
 }
 
 // evictLeftover deletes an earlier run's download unless a download of it
-// runs now (which took its files over).
+// runs now (which took its files over). A seed of the digest does not keep
+// them: they are left out of the account from now on, so they must go.
 func (s *Swarm) evictLeftover(d digest.Digest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.torrents[d] != nil {
+	if e := s.torrents[d]; e != nil && e.seed == nil && !e.growing {
 		return
 	}
+	s.removeLeftoverFilesLocked(d)
+}
+
+// dropLeftoverLocked ends the account of an earlier run's download of d
+// and deletes its files: d is seeded here now, and nothing resumes them.
+// Caller holds s.mu, and no download of d runs.
+func (s *Swarm) dropLeftoverLocked(d digest.Digest) {
+	old := s.cache.Get(leftoverKey(d))
+	if old == nil {
+		return
+	}
+	old.Remove()
+	s.removeLeftoverFilesLocked(d)
+}
+
+// removeLeftoverFilesLocked deletes the download files of d that no
+// download in the table uses (an earlier run's, or one that was not
+// admitted). Caller holds s.mu.
+func (s *Swarm) removeLeftoverFilesLocked(d digest.Digest) {
 	if err := s.downloads.remove(d); err != nil {
-		s.log.Warn("evict an earlier run's download", "digest", d, "err", err)
+		s.log.Warn("remove an earlier run's download", "digest", d, "err", err)
 	}
 }
 

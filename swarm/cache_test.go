@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -240,4 +241,61 @@ func TestEarlierRunsDownloadIsAccountedAndEvicted(t *testing.T) {
 	if used := cache.Used(); used > 14<<20 {
 		t.Fatalf("cache holds %d bytes, limit %d", used, 14<<20)
 	}
+}
+
+// An earlier run's download of a blob this node then seeds (containerd
+// holds it after the restart) is deleted, files and account: it was taken
+// out of the account when the seed came, and stayed on disk beside newer
+// downloads (the soak saw a member's data dir at 128 MiB of its 96 MiB).
+func TestSeedDropsTheEarlierRunsDownloadOfTheBlob(t *testing.T) {
+	tr := newTracker()
+	small := func(c *Config) { c.chunkBytes = 2 << 20 }
+	a := startNode(t, tr, "127.0.0.2", "", small)
+	left, leftDgst := randomBlob(t, 12<<20)
+	seed(t, a, tr, left, leftDgst)
+	dir := t.TempDir()
+
+	d := startNode(t, tr, "127.0.0.3", dir, small)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := d.Blob(ctx, refForTests(), leftDgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(rc, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	b.Close()
+	d.stop()
+
+	cache, err := diskcache.New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = startNode(t, tr, "127.0.0.3", dir, func(c *Config) { small(c); c.Cache = cache })
+	if e := cache.Get(leftoverKey(leftDgst)); e == nil {
+		t.Fatal("the earlier run's download is not accounted")
+	}
+	if files := downloadFiles(t, d, leftDgst); len(files) == 0 {
+		t.Fatal("the earlier run left no download files")
+	}
+	if err := d.Seed(ctx, leftDgst, int64(len(left)), bytes.NewReader(left)); err != nil {
+		t.Fatal(err)
+	}
+	if files := downloadFiles(t, d, leftDgst); len(files) > 0 {
+		t.Errorf("the earlier run's download stays beside the seed: %v", files)
+	}
+	if e := cache.Get(leftoverKey(leftDgst)); e != nil {
+		t.Errorf("the earlier run's download is still accounted: %d bytes", e.Size())
+	}
+	got, err := fetch(t, d, leftDgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, left)
 }

@@ -170,17 +170,23 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 	defer s.mu.Unlock()
 	if s.closed {
 		disk.Remove()
+		leftover()
 		return nil, nil, errClosed
 	}
 	if e := s.torrents[b.digest]; e != nil {
-		// Seeded meanwhile (containerd's copy, a grown spool).
+		// Seeded meanwhile (containerd's copy, a grown spool): an earlier
+		// run's files of it are of no use, and out of the account.
 		disk.Remove()
 		if pin, ok := s.pinLocked(e); ok {
+			s.removeLeftoverFilesLocked(b.digest)
 			return e, pin, nil
 		}
 	}
 	if err := s.reserveLocked(b.digest, lay); err != nil {
+		// Not kept: what an earlier run left goes too, rather than stay
+		// on a full disk unaccounted.
 		disk.Remove()
+		s.removeLeftoverFilesLocked(b.digest)
 		return nil, nil, err
 	}
 	e := newEntry(b.digest, lay)

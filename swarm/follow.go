@@ -71,18 +71,23 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	defer s.mu.Unlock()
 	if s.closed {
 		disk.Remove()
+		leftover()
 		return nil, errClosed
 	}
 	if other := s.torrents[dgst]; other != nil && other.seed != nil {
-		// Seeded meanwhile (only starts hold admitMu).
+		// Seeded meanwhile (only starts hold admitMu): an earlier run's
+		// files of it are of no use, and out of the account.
 		disk.Remove()
+		s.removeLeftoverFilesLocked(dgst)
 		return newLocalBlob(other.seed, other.size()), nil
 	} else if other != nil {
 		disk.Remove()
+		leftover()
 		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
 	}
 	if err := s.reserveLocked(dgst, lay); err != nil {
 		disk.Remove()
+		s.removeLeftoverFilesLocked(dgst)
 		return nil, err
 	}
 	e.disk = disk

@@ -103,6 +103,7 @@ func (s *Swarm) addSeedLocked(b *blobInfo, content io.ReaderAt, check bool) (*en
 		e.chunks[k] = &chunk{info: c, t: t}
 	}
 	s.torrents[b.digest] = e
+	s.dropLeftoverLocked(b.digest)
 	return e, nil
 }
 
