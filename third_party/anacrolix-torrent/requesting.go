@@ -229,6 +229,9 @@ func (p *PeerConn) getDesiredRequestState() (desired desiredRequestState) {
 			if !p.peerHasPiece(pieceIndex) {
 				return true
 			}
+			if p.skipAtSeeder(pieceIndex) {
+				return true
+			}
 			requestHeap.pieceStates[pieceIndex].Set(pieceExtra)
 			allowedFast := p.peerAllowedFast.Contains(pieceIndex)
 			t.iterUndirtiedRequestIndexesInPiece(&it, pieceIndex, func(r requestStrategy.RequestIndex) {
@@ -376,6 +379,9 @@ func (p *PeerConn) applyRequestState(next desiredRequestState) {
 		}
 
 		existing := t.requestingPeer(req)
+		if existing != nil && existing != p && !t.mayStealRequest(req) {
+			continue
+		}
 		if existing != nil && existing != p {
 			// don't steal on cancel - because this is triggered by t.cancelRequest below
 			// which means that the cancelled can immediately try to steal back a request
