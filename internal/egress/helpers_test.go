@@ -156,13 +156,9 @@ func (f *faultyWriter) Write(p []byte) (int, error) {
 		}
 		chunk := p[:n]
 		if f.pos == f.at && (f.gate != nil || f.fault != faultNone) {
-			switch f.fault {
-			case faultCut:
-				panic(http.ErrAbortHandler)
-			case faultCorrupt:
-				chunk = bytes.Clone(chunk)
-				chunk[0] ^= 0xff
-			}
+			// The gate first: a test holding the body there has every
+			// reader attached before the fault ends the download (a cut
+			// that came first let a late reader start a second download).
 			if f.gate != nil {
 				select {
 				case <-f.gate:
@@ -171,6 +167,13 @@ func (f *faultyWriter) Write(p []byte) (int, error) {
 				case <-time.After(time.Minute):
 					return written, io.ErrClosedPipe
 				}
+			}
+			switch f.fault {
+			case faultCut:
+				panic(http.ErrAbortHandler)
+			case faultCorrupt:
+				chunk = bytes.Clone(chunk)
+				chunk[0] ^= 0xff
 			}
 		}
 		if f.link != nil {
