@@ -96,7 +96,7 @@ func TestBigArtifact(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	// Every node knows the egress before the fetches, so none takes the
 	// upstream itself for want of one.
-	waitEgressKnown(t, up, nodes, []*testenv.Node{n1})
+	warm := waitEgressKnown(t, up, nodes, []*testenv.Node{n1})
 
 	watch := watchResources(nodes)
 	defer watch.stop()
@@ -120,7 +120,7 @@ func TestBigArtifact(t *testing.T) {
 	}
 	n2.Start(t)
 	watch.setPid(1, n2.Pid())
-	waitEgressKnown(t, up, []*testenv.Node{n2}, []*testenv.Node{n1})
+	waitEgressListed(t, []*testenv.Node{n2}, []*testenv.Node{n1}, warm)
 	fetches[n2] = fetchAsync(n2, art.Ref)
 
 	for _, n := range nodes {

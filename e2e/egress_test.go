@@ -189,14 +189,25 @@ func egressFirst(n int) func(int) []string {
 // waitEgressKnown pulls a small image on the egress nodes and waits until
 // every other node lists each of them as a complete egress seeder: gossip has
 // then told every node who may reach the upstream, and (through the join's
-// state exchange) told the egress nodes who the members are.
-func waitEgressKnown(t testing.TB, up *testenv.Registry, nodes, egress []*testenv.Node) {
+// state exchange) told the egress nodes who the members are. It returns the
+// image's layer, for waitEgressListed after a node restarts.
+func waitEgressKnown(t testing.TB, up *testenv.Registry, nodes, egress []*testenv.Node) string {
 	t.Helper()
 	warm := testenv.PushImage(t, up, "e2e/egress-warmup", "v1", 64<<10)
 	layer := warm.Layers[0].Digest.String()
 	for _, e := range egress {
 		e.Pull(t, warm.Ref)
 	}
+	waitEgressListed(t, nodes, egress, layer)
+	return layer
+}
+
+// waitEgressListed waits until every node lists each egress node as a
+// complete egress seeder of layer. (A second waitEgressKnown within the
+// egress's tag cache would pull the first image again, and wait for the
+// new layer in vain.)
+func waitEgressListed(t testing.TB, nodes, egress []*testenv.Node, layer string) {
+	t.Helper()
 	for _, n := range nodes {
 		deadline := time.Now().Add(clusterTimeout)
 		for {
