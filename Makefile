@@ -18,7 +18,7 @@ CONTAINERD2_VERSION  := v2.2.9
 CRI_TOOLS_VERSION    := v1.37.0
 CONTAINERD2_TAGS     := no_btrfs no_devmapper urfave_cli_no_docs
 
-.PHONY: all build test unit bench demo lint deps fmt fuzz
+.PHONY: all build test unit bench demo lint deps fmt fuzz soak
 
 all: build
 
@@ -122,6 +122,18 @@ bench: deps
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench EgressColdPull -benchtime 1x -count 1 -timeout 30m ./e2e
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench ColdSingleNode -benchtime 3x -count 1 -timeout 30m ./e2e
 	DREGISTRY_E2E=required $(GO) test -run '^$$' -bench Rollout -benchtime 1x -count 1 -timeout 60m ./e2e
+
+# soak runs four nodes with a 96 MiB --cache-size for SOAK (default 10m)
+# of non-stop pulls while members are killed and restarted, and writes the
+# samples (soak.csv), a chart (soak.png) and the summary table to SOAK_OUT;
+# docs/reliability.md records a run. Not part of test. SOAK_TIMEOUT must
+# exceed SOAK by the set-up, the warm-up and the settle (about 10 minutes).
+SOAK         ?= 10m
+SOAK_OUT     ?= $(CURDIR)/docs/soak
+SOAK_TIMEOUT ?= 40m
+soak: deps
+	DREGISTRY_E2E=required DREGISTRY_SOAK=$(SOAK) DREGISTRY_SOAK_OUT=$(SOAK_OUT) \
+		$(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestSoakPullsThroughKillsWithinBounds$$' ./e2e
 
 demo: deps
 	DREGISTRY_E2E=required $(GO) test -count=1 -v -run '^TestDemo$$' -timeout 10m ./e2e
