@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/csv"
 	"fmt"
+	"io/fs"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -32,6 +33,9 @@ const (
 	soakEnv        = "DREGISTRY_SOAK"         // how long the pulls and kills go on, e.g. 10m; unset skips
 	soakOutEnv     = "DREGISTRY_SOAK_OUT"     // directory for soak.csv, soak.png and summary.md
 	soakPullersEnv = "DREGISTRY_SOAK_PULLERS" // pull workers per node (default 2)
+	// soakKeepLogsEnv names a directory the daemons' logs are copied to at
+	// the end (the test's temp dirs are removed), to study a failure.
+	soakKeepLogsEnv = "DREGISTRY_SOAK_KEEP_LOGS"
 
 	soakNodes     = 4
 	soakCacheSize = 96 << 20
@@ -64,6 +68,23 @@ func soakDiskBound(i int) int64 {
 		return soakCacheSize + soakEgressSlack
 	}
 	return soakCacheSize
+}
+
+// largeFiles lists the files of at least 1 MiB under dir with their
+// allocated sizes, to tell what held a data dir past its bound.
+func largeFiles(dir string) string {
+	var out []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if b := dirBytes(path); b >= 1<<20 {
+			rel, _ := filepath.Rel(dir, path)
+			out = append(out, rel+"="+mib(b))
+		}
+		return nil
+	})
+	return strings.Join(out, " ")
 }
 
 // soakVictims are the nodes killed in turn (indexes into the cluster).
@@ -181,6 +202,9 @@ func TestSoakPullsThroughKillsWithinBounds(t *testing.T) {
 	t.Log("\n" + summary)
 	if outDir != "" {
 		rec.write(t, outDir, summary, warmAt, pullsEnd)
+	}
+	if dir := os.Getenv(soakKeepLogsEnv); dir != "" {
+		keepLogs(t, dir, nodes)
 	}
 
 	for _, f := range rec.failures() {
@@ -347,8 +371,8 @@ func (r *soakRecorder) start() {
 					r.diskOverWalks[i]++
 				}
 				if b > soakDiskBound(i) && len(r.diskOver) < 20 {
-					r.diskOver = append(r.diskOver, fmt.Sprintf("%s: data dir held %s at %s, more than its bound of %s",
-						n.Name, mib(b), time.Since(r.t0).Round(time.Second), mib(soakDiskBound(i))))
+					r.diskOver = append(r.diskOver, fmt.Sprintf("%s: data dir held %s at %s, more than its bound of %s: %s",
+						n.Name, mib(b), time.Since(r.t0).Round(time.Second), mib(soakDiskBound(i)), largeFiles(n.DataDir)))
 				}
 				r.mu.Unlock()
 			}
