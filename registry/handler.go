@@ -32,6 +32,14 @@ type Observer interface {
 	Served(route, source string, status int, bytes int64, ttfb, total time.Duration)
 }
 
+// StreamObserver, when the Observer also is one, hears the body bytes of a
+// response by source as they are written (at most every streamSegment), so
+// a rate by source moves during a multi-GiB blob instead of jumping at its
+// end. It is called on the handler's goroutine and must not block.
+type StreamObserver interface {
+	Streamed(source string, bytes int64)
+}
+
 // Config configures the pull API handler.
 type Config struct {
 	// Sources answer digest lookups (manifests and blobs), tried in order.
@@ -126,6 +134,13 @@ type exchange struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ex := &exchange{w: newRecorder(w, start), r: r, route: routeUnknown}
+	if so, ok := h.cfg.Observer.(StreamObserver); ok {
+		ex.w.streamed = func(n int64) {
+			if ex.source != "" {
+				so.Streamed(ex.source, n)
+			}
+		}
+	}
 	defer func() {
 		// An abort (http.ErrAbortHandler) is reported, then passed on so the
 		// server cuts the connection.

@@ -3,6 +3,7 @@ package registry
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -563,4 +566,119 @@ func TestHandlerCutsAResponseTheClientStoppedReading(t *testing.T) {
 			t.Logf("cut after %d bytes, %s", got.bytes, got.total)
 		})
 	}
+}
+
+// streamingObserver also hears body bytes as they are written.
+type streamingObserver struct {
+	recordingObserver
+	smu      sync.Mutex
+	streamed []int64 // each call's bytes, all from source "containerd"
+	sources  map[string]bool
+}
+
+func (o *streamingObserver) Streamed(source string, n int64) {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	o.streamed = append(o.streamed, n)
+	o.sources[source] = true
+}
+
+// A blob's bytes reach a StreamObserver as they are written, a segment at a
+// time, not in one count at the end (the status page's rate by source
+// jumped at the end of a 4 GiB layer); whole-file and ranged replies alike.
+func TestHandlerStreamsBodyBytesBySource(t *testing.T) {
+	obs := &streamingObserver{sources: map[string]bool{}}
+	big := randomBytes(3<<20+5, 7)
+	bigDigest := digest.FromBytes(big)
+	path := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(path, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(f *fixture, cfg *Config) {
+		// A file, so the reply goes out through ReadFrom (sendfile).
+		cfg.Sources = []Source{&fileSource{path: path, dgst: bigDigest}}
+		cfg.Observer = obs
+	})
+	for _, tc := range []struct {
+		rng  string
+		want int64
+	}{
+		{"", int64(len(big))},
+		{"bytes=100-", int64(len(big)) - 100},
+		{"bytes=0-99", 100},
+	} {
+		obs.smu.Lock()
+		obs.streamed = nil
+		obs.smu.Unlock()
+		obs.mu.Lock()
+		before := len(obs.seen)
+		obs.mu.Unlock()
+		h := http.Header{}
+		if tc.rng != "" {
+			h.Set("Range", tc.rng)
+		}
+		resp, body, err := doRequest(t, "GET", f.url("/v2/library/alpine/blobs/"+bigDigest.String()), h)
+		if err != nil || int64(len(body)) != tc.want {
+			t.Fatalf("range %q: %v %v, %d bytes", tc.rng, err, resp, len(body))
+		}
+		end := obs.wait(t, before+1)
+		obs.smu.Lock()
+		var sum int64
+		for _, n := range obs.streamed {
+			sum += n
+			if n > streamSegment {
+				t.Errorf("range %q: one report of %d bytes, more than a segment", tc.rng, n)
+			}
+		}
+		calls := len(obs.streamed)
+		obs.smu.Unlock()
+		if sum != end.bytes || sum != tc.want {
+			t.Errorf("range %q: streamed %d bytes in %d reports, the response %d, want %d", tc.rng, sum, calls, end.bytes, tc.want)
+		}
+		if tc.want > 1<<20 && calls < int(tc.want>>20) {
+			t.Errorf("range %q: %d bytes in %d reports, want one per segment", tc.rng, sum, calls)
+		}
+	}
+	if !obs.sources["containerd"] || len(obs.sources) != 1 {
+		t.Errorf("streamed sources %v, want containerd only", obs.sources)
+	}
+}
+
+// fileSource serves one blob from a file as a SeekableBlob over *os.File.
+type fileSource struct {
+	path string
+	dgst digest.Digest
+}
+
+func (s *fileSource) Name() string { return "containerd" }
+func (s *fileSource) Resolve(context.Context, Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, ErrNotFound
+}
+func (s *fileSource) Manifest(context.Context, Ref, digest.Digest) (*Manifest, error) {
+	return nil, ErrNotFound
+}
+func (s *fileSource) Blob(_ context.Context, _ Ref, d digest.Digest) (Blob, error) {
+	if d != s.dgst {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, err
+	}
+	return fileBlob{f}, nil
+}
+
+type fileBlob struct{ f *os.File }
+
+func (b fileBlob) Size() int64 {
+	st, err := b.f.Stat()
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+func (b fileBlob) ReadSeeker() io.ReadSeeker { return b.f }
+func (b fileBlob) Close() error              { return b.f.Close() }
+func (b fileBlob) Open(_ context.Context, off int64) (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(b.f, off, b.Size()-off)), nil
 }

@@ -14,6 +14,19 @@ type recorder struct {
 	status int
 	bytes  int64
 	ttfb   time.Duration
+	// streamed, if set, hears body bytes as they are written.
+	streamed func(int64)
+}
+
+// streamSegment is the most a ReadFrom sends before the bytes are counted:
+// sendfile moves a whole blob in one call otherwise.
+const streamSegment = 1 << 20
+
+func (rec *recorder) count(n int64) {
+	rec.bytes += n
+	if rec.streamed != nil && n > 0 {
+		rec.streamed(n)
+	}
 }
 
 func newRecorder(w http.ResponseWriter, start time.Time) *recorder {
@@ -33,7 +46,7 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		rec.WriteHeader(http.StatusOK)
 	}
 	n, err := rec.ResponseWriter.Write(p)
-	rec.bytes += int64(n)
+	rec.count(int64(n))
 	return n, err
 }
 
@@ -41,15 +54,35 @@ func (rec *recorder) ReadFrom(src io.Reader) (int64, error) {
 	if rec.status == 0 {
 		rec.WriteHeader(http.StatusOK)
 	}
-	var n int64
-	var err error
-	if rf, ok := rec.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{rec.ResponseWriter}, src)
+	rf, ok := rec.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{rec}, src) // counted by Write
 	}
-	rec.bytes += n
-	return n, err
+	// Segments of a limited reader over the source itself, so an *os.File
+	// still reaches sendfile (which unwraps one *io.LimitedReader only).
+	outer, _ := src.(*io.LimitedReader)
+	inner, left := src, int64(-1)
+	if outer != nil {
+		inner, left = outer.R, outer.N
+	}
+	var total int64
+	for left != 0 {
+		seg := int64(streamSegment)
+		if left > 0 {
+			seg = min(seg, left)
+		}
+		n, err := rf.ReadFrom(&io.LimitedReader{R: inner, N: seg})
+		total += n
+		rec.count(n)
+		if left > 0 {
+			left -= n
+			outer.N = left
+		}
+		if err != nil || n < seg {
+			return total, err // failed, or the source ended
+		}
+	}
+	return total, nil
 }
 
 // Unwrap lets http.ResponseController reach the connection.

@@ -20,6 +20,7 @@ type metrics struct {
 
 	mu            sync.Mutex
 	served        map[string]int64 // mirrors bytes for the JSON totals
+	streamed      map[string]int64 // body bytes by source as written: the traffic history's rates
 	upstreamBytes int64            // mirrors upstream for the JSON totals
 }
 
@@ -35,6 +36,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 9)}, []string{"source"}),
 		upstream: prometheus.NewCounter(prometheus.CounterOpts{Name: "dregistry_upstream_bytes_total", Help: "Bytes this node fetched from upstream registries (blob bodies and manifests)."}),
 		served:   map[string]int64{},
+		streamed: map[string]int64{},
 	}
 }
 
@@ -60,6 +62,17 @@ func (m *metrics) servedBySource() map[string]int64 {
 	return out
 }
 
+// streamedBySource copies the bytes written so far by source.
+func (m *metrics) streamedBySource() map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int64, len(m.streamed))
+	for k, v := range m.streamed {
+		out[k] = v
+	}
+	return out
+}
+
 func (m *metrics) addUpstream(n int64) {
 	if n <= 0 {
 		return
@@ -78,6 +91,14 @@ func (m *metrics) upstreamFetched() int64 {
 
 // Observer records each registry response; it satisfies registry.Observer.
 type Observer struct{ m *metrics }
+
+// Streamed counts body bytes of a response by source as they are written
+// (registry.StreamObserver): the traffic history's rates by source.
+func (o *Observer) Streamed(source string, bytes int64) {
+	o.m.mu.Lock()
+	o.m.streamed[source] += bytes
+	o.m.mu.Unlock()
+}
 
 // Served records one response.
 func (o *Observer) Served(route, source string, status int, bytes int64, ttfb, total time.Duration) {

@@ -134,7 +134,7 @@ func (s *Server) Run(ctx context.Context) error {
 // sampleTraffic reads the counters (no ops lock held) and adds a sample.
 func (s *Server) sampleTraffic(now time.Time) {
 	names := s.memberNames()
-	s.traffic.add(now, trafficCounters{served: s.metrics.servedBySource(), peers: peersByName(s.cfg.Torrents.Stats().Peers, names)})
+	s.traffic.add(now, trafficCounters{served: s.metrics.streamedBySource(), peers: peersByName(s.cfg.Torrents.Stats().Peers, names)})
 }
 
 func (s *Server) serveTraffic(w http.ResponseWriter, _ *http.Request) {

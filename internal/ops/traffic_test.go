@@ -30,6 +30,7 @@ func getJSON(t *testing.T, s *Server, path string, v any) {
 func TestTrafficRatesBySourceAndPeer(t *testing.T) {
 	s, _, tr := newTestServer(t)
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s.Observer().Streamed("containerd", 1000) // as the handler writes
 	s.Observer().Served("blob", "containerd", 200, 1000, time.Millisecond, time.Millisecond)
 	tr.stats.Peers = map[string]swarm.PeerTraffic{"10.0.0.1": {Downloaded: 100}}
 	s.sampleTraffic(t0)
@@ -40,7 +41,9 @@ func TestTrafficRatesBySourceAndPeer(t *testing.T) {
 		t.Fatalf("rates after the baseline only: %+v", st.Rates)
 	}
 
+	s.Observer().Streamed("containerd", 3000) // as the handler writes
 	s.Observer().Served("blob", "containerd", 200, 3000, time.Millisecond, time.Millisecond)
+	s.Observer().Streamed("swarm", 4096) // as the handler writes
 	s.Observer().Served("blob", "swarm", 200, 4096, time.Millisecond, time.Millisecond)
 	tr.stats.Peers = map[string]swarm.PeerTraffic{
 		"10.0.0.1":  {Downloaded: 100 + 8192, Uploaded: 2048}, // node1
