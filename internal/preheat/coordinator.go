@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/internal/writeprogress"
 )
 
 // AdminPath is the coordinator's endpoint: POST an Order, read Events.
@@ -72,9 +73,10 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 
 // Handler serves AdminPath to this host and members (gate.AdmitAdmin), as
 // every /admin/v1/ path: a bad order is answered 400, an image that does
-// not resolve 404 or 502, before anything is asked of any member.
+// not resolve 404 or 502, before anything is asked of any member. A caller
+// that stops reading loses its stream after StallTimeout.
 func (c *Coordinator) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return writeprogress.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !c.cfg.Gate.AdmitAdmin(w, r) {
 			return
 		}
@@ -106,7 +108,7 @@ func (c *Coordinator) Handler() http.Handler {
 		}
 		req := Request{Image: o.Ref, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Namespace: o.Namespace}
 		c.run(w, r, req, nodes)
-	})
+	}), StallTimeout)
 }
 
 // choose picks n members (0: all): this node first, then by name.

@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/internal/writeprogress"
 )
 
 // PeerPath is the member endpoint: POST a Request, read Status lines.
 const PeerPath = "/peer/v1/preheat"
 
 // ReportInterval is how often a stream repeats a node's Status while it
-// runs: the reader takes silence for StallTimeout as a dead node.
+// runs: the reader takes silence for StallTimeout as a dead node, and the
+// writer cuts a stream its reader has not taken for StallTimeout.
 const (
 	ReportInterval = time.Second
 	StallTimeout   = 30 * time.Second
@@ -20,9 +22,11 @@ const (
 
 // PeerHandler serves PeerPath to members only (gate.AdmitPeer): a
 // request starts or joins the preheat, then streams its Status every
-// ReportInterval until it ends. A caller that leaves does not stop it.
+// ReportInterval until it ends. A caller that leaves does not stop it; one
+// that stops reading loses its stream after StallTimeout
+// (writeprogress), so it pins no goroutine.
 func (r *Runner) PeerHandler(gate *peerauth.Gate) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return writeprogress.Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !gate.AdmitPeer(w, req) {
 			return
 		}
@@ -41,7 +45,7 @@ func (r *Runner) PeerHandler(gate *peerauth.Gate) http.Handler {
 			r.cfg.Logger.Info("preheat joined", "image", pr.Image, "digest", pr.Digest, "namespace", pr.Namespace)
 		}
 		stream(w, req, job, r.cfg.Node)
-	})
+	}), StallTimeout)
 }
 
 // stream writes job's Status lines until it ends or the caller leaves.

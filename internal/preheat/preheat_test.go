@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -475,5 +476,64 @@ func TestAdminEndpointAdmitsThisHostAndMembersOnly(t *testing.T) {
 	}
 	if c.resolved.Load() != 0 || c.f1.calls.Load()+c.f2.calls.Load() != 0 {
 		t.Error("a refused request resolved or fetched")
+	}
+}
+
+// deadlineRecorder is a response writer that records the write deadlines
+// a handler sets on it (http.ResponseController finds the method).
+type deadlineRecorder struct {
+	*httptest.ResponseRecorder
+	mu        sync.Mutex
+	deadlines []time.Time
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deadlines = append(d.deadlines, t)
+	return nil
+}
+
+type captureTransport struct{ req *http.Request }
+
+func (c *captureTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.req = r
+	return nil, errors.New("captured")
+}
+
+// TestStreamsAreBoundedByAWriteDeadline: both streaming endpoints arm a
+// write deadline of at most StallTimeout before they write, so a caller
+// that stops reading cannot pin the handler once its socket buffer is
+// full, and clear it when the stream ends (keep-alive).
+func TestStreamsAreBoundedByAWriteDeadline(t *testing.T) {
+	k := testKeys(t)
+	f := newFakeFetch()
+	close(f.release)
+	r := newRunner(t, "n2", f)
+	capture := &captureTransport{}
+	client := &http.Client{Transport: &peerauth.Transport{Base: capture, Keys: k, Node: "n1"}}
+	if _, err := client.Post("http://example.com"+PeerPath, "application/json", strings.NewReader(asJSON(t, goodRequest()))); err == nil {
+		t.Fatal("the capturing transport sent a request")
+	}
+	req := httptest.NewRequest(http.MethodPost, PeerPath, strings.NewReader(asJSON(t, goodRequest())))
+	req.Header = capture.req.Header.Clone()
+	rec := &deadlineRecorder{ResponseRecorder: httptest.NewRecorder()}
+	start := time.Now()
+	r.PeerHandler(&peerauth.Gate{Keys: k}).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("preheat stream: %d %s", rec.Code, rec.Body)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.deadlines) < 2 {
+		t.Fatalf("deadlines set: %v, want one per write and a clear at the end", rec.deadlines)
+	}
+	for _, d := range rec.deadlines[:len(rec.deadlines)-1] {
+		if d.IsZero() || d.Sub(start) > StallTimeout+time.Second {
+			t.Errorf("write deadline %v after the start, want within %v", d.Sub(start), StallTimeout)
+		}
+	}
+	if last := rec.deadlines[len(rec.deadlines)-1]; !last.IsZero() {
+		t.Errorf("the deadline was left at %v after the stream ended, want cleared", last)
 	}
 }
