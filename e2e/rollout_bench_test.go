@@ -88,6 +88,8 @@ func BenchmarkRollout(b *testing.B) {
 	b.ReportMetric(sum.coldUp.sum/n, "cold-upload-sum-x")
 	b.ReportMetric(sum.warmUp.max/n, "warm-upload-max-x")
 	b.ReportMetric(sum.warmUp.sum/n, "warm-upload-sum-x")
+	b.ReportMetric(sum.coldCPU/n, "cold-cpu-busy")
+	b.ReportMetric(sum.warmCPU/n, "warm-cpu-busy")
 	b.Logf("%d nodes, layer %d MiB, every link capped both ways at %d Mbit/s; load average at the end: %s",
 		count, layerSize>>20, rate/1_000_000, loadAverage())
 }
@@ -133,6 +135,7 @@ type rolloutResult struct {
 	upstreamX          float64 // upstream body bytes of the cold image ÷ its size
 	upstreamLinkX      float64 // the upstream link's tx bytes in the cold rollout ÷ the image's size
 	coldUp, warmUp     uploads
+	coldCPU, warmCPU   float64 // the machine's CPU busy fraction during cold and warm
 }
 
 // uploads are the nodes' tx bytes per byte of the layer.
@@ -148,15 +151,17 @@ func (r *rolloutResult) add(o rolloutResult) {
 	r.coldUp.sum += o.coldUp.sum
 	r.warmUp.max += o.warmUp.max
 	r.warmUp.sum += o.warmUp.sum
+	r.coldCPU += o.coldCPU
+	r.warmCPU += o.warmCPU
 }
 
-const rolloutHeader = "| N | layer | link | single | cold | warm | upstream bytes (log / link) | cold upload max / sum | warm upload max / sum |\n" +
-	"|---|---|---|---|---|---|---|---|---|"
+const rolloutHeader = "| N | layer | link | single | cold | warm | upstream bytes (log / link) | cold upload max / sum | warm upload max / sum | CPU busy cold / warm |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|"
 
 func (r rolloutResult) row(n int, layer, rate int64) string {
-	return fmt.Sprintf("| %d | %d MiB | %d Mbit/s | %.1f s | %.1f s = %.2fx | %.1f s = %.2fx | %.3fx / %.3fx | %.2fx / %.2fx | %.2fx / %.2fx |",
+	return fmt.Sprintf("| %d | %d MiB | %d Mbit/s | %.1f s | %.1f s = %.2fx | %.1f s = %.2fx | %.3fx / %.3fx | %.2fx / %.2fx | %.2fx / %.2fx | %.0f%% / %.0f%% |",
 		n, layer>>20, rate/1_000_000, r.single, r.cold, r.cold/r.single, r.warm, r.warm/r.single,
-		r.upstreamX, r.upstreamLinkX, r.coldUp.max, r.coldUp.sum, r.warmUp.max, r.warmUp.sum)
+		r.upstreamX, r.upstreamLinkX, r.coldUp.max, r.coldUp.sum, r.warmUp.max, r.warmUp.sum, 100*r.coldCPU, 100*r.warmCPU)
 }
 
 // iteration pushes three new images and runs single, cold and warm; its
@@ -174,7 +179,9 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 		all[i] = i
 	}
 	upBefore, before := c.counters(b)
+	cpu := readCPU(b)
 	r.cold = c.fetchAll(b, all, imgCold, true).Seconds()
+	r.coldCPU = readCPU(b).busySince(cpu)
 	upAfter, after := c.counters(b)
 	r.coldUp = uploadsPer(before, after, imgCold.Layers[0].Size)
 	b.Logf("cold, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgCold.Layers[0].Size))
@@ -184,7 +191,9 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	c.fetchAll(b, []int{0}, imgWarm, true)
 	waitSeederKnown(b, c.nodes[1:], c.nodes[0], imgWarm.Layers[0])
 	_, before = c.counters(b)
+	cpu = readCPU(b)
 	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
+	r.warmCPU = readCPU(b).busySince(cpu)
 	_, after = c.counters(b)
 	r.warmUp = uploadsPer(before, after, imgWarm.Layers[0].Size)
 	b.Logf("warm, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgWarm.Layers[0].Size))
@@ -224,15 +233,102 @@ func (c *rolloutCluster) push(b *testing.B, kind, iter string, layerSize int64) 
 // fetchAll runs `ctr content fetch` of img on the nodes of idx at the same
 // moment, through dregistry (viaMirror) or straight from the upstream, and
 // returns the time until the last one finished.
+//
+// With more than one node it also logs when each finished and, second by
+// second, how much of the fetching nodes' downlinks was used: idle links
+// in the middle point at piece choice, a long tail at a straggler.
 func (c *rolloutCluster) fetchAll(b *testing.B, idx []int, img testenv.Image, viaMirror bool) time.Duration {
 	b.Helper()
-	errs, took := atOnce(len(idx), func(i int) error { return c.fetch(idx[i], img.Ref, viaMirror) })
+	var use <-chan string
+	stop := make(chan struct{})
+	if len(idx) > 1 {
+		use = c.sampleDownlinks(b, idx, stop)
+	}
+	finished := make([]time.Duration, len(idx))
+	began := time.Now()
+	errs, took := atOnce(len(idx), func(i int) error {
+		defer func() { finished[i] = time.Since(began) }()
+		return c.fetch(idx[i], img.Ref, viaMirror)
+	})
+	close(stop)
 	for i, err := range errs {
 		if err != nil {
 			b.Fatalf("%s: %v", c.nodes[idx[i]].Name, err)
 		}
 	}
+	if use != nil {
+		var parts []string
+		for i, d := range finished {
+			parts = append(parts, fmt.Sprintf("%s %.1f", c.nodes[idx[i]].Name, d.Seconds()))
+		}
+		b.Logf("%s: finished (s): %s; link use per second (%% of a link): %s", img.Ref, strings.Join(parts, ", "), <-use)
+	}
 	return took
+}
+
+// sampleDownlinks reads the ports every second until stop and then sends,
+// for each second, as a percentage of what a capped link carries: the
+// bytes the nodes of idx received (over all their downlinks), what node 1
+// (the egress, the warm seeder) sent, and what the upstream sent.
+func (c *rolloutCluster) sampleDownlinks(b *testing.B, idx []int, stop <-chan struct{}) <-chan string {
+	b.Helper()
+	out := make(chan string, 1)
+	type reading struct{ down, seed, up int64 }
+	read := func() (reading, bool) {
+		var r reading
+		for _, i := range idx {
+			n, err := c.ports[i].Counters()
+			if err != nil {
+				return r, false
+			}
+			r.down += n.Rx
+		}
+		n, err := c.ports[0].Counters()
+		if err != nil {
+			return r, false
+		}
+		r.seed = n.Tx
+		if n, err = c.upPort.Counters(); err != nil {
+			return r, false
+		}
+		r.up = n.Tx
+		return r, true
+	}
+	go func() {
+		var down, seed, up []string
+		series := func() string {
+			return fmt.Sprintf("downlinks [%s]; node1 uplink [%s]; upstream uplink [%s]",
+				strings.Join(down, " "), strings.Join(seed, " "), strings.Join(up, " "))
+		}
+		last, ok := read()
+		at := time.Now()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for len(down) < 3600 {
+			select {
+			case <-stop:
+				out <- series()
+				return
+			case <-tick.C:
+			}
+			now, okNow := read()
+			t := time.Now()
+			link := float64(c.rate) / 8 * t.Sub(at).Seconds()
+			pct := func(d int64, links int) string {
+				if !ok || !okNow {
+					return "?"
+				}
+				return fmt.Sprintf("%.0f", 100*float64(d)/(link*float64(links)))
+			}
+			down = append(down, pct(now.down-last.down, len(idx)))
+			seed = append(seed, pct(now.seed-last.seed, 1))
+			up = append(up, pct(now.up-last.up, 1))
+			last, ok, at = now, okNow, t
+		}
+		<-stop
+		out <- series() + " …"
+	}()
+	return out
 }
 
 // fetch runs ctr inside node i's namespace: ctr itself resolves and
@@ -322,6 +418,45 @@ func waitSeederKnown(b *testing.B, nodes []*testenv.Node, holder *testenv.Node, 
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+// machineCPU is the machine's CPU time from /proc/stat, in clock ticks.
+type machineCPU struct{ busy, total uint64 }
+
+// readCPU reads the aggregate "cpu" line: idle and iowait are idle, the
+// rest (user, nice, system, irq, softirq, steal) busy.
+func readCPU(b *testing.B) machineCPU {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat starts with %q", line)
+	}
+	var t machineCPU
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		t.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += n
+		}
+	}
+	return t
+}
+
+// busySince is the fraction of the machine's CPU time that was busy
+// between then and t: near 1, the cores, not the links, set the pace.
+func (t machineCPU) busySince(then machineCPU) float64 {
+	if t.total <= then.total {
+		return 0
+	}
+	return float64(t.busy-then.busy) / float64(t.total-then.total)
 }
 
 // loadAverage is the machine's 1, 5 and 15 minute load, for the record.
