@@ -15,8 +15,7 @@ import (
 )
 
 // Defaults of BenchmarkRollout; DREGISTRY_BENCH_NODES,
-// DREGISTRY_BENCH_LAYER_MIB and DREGISTRY_BENCH_RATE_MBIT override them;
-// DREGISTRY_BENCH_QDISC=fq_codel puts that queue inside every link's tbf.
+// DREGISTRY_BENCH_LAYER_MIB and DREGISTRY_BENCH_RATE_MBIT override them.
 const (
 	rolloutNodes    = 8
 	rolloutLayerMiB = 128
@@ -91,12 +90,8 @@ func BenchmarkRollout(b *testing.B) {
 	b.ReportMetric(sum.warmUp.sum/n, "warm-upload-sum-x")
 	b.ReportMetric(sum.coldCPU/n, "cold-cpu-busy")
 	b.ReportMetric(sum.warmCPU/n, "warm-cpu-busy")
-	qdisc := os.Getenv("DREGISTRY_BENCH_QDISC")
-	if qdisc == "" {
-		qdisc = "tbf's FIFO"
-	}
-	b.Logf("%d nodes, layer %d MiB, every link capped both ways at %d Mbit/s (queue: %s); load average at the end: %s",
-		count, layerSize>>20, rate/1_000_000, qdisc, loadAverage())
+	b.Logf("%d nodes, layer %d MiB, every link capped both ways at %d Mbit/s; load average at the end: %s",
+		count, layerSize>>20, rate/1_000_000, loadAverage())
 }
 
 // rolloutCluster is the upstream and the nodes, each behind its own port.
@@ -114,7 +109,6 @@ type rolloutCluster struct {
 func startRolloutCluster(b *testing.B, count int, rate int64) *rolloutCluster {
 	b.Helper()
 	f := testenv.NewFabric(b, "ro")
-	f.Qdisc = os.Getenv("DREGISTRY_BENCH_QDISC")
 	c := &rolloutCluster{rate: rate, upPort: f.Attach(b, "up", 2, rate)}
 	c.up = testenv.StartRegistryIn(b, c.upPort.Netns, c.upPort.Addr+":5500")
 	bin := testenv.BuildDregistry(b)

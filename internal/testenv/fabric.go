@@ -21,7 +21,6 @@ type Fabric struct {
 	Subnet   string // "198.19.<n>": the /24 of every address on the fabric
 	HostAddr string // the test's own address on the fabric
 	Bridge   *Netns // holds the bridge and every port's bridge end
-	Qdisc    string // the queue inside each port's cap (Link.Qdisc); set before Attach
 
 	id string
 }
@@ -97,7 +96,7 @@ func (f *Fabric) Attach(t testing.TB, name string, host int, bitsPerSecond int64
 		Name:  name,
 		Addr:  fmt.Sprintf("%s.%d", f.Subnet, host),
 		Netns: ns,
-		Link:  &Link{A: f.Bridge, B: ns, AName: fmt.Sprintf("p%d", host), BName: "eth0", Qdisc: f.Qdisc},
+		Link:  &Link{A: f.Bridge, B: ns, AName: fmt.Sprintf("p%d", host), BName: "eth0"},
 	}
 	p.Link.BAddr = p.Addr + "/24"
 	// Made inside the bridge namespace with the peer put straight into

@@ -64,9 +64,6 @@ type Link struct {
 	A, B         *Netns // nil is the test's own namespace
 	AName, BName string // interface names
 	AAddr, BAddr string // CIDR addresses, e.g. "198.18.1.1/24"
-	// Qdisc, when set (e.g. "fq_codel"), is the queue inside Limit's tbf;
-	// unset, tbf queues in its own FIFO (up to its 100 ms latency).
-	Qdisc string
 }
 
 // NewLink connects a and b (nil: the test's own namespace) with a veth pair,

@@ -26,23 +26,11 @@ func (l *Link) Limit(a bool, bitsPerSecond int64) error {
 	args := []string{"qdisc", "replace", "dev", name, "root", "tbf",
 		"rate", strconv.FormatInt(bitsPerSecond, 10) + "bit",
 		"burst", strconv.FormatInt(burst, 10) + "b", "latency", "100ms"}
-	if l.Qdisc != "" {
-		args = append(args[:4], append([]string{"handle", "1:"}, args[4:]...)...)
+	if ns == nil {
+		return runTC(args...)
 	}
-	tc := func(args []string) error {
-		if ns == nil {
-			return runTC(args...)
-		}
-		_, err := ns.Exec(append([]string{"tc"}, args...)...)
-		return err
-	}
-	if err := tc(args); err != nil || l.Qdisc == "" {
-		return err
-	}
-	// The queue a real NIC's driver would run (Linux's default is
-	// fq_codel): small packets (ACKs, requests) are not held behind a
-	// full FIFO of bulk data.
-	return tc([]string{"qdisc", "replace", "dev", name, "parent", "1:1", l.Qdisc})
+	_, err := ns.Exec(append([]string{"tc"}, args...)...)
+	return err
 }
 
 // LinkSubnet is a /24 of the benchmarking range private to this test
