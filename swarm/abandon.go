@@ -14,7 +14,7 @@ import (
 // the daemon announces every download as a partial seed, and one the
 // cluster is still downloading from serves it as long as it does (the
 // check repeats every AbandonTimeout). A download that containerd
-// committed is released by the daemon before that (Release).
+// committed is replaced before that by the seed of containerd's copy (Seed).
 
 // errAbandoned is what a late waiter on an abandoned download sees.
 var errAbandoned = errors.New("swarm: download abandoned: no stream read it")

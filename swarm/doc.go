@@ -29,7 +29,8 @@
 //   - PeerHandler serves /peer/v1/metainfo/<digest> (whole; ?chunk=<k> for
 //     one chunk, long-polled while it grows) and /peer/v1/blobs/<digest> to
 //     members, for local content only; it never forwards.
-//   - Release(digest) drops a downloaded copy once containerd holds the blob.
+//   - Seed of a blob this node downloaded drops the downloaded copy: the
+//     daemon seeds containerd's copy once containerd holds the blob.
 //   - The data dir is a cache (Config.Cache, --cache-size, cache.go): a
 //     download is admitted before its files are made, pinned by every open
 //     Blob, and evicted least recently used first; one that does not fit

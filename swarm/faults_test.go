@@ -148,22 +148,19 @@ func TestDownloadResumesAfterRestart(t *testing.T) {
 		t.Fatalf("fetched %d bytes again after restart; %d were on disk", again, len(first))
 	}
 
-	// Once containerd holds the blob, the download's files are released and
-	// seeding containerd's copy needs no rehash (the metainfo is cached).
-	if err := d.Release(dgst); err != nil {
-		t.Fatal(err)
+	// Once containerd holds the blob, seeding containerd's copy replaces the
+	// download: its files go, and it needs no rehash (the metainfo is cached).
+	if _, err := d.meta.load(dgst); err != nil {
+		t.Fatalf("verified download left no metainfo: %v", err)
+	}
+	if err := d.Seed(ctx, dgst, int64(len(content)), failingReaderAt{}); err != nil {
+		t.Fatalf("seed from cached metainfo read the content: %v", err)
 	}
 	data, pieces := d.downloads.paths(dgst, 0)
 	for _, p := range []string{data, pieces} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("%s still there: %v", p, err)
 		}
-	}
-	if _, err := d.meta.load(dgst); err != nil {
-		t.Fatalf("verified download left no metainfo: %v", err)
-	}
-	if err := d.Seed(ctx, dgst, int64(len(content)), failingReaderAt{}); err != nil {
-		t.Fatalf("seed from cached metainfo read the content: %v", err)
 	}
 	if st := d.Stats().Torrents[0]; !st.Seeding || st.ReceivedFrom["127.0.0.2"] == 0 {
 		t.Fatalf("seed after download lost where the blob came from: %+v", st)

@@ -15,8 +15,10 @@ import (
 // its piece hashes are computed in the same pass that checks its digest, and
 // kept in the data directory; later calls (and restarts) reuse them. Content
 // that does not match dgst is refused and changes nothing. Seeding a blob
-// this node downloaded replaces the download (see Release). content must stay
-// readable until Unseed or Close; seeding a digest again keeps the first one.
+// this node downloaded replaces the download and deletes its files (the
+// daemon seeds containerd's copy once containerd committed the blob).
+// content must stay readable until Unseed or Close; seeding a digest again
+// keeps the first one.
 func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
 	return s.seed(ctx, dgst, size, content, false)
 }
@@ -105,19 +107,6 @@ func (s *Swarm) addSeedLocked(b *blobInfo, content io.ReaderAt, check bool) (*en
 	s.torrents[b.digest] = e
 	s.dropLeftoverLocked(b.digest)
 	return e, nil
-}
-
-// Release drops this node's downloaded copy of dgst once containerd has
-// committed the blob (the daemon then calls Seed with containerd's content).
-// Seeded content and unknown digests are left alone.
-func (s *Swarm) Release(dgst digest.Digest) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.torrents[dgst]
-	if e == nil || e.seed != nil || e.growing {
-		return nil
-	}
-	return s.dropLocked(e, nil)
 }
 
 // Unseed stops seeding dgst (containerd deleted it).
