@@ -1,13 +1,10 @@
 package tracker
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"net/netip"
 	"slices"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/opencontainers/go-digest"
 )
 
 // Member is one node of the cluster as memberlist currently sees it.
@@ -65,39 +62,6 @@ func stateName(s memberlist.NodeStateType) string {
 		return "left"
 	}
 	return "unknown"
-}
-
-// EgressNodes lists the live members with the egress role.
-func (t *Tracker) EgressNodes() []Member {
-	var out []Member
-	for _, m := range t.Members() {
-		if m.Egress {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// EgressFor picks the member that fetches d from upstream: the rendezvous
-// hash of d over the live egress members, or over all live members when
-// none is marked egress. Every member picks the same one for the same
-// membership. False only when there is no member at all.
-func (t *Tracker) EgressFor(d digest.Digest) (Member, bool) {
-	candidates := t.EgressNodes()
-	if len(candidates) == 0 {
-		candidates = t.Members()
-	}
-	var best Member
-	var bestScore uint64
-	found := false
-	for _, m := range candidates {
-		h := sha256.Sum256([]byte(m.Name + "\x00" + string(d)))
-		score := binary.BigEndian.Uint64(h[:8])
-		if !found || score > bestScore || (score == bestScore && m.Name < best.Name) {
-			best, bestScore, found = m, score, true
-		}
-	}
-	return best, found
 }
 
 // memberAddrs counts, per IP, the live members using it (several members

@@ -28,9 +28,9 @@ type Cluster interface {
 }
 
 // candidates ranks who fetches key from upstream: the live egress members,
-// or every member when none is egress, by rendezvous score (the hash
-// tracker.EgressFor uses, so the first is the member it names). self is
-// counted as a member even when the view lacks it.
+// or every member when none is egress, by rendezvous score (the one hash
+// that picks an egress node; every member ranks alike for the same
+// membership). self is counted as a member even when the view lacks it.
 func candidates(members []Member, self Member, key string) []Member {
 	if !slices.ContainsFunc(members, func(m Member) bool { return m.Name == self.Name }) {
 		members = append(slices.Clone(members), self)
