@@ -12,9 +12,6 @@ import (
 	"time"
 )
 
-// errStalled is the cause recorded when a source stopped delivering bytes.
-var errStalled = errors.New("source delivered no byte within the stall timeout")
-
 // openBlob is a blob a source answered with, opened at the requested range
 // when it has to be streamed.
 type openBlob struct {
@@ -120,7 +117,7 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	source := ex.source
 	onStall := func() {
 		h.log.Warn("source stalled, aborting response", "source", source, "digest", dgst, "after", h.cfg.StallTimeout)
-		f.cancel(errStalled)
+		f.cancel(ErrStalled)
 		closeBlob()
 	}
 	if sb, ok := ob.blob.(SeekableBlob); ok {

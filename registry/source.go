@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 
@@ -14,6 +15,12 @@ import (
 // handler then tries the next source. It is containerd's not-found error, so a
 // containerd lookup needs no translation.
 var ErrNotFound = errdefs.ErrNotFound
+
+// ErrStalled is the cause when a transfer made no progress within its stall
+// timeout: a source that stopped delivering, a swarm download no piece
+// arrived for, an upstream download that stopped. One error for every
+// layer, so errors.Is tells a stall from a failure wherever it surfaces.
+var ErrStalled = errors.New("no progress within the stall timeout")
 
 // Ref names a repository of a registry, as containerd asks a mirror for it:
 // /v2/<Repository>/...?ns=<Registry>.

@@ -162,7 +162,7 @@ func (s *Swarm) followChunks(e *entry, k int) {
 			return
 		case err != nil:
 			if time.Since(lastAnswer) > s.cfg.StallTimeout {
-				s.failFollow(e, fmt.Errorf("%w: owner %s unreachable: %w", errStalled, e.owner, err))
+				s.failFollow(e, fmt.Errorf("%w: owner %s unreachable: %w", registry.ErrStalled, e.owner, err))
 				return
 			}
 			s.log.Debug("chunk metainfo not fetched, asking again", "digest", e.digest, "chunk", k, "err", err)

@@ -10,10 +10,9 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/opencontainers/go-digest"
-)
 
-// errStalled fails a read that waited too long for any piece.
-var errStalled = errors.New("swarm: no progress")
+	"github.com/dregistry/dregistry/registry"
+)
 
 // streamReader streams a downloading blob in order, chunk by chunk, from
 // torrent readers of its chunk torrents: it returns only pieces that passed
@@ -55,7 +54,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 	// The watchdog runs only while a Read waits, so a slow consumer is not
 	// mistaken for a stalled swarm.
 	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, func() {
-		cancel(fmt.Errorf("%w for %s on %s", errStalled, s.cfg.StallTimeout, e.digest))
+		cancel(fmt.Errorf("swarm: %w (%s) on %s", registry.ErrStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
 	s.readerOpened(e)
@@ -229,7 +228,7 @@ func (s *Swarm) goneCause(e *entry) error {
 // blob itself (it started at 0) and still checks it at the end. A stream
 // whose client went away does not switch.
 func (sr *streamReader) switchToSeed() bool {
-	if cause := context.Cause(sr.ctx); cause != nil && !errors.Is(cause, errStalled) {
+	if cause := context.Cause(sr.ctx); cause != nil && !errors.Is(cause, registry.ErrStalled) {
 		return false
 	}
 	if sr.pos != sr.start && sr.digester == nil {

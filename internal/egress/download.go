@@ -158,7 +158,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	}
 	s.setSize(size)
 
-	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(errStalled) })
+	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
 	defer stall.Stop()
 	// A blob whose reader verifies itself (registry's upstream) is not
 	// hashed a second time: that reader fails instead of returning the

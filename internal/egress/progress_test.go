@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry"
 )
 
 // fakeProgress records what the fetcher tells a Progress, and checks at
@@ -210,7 +212,7 @@ func TestProgressFailsWithTheDownload(t *testing.T) {
 	}{
 		{name: "digest mismatch", fault: faultCorrupt, wantErr: "content hashes to"},
 		{name: "upstream cut", fault: faultCut, wantErr: "bytes"},
-		{name: "stall", stall: true, wantErr: errStalled.Error()},
+		{name: "stall", stall: true, wantErr: registry.ErrStalled.Error()},
 		{name: "fetcher closed", close: true, wantErr: "canceled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,10 +15,6 @@ import (
 	"github.com/dregistry/dregistry/registry"
 )
 
-// errStalled is the cause when a download or a reader made no progress
-// within the stall timeout.
-var errStalled = errors.New("no progress within the stall timeout")
-
 // errReleased is a kept spool deleted between a caller finding and opening it.
 var errReleased = errors.New("spool released")
 
@@ -263,7 +259,7 @@ func (r *spoolReader) wait(changed <-chan struct{}) error {
 	case <-r.ctx.Done():
 		return context.Cause(r.ctx)
 	case <-r.timer.C:
-		return fmt.Errorf("egress download of %s at %d: %w (%s)", r.s.dgst, r.off, errStalled, r.stall)
+		return fmt.Errorf("egress download of %s at %d: %w (%s)", r.s.dgst, r.off, registry.ErrStalled, r.stall)
 	}
 }
 
