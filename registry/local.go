@@ -74,7 +74,7 @@ func (l *localSource) Manifest(ctx context.Context, _ Ref, dgst digest.Digest) (
 	if got := dgst.Algorithm().FromBytes(body); got != dgst {
 		return nil, fmt.Errorf("manifest %s: store content hashes to %s", dgst, got)
 	}
-	mt, err := sniffManifestType(body)
+	mt, err := SniffManifestType(body)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", dgst, err)
 	}

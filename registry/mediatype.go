@@ -40,10 +40,12 @@ func contentMediaType(header string) string {
 	return mt
 }
 
-// sniffManifestType reads the media type of manifest JSON: its mediaType
+// SniffManifestType reads the media type of manifest JSON: its mediaType
 // field, else inferred from its shape (an index has "manifests", an image
-// manifest "config" and "layers"). Anything else is not a manifest.
-func sniffManifestType(content []byte) (string, error) {
+// manifest "config" and "layers"). Anything else is not a manifest: an image
+// config is JSON without a mediaType too, and must never be served as one.
+// Every source that learns a manifest's type from its bytes asks this.
+func SniffManifestType(content []byte) (string, error) {
 	var probe struct {
 		MediaType string            `json:"mediaType"`
 		Manifests json.RawMessage   `json:"manifests"`

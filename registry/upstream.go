@@ -296,7 +296,7 @@ func manifestTypeOf(contentType string, body []byte) (string, error) {
 	}
 	switch mt {
 	case "", "application/json", "application/octet-stream", "text/plain":
-		return sniffManifestType(body)
+		return SniffManifestType(body)
 	}
 	return "", fmt.Errorf("Content-Type %q is not a manifest type", contentType)
 }

@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -20,7 +19,9 @@ func (s *Swarm) Resolve(context.Context, registry.Ref, string) (ocispec.Descript
 }
 
 // Manifest fetches a manifest by digest from the swarm like any small blob.
-// The media type is not known here; the registry reads it from the content.
+// The swarm knows bytes, not types: the media type is read from the content
+// (registry.SniffManifestType), and content that is no manifest, an image
+// config for one, is refused.
 func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
 	b, err := s.Blob(ctx, ref, dgst)
 	if err != nil {
@@ -40,7 +41,11 @@ func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Dige
 	if _, err := io.ReadFull(rc, content); err != nil {
 		return nil, fmt.Errorf("swarm: manifest %s: %w", dgst, err)
 	}
-	return &registry.Manifest{MediaType: mediaTypeOf(content), Digest: dgst, Content: content}, nil
+	mt, err := registry.SniffManifestType(content)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: manifest %s: %w", dgst, err)
+	}
+	return &registry.Manifest{MediaType: mt, Digest: dgst, Content: content}, nil
 }
 
 // Blob finds dgst in the swarm. Local seeds are served directly; otherwise
@@ -407,22 +412,3 @@ func (s *Swarm) discard(e *entry, cause error) {
 }
 
 var _ registry.Source = (*Swarm)(nil)
-
-// mediaTypeOf reads a manifest's media type from its mediaType field, or
-// infers it the way containerd does for documents that omit it.
-func mediaTypeOf(content []byte) string {
-	var doc struct {
-		MediaType string            `json:"mediaType"`
-		Manifests []json.RawMessage `json:"manifests"`
-	}
-	switch {
-	case json.Unmarshal(content, &doc) != nil:
-		return "application/octet-stream"
-	case doc.MediaType != "":
-		return doc.MediaType
-	case doc.Manifests != nil:
-		return ocispec.MediaTypeImageIndex
-	default:
-		return ocispec.MediaTypeImageManifest
-	}
-}
