@@ -1,6 +1,6 @@
 // Package sourcetest is the conformance suite of registry.Source: every
-// implementation (containerd, upstream, and the swarm and egress sources to
-// come) runs it, so the handler can rely on one behaviour.
+// implementation (containerd, upstream, swarm and egress) runs it, so the
+// handler can rely on one behaviour.
 package sourcetest
 
 import (
