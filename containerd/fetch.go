@@ -68,8 +68,8 @@ type ImageFetch struct {
 // repo digest and its id (the config's digest), each labelled so.
 const criLabel, criManaged = "io.cri-containerd.image", "managed"
 
-// CRINamespace is where kubelet's images live.
-const CRINamespace = "k8s.io"
+// criNamespace is where kubelet's images live.
+const criNamespace = "k8s.io"
 
 // FetchImage fetches f's content through f.Resolver into containerd for
 // this node's platform (linux/amd64 on an amd64 host; other platforms of
@@ -156,7 +156,7 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 		}
 	}()
 	labels := map[string]string{}
-	if f.Namespace == CRINamespace {
+	if f.Namespace == criNamespace {
 		labels[criLabel] = criManaged
 	}
 	img, err := s.client.Fetch(ctx, f.Name,
@@ -168,7 +168,7 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 	if err != nil {
 		return fmt.Errorf("fetch %s into containerd namespace %s: %w", f.Name, f.Namespace, err)
 	}
-	if f.Namespace != CRINamespace {
+	if f.Namespace != criNamespace {
 		return nil
 	}
 	config, err := images.Config(ctx, s.client.ContentStore(), img.Target, matcher)

@@ -16,9 +16,9 @@ import (
 	"syscall"
 )
 
-// DefaultRegistryDir is the hosts directory containerd uses for every
+// defaultRegistryDir is the hosts directory containerd uses for every
 // registry that has no directory of its own.
-const DefaultRegistryDir = "_default"
+const defaultRegistryDir = "_default"
 
 // BackupSuffix is appended to a hosts.toml that dregistry replaced; --restore
 // puts it back.
@@ -40,7 +40,7 @@ type HostsConfig struct {
 	// Empty means every registry, through _default.
 	Registries []string
 	// Upstreams overrides the upstream server URL of a registry; the default
-	// is UpstreamServer's rule.
+	// is upstreamServer's rule.
 	Upstreams map[string]string
 	// PlainHTTP lists registries whose upstream is reached over http://. A
 	// _default file cannot say that, so each gets its own directory even
@@ -119,8 +119,8 @@ func ConfigureHosts(cfg HostsConfig) (HostsResult, error) {
 	var plans []HostsChange
 	for _, reg := range registries {
 		server := ""
-		if reg != DefaultRegistryDir {
-			server = UpstreamServer(reg, slices.Contains(cfg.PlainHTTP, reg))
+		if reg != defaultRegistryDir {
+			server = upstreamServer(reg, slices.Contains(cfg.PlainHTTP, reg))
 			if u, ok := cfg.Upstreams[reg]; ok {
 				if server, err = parseUpstream(reg, u); err != nil {
 					return res, err
@@ -164,7 +164,7 @@ func RestoreHosts(cfg RestoreConfig) (HostsResult, error) {
 	registries := cfg.Registries
 	if explicit {
 		for _, r := range registries {
-			if err := ValidateRegistry(r); err != nil {
+			if err := validateRegistry(r); err != nil {
 				return res, err
 			}
 		}
@@ -212,9 +212,9 @@ func RestoreHosts(cfg RestoreConfig) (HostsResult, error) {
 	return res, nil
 }
 
-// UpstreamServer is the server line for a registry: Docker Hub's API host
+// upstreamServer is the server line for a registry: Docker Hub's API host
 // for docker.io, the registry itself otherwise, over http:// when plainHTTP.
-func UpstreamServer(registry string, plainHTTP bool) string {
+func upstreamServer(registry string, plainHTTP bool) string {
 	scheme := "https://"
 	if plainHTTP {
 		scheme = "http://"
@@ -225,11 +225,11 @@ func UpstreamServer(registry string, plainHTTP bool) string {
 	return scheme + registry
 }
 
-// ValidateRegistry accepts what containerd looks up as a hosts directory:
+// validateRegistry accepts what containerd looks up as a hosts directory:
 // host[:port] (a DNS name, an IPv4 address or a bracketed IPv6 address) or
 // _default.
-func ValidateRegistry(r string) error {
-	if r == DefaultRegistryDir {
+func validateRegistry(r string) error {
+	if r == defaultRegistryDir {
 		return nil
 	}
 	if r == "" {
@@ -315,7 +315,7 @@ func parseMirror(raw string) (*url.URL, error) {
 		// containerd appends /v2 to the path; dregistry serves /v2 at the root.
 		return nil, fmt.Errorf("mirror URL %q: must have no path (dregistry serves /v2/ at the root)", raw)
 	}
-	if err := ValidateRegistry(u.Host); err != nil {
+	if err := validateRegistry(u.Host); err != nil {
 		return nil, fmt.Errorf("mirror URL %q: %w", raw, err)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
@@ -338,7 +338,7 @@ func parseUpstream(reg, raw string) (string, error) {
 func hostsRegistries(registries, plainHTTP []string, mirror *url.URL) ([]string, error) {
 	var out []string
 	for _, r := range registries {
-		if err := ValidateRegistry(r); err != nil {
+		if err := validateRegistry(r); err != nil {
 			return nil, err
 		}
 		if !slices.Contains(out, r) {
@@ -346,13 +346,13 @@ func hostsRegistries(registries, plainHTTP []string, mirror *url.URL) ([]string,
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, DefaultRegistryDir)
+		out = append(out, defaultRegistryDir)
 	}
 	for _, r := range plainHTTP {
-		if err := ValidateRegistry(r); err != nil {
+		if err := validateRegistry(r); err != nil {
 			return nil, fmt.Errorf("plain-http: %w", err)
 		}
-		if r == DefaultRegistryDir {
+		if r == defaultRegistryDir {
 			return nil, errors.New("plain-http: _default has no upstream of its own; name the registry")
 		}
 		if !slices.Contains(out, r) {

@@ -87,8 +87,8 @@ func (inv *Inventory) Len() int {
 	return len(inv.refs)
 }
 
-// Digests returns the digests held, sorted.
-func (inv *Inventory) Digests() []digest.Digest {
+// digests returns the digests held, sorted.
+func (inv *Inventory) digests() []digest.Digest {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	out := make([]digest.Digest, 0, len(inv.refs))
@@ -108,7 +108,7 @@ func (inv *Inventory) Subscribe(fn ChangeFunc) (cancel func()) {
 	id := inv.nextSub
 	inv.nextSub++
 	inv.subscribers[id] = fn
-	if now := inv.Digests(); len(now) > 0 {
+	if now := inv.digests(); len(now) > 0 {
 		fn(now, nil)
 	}
 	return func() {

@@ -61,7 +61,7 @@ func (m *mirror) check(t *testing.T, inv *Inventory) {
 	if len(errs) > 0 {
 		t.Fatalf("inconsistent notifications: %v", errs)
 	}
-	if got, want := m.digests(), inv.Digests(); !slices.Equal(got, want) {
+	if got, want := m.digests(), inv.digests(); !slices.Equal(got, want) {
 		t.Fatalf("subscriber sees %v, inventory holds %v", got, want)
 	}
 }
@@ -109,7 +109,7 @@ func TestInventoryCountsADigestWhileAnyNamespaceHoldsIt(t *testing.T) {
 		if !slices.Equal(gotAdded, st.added) || !slices.Equal(gotRemoved, st.removed) {
 			t.Fatalf("%s: notified +%v -%v, want +%v -%v", st.name, gotAdded, gotRemoved, st.added, st.removed)
 		}
-		if got := inv.Digests(); !slices.Equal(got, st.heldAfterwards) {
+		if got := inv.digests(); !slices.Equal(got, st.heldAfterwards) {
 			t.Fatalf("%s: holds %v, want %v", st.name, got, st.heldAfterwards)
 		}
 		if inv.Len() != len(st.heldAfterwards) {

@@ -397,7 +397,7 @@ func checkConfigPath(in SetupInput, img imageConfig, ver containerdVersion, know
 
 func shadowCandidates(registries []string) []string {
 	if len(registries) == 0 {
-		return []string{DefaultRegistryDir}
+		return []string{defaultRegistryDir}
 	}
 	return registries
 }

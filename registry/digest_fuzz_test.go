@@ -16,7 +16,7 @@ import (
 
 // FuzzParseDigest feeds arbitrary strings to ParseDigest and, as the
 // <digest> of GET /v2/<name>/blobs/<digest>, to the handler. Properties: a
-// rejection is an ErrDigestInvalid with no value and the handler answers 400
+// rejection is an errDigestInvalid with no value and the handler answers 400
 // DIGEST_INVALID without asking a source; an accepted digest is canonical
 // (the input itself, lowercase hex of its algorithm's length) and the
 // handler serves the blob stored under it, or 404, never other bytes. The
@@ -45,8 +45,8 @@ func FuzzParseDigest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		d, err := ParseDigest(s)
 		if err != nil {
-			if d != "" || !errors.Is(err, ErrDigestInvalid) {
-				t.Fatalf("ParseDigest(%q) = %q, %v: a rejection must be an ErrDigestInvalid without a value", s, d, err)
+			if d != "" || !errors.Is(err, errDigestInvalid) {
+				t.Fatalf("ParseDigest(%q) = %q, %v: a rejection must be an errDigestInvalid without a value", s, d, err)
 			}
 		} else {
 			checkCanonicalDigest(t, s, d)

@@ -14,7 +14,7 @@
 //	NewHandler(Config) http.Handler       // GET|HEAD /v2/, manifests, blobs; ?ns=<registry>
 //	NewLocalSource(ContentStore) Source   // containerd's content and image stores
 //	NewUpstream(UpstreamConfig) (*Upstream, error) // the registry named by ns, token auth
-//	ParseName, ParseRegistry, ParseRef, ParseReference, ParseDigest // input checks
+//	ParseRegistry, ParseRef, ParseReference, ParseDigest // input checks
 //
 // Every Source implementation runs the conformance suite in
 // registry/sourcetest.

@@ -250,7 +250,7 @@ func (u *Upstream) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*
 		return nil, err
 	}
 	if m.Digest != dgst {
-		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, ErrDigestMismatch)
+		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, errDigestMismatch)
 	}
 	return m, nil
 }
@@ -338,7 +338,7 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 		return nil, err
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
-		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, ErrDigestMismatch))
+		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, errDigestMismatch))
 	}
 	size := resp.ContentLength
 	if size < 0 {

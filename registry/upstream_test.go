@@ -340,7 +340,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			_, _ = w.Write(bad)
 		}, func(ctx context.Context, u *Upstream, ref Ref) error {
 			return readAll(ctx, u, ref, dgst)
-		}, ErrDigestMismatch},
+		}, errDigestMismatch},
 		{"blob cut short", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 			if r.Method == http.MethodGet {
@@ -377,7 +377,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 		}, func(ctx context.Context, u *Upstream, ref Ref) error {
 			_, err := u.Blob(ctx, ref, dgst)
 			return err
-		}, ErrDigestMismatch},
+		}, errDigestMismatch},
 		{"manifest is an HTML page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = io.WriteString(w, "<html>maintenance</html>")
@@ -391,7 +391,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 		}, func(ctx context.Context, u *Upstream, ref Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
-		}, ErrDigestMismatch},
+		}, errDigestMismatch},
 		{"manifest too large", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = w.Write(make([]byte, maxManifestSize+1))

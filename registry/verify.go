@@ -9,8 +9,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrDigestMismatch marks content that is not what its digest names.
-var ErrDigestMismatch = errors.New("digest mismatch")
+// errDigestMismatch marks content that is not what its digest names.
+var errDigestMismatch = errors.New("digest mismatch")
 
 // discardStep bounds the bytes skipped by one Read.
 const discardStep = 8 << 20
@@ -102,7 +102,7 @@ func (v *verifyingReader) readErr(err error) error {
 
 func (v *verifyingReader) verify() error {
 	if got := digest.NewDigest(v.want.Algorithm(), v.hash); got != v.want {
-		return fmt.Errorf("%s: content hashes to %s, not %s: %w", v.from, got, v.want, ErrDigestMismatch)
+		return fmt.Errorf("%s: content hashes to %s, not %s: %w", v.from, got, v.want, errDigestMismatch)
 	}
 	return nil
 }

@@ -104,11 +104,11 @@ func (s *Server) allowed(next http.Handler) http.Handler {
 
 func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(s.Snapshot())
+	_ = json.NewEncoder(w).Encode(s.snapshot())
 }
 
-// Snapshot assembles the current Stats.
-func (s *Server) Snapshot() Stats {
+// snapshot assembles the current Stats.
+func (s *Server) snapshot() Stats {
 	out := Stats{Version: SchemaVersion, Node: s.cfg.Node, Members: []MemberStats{}, Torrents: []TorrentStats{}}
 	members := s.cfg.Cluster.Members()
 	for _, m := range members {

@@ -84,7 +84,7 @@ func TestUpstreamMeterCountsBytesFetchedNotServed(t *testing.T) {
 	// Serving is not fetching: a response served from the egress spool
 	// adds nothing here.
 	s.Observer().Served("blob", "egress", 200, 10, 0, 0)
-	if got, want := s.Snapshot().Totals.UpstreamFetched, int64(10+5+len(manifest)); got != want {
+	if got, want := s.snapshot().Totals.UpstreamFetched, int64(10+5+len(manifest)); got != want {
 		t.Fatalf("upstream fetched %d bytes, want %d", got, want)
 	}
 }

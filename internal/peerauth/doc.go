@@ -5,10 +5,10 @@
 // It owns three things, each keyed by its own HMAC-derived key so that no
 // credential of one purpose is valid for another:
 //   - request tokens for /peer/v1/… and member-only admin requests
-//     (Header, Keys.Sign, Keys.Verify, Transport, Gate);
+//     (Header, Keys.Sign, Transport; Gate verifies them);
 //   - a mutual challenge-response run on every torrent connection before
-//     the BitTorrent handshake (Keys.Handshake, Listener, Dialer);
-//   - the rule for who may ask without a token (IsLocal).
+//     the BitTorrent handshake (Keys.NewListener, Dialer);
+//   - the rule for who may ask without a token (Gate.AdmitAdmin).
 //
 // Rotation follows the key file: the first key signs, every key verifies.
 // The package never reads files, logs, or calls the network itself.

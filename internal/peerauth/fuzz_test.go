@@ -17,14 +17,14 @@ func FuzzToken(f *testing.F) {
 	f.Add("v1:bm9kZQ:1800000000:"+string(make([]byte, 43)), "HEAD", "/admin/v1/stats")
 	f.Add("v1:::", "GET", "/")
 	f.Fuzz(func(t *testing.T, tok, method, uri string) {
-		parsed, perr := ParseToken(tok)
-		node, verr := k.Verify(tok, method, "10.0.0.2:5000", uri, now)
+		parsed, perr := parseToken(tok)
+		node, verr := k.verify(tok, method, "10.0.0.2:5000", uri, now)
 		if perr != nil && verr == nil {
-			t.Fatalf("Verify accepted a token ParseToken refused: %v", perr)
+			t.Fatalf("Verify accepted a token parseToken refused: %v", perr)
 		}
 		if verr == nil {
 			if node != parsed.Node {
-				t.Fatalf("Verify named %q, ParseToken %q", node, parsed.Node)
+				t.Fatalf("Verify named %q, parseToken %q", node, parsed.Node)
 			}
 			if k.Sign(node, method, "10.0.0.2:5000", uri, parsed.At) != tok {
 				t.Fatalf("verified a token that is not the signature of its request: %q", tok)

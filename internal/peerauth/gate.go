@@ -34,9 +34,9 @@ func (g *Gate) AdmitPeer(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // AdmitAdmin admits member-only admin requests (/admin/v1/…, the status
-// page): from this host (IsLocal) without a token, otherwise as AdmitPeer.
+// page): from this host (isLocal) without a token, otherwise as AdmitPeer.
 func (g *Gate) AdmitAdmin(w http.ResponseWriter, r *http.Request) bool {
-	if IsLocal(r) {
+	if isLocal(r) {
 		return true
 	}
 	if reason, ok := g.member(r); !ok {
@@ -55,7 +55,7 @@ func (g *Gate) member(r *http.Request) (string, bool) {
 		if g.Now != nil {
 			now = g.Now
 		}
-		if _, err := g.Keys.VerifyRequest(r, now()); err != nil {
+		if _, err := g.Keys.verifyRequest(r, now()); err != nil {
 			return err.Error(), false
 		}
 		return "", true
@@ -78,13 +78,13 @@ func refuse(w http.ResponseWriter, msg string) {
 	}{msg})
 }
 
-// IsLocal reports whether r comes from this host: from 127.0.0.1 or ::1,
+// isLocal reports whether r comes from this host: from 127.0.0.1 or ::1,
 // or from the very address it was sent to (the kernel picks that source
 // for a connection to one of its own addresses, and drops packets from
 // outside that claim a local source). Other loopback aliases are not
 // trusted: several daemons on one host (tests, multi-daemon hosts) each
 // own one, and a process binding a member's alias is not that member.
-func IsLocal(r *http.Request) bool {
+func isLocal(r *http.Request) bool {
 	ip, ok := remoteIP(r)
 	if !ok {
 		return false

@@ -38,13 +38,13 @@ const (
 // HandshakeTimeout bounds the whole handshake.
 const HandshakeTimeout = 5 * time.Second
 
-// ErrHandshake marks a peer that failed the handshake (no key, another
+// errHandshake marks a peer that failed the handshake (no key, another
 // key, or not speaking it).
-var ErrHandshake = errors.New("peer failed the cluster-key handshake")
+var errHandshake = errors.New("peer failed the cluster-key handshake")
 
-// Handshake runs the handshake on conn, as the side that dialed or the
+// handshake runs the handshake on conn, as the side that dialed or the
 // side that accepted. The caller bounds it with a deadline on conn.
-func (k *Keys) Handshake(conn net.Conn, dialer bool) error {
+func (k *Keys) handshake(conn net.Conn, dialer bool) error {
 	var mine [helloLen]byte
 	copy(mine[:], magic)
 	if _, err := rand.Read(mine[8:]); err != nil {
@@ -80,10 +80,10 @@ func (k *Keys) Handshake(conn net.Conn, dialer bool) error {
 		}
 	}
 	if _, err := io.ReadFull(conn, peer); err != nil {
-		return fmt.Errorf("%w: reading its proof: %w", ErrHandshake, err)
+		return fmt.Errorf("%w: reading its proof: %w", errHandshake, err)
 	}
 	if !anyKey(k.torrent, peer, []byte(theirRole), nd, nl) {
-		return fmt.Errorf("%w: wrong proof", ErrHandshake)
+		return fmt.Errorf("%w: wrong proof", errHandshake)
 	}
 	if !dialer {
 		if _, err := conn.Write(proof); err != nil {
@@ -95,10 +95,10 @@ func (k *Keys) Handshake(conn net.Conn, dialer bool) error {
 
 func readHello(conn net.Conn, h *[helloLen]byte) error {
 	if _, err := io.ReadFull(conn, h[:]); err != nil {
-		return fmt.Errorf("%w: reading its hello: %w", ErrHandshake, err)
+		return fmt.Errorf("%w: reading its hello: %w", errHandshake, err)
 	}
 	if !bytes.Equal(h[:8], magic) {
-		return fmt.Errorf("%w: not speaking it", ErrHandshake)
+		return fmt.Errorf("%w: not speaking it", errHandshake)
 	}
 	return nil
 }
@@ -179,7 +179,7 @@ func (l *Listener) acceptLoop() {
 		go func() {
 			defer l.wg.Done()
 			_ = c.SetDeadline(time.Now().Add(HandshakeTimeout))
-			err := l.keys.Handshake(c, false)
+			err := l.keys.handshake(c, false)
 			<-l.pending
 			if err != nil {
 				l.count.Failed.Add(1)
@@ -239,7 +239,7 @@ func (d Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 		deadline = dl
 	}
 	_ = c.SetDeadline(deadline)
-	if err := d.Keys.Handshake(c, true); err != nil {
+	if err := d.Keys.handshake(c, true); err != nil {
 		if d.Count != nil {
 			d.Count.Failed.Add(1)
 		}

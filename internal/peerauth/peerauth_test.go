@@ -37,11 +37,11 @@ func TestTokenVerifies(t *testing.T) {
 		wantErr           string
 	}{
 		{"same request", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now, ""},
-		{"clock ahead within skew", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(MaxSkew), ""},
-		{"clock behind within skew", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(-MaxSkew), ""},
+		{"clock ahead within skew", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(maxSkew), ""},
+		{"clock behind within skew", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(-maxSkew), ""},
 		{"rotation: old key still listed second", mustKeys(t, key(2), key(1)), "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now, ""},
-		{"expired", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(MaxSkew + time.Second), "off this node's clock"},
-		{"from the future", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(-MaxSkew - time.Second), "off this node's clock"},
+		{"expired", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(maxSkew + time.Second), "off this node's clock"},
+		{"from the future", a, "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now.Add(-maxSkew - time.Second), "off this node's clock"},
 		{"other key", mustKeys(t, key(2)), "GET", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now, "not signed"},
 		{"other method", a, "HEAD", "10.0.0.2:5000", "/peer/v1/blobs/x?ns=r", now, "not signed"},
 		{"other host", a, "GET", "10.0.0.3:5000", "/peer/v1/blobs/x?ns=r", now, "not signed"},
@@ -50,7 +50,7 @@ func TestTokenVerifies(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			node, err := c.verifier.Verify(tok, c.method, c.host, c.uri, c.at)
+			node, err := c.verifier.verify(tok, c.method, c.host, c.uri, c.at)
 			if c.wantErr == "" {
 				if err != nil || node != "node-1.example" {
 					t.Fatalf("Verify = %q, %v; want node-1.example", node, err)
@@ -77,12 +77,12 @@ func TestParseTokenRejects(t *testing.T) {
 		good[:len(good)-20] + "\n" + good[len(good)-20:], good[:len(good)-1] + "\r" + good[len(good)-1:],
 		"v1:b\ng:5:" + good[len(good)-43:],
 	} {
-		if _, err := ParseToken(s); err == nil {
-			t.Errorf("ParseToken(%q) accepted", s)
+		if _, err := parseToken(s); err == nil {
+			t.Errorf("parseToken(%q) accepted", s)
 		}
 	}
-	if tok, err := ParseToken(good); err != nil || tok.Node != "n" || tok.At.Unix() != 5 {
-		t.Fatalf("ParseToken(good) = %+v, %v", tok, err)
+	if tok, err := parseToken(good); err != nil || tok.Node != "n" || tok.At.Unix() != 5 {
+		t.Fatalf("parseToken(good) = %+v, %v", tok, err)
 	}
 }
 
@@ -191,14 +191,14 @@ func pair(t *testing.T, dialKeys, listenKeys *Keys) (dialErr, listenErr error) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		errc <- listenKeys.Handshake(c, false)
+		errc <- listenKeys.handshake(c, false)
 	}()
 	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	dialErr = dialKeys.Handshake(c, true)
+	dialErr = dialKeys.handshake(c, true)
 	c.Close()
 	return dialErr, <-errc
 }
@@ -218,7 +218,7 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("rotating listener: %v / %v", d, l)
 	}
 	d, l := pair(t, mustKeys(t, key(2)), a)
-	if !errors.Is(l, ErrHandshake) || d == nil {
+	if !errors.Is(l, errHandshake) || d == nil {
 		t.Fatalf("other key: dialer %v, listener %v; want both to fail", d, l)
 	}
 }

@@ -14,14 +14,14 @@ import (
 //
 // Token format: "v1:" base64url(node) ":" unix-seconds ":" base64url(mac),
 // with mac = HMAC-SHA256(httpKey, "v1\n" node "\n" seconds "\n" method "\n"
-// host "\n" request-URI). It is valid within MaxSkew of the receiver's clock
+// host "\n" request-URI). It is valid within maxSkew of the receiver's clock
 // either way, for that method, host and URI only.
 const Header = "X-Dregistry-Peer-Token"
 
-// MaxSkew bounds a token's age and its lead over the receiver's clock:
+// maxSkew bounds a token's age and its lead over the receiver's clock:
 // members' clocks are NTP-synchronised, and a captured token is replayable
 // only this long, for the same request.
-const MaxSkew = 60 * time.Second
+const maxSkew = 60 * time.Second
 
 // Limits of a well-formed token.
 const (
@@ -47,43 +47,43 @@ func decodeField(s string) ([]byte, error) {
 	return b, nil
 }
 
-// Token is a parsed, not yet verified request token.
-type Token struct {
+// parsedToken is a parsed, not yet verified request token.
+type parsedToken struct {
 	Node string
 	At   time.Time
 	mac  []byte
 }
 
-// ParseToken parses the Header value. It checks the form only.
-func ParseToken(s string) (Token, error) {
+// parseToken parses the Header value. It checks the form only.
+func parseToken(s string) (parsedToken, error) {
 	if len(s) > maxTokenLen {
-		return Token{}, fmt.Errorf("token longer than %d bytes", maxTokenLen)
+		return parsedToken{}, fmt.Errorf("token longer than %d bytes", maxTokenLen)
 	}
 	rest, ok := strings.CutPrefix(s, "v1:")
 	if !ok {
-		return Token{}, errors.New("token does not start with v1:")
+		return parsedToken{}, errors.New("token does not start with v1:")
 	}
 	parts := strings.Split(rest, ":")
 	if len(parts) != 3 {
-		return Token{}, errors.New("token is not v1:node:seconds:mac")
+		return parsedToken{}, errors.New("token is not v1:node:seconds:mac")
 	}
 	node, err := decodeField(parts[0])
 	if err != nil || len(node) == 0 || len(node) > maxNodeLen {
-		return Token{}, fmt.Errorf("token node: not 1 to %d bytes of unpadded base64url", maxNodeLen)
+		return parsedToken{}, fmt.Errorf("token node: not 1 to %d bytes of unpadded base64url", maxNodeLen)
 	}
 	if parts[1] == "" || len(parts[1]) > 19 || strings.TrimLeft(parts[1], "0123456789") != "" ||
 		len(parts[1]) > 1 && parts[1][0] == '0' {
-		return Token{}, errors.New("token time: not decimal unix seconds without leading zeros")
+		return parsedToken{}, errors.New("token time: not decimal unix seconds without leading zeros")
 	}
 	secs, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
-		return Token{}, fmt.Errorf("token time: %w", err)
+		return parsedToken{}, fmt.Errorf("token time: %w", err)
 	}
 	mac, err := decodeField(parts[2])
 	if err != nil || len(mac) != macLen {
-		return Token{}, fmt.Errorf("token mac: not %d bytes of unpadded base64url", macLen)
+		return parsedToken{}, fmt.Errorf("token mac: not %d bytes of unpadded base64url", macLen)
 	}
-	return Token{Node: string(node), At: time.Unix(secs, 0), mac: mac}, nil
+	return parsedToken{Node: string(node), At: time.Unix(secs, 0), mac: mac}, nil
 }
 
 func tokenMsg(node string, secs int64, method, host, uri string) []byte {
@@ -98,14 +98,14 @@ func (k *Keys) Sign(node, method, host, uri string, now time.Time) string {
 		strconv.FormatInt(secs, 10) + ":" + b64.EncodeToString(mac)
 }
 
-// Verify checks a token for one request and returns the member it names.
-func (k *Keys) Verify(token, method, host, uri string, now time.Time) (string, error) {
-	t, err := ParseToken(token)
+// verify checks a token for one request and returns the member it names.
+func (k *Keys) verify(token, method, host, uri string, now time.Time) (string, error) {
+	t, err := parseToken(token)
 	if err != nil {
 		return "", err
 	}
-	if d := now.Sub(t.At); d > MaxSkew || d < -MaxSkew {
-		return "", fmt.Errorf("token of %q is %s off this node's clock (at most %s)", t.Node, d.Round(time.Second), MaxSkew)
+	if d := now.Sub(t.At); d > maxSkew || d < -maxSkew {
+		return "", fmt.Errorf("token of %q is %s off this node's clock (at most %s)", t.Node, d.Round(time.Second), maxSkew)
 	}
 	if !anyKey(k.http, t.mac, tokenMsg(t.Node, t.At.Unix(), method, host, uri)) {
 		return "", fmt.Errorf("token of %q: not signed with this cluster's key", t.Node)
@@ -113,13 +113,13 @@ func (k *Keys) Verify(token, method, host, uri string, now time.Time) (string, e
 	return t.Node, nil
 }
 
-// VerifyRequest checks r's token.
-func (k *Keys) VerifyRequest(r *http.Request, now time.Time) (string, error) {
+// verifyRequest checks r's token.
+func (k *Keys) verifyRequest(r *http.Request, now time.Time) (string, error) {
 	tok := r.Header.Get(Header)
 	if tok == "" {
 		return "", errors.New("no " + Header + " header (members sign their requests with the cluster key)")
 	}
-	return k.Verify(tok, r.Method, r.Host, r.RequestURI, now)
+	return k.verify(tok, r.Method, r.Host, r.RequestURI, now)
 }
 
 // Transport signs every request it sends as node.

@@ -190,7 +190,7 @@ func send(ctx context.Context, out chan<- Status, s Status) bool {
 // local reports this node's own preheat, started or joined in process.
 func (c *Coordinator) local(ctx context.Context, req Request, out chan<- Status) {
 	job, _ := c.cfg.Runner.Start(req)
-	tick := time.NewTicker(ReportInterval)
+	tick := time.NewTicker(reportInterval)
 	defer tick.Stop()
 	for {
 		s := job.Status(c.cfg.Self)

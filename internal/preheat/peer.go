@@ -12,17 +12,17 @@ import (
 // PeerPath is the member endpoint: POST a Request, read Status lines.
 const PeerPath = "/peer/v1/preheat"
 
-// ReportInterval is how often a stream repeats a node's Status while it
+// reportInterval is how often a stream repeats a node's Status while it
 // runs: the reader takes silence for StallTimeout as a dead node, and the
 // writer cuts a stream its reader has not taken for StallTimeout.
 const (
-	ReportInterval = time.Second
+	reportInterval = time.Second
 	StallTimeout   = 30 * time.Second
 )
 
 // PeerHandler serves PeerPath to members only (gate.AdmitPeer): a
 // request starts or joins the preheat, then streams its Status every
-// ReportInterval until it ends. A caller that leaves does not stop it; one
+// reportInterval until it ends. A caller that leaves does not stop it; one
 // that stops reading loses its stream after StallTimeout
 // (writeprogress), so it pins no goroutine.
 func (r *Runner) PeerHandler(gate *peerauth.Gate) http.Handler {
@@ -35,7 +35,7 @@ func (r *Runner) PeerHandler(gate *peerauth.Gate) http.Handler {
 			jsonError(w, http.StatusMethodNotAllowed, "method not allowed: POST a preheat request")
 			return
 		}
-		pr, err := ParseRequest(req.Body)
+		pr, err := parseRequest(req.Body)
 		if err != nil {
 			jsonError(w, http.StatusBadRequest, err.Error())
 			return
@@ -55,7 +55,7 @@ func stream(w http.ResponseWriter, req *http.Request, job *Job, node string) {
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	rc := http.NewResponseController(w)
-	tick := time.NewTicker(ReportInterval)
+	tick := time.NewTicker(reportInterval)
 	defer tick.Stop()
 	for {
 		s := job.Status(node)

@@ -65,12 +65,12 @@ func TestParseRequestRefusesBadInput(t *testing.T) {
 		{"not JSON", `image=busybox`, "request body"},
 		{"too large", `{"image":"` + strings.Repeat("a", maxBody) + `"}`, "larger than"},
 	} {
-		_, err := ParseRequest(strings.NewReader(tc.body))
+		_, err := parseRequest(strings.NewReader(tc.body))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
 		}
 	}
-	if _, err := ParseRequest(strings.NewReader(asJSON(t, goodRequest()))); err != nil {
+	if _, err := parseRequest(strings.NewReader(asJSON(t, goodRequest()))); err != nil {
 		t.Errorf("a good request: %v", err)
 	}
 }

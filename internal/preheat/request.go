@@ -56,7 +56,7 @@ func ParseOrder(body io.Reader) (Order, error) {
 	if err := decode(body, &o); err != nil {
 		return Order{}, err
 	}
-	ref, err := NormalizeRef(o.Ref)
+	ref, err := normalizeRef(o.Ref)
 	if err != nil {
 		return Order{}, err
 	}
@@ -73,14 +73,14 @@ func ParseOrder(body io.Reader) (Order, error) {
 	return o, nil
 }
 
-// ParseRequest reads and checks a Request; the image must already be
+// parseRequest reads and checks a Request; the image must already be
 // normalized, as the coordinator sends it.
-func ParseRequest(body io.Reader) (Request, error) {
+func parseRequest(body io.Reader) (Request, error) {
 	var r Request
 	if err := decode(body, &r); err != nil {
 		return Request{}, err
 	}
-	ref, err := NormalizeRef(r.Image)
+	ref, err := normalizeRef(r.Image)
 	if err != nil {
 		return Request{}, err
 	}
@@ -106,9 +106,9 @@ func ParseRequest(body io.Reader) (Request, error) {
 	return r, nil
 }
 
-// NormalizeRef reads an image reference as kubelet does: a name without
+// normalizeRef reads an image reference as kubelet does: a name without
 // a registry is docker.io's, without a tag or digest :latest.
-func NormalizeRef(ref string) (string, error) {
+func normalizeRef(ref string) (string, error) {
 	if ref == "" {
 		return "", errors.New("image reference is empty")
 	}

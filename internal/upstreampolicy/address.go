@@ -63,13 +63,13 @@ func in(list []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// CheckAddr says whether a may be dialed for an upstream; explicit is true
+// checkAddr says whether a may be dialed for an upstream; explicit is true
 // when the host being dialed was named by the operator. IPv4 carried in
 // IPv6 (mapped, NAT64 64:ff9b::/96, 6to4 2002::/16) is judged as the IPv4
 // address too.
-func CheckAddr(a netip.Addr, explicit bool) error {
+func checkAddr(a netip.Addr, explicit bool) error {
 	if !a.IsValid() {
-		return fmt.Errorf("%w: no address", ErrAddressRefused)
+		return fmt.Errorf("%w: no address", errAddressRefused)
 	}
 	a = a.Unmap().WithZone("")
 	if err := checkOne(a, explicit); err != nil {
@@ -83,13 +83,13 @@ func CheckAddr(a netip.Addr, explicit bool) error {
 
 func checkOne(a netip.Addr, explicit bool) error {
 	if p, ok := in(metadata, a); ok {
-		return fmt.Errorf("%w: %s is a cloud metadata address (%s)", ErrAddressRefused, a, p)
+		return fmt.Errorf("%w: %s is a cloud metadata address (%s)", errAddressRefused, a, p)
 	}
 	if p, ok := in(never, a); ok {
-		return fmt.Errorf("%w: %s is not a unicast address of another host (%s)", ErrAddressRefused, a, p)
+		return fmt.Errorf("%w: %s is not a unicast address of another host (%s)", errAddressRefused, a, p)
 	}
 	if p, ok := in(internal, a); ok && !explicit {
-		return fmt.Errorf("%w: %s is loopback, link-local or private (%s) and the registry was not named explicitly", ErrAddressRefused, a, p)
+		return fmt.Errorf("%w: %s is loopback, link-local or private (%s) and the registry was not named explicitly", errAddressRefused, a, p)
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func FuzzPolicy(f *testing.F) {
 				t.Fatalf("allowed an ns that does not parse: %q", ns)
 			}
 			if a, err := netip.ParseAddr(host); err == nil {
-				if err := CheckAddr(a, true); err != nil && !errors.Is(err, ErrAddressRefused) {
+				if err := checkAddr(a, true); err != nil && !errors.Is(err, errAddressRefused) {
 					t.Fatal(err)
 				}
 			}
@@ -54,7 +54,7 @@ func FuzzCheckAddr(f *testing.F) {
 		if !ok {
 			return
 		}
-		err := CheckAddr(a, true)
+		err := checkAddr(a, true)
 		if _, meta := in(metadata, a.Unmap()); meta && err == nil {
 			t.Fatalf("metadata address %s allowed", a)
 		}

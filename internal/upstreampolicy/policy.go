@@ -23,8 +23,8 @@ import (
 var (
 	// ErrNotNamed: the operator did not name the registry.
 	ErrNotNamed = errors.New("registry not named by the operator (--default-registry, --upstream-plain-http, --registry-config, --allow-registry)")
-	// ErrAddressRefused: the address may not be dialed for this host.
-	ErrAddressRefused = errors.New("address refused")
+	// errAddressRefused: the address may not be dialed for this host.
+	errAddressRefused = errors.New("address refused")
 	// ErrPlainHTTP: plain HTTP to a registry not in --upstream-plain-http.
 	ErrPlainHTTP = errors.New("plain HTTP refused: registry not in --upstream-plain-http")
 )
@@ -187,7 +187,7 @@ func (p *Policy) Allows(registry string) error {
 		return fmt.Errorf("registry %q: %w", registry, ErrNotNamed)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
-		if err := CheckAddr(a, false); err != nil {
+		if err := checkAddr(a, false); err != nil {
 			return fmt.Errorf("registry %q: %w", registry, err)
 		}
 	}
@@ -255,7 +255,7 @@ func (p *Policy) DialContext(d net.Dialer) func(ctx context.Context, network, ad
 			if err != nil {
 				return fmt.Errorf("dial %s: resolved to %q: %w", addr, address, err)
 			}
-			if err := CheckAddr(ap.Addr(), explicit); err != nil {
+			if err := checkAddr(ap.Addr(), explicit); err != nil {
 				reg, _ := ctx.Value(registryKey{}).(string)
 				p.log.Warn("upstream dial refused", "registry", reg, "host", addr, "address", ap.Addr().String(), "reason", err.Error())
 				return &RefusedError{Host: addr, Addr: ap.Addr(), Reason: err}

@@ -53,11 +53,11 @@ func TestCheckAddr(t *testing.T) {
 		{"ff02::1", false, false},
 	} {
 		a := netip.MustParseAddr(tc.addr)
-		if err := CheckAddr(a, false); (err == nil) != tc.plain || (err != nil && !errors.Is(err, ErrAddressRefused)) {
-			t.Errorf("CheckAddr(%s, unnamed) = %v, want allowed=%v", tc.addr, err, tc.plain)
+		if err := checkAddr(a, false); (err == nil) != tc.plain || (err != nil && !errors.Is(err, errAddressRefused)) {
+			t.Errorf("checkAddr(%s, unnamed) = %v, want allowed=%v", tc.addr, err, tc.plain)
 		}
-		if err := CheckAddr(a, true); (err == nil) != tc.explicit {
-			t.Errorf("CheckAddr(%s, named) = %v, want allowed=%v", tc.addr, err, tc.explicit)
+		if err := checkAddr(a, true); (err == nil) != tc.explicit {
+			t.Errorf("checkAddr(%s, named) = %v, want allowed=%v", tc.addr, err, tc.explicit)
 		}
 	}
 }
@@ -178,7 +178,7 @@ func TestDialChecksTheResolvedAddress(t *testing.T) {
 				t.Fatalf("dial %s (port %d): %v, want ok=%v", tc.dial, port, err, tc.ok)
 			}
 			var refused *RefusedError
-			if err != nil && (!errors.As(err, &refused) || !errors.Is(err, ErrAddressRefused)) {
+			if err != nil && (!errors.As(err, &refused) || !errors.Is(err, errAddressRefused)) {
 				t.Fatalf("dial error %v is not a RefusedError", err)
 			}
 		})
