@@ -17,13 +17,14 @@ import (
 // egress keeps its spools under its size by evicting the least recently
 // used; a node pulling more than its size in total keeps within it (its
 // downloads go once containerd holds the blob), and a layer larger than
-// the whole size is streamed from the egress without being kept. Every
-// pull succeeds.
+// the whole size is streamed from the egress without being kept. A layer
+// larger than the egress's own size is streamed from the upstream through
+// the egress without a spool. Every pull succeeds.
 func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: starts two nodes")
 	}
-	const egressSize, nodeSize = 100 << 20, 64 << 20
+	const egressSize, nodeSize = 72 << 20, 64 << 20
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5500")
 	var imgs []testenv.Image
 	for i, size := range []int64{40 << 20, 40 << 20, 40 << 20, 80 << 20} {
@@ -33,7 +34,7 @@ func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	}
 	args := func(i int) []string {
 		if i == 0 {
-			return []string{"--egress", "--cache-size", "100MiB"}
+			return []string{"--egress", "--cache-size", "72MiB"}
 		}
 		return []string{"--cache-size", "64MiB"}
 	}
@@ -60,7 +61,7 @@ func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	}
 
 	// The egress evicted spools to make room (120 MiB of the first three
-	// layers in 100 MiB), and the metrics say so.
+	// layers in 72 MiB), and the metrics say so.
 	m1, m2 := scrape(t, n1), scrape(t, n2)
 	if v := metricValue(m1, "dregistry_cache_evictions_total"); v < 1 {
 		t.Errorf("%s evicted %v spools, want at least one", n1.Name, v)
@@ -89,6 +90,14 @@ func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	}
 	if !logHas(t, n2, "download not kept: the cache is full") {
 		t.Errorf("%s's log does not say the download was not kept; tail:\n%s", n2.Name, n2.LogTail())
+	}
+	// The same layer is larger than the egress's whole cache too: it had
+	// no spool there, and came through an upstream stream of its own.
+	if v := metricValue(m1, "dregistry_egress_unkept_streams_total"); v < 1 {
+		t.Errorf("%s dregistry_egress_unkept_streams_total = %v, want at least 1", n1.Name, v)
+	}
+	if !logHas(t, n1, "streams from the upstream without being kept") {
+		t.Errorf("%s's log does not say the blob streamed without a spool; tail:\n%s", n1.Name, n1.LogTail())
 	}
 }
 

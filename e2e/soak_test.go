@@ -47,12 +47,6 @@ const (
 	// later, so one member at most is down at a time.
 	soakKillEvery = 30 * time.Second
 	soakDownFor   = 5 * time.Second
-	// soakEgressSlack is how far the egress's data dir may go past its
-	// --cache-size: a spool is admitted even when the pinned ones (being
-	// fetched, or read by members) fill the cache, since the egress must
-	// fetch a blob to serve it at all; such a spool goes as soon as nobody
-	// reads it (internal/egress, admit). The largest layer of the soak.
-	soakEgressSlack = 64 << 20
 	// soakFDSlack is how many more fds than after warm-up a settled daemon
 	// may hold (idle peer connections, the torrent client's sockets).
 	soakFDSlack = 40
@@ -62,13 +56,10 @@ const (
 	soakOverlapGrace = 10 * time.Second
 )
 
-// soakDiskBound is the most node i's data dir may hold at any time.
-func soakDiskBound(i int) int64 {
-	if i == 0 { // the egress
-		return soakCacheSize + soakEgressSlack
-	}
-	return soakCacheSize
-}
+// soakDiskBound is the most node i's data dir may hold at any time: its
+// --cache-size, the egress's too (a spool the cache has no room for is
+// not written; its callers stream from the upstream instead).
+func soakDiskBound(int) int64 { return soakCacheSize }
 
 // largeFiles lists the files of at least 1 MiB under dir with their
 // allocated sizes, to tell what held a data dir past its bound.
@@ -221,8 +212,7 @@ func TestSoakPullsThroughKillsWithinBounds(t *testing.T) {
 	for _, v := range rec.leaks(warmAt) {
 		t.Error(v)
 	}
-	// Settled, the egress too is within --cache-size: a spool admitted
-	// over it is gone once nobody reads it.
+	// Settled too, every data dir is within --cache-size.
 	for i, n := range nodes {
 		if s, ok := rec.row(i, endAt); ok && s.disk > soakCacheSize {
 			t.Errorf("%s: data dir holds %s after the settle, more than its --cache-size of %s", n.Name, mib(s.disk), mib(soakCacheSize))
@@ -319,7 +309,7 @@ type soakRecorder struct {
 	diskOver  []string
 	diskWalks int
 	// diskOverWalks counts, per node, the walks that found the data dir
-	// over --cache-size itself (the egress may, within its slack).
+	// over --cache-size.
 	diskOverWalks []int
 
 	done chan struct{}
@@ -625,7 +615,7 @@ func (r *soakRecorder) summary(t *testing.T, images []testenv.Image, warmAt, pul
 	for i, n := range r.nodes {
 		fmt.Fprintf(&b, " %s %s", n.Name, mib(r.diskMax[i]))
 	}
-	fmt.Fprintf(&b, " (limit %s; egress slack %s); walks over the limit:", mib(soakCacheSize), mib(soakEgressSlack))
+	fmt.Fprintf(&b, " (limit %s); walks over the limit:", mib(soakCacheSize))
 	for i, n := range r.nodes {
 		fmt.Fprintf(&b, " %s %d", n.Name, r.diskOverWalks[i])
 	}

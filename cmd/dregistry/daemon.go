@@ -163,6 +163,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if err := opsSrv.Register(cache); err != nil { // dregistry_cache_{size,limit}_bytes, _evictions_total
 		return err
 	}
+	if err := opsSrv.Register(fetcher.Metrics()); err != nil { // dregistry_egress_unkept_streams_total
+		return err
+	}
 	stopWatching := inventory.Subscribe(seeds.changed)
 	defer stopWatching()
 	ecfg := egress.SourceConfig{

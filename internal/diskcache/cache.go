@@ -93,17 +93,6 @@ func (c *Cache) Used() int64 {
 // key already there is an error (the owner keeps one entry per key). evict
 // deletes what the entry stands for.
 func (c *Cache) Admit(key string, size int64, evict func()) (*Entry, error) {
-	return c.admit(key, size, evict, false)
-}
-
-// Force is Admit for what must be written to serve at all: it admits the
-// entry even when it does not fit (after evicting what it can). Over the
-// limit, the entry is evicted once its last pin goes.
-func (c *Cache) Force(key string, size int64, evict func()) (*Entry, error) {
-	return c.admit(key, size, evict, true)
-}
-
-func (c *Cache) admit(key string, size int64, evict func(), force bool) (*Entry, error) {
 	if size < 0 || evict == nil {
 		return nil, fmt.Errorf("diskcache: admit %s: need a size ≥ 0 and an evict function", key)
 	}
@@ -121,7 +110,7 @@ func (c *Cache) admit(key string, size int64, evict func(), force bool) (*Entry,
 				evictable += e.size
 			}
 		}
-		if c.used-evictable+size > c.limit && !force {
+		if c.used-evictable+size > c.limit {
 			used := c.used
 			c.mu.Unlock()
 			return nil, fmt.Errorf("diskcache: %s of %d bytes: %d of %d used: %w", key, size, used, c.limit, ErrFull)
@@ -139,7 +128,7 @@ func (c *Cache) admit(key string, size int64, evict func(), force bool) (*Entry,
 
 // Add accounts content already on disk (an earlier run's download, a
 // metainfo file), unpinned, in place of an unpinned entry of key. It evicts
-// nothing: the next Admit, Force or Unpin makes room.
+// nothing: the next Admit or Unpin makes room.
 func (c *Cache) Add(key string, size int64, evict func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -226,7 +215,7 @@ func (e *Entry) Pin() bool {
 }
 
 // Unpin ends one Pin (or Admit's pin) and makes the entry the most recently
-// used. When the cache is over its limit (a Force, or an Add), unpinned
+// used. When the cache is over its limit (after an Add), unpinned
 // entries are evicted until it is not; so Unpin must not be called holding
 // a lock an evict function takes.
 func (e *Entry) Unpin() {

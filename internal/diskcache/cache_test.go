@@ -98,34 +98,6 @@ func TestAdmitLargerThanTheLimitFailsAndEvictsNothing(t *testing.T) {
 	}
 }
 
-func TestForcedEntryGoesWhenItsLastPinGoes(t *testing.T) {
-	c := newCache(t, 100)
-	var log evictLog
-	a := mustAdmit(t, c, &log, "a", 60) // pinned: stays
-	f, err := c.Force("spool", 70, log.fn("spool"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Used() != 130 || len(log.keys) != 0 {
-		t.Fatalf("used %d, evicted %v", c.Used(), log.keys)
-	}
-	if !f.Pin() { // a second reader
-		t.Fatal("Pin failed")
-	}
-	f.Unpin()
-	if len(log.keys) != 0 {
-		t.Fatalf("a pinned forced entry was evicted: %v", log.keys)
-	}
-	f.Unpin()
-	if want := []string{"spool"}; !slices.Equal(log.keys, want) || c.Used() != 60 {
-		t.Fatalf("evicted %v (used %d), want %v", log.keys, c.Used(), want)
-	}
-	a.Unpin()
-	if c.Used() != 60 {
-		t.Fatalf("used %d within the limit changed on Unpin", c.Used())
-	}
-}
-
 func TestRemoveAndAddAgain(t *testing.T) {
 	c := newCache(t, 100)
 	var log evictLog

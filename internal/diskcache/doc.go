@@ -7,10 +7,9 @@
 //
 //   - Admit accounts a new entry, pinned once for its writer, evicting the
 //     least recently used unpinned entries to make room; ErrFull when even
-//     that cannot make room (the caller streams without keeping instead).
-//   - Force admits an entry whatever its size: what the node must write to
-//     serve at all (the egress spool of a blob nobody else has). Over the
-//     limit, it is evicted as soon as its last pin goes.
+//     that cannot make room (the caller streams without keeping instead:
+//     nothing is admitted over the limit, so the data dir never holds
+//     more than --cache-size).
 //   - Add accounts content found on disk (an earlier run's), unpinned.
 //   - Entry.Pin and Unpin bracket every reader and writer; an entry is
 //     evicted only while it has no pin. Use (pin or unpin) makes it the
@@ -25,8 +24,8 @@
 // held while calling out. Owners may pin, unpin (see below), add and
 // remove while holding their own locks (Swarm.mu, Fetcher.mu, spool.mu):
 // Cache.mu is taken after them. Evict functions run with no lock of this
-// package held, on the goroutine of the Admit, Force or Unpin that chose
-// the victim; so Admit, Force and Unpin must not be called while holding a
+// package held, on the goroutine of the Admit or Unpin that chose the
+// victim; so Admit and Unpin must not be called while holding a
 // lock an evict function takes (the owner's table lock). Pin, Add and
 // Remove never evict.
 package diskcache

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bytes"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/registry"
@@ -110,19 +112,195 @@ func TestSpoolsAreEvictedLeastRecentlyUsedNeverWhileHeld(t *testing.T) {
 	}
 }
 
-// A spool larger than the whole cache still serves (the node never stops
-// serving): it streams to its callers and is gone once none holds it.
-func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
-	up := newTestUpstream(t)
-	c := up.content(5000, 31)
-	n, cache, ev := cachedFetcher(t, up, 1000)
-	b := fetchAll(t, n, c)
-	waitUnpinned(t, cache, c.BlobDigest(), 1)
-	if !spooled(t, n, c.BlobDigest()) {
-		t.Fatal("a spool being read is gone")
+// unkeptStreams reads dregistry_egress_unkept_streams_total of f.
+func unkeptStreams(t *testing.T, f *Fetcher) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(f.Metrics()); err != nil {
+		t.Fatal(err)
 	}
-	b.Close()
-	if !ev.has(c.BlobDigest()) || spooled(t, n, c.BlobDigest()) || cache.Used() != 0 {
-		t.Fatalf("over the limit and free: evicted %v, files %v, cache %d bytes", ev.list, n.spoolFiles(t), cache.Used())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range families {
+		if fam.GetName() == "dregistry_egress_unkept_streams_total" {
+			return fam.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("dregistry_egress_unkept_streams_total not gathered")
+	return 0
+}
+
+// spoolBytes is what the node's spool directory holds.
+func spoolBytes(t *testing.T, n *node) int64 {
+	t.Helper()
+	var sum int64
+	entries, err := os.ReadDir(n.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil {
+			sum += info.Size()
+		}
+	}
+	return sum
+}
+
+// A spool the cache cannot hold, even after evicting every entry nobody
+// holds, is not written: the data dir never holds more than the limit. The
+// node still serves: each caller streams the blob from the upstream on its
+// own, verified as it passes, from any offset, and the mode is counted.
+// Once there is room again, the blob is spooled as usual.
+func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		held  int // bytes of a spool held open by a caller first (0: none)
+		size  int
+	}{
+		{name: "larger than the whole cache", limit: 1000, size: 5000},
+		{name: "the rest of the cache is held", limit: 3000, held: 2000, size: 1500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			up := newTestUpstream(t)
+			c := up.content(tc.size, 31)
+			n, cache, _ := cachedFetcher(t, up, tc.limit)
+			var held registry.Blob
+			heldContent := up.content(max(tc.held, 1), 32)
+			if tc.held > 0 {
+				held = fetchAll(t, n, heldContent)
+				defer held.Close()
+			}
+			usedBefore, filesBefore := cache.Used(), spoolBytes(t, n)
+
+			// Two callers at once, each held by the upstream halfway: no
+			// spool file appears, the cache accounts nothing more.
+			release := up.hold(int64(tc.size) / 2)
+			defer release()
+			b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if b.Size() != int64(tc.size) {
+				t.Fatalf("size %d, want %d", b.Size(), tc.size)
+			}
+			type result struct {
+				got []byte
+				err error
+			}
+			offsets := []int64{0, int64(tc.size) - 700}
+			results := make([]chan result, len(offsets))
+			for i, off := range offsets {
+				results[i] = make(chan result, 1)
+				go func() {
+					got, err := readAllAt(ctx, b, off)
+					results[i] <- result{got, err}
+				}()
+			}
+			waitFor(t, func() bool { return up.gets(c.BlobDigest()) >= len(offsets) }, "every caller's upstream stream")
+			if used, files := cache.Used(), spoolBytes(t, n); used != usedBefore || files != filesBefore || spooled(t, n, c.BlobDigest()) {
+				t.Errorf("while streaming: cache %d bytes (was %d), spool dir %d bytes (was %d), files %v",
+					used, usedBefore, files, filesBefore, n.spoolFiles(t))
+			}
+			release()
+			for i, off := range offsets {
+				r := <-results[i]
+				if r.err != nil || !bytes.Equal(r.got, c.Blob[off:]) {
+					t.Errorf("read from %d: %d bytes, %v; want the blob from there", off, len(r.got), r.err)
+				}
+			}
+			if got := unkeptStreams(t, n.fetcher); got != float64(len(offsets)) {
+				t.Errorf("dregistry_egress_unkept_streams_total = %v, want %d", got, len(offsets))
+			}
+			if used := cache.Used(); used > tc.limit || spooled(t, n, c.BlobDigest()) || spoolBytes(t, n) > tc.limit {
+				t.Errorf("after streaming: cache %d bytes of %d, files %v", used, tc.limit, n.spoolFiles(t))
+			}
+			if tc.held == 0 {
+				return
+			}
+			// Room again (the held spool may go): the blob is spooled once
+			// more, and kept.
+			held.Close()
+			waitUnpinned(t, cache, heldContent.BlobDigest(), 0)
+			fetchAll(t, n, c).Close()
+			if !spooled(t, n, c.BlobDigest()) || cache.Used() > tc.limit {
+				t.Errorf("with room again: files %v, cache %d bytes", n.spoolFiles(t), cache.Used())
+			}
+		})
+	}
+}
+
+// Without a spool, a body that does not hash to the digest fails the
+// caller before the blob's last byte, from any offset.
+func TestUnkeptStreamFailsOnACorruptBodyBeforeTheLastByte(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(5000, 33)
+	n, cache, _ := cachedFetcher(t, up, 1000)
+	up.setFault(faultCorrupt, 100)
+	b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, off := range []int64{0, 4000} {
+		got, err := readAllAt(ctx, b, off)
+		if err == nil || int64(len(got)) >= int64(len(c.Blob))-off {
+			t.Errorf("read from %d: %d bytes, %v; want a failure before the last byte", off, len(got), err)
+		}
+	}
+	if cache.Used() != 0 || len(n.spoolFiles(t)) != 0 {
+		t.Errorf("cache %d bytes, files %v", cache.Used(), n.spoolFiles(t))
+	}
+}
+
+// A member following the owner's download in the swarm is told at the
+// start that the owner serves the blob without a spool (no chunk will be
+// published), and streams it from the owner at once instead of waiting
+// for the follow to stall.
+func TestPipelineStreamsFromAnOwnerWithoutRoom(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(2<<20+5, 34)
+	cache, err := diskcache.New(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := &cluster{}
+	owner := newNode(t, "owner", true, up.source(), members, func(fc *FetcherConfig) { fc.Cache = cache })
+	pipe := &fakePipeline{owner: owner, ref: c.Ref, mode: followServe}
+	bUp := &forbiddenUpstream{}
+	follower := newNodeWith(t, "follower", false, bUp, members, nil, func(sc *SourceConfig) {
+		sc.Pipeline, sc.PipelineMin, sc.PipelineStall = pipe, 1, time.Minute
+	})
+	members.set(owner.member(true), follower.member(false))
+
+	b, err := follower.source.Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := readAllAt(ctx, b, 0)
+	if err != nil || !bytes.Equal(got, c.Blob) {
+		t.Fatalf("read %d bytes, %v; want the blob", len(got), err)
+	}
+	if calls := pipe.followed(); len(calls) != 0 {
+		t.Errorf("Follow called %d times, want none", len(calls))
+	}
+	if got := owner.requests("GET", blobsPath); got != 1 {
+		t.Errorf("owner's blob stream asked %d times, want 1", got)
+	}
+	if n := unkeptStreams(t, owner.fetcher); n != 1 {
+		t.Errorf("dregistry_egress_unkept_streams_total = %v, want 1", n)
+	}
+	if len(owner.spoolFiles(t)) != 0 || cache.Used() != 0 || len(owner.done.list()) != 0 {
+		t.Errorf("owner kept files %v, cache %d bytes, completed %d", owner.spoolFiles(t), cache.Used(), len(owner.done.list()))
+	}
+	if n := bUp.called(); n != 0 {
+		t.Errorf("the follower called its upstream %d times", n)
 	}
 }

@@ -65,11 +65,11 @@ type FetcherConfig struct {
 	// (nil: none).
 	OnStart func(dgst digest.Digest, size int64, path string) Progress
 	// Cache is the data dir's cache (--cache-size), shared with the swarm:
-	// each spool is an entry, admitted once the size is known (even over
-	// the limit: the node must fetch to serve at all), pinned while it
-	// downloads and while a caller holds it open, then evicted least
-	// recently used first; one admitted over the limit goes as soon as
-	// nobody holds it. Nil: spools stay until Release.
+	// each spool is an entry, admitted once the size is known, pinned
+	// while it downloads and while a caller holds it open, then evicted
+	// least recently used first. A spool it has no room for is not
+	// written: each caller then streams from the upstream (unkept.go).
+	// Nil: spools stay until Release.
 	Cache *diskcache.Cache
 	// OnEvict is called after the cache deleted the spool of dgst, with no
 	// lock of the Fetcher held (the daemon stops seeding it, so its

@@ -14,10 +14,15 @@
 //     and kept until Release (containerd holds the blob) or until the data
 //     dir's cache (FetcherConfig.Cache, --cache-size) evicts it: each spool
 //     is pinned while it downloads and while a caller holds it open, then
-//     goes least recently used first; one admitted over the limit streams
-//     to its callers and goes once none holds it. After that, a blob this node's containerd
-//     holds (FetcherConfig.Local) is served from there, never fetched again
-//     for a member that asks late. OnStart, once the size is known, returns
+//     goes least recently used first. When the cache has no room for a
+//     spool even after evicting every entry nobody holds, nothing is
+//     written: each caller streams the blob from the upstream on its own,
+//     verified as it passes (the degraded mode, logged and counted in
+//     dregistry_egress_unkept_streams_total; why each caller gets its own
+//     stream: unkept.go), so the data dir never holds more than
+//     --cache-size and the node never stops serving. After that, a blob
+//     this node's containerd holds (FetcherConfig.Local) is served from
+//     there, never fetched again for a member that asks late. OnStart, once the size is known, returns
 //     a Progress the download drives (Advance as bytes land, Complete once
 //     the digest matched, Fail): the daemon seeds the spool while it grows.
 //     Tags are cached for a few seconds and, when
@@ -30,7 +35,9 @@
 //     started on the owner without being streamed and followed in the
 //     swarm, so waiting nodes trade pieces; a read that fails, or gets no
 //     byte within PipelineStall, continues from the owners' stream, whose
-//     bytes up to there must hash as the swarm's did.
+//     bytes up to there must hash as the swarm's did. An owner without
+//     room for the spool says so in its answer to the start, and the
+//     node streams from it at once.
 //   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ and
 //     POST /peer/v1/egress/fetch/ (start a download, answer its size) to
 //     members only (signed token, or a member's address without a key)

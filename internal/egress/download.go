@@ -34,6 +34,17 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 	if cerr := file.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("spool: %w", cerr)
 	}
+	if errors.Is(err, errNoRoom) {
+		// Its callers stream from the upstream, each on its own
+		// (unkeptBlob); the table forgets the spool once its partial
+		// file is gone, so the next caller asks the cache again.
+		s.unkept(size)
+		f.forget(s)
+		f.log.Warn("the cache is full of blobs being served: this blob streams from the upstream without being kept",
+			"ref", s.ref.String(), "digest", s.dgst, "size", size,
+			"cache_used", f.cfg.Cache.Used(), "cache_limit", f.cfg.Cache.Limit())
+		return
+	}
 	if err == nil {
 		err = s.complete(f.spoolPath(s.dgst))
 	}
@@ -70,28 +81,31 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 	}
 }
 
+// errNoRoom is a spool the data dir's cache cannot hold even after
+// evicting every entry nobody holds.
+var errNoRoom = errors.New("no room in the cache for the spool")
+
 // admit accounts the spool of size bytes in the data dir's cache, pinned
 // for the download, making room by evicting least recently used entries.
-// It is admitted even over the limit (this node must fetch the blob to
-// serve it, here and to the members waiting): then it goes as soon as
-// nobody holds it, so the spool streams without being kept.
-func (f *Fetcher) admit(s *spool, size int64) {
+// errNoRoom when the entries being read or written leave no room: the
+// data dir never holds more than --cache-size, so the blob is then served
+// without a spool (unkeptBlob).
+func (f *Fetcher) admit(s *spool, size int64) error {
 	if f.cfg.Cache == nil {
-		return
+		return nil
 	}
 	var d *diskcache.Entry
-	d, err := f.cfg.Cache.Force(spoolKey(s.dgst), size, func() { f.evict(s, d) })
-	if err != nil {
-		f.log.Warn("spool not accounted in the cache", "digest", s.dgst, "err", err)
-		return
+	d, err := f.cfg.Cache.Admit(spoolKey(s.dgst), size, func() { f.evict(s, d) })
+	if errors.Is(err, diskcache.ErrFull) {
+		return fmt.Errorf("%w: %w", errNoRoom, err)
 	}
-	if f.cfg.Cache.Used() > f.cfg.Cache.Limit() {
-		f.log.Warn("the cache is full of blobs being served: this spool streams and is not kept",
-			"digest", s.dgst, "size", size, "cache_used", f.cfg.Cache.Used(), "cache_limit", f.cfg.Cache.Limit())
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", s.dgst, err)
 	}
 	s.mu.Lock()
 	s.disk = d
 	s.mu.Unlock()
+	return nil
 }
 
 func spoolKey(d digest.Digest) string { return "egress/spool/" + d.String() }
@@ -143,6 +157,12 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 		lookup.Stop()
 		return 0, fmt.Errorf("upstream %s: impossible size %d", s.dgst, size)
 	}
+	// Accounted before the body is asked for: a spool without room is
+	// not written at all, and its body is left to the callers' streams.
+	if err := f.admit(s, size); err != nil {
+		lookup.Stop()
+		return size, err
+	}
 	body, err := blob.Open(ctx, 0)
 	if !lookup.Stop() {
 		err = errors.Join(err, context.Cause(ctx))
@@ -151,7 +171,6 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 		return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
 	}
 	defer body.Close()
-	f.admit(s, size)
 	if f.cfg.OnStart != nil {
 		// Before setSize: whoever learns the size may rely on it.
 		*progress = f.cfg.OnStart(s.dgst, size, file.Name())

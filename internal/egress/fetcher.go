@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dregistry/dregistry/registry"
 )
@@ -30,6 +31,8 @@ type Fetcher struct {
 	closed bool
 
 	meta *metadata // tags and manifests
+
+	unkept prometheus.Counter // streams served without a spool (unkept.go)
 }
 
 // spoolName matches the files a Fetcher writes, and nothing else.
@@ -60,6 +63,7 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		spools: map[digest.Digest]*spool{},
 		meta:   newMetadata(cfg),
+		unkept: unkeptMetric(),
 	}, nil
 }
 
@@ -87,6 +91,9 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 		case <-s.ready:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("egress: waiting for %s: %w", dgst, context.Cause(ctx))
+		}
+		if noRoom, size := s.streams(); noRoom {
+			return &unkeptBlob{f: f, ref: ref, dgst: dgst, size: size}, nil
 		}
 		// The download's own stall watch ends a stalled spool first; the
 		// readers' bound is a backstop, so they see its error.

@@ -34,33 +34,39 @@ var errMethod = errors.New("owner does not support the method")
 type startReply struct {
 	Digest digest.Digest `json:"digest"`
 	Size   int64         `json:"size"`
+	// Unkept: the owner's cache has no room for a spool, so no chunk of it
+	// will be published to follow; stream it from the owner.
+	Unkept bool `json:"unkept,omitempty"`
 }
 
 // Start begins the download of dgst from ref's upstream, or joins the one
 // running or kept, and returns the blob's size once the upstream gave it.
 // The download then runs to its end with no reader (bounded by
-// StallTimeout), for OnStart's Progress and OnComplete.
-func (f *Fetcher) Start(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
+// StallTimeout), for OnStart's Progress and OnComplete. unkept says the
+// cache had no room for a spool: there is no download to follow, and each
+// caller streams from the upstream through Fetch.
+func (f *Fetcher) Start(ctx context.Context, ref registry.Ref, dgst digest.Digest) (size int64, unkept bool, err error) {
 	b, err := f.Fetch(ctx, ref, dgst)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	size := b.Size()
+	_, unkept = b.(*unkeptBlob)
+	size = b.Size()
 	if err := b.Close(); err != nil {
-		return 0, fmt.Errorf("egress: start %s: %w", dgst, err)
+		return 0, false, fmt.Errorf("egress: start %s: %w", dgst, err)
 	}
-	return size, nil
+	return size, unkept, nil
 }
 
 // servePeerFetch answers a member's POST of fetchPath: the download runs
 // on, whether or not the member stays.
 func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
-	size, err := s.cfg.Fetcher.Start(r.Context(), ref, dgst)
+	size, unkept, err := s.cfg.Fetcher.Start(r.Context(), ref, dgst)
 	if err != nil {
 		s.peerError(w, r, err)
 		return
 	}
-	body, err := json.Marshal(startReply{Digest: dgst, Size: size})
+	body, err := json.Marshal(startReply{Digest: dgst, Size: size, Unkept: unkept})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -71,42 +77,49 @@ func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref regi
 	_, _ = w.Write(body)
 }
 
-// remoteStart asks owner m to start fetching dgst and returns its size.
-func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (int64, error) {
+// remoteStart asks owner m to start fetching dgst and returns its reply.
+func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (startReply, error) {
+	var reply startReply
 	resp, err := s.peerDo(ctx, http.MethodPost, m, fetchPath+dgst.String(), ref)
 	if err != nil {
-		return 0, err
+		return reply, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDescriptor+1))
 	if err != nil {
-		return 0, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
+		return reply, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
 	}
-	var reply startReply
 	if len(body) > maxDescriptor {
-		return 0, fmt.Errorf("start %s on %s: reply larger than %d bytes", dgst, m.Name, maxDescriptor)
+		return reply, fmt.Errorf("start %s on %s: reply larger than %d bytes", dgst, m.Name, maxDescriptor)
 	}
 	if err := json.Unmarshal(body, &reply); err != nil {
-		return 0, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
+		return startReply{}, fmt.Errorf("start %s on %s: %w", dgst, m.Name, err)
 	}
 	if reply.Digest != dgst || reply.Size < 0 {
-		return 0, fmt.Errorf("start %s on %s: reply names %q of %d bytes", dgst, m.Name, reply.Digest, reply.Size)
+		return startReply{}, fmt.Errorf("start %s on %s: reply names %q of %d bytes", dgst, m.Name, reply.Digest, reply.Size)
 	}
-	return reply.Size, nil
+	return reply, nil
 }
 
 // pipelinedBlob asks owner m to start the download and follows it in the
 // swarm, so the waiting nodes trade pieces instead of each streaming the
 // blob from m. Blobs under PipelineMin, an owner without the start path and
-// a failed Follow take the stream from m; a followed read that fails or
-// stalls switches to the owners' stream (followReader).
+// a failed Follow take the stream from m, and so does a blob m serves
+// without a spool (its cache is full: no chunk of it will be published);
+// a followed read that fails or stalls switches to the owners' stream
+// (followReader).
 func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
-	size, err := s.remoteStart(ctx, m, ref, dgst)
+	reply, err := s.remoteStart(ctx, m, ref, dgst)
+	size := reply.Size
 	switch {
 	case errors.Is(err, errMethod):
 		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	case err != nil:
 		return nil, err
+	case reply.Unkept:
+		s.log.Info("the owner serves this blob without a spool (its cache is full); streaming it from the owner",
+			"digest", dgst, "owner", m.Name, "size", size)
+		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	case size < s.cfg.PipelineMin:
 		return s.remoteBlob(ctx, m, owners, ref, dgst)
 	}

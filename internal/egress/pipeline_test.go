@@ -369,11 +369,11 @@ func TestPeerStartFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			size, err := tn.b.source.remoteStart(ctx, tn.a.member(true), c.Ref, c.BlobDigest())
-			if err != nil {
-				t.Errorf("start: %v", err)
+			reply, err := tn.b.source.remoteStart(ctx, tn.a.member(true), c.Ref, c.BlobDigest())
+			if err != nil || reply.Unkept {
+				t.Errorf("start: %+v, %v", reply, err)
 			}
-			sizes <- size
+			sizes <- reply.Size
 		}()
 	}
 	wg.Wait() // the upstream still holds the second half back
@@ -401,8 +401,8 @@ func TestPeerStartFetch(t *testing.T) {
 		t.Errorf("upstream saw %d blob GETs, want 1", n)
 	}
 	// Kept: a later start answers at once, without the upstream.
-	if size, err := tn.b.source.remoteStart(ctx, tn.a.member(true), c.Ref, c.BlobDigest()); err != nil || size != int64(len(c.Blob)) {
-		t.Errorf("start of the kept blob: %d, %v", size, err)
+	if reply, err := tn.b.source.remoteStart(ctx, tn.a.member(true), c.Ref, c.BlobDigest()); err != nil || reply.Size != int64(len(c.Blob)) || reply.Unkept {
+		t.Errorf("start of the kept blob: %+v, %v", reply, err)
 	}
 	if n := up.gets(c.BlobDigest()); n != 1 {
 		t.Errorf("upstream saw %d blob GETs after a start of the kept blob, want 1", n)

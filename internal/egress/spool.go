@@ -32,7 +32,10 @@ type spool struct {
 	written  int64
 	verified bool
 	released bool // the kept file is gone (Release, or evicted)
-	err      error
+	// noRoom: the cache had no room for the spool, so there is no file;
+	// each caller streams from the upstream (unkeptBlob).
+	noRoom bool
+	err    error
 	// disk is the spool's entry in the data dir's cache (nil without one):
 	// pinned by the download until it ends and by every open handle.
 	disk    *diskcache.Entry
@@ -79,6 +82,27 @@ func (s *spool) fail(err error) {
 	default:
 		close(s.ready)
 	}
+}
+
+// unkept ends the download before it wrote anything: the cache had no
+// room for size bytes. The partial file goes; its callers stream.
+func (s *spool) unkept(size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.size, s.noRoom = size, true
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.err = fmt.Errorf("remove the spool of %s: %w", s.dgst, err)
+	}
+	s.notifyLocked()
+	close(s.ready)
+}
+
+// streams says whether the spool has no file and its size: callers
+// stream from the upstream.
+func (s *spool) streams() (bool, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.noRoom && s.err == nil, s.size
 }
 
 // complete marks the spool verified under its final path.
