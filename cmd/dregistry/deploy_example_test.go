@@ -210,3 +210,110 @@ func TestPlainManifestArgsParse(t *testing.T) {
 		t.Fatalf("%s has no DaemonSet", plainManifest)
 	}
 }
+
+// deployFlagExceptions are daemon flags the deploy files leave out on
+// purpose, each with the reason.
+var deployFlagExceptions = map[string]string{
+	"config":          "the file itself: the unit passes it, the chart passes flags",
+	"insecure-gossip": "the deploy files always run with a cluster key",
+}
+
+// Every daemon flag is in each deploy file that configures the daemon: a
+// key (set, or commented out with its default) in the systemd example
+// config, and an argument in the Helm chart's DaemonSet template and the
+// manifest rendered from it (unless the chart leaves it out by default).
+// A flag added to the daemon and forgotten in deploy/ fails here.
+func TestDeployFilesCarryEveryDaemonFlag(t *testing.T) {
+	const (
+		chartTemplate = "../../deploy/helm/dregistry/templates/_daemonset.tpl"
+		chartValues   = "../../deploy/helm/dregistry/values.yaml"
+	)
+	read := func(name string) string {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(raw)
+	}
+	config, tpl, values, manifest := read(exampleConfig), read(chartTemplate), read(chartValues), read(plainManifest)
+	// Values the template reads ($v.daemon.x, $v.cluster.x, ...): each
+	// must be in values.yaml, or it would render empty.
+	for _, line := range strings.Split(tpl, "\n") {
+		_, arg, ok := strings.Cut(line, "- --")
+		if !ok {
+			continue
+		}
+		for _, ref := range valueRefs(arg) {
+			if !strings.Contains(values, "\n  "+ref+":") && !strings.Contains(values, "\n"+ref+":") {
+				t.Errorf("%s: %q reads .Values...%s, which %s does not define", chartTemplate, strings.TrimSpace(line), ref, chartValues)
+			}
+		}
+	}
+	for _, f := range daemonFlags() {
+		name := f.Names()[0]
+		if _, ok := deployFlagExceptions[name]; ok {
+			continue
+		}
+		if !hasConfigKey(config, name) {
+			t.Errorf("%s has no key %q (set it, or comment it out with its default)", exampleConfig, name)
+		}
+		if !strings.Contains(tpl, "- --"+name+"=") && !strings.Contains(tpl, "- --"+name+"\n") {
+			t.Errorf("%s passes no --%s", chartTemplate, name)
+		}
+		// The chart renders some flags only when set (cacheSize, lists);
+		// those it renders always must be in the generated manifest.
+		if renderedAlways(tpl, name) && !strings.Contains(manifest, "- --"+name) {
+			t.Errorf("%s has no --%s: run go generate in deploy/", plainManifest, name)
+		}
+	}
+}
+
+// hasConfigKey reports whether the YAML text has key at the top level,
+// or commented out there ("# key: value").
+func hasConfigKey(text, key string) bool {
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimPrefix(strings.TrimPrefix(line, "#"), " ")
+		if strings.HasPrefix(line, key+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// renderedAlways reports whether the template's argument for --name is
+// outside any {{- with }} or {{- if }} block.
+func renderedAlways(tpl, name string) bool {
+	depth := 0
+	for _, line := range strings.Split(tpl, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(trimmed, "{{- with") || strings.HasPrefix(trimmed, "{{- if") || strings.HasPrefix(trimmed, "{{- range"):
+			depth++
+		case strings.HasPrefix(trimmed, "{{- end"):
+			depth--
+		case strings.HasPrefix(trimmed, "- --"+name+"=") || trimmed == "- --"+name:
+			return depth == 0
+		}
+	}
+	return false
+}
+
+// valueRefs returns the last names of the $v.a.b references in s.
+func valueRefs(s string) []string {
+	var out []string
+	for {
+		_, rest, ok := strings.Cut(s, "$v.")
+		if !ok {
+			return out
+		}
+		end := strings.IndexFunc(rest, func(r rune) bool {
+			return r != '.' && r != '_' && !('a' <= r && r <= 'z') && !('A' <= r && r <= 'Z') && !('0' <= r && r <= '9')
+		})
+		if end < 0 {
+			end = len(rest)
+		}
+		path := strings.Split(rest[:end], ".")
+		out = append(out, path[len(path)-1])
+		s = rest[end:]
+	}
+}

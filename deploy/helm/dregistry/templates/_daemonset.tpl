@@ -134,6 +134,8 @@ spec:
             - --gossip-addr=:{{ $v.ports.gossip }}
             - --torrent-addr=:{{ $v.ports.torrent }}
             - --join={{ include "dregistry.join" $ }}
+            - --reconnect-interval={{ $v.cluster.reconnectInterval }}
+            - --reconnect-timeout={{ $v.cluster.reconnectTimeout }}
             - --cluster-key-file=/etc/dregistry/cluster-key/keys
             - --data-dir=/var/lib/dregistry
             {{- with $v.daemon.cacheSize }}
@@ -161,6 +163,8 @@ spec:
             - --max-conns={{ $v.daemon.maxConns }}
             - --lookup-timeout={{ $v.daemon.lookupTimeout }}
             - --stall-timeout={{ $v.daemon.stallTimeout }}
+            - --abandon-timeout={{ $v.daemon.abandonTimeout }}
+            - --tag-cache-ttl={{ $v.daemon.tagCacheTTL }}
             - --log-level={{ $v.daemon.logLevel }}
             {{- if .egress }}
             - --egress
