@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
@@ -31,10 +32,18 @@ func metainfoKey(d digest.Digest) string { return "swarm/metainfo/" + d.String()
 // disk at least.
 const blockBytes = 4096
 
-// downloadBytes is what a download of lay holds: every chunk's data file at
-// full length (reserve allocates it) and its marks file.
+// downloadBytes is what a download of lay holds on disk: every chunk's data
+// file at full length (reserve allocates it) and its marks file (the
+// infohash and a byte per piece), each in whole blocks, so the account is
+// never below what the data dir's walk finds.
 func downloadBytes(lay layout) int64 {
-	return lay.size + int64(lay.numChunks())*blockBytes
+	var n int64
+	for k := range lay.numChunks() {
+		_, length := lay.span(k)
+		first, end := lay.pieces(k)
+		n += fileBytes(length) + fileBytes(int64(metainfo.HashSize+end-first))
+	}
+	return n
 }
 
 // fileBytes rounds n up to whole blocks.

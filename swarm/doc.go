@@ -35,7 +35,8 @@
 //     download is admitted before its files are made, pinned by every open
 //     Blob, and evicted least recently used first; one that does not fit
 //     beside the pinned ones fails its Open, so the registry streams the
-//     blob from its next source. Blob itself reserves nothing (a HEAD).
+//     blob from its next source. A metainfo file is admitted before it is
+//     written, or not written. Blob itself reserves nothing (a HEAD).
 //     A download no stream reads frees its piece buffers at once and is
 //     dropped once abandoned (abandon.go).
 //
@@ -58,8 +59,8 @@
 //   - Swarm.admitMu serializes the start of a download (Blob's first Open,
 //     Follow): it is held while the cache admits the download, which may
 //     evict others — an eviction takes Swarm.mu (evicted) or the egress
-//     fetcher's locks — so admission and Unpin (a Blob's Close) are never
-//     called holding Swarm.mu.
+//     fetcher's locks — so admission (of a download or a metainfo file)
+//     and Unpin (a Blob's Close) are never called holding Swarm.mu.
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents
 //     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and

@@ -12,6 +12,8 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/diskcache"
 )
 
 func TestPieceLengthPolicy(t *testing.T) {
@@ -134,5 +136,47 @@ func TestMetainfoCacheDetectsCorruption(t *testing.T) {
 	}
 	if _, err := c.load(dgst); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("corrupt cache loaded: %v", err)
+	}
+}
+
+// A metainfo file is accounted in the data dir's cache before it is
+// written: with no room beside what is being read or written it is not
+// written at all, and with room it evicts what nobody holds first, so the
+// data dir never holds more than the limit, not even for a moment.
+func TestMetainfoFileIsAdmittedBeforeItIsWritten(t *testing.T) {
+	content, dgst := randomBlob(t, 2<<20)
+	b, err := hashBlob(context.Background(), dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 64 << 10
+	cache, err := diskcache.New(limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evicted := false
+	held, err := cache.Admit("download", limit-100, func() { evicted = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := metainfoCache{dir: t.TempDir(), cache: cache}
+	if err := c.store(b); !errors.Is(err, diskcache.ErrFull) {
+		t.Fatalf("store beside a held entry filling the cache: %v, want ErrFull", err)
+	}
+	if _, err := os.Stat(c.path(dgst)); !errors.Is(err, fs.ErrNotExist) || cache.Used() != limit-100 || evicted {
+		t.Fatalf("a metainfo without room: stat %v, cache %d bytes, evicted %v", err, cache.Used(), evicted)
+	}
+	held.Unpin()
+	if err := c.store(b); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(c.path(dgst))
+	if err != nil || !evicted || cache.Used() > limit || cache.Used() < info.Size() {
+		t.Fatalf("with room: stat %v, evicted %v, cache %d bytes of %d", err, evicted, cache.Used(), limit)
+	}
+	// Stored again (rewritten), it is accounted once.
+	used := cache.Used()
+	if err := c.store(b); err != nil || cache.Used() != used {
+		t.Fatalf("stored again: %v, cache %d bytes, was %d", err, cache.Used(), used)
 	}
 }

@@ -51,7 +51,12 @@ func (c metainfoCache) load(dgst digest.Digest) (*blobInfo, error) {
 	return b, nil
 }
 
-// store writes the info atomically (temporary file, then rename).
+// store writes the info atomically (temporary file, then rename). The file
+// is accounted in the data dir's cache before it is written, so the data
+// dir never holds more than the cache's limit: when the entries being read
+// or written leave no room, it is not written (it is computed again when
+// needed). Admitting may evict, so the caller holds no lock an evict takes
+// (Swarm.mu).
 func (c metainfoCache) store(b *blobInfo) error {
 	p := c.path(b.digest)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -59,22 +64,54 @@ func (c metainfoCache) store(b *blobInfo) error {
 	}
 	sum := sha256.Sum256(b.infoBytes)
 	content := append([]byte(metainfoHeader+hex.EncodeToString(sum[:])+"\n"), b.infoBytes...)
+	done, err := c.admit(b.digest, fileBytes(int64(len(content))))
+	if err != nil {
+		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(p), ".info-*")
 	if err != nil {
+		done(false)
 		return fmt.Errorf("metainfo cache: %w", err)
 	}
 	_, werr := tmp.Write(content)
 	cerr := tmp.Close()
 	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp.Name())
+		done(false)
 		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		os.Remove(tmp.Name())
+		done(false)
 		return fmt.Errorf("metainfo cache of %s: %w", b.digest, err)
 	}
-	c.account(b.digest, fileBytes(int64(len(content))))
+	done(true)
 	return nil
+}
+
+// admit accounts n bytes for the file of dgst, in place of its earlier
+// account (the file is rewritten), pinned until done: done(true) once the
+// file is written, done(false) when it was not.
+func (c metainfoCache) admit(dgst digest.Digest, n int64) (done func(written bool), err error) {
+	if c.cache == nil {
+		return func(bool) {}, nil
+	}
+	key := metainfoKey(dgst)
+	if old := c.cache.Get(key); old != nil {
+		old.Remove()
+	}
+	p := c.path(dgst)
+	e, err := c.cache.Admit(key, n, func() { os.Remove(p) })
+	if err != nil {
+		return nil, err
+	}
+	return func(written bool) {
+		if written {
+			e.Unpin()
+		} else {
+			e.Remove()
+		}
+	}, nil
 }
 
 // account puts the file of dgst into the data dir's cache. It evicts

@@ -55,28 +55,41 @@ func (s *Swarm) seed(ctx context.Context, dgst digest.Digest, size int64, conten
 		}
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errClosed
-	}
-	if old := s.torrents[dgst]; old != nil {
-		if old.seed != nil && old.info.infoHash == b.infoHash && !replace {
-			return nil
-		}
-		s.dropLocked(old, nil)
-	}
-	e, err := s.addSeedLocked(b, content, true)
-	if err != nil {
+	chunks, added, err := s.addSeed(dgst, b, content, replace)
+	if err != nil || !added {
 		return err
 	}
+	// Without s.mu: storing admits the file into the data dir's cache,
+	// which may evict, and evictions take s.mu.
 	if !fromCache {
 		if err := s.meta.store(b); err != nil {
 			s.log.Warn("metainfo not cached", "digest", dgst, "err", err)
 		}
 	}
-	s.log.Debug("seeding", "digest", dgst, "size", size, "chunks", len(e.chunks), "cached", fromCache)
+	s.log.Debug("seeding", "digest", dgst, "size", size, "chunks", chunks, "cached", fromCache)
 	return nil
+}
+
+// addSeed seeds b over content in place of what dgst is seeded from, and
+// returns its chunk count; not added when that seed is b already (and
+// replace is false).
+func (s *Swarm) addSeed(dgst digest.Digest, b *blobInfo, content io.ReaderAt, replace bool) (chunks int, added bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, false, errClosed
+	}
+	if old := s.torrents[dgst]; old != nil {
+		if old.seed != nil && old.info.infoHash == b.infoHash && !replace {
+			return 0, false, nil
+		}
+		s.dropLocked(old, nil)
+	}
+	e, err := s.addSeedLocked(b, content, true)
+	if err != nil {
+		return 0, false, err
+	}
+	return len(e.chunks), true, nil
 }
 
 // addSeedLocked adds every chunk torrent of b over content (first-read

@@ -82,7 +82,8 @@ func TestSpoolsAreEvictedLeastRecentlyUsedNeverWhileHeld(t *testing.T) {
 	for i := range cs {
 		cs[i] = up.content(1000, uint64(20+i))
 	}
-	n, cache, ev := cachedFetcher(t, up, 3000)
+	// Each spool takes one 4 KiB block: the cache holds three.
+	n, cache, ev := cachedFetcher(t, up, 3*4096)
 
 	held := fetchAll(t, n, cs[0]) // the least recently used, but held
 	waitUnpinned(t, cache, cs[0].BlobDigest(), 1)
@@ -97,8 +98,8 @@ func TestSpoolsAreEvictedLeastRecentlyUsedNeverWhileHeld(t *testing.T) {
 	if ev.has(cs[0].BlobDigest()) || !spooled(t, n, cs[0].BlobDigest()) {
 		t.Fatalf("a held spool was evicted: evicted %v", ev.list)
 	}
-	if used := cache.Used(); used > 3000 {
-		t.Fatalf("cache holds %d bytes, limit 3000", used)
+	if used := cache.Used(); used > 3*4096 {
+		t.Fatalf("cache holds %d bytes, limit %d", used, 3*4096)
 	}
 	// The held copy still reads whole, and a fetch after an eviction
 	// downloads the blob again.
@@ -132,8 +133,8 @@ func unkeptStreams(t *testing.T, f *Fetcher) float64 {
 	return 0
 }
 
-// spoolBytes is what the node's spool directory holds.
-func spoolBytes(t *testing.T, n *node) int64 {
+// spoolDirBytes is what the node's spool directory holds.
+func spoolDirBytes(t *testing.T, n *node) int64 {
 	t.Helper()
 	var sum int64
 	entries, err := os.ReadDir(n.dir)
@@ -161,7 +162,7 @@ func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
 		size  int
 	}{
 		{name: "larger than the whole cache", limit: 1000, size: 5000},
-		{name: "the rest of the cache is held", limit: 3000, held: 2000, size: 1500},
+		{name: "the rest of the cache is held", limit: 3 * 4096, held: 2 * 4096, size: 5000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
@@ -174,7 +175,7 @@ func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
 				held = fetchAll(t, n, heldContent)
 				defer held.Close()
 			}
-			usedBefore, filesBefore := cache.Used(), spoolBytes(t, n)
+			usedBefore, filesBefore := cache.Used(), spoolDirBytes(t, n)
 
 			// Two callers at once, each held by the upstream halfway: no
 			// spool file appears, the cache accounts nothing more.
@@ -202,7 +203,7 @@ func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
 				}()
 			}
 			waitFor(t, func() bool { return up.gets(c.BlobDigest()) >= len(offsets) }, "every caller's upstream stream")
-			if used, files := cache.Used(), spoolBytes(t, n); used != usedBefore || files != filesBefore || spooled(t, n, c.BlobDigest()) {
+			if used, files := cache.Used(), spoolDirBytes(t, n); used != usedBefore || files != filesBefore || spooled(t, n, c.BlobDigest()) {
 				t.Errorf("while streaming: cache %d bytes (was %d), spool dir %d bytes (was %d), files %v",
 					used, usedBefore, files, filesBefore, n.spoolFiles(t))
 			}
@@ -216,7 +217,7 @@ func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
 			if got := unkeptStreams(t, n.fetcher); got != float64(len(offsets)) {
 				t.Errorf("dregistry_egress_unkept_streams_total = %v, want %d", got, len(offsets))
 			}
-			if used := cache.Used(); used > tc.limit || spooled(t, n, c.BlobDigest()) || spoolBytes(t, n) > tc.limit {
+			if used := cache.Used(); used > tc.limit || spooled(t, n, c.BlobDigest()) || spoolDirBytes(t, n) > tc.limit {
 				t.Errorf("after streaming: cache %d bytes of %d, files %v", used, tc.limit, n.spoolFiles(t))
 			}
 			if tc.held == 0 {

@@ -95,7 +95,7 @@ func (f *Fetcher) admit(s *spool, size int64) error {
 		return nil
 	}
 	var d *diskcache.Entry
-	d, err := f.cfg.Cache.Admit(spoolKey(s.dgst), size, func() { f.evict(s, d) })
+	d, err := f.cfg.Cache.Admit(spoolKey(s.dgst), spoolBytes(size), func() { f.evict(s, d) })
 	if errors.Is(err, diskcache.ErrFull) {
 		return fmt.Errorf("%w: %w", errNoRoom, err)
 	}
@@ -109,6 +109,13 @@ func (f *Fetcher) admit(s *spool, size int64) error {
 }
 
 func spoolKey(d digest.Digest) string { return "egress/spool/" + d.String() }
+
+// spoolBytes is what a spool of size bytes takes on disk: whole blocks,
+// so the account is never below what the data dir holds.
+func spoolBytes(size int64) int64 {
+	const block = 4096
+	return (size + block - 1) / block * block
+}
 
 // cacheEntry is the spool's cache entry, nil without one.
 func (s *spool) cacheEntry() *diskcache.Entry {
