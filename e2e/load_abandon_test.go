@@ -55,9 +55,16 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 	n2.Pull(t, warm.Ref)
 	n1.Pull(t, seeded.Ref)
 	waitSeeds(t, []*testenv.Node{n2}, n1, seeded.Layers[0].Digest)
-	before := sampleNodes(t, nodes)
-	for _, n := range nodes {
-		t.Logf("%s warm: %s", n.Name, heapFigures(n))
+	// The warm figures are taken once each daemon settled after its
+	// warm-up pulls, as the end figures are: sampled at once, they still
+	// hold the warm-up's buffers (node 2 at 177 MiB, 47 MiB once idle), and
+	// the bound of the end figure would be that much looser.
+	settleStart := time.Now()
+	early := sampleNodes(t, nodes)
+	before := settleWarm(t, nodes)
+	for i, n := range nodes {
+		t.Logf("%s warm: RSS %s just after the warm-up, %s settled (in %s); %s", n.Name, mib(early[i].rss), mib(before[i].rss),
+			time.Since(settleStart).Round(time.Second), heapFigures(n))
 	}
 
 	mark := len(n2.Served(t))
@@ -146,7 +153,7 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 		t.Errorf("%s's log does not report an abandoned download; tail:\n%s", n2.Name, n2.LogTail())
 	}
 
-	settleStart := time.Now()
+	settleStart = time.Now()
 	after := settleNodes(t, nodes, before)
 	t.Logf("settled in %s", time.Since(settleStart).Round(time.Second))
 	for i, n := range nodes {
@@ -165,6 +172,53 @@ func TestLoadAbandonedLargeGetsLeaveDaemonsFlat(t *testing.T) {
 	}
 	if dir := os.Getenv(loadKeepLogsEnv); dir != "" {
 		keepLogs(t, dir, nodes)
+	}
+}
+
+// Settling of the warm figures: a daemon hands freed buffers back to the
+// OS once downloads stopped freeing them for 3 s (cmd/dregistry/memory.go),
+// so its RSS is settled once it has not fallen by more than warmSettleStep
+// for warmSettleQuiet; the wait is bounded by settleTimeout.
+const (
+	warmSettleQuiet = 6 * time.Second
+	warmSettleStep  = 1 << 20
+)
+
+// settleWarm samples nodes until each one's RSS stopped falling, and
+// returns each one's last figures.
+func settleWarm(t *testing.T, nodes []*testenv.Node) []nodeFigures {
+	t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	last := sampleNodes(t, nodes)
+	since := make([]time.Time, len(nodes)) // when the RSS last fell
+	for i := range since {
+		since[i] = time.Now()
+	}
+	for {
+		time.Sleep(time.Second)
+		now := sampleNodes(t, nodes)
+		settled := true
+		for i := range nodes {
+			if now[i].err != nil {
+				t.Fatalf("%s: warm figures: %v", nodes[i].Name, now[i].err)
+			}
+			if now[i].rss < last[i].rss-warmSettleStep {
+				since[i] = time.Now()
+				last[i] = now[i]
+			} else if now[i].rss < last[i].rss {
+				last[i].rss = now[i].rss
+			}
+			last[i].goroutines = now[i].goroutines
+			if time.Since(since[i]) < warmSettleQuiet {
+				settled = false
+			}
+		}
+		if settled {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemons' RSS still fell %s after the warm-up: %+v", settleTimeout, now)
+		}
 	}
 }
 
