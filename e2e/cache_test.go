@@ -18,8 +18,8 @@ import (
 // used; a node pulling more than its size in total keeps within it (its
 // downloads go once containerd holds the blob), and a layer larger than
 // the whole size is streamed from the egress without being kept. A layer
-// larger than the egress's own size is streamed from the upstream through
-// the egress without a spool. Every pull succeeds.
+// larger than the egress's own size is not spooled there either: it is
+// streamed from the upstream through the egress. Every pull succeeds.
 func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: starts two nodes")
@@ -27,7 +27,9 @@ func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 	const egressSize, nodeSize = 72 << 20, 64 << 20
 	up := testenv.StartRegistry(t, testenv.LoopbackIP(9)+":5500")
 	var imgs []testenv.Image
-	for i, size := range []int64{40 << 20, 40 << 20, 40 << 20, 80 << 20} {
+	// 68 MiB: more than the node's size, within the egress's; 80 MiB: more
+	// than either.
+	for i, size := range []int64{40 << 20, 40 << 20, 40 << 20, 68 << 20, 80 << 20} {
 		imgs = append(imgs, up.Push(t, testenv.ImageSpec{
 			Repo: "e2e/cache-" + string(rune('a'+i)), Tag: "v1", LayerSizes: []int64{size}, Uncompressed: true,
 		}))
@@ -76,22 +78,26 @@ func TestCacheSizeBoundsTheDataDir(t *testing.T) {
 		t.Errorf("%s dregistry_cache_size_bytes = %v, want within %d", n2.Name, v, nodeSize)
 	}
 
-	// The layer larger than n2's whole cache came through the egress's
-	// stream, whole, and nothing of it stays in n2's data dir.
-	big := imgs[3].Layers[0]
-	var viaEgress int64
-	for _, s := range n2.Served(t) {
-		if strings.Contains(s.Path, big.Digest.String()) && s.Method == http.MethodGet && s.Source == "egress" && !s.Aborted {
-			viaEgress += s.Bytes
+	// The layers larger than n2's whole cache came through the egress's
+	// stream, whole, and nothing of them stays in n2's data dir.
+	for _, img := range imgs[3:] {
+		big := img.Layers[0]
+		var viaEgress int64
+		for _, s := range n2.Served(t) {
+			if strings.Contains(s.Path, big.Digest.String()) && s.Method == http.MethodGet && s.Source == "egress" && !s.Aborted {
+				viaEgress += s.Bytes
+			}
+		}
+		if viaEgress < big.Size {
+			t.Errorf("%s served %d bytes of the %d-byte layer larger than its cache through the egress stream, want all of it", n2.Name, viaEgress, big.Size)
 		}
 	}
-	if viaEgress < big.Size {
-		t.Errorf("%s served %d bytes of the %d-byte layer larger than its cache through the egress stream, want all of it", n2.Name, viaEgress, big.Size)
-	}
+	// The 68 MiB layer was spooled on the egress and followed in the swarm,
+	// where n2 had no room to keep it.
 	if !logHas(t, n2, "download not kept: the cache is full") {
 		t.Errorf("%s's log does not say the download was not kept; tail:\n%s", n2.Name, n2.LogTail())
 	}
-	// The same layer is larger than the egress's whole cache too: it had
+	// The 80 MiB layer is larger than the egress's whole cache too: it had
 	// no spool there, and came through an upstream stream of its own.
 	if v := metricValue(m1, "dregistry_egress_unkept_streams_total"); v < 1 {
 		t.Errorf("%s dregistry_egress_unkept_streams_total = %v, want at least 1", n1.Name, v)
