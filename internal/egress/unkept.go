@@ -91,7 +91,7 @@ func (b *unkeptBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, err
 	f.unkept.Inc()
 	f.log.Info("streaming from the upstream without a spool (the cache is full)", "digest", b.dgst, "offset", offset, "size", b.size)
 	r := &unkeptReader{rc: rc, blob: up, ctx: sctx, cancel: cancel, dgst: b.dgst, stallFor: f.cfg.StallTimeout}
-	r.stall = time.AfterFunc(f.cfg.StallTimeout, func() { cancel(errStalled) })
+	r.stall = time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
 	return r, nil
 }
 
