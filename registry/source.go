@@ -104,3 +104,17 @@ type Source interface {
 	// lives until the response ends, so the blob's readers may depend on it.
 	Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error)
 }
+
+// ResumableBlob is a Blob whose bytes can be fetched from an offset
+// without those before it (an HTTP Range request to the upstream), for a
+// caller that holds the blob's first bytes already and hashes the whole
+// blob itself. OpenFrom returns the body and the blob offset its first
+// byte is at: offset when the source honoured the range, 0 when it sent
+// the whole blob instead (the caller drops what it has). A reply that
+// names another range is an error wrapping ErrBadContentRange, never a
+// body at the wrong place. Its bytes are not verified: a reader of them
+// must hash the whole blob, its held prefix included.
+type ResumableBlob interface {
+	Blob
+	OpenFrom(ctx context.Context, offset int64) (body io.ReadCloser, start int64, err error)
+}

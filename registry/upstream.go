@@ -177,13 +177,20 @@ func (u *Upstream) repository(ctx context.Context, ref Ref) (repository, error) 
 // do sends a request built here, so no header of containerd's (above all
 // its Authorization) ever reaches the upstream.
 func (u *Upstream) do(ctx context.Context, r repository, method, url string, accept string) (*http.Response, error) {
+	h := http.Header{}
+	if accept != "" {
+		h.Set("Accept", accept)
+	}
+	return u.doHeader(ctx, r, method, url, h)
+}
+
+// doHeader is do with the request's headers given whole.
+func (u *Upstream) doHeader(ctx context.Context, r repository, method, url string, h http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(upstreampolicy.WithRegistry(ctx, r.registry), method, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
+	req.Header = h
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, url, err)

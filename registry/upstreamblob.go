@@ -2,9 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -52,20 +55,86 @@ func (b *upstreamBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	}
 	body := b.takePending()
 	if body == nil {
-		resp, err := b.u.do(ctx, b.r, http.MethodGet, b.url, "")
-		if err != nil {
+		var err error
+		if body, err = b.openWhole(ctx); err != nil {
 			return nil, err
 		}
-		if err := checkStatus(resp, http.MethodGet, b.url); err != nil {
-			return nil, err
-		}
-		if resp.ContentLength >= 0 && resp.ContentLength != b.size {
-			resp.Body.Close()
-			return nil, fmt.Errorf("GET %s: Content-Length %d, but the blob has %d bytes", b.url, resp.ContentLength, b.size)
-		}
-		body = resp.Body
 	}
 	return NewVerifyingReader(body, "GET "+b.url, b.dgst, b.size, offset), nil
 }
 
-var _ VerifyingBlob = (*upstreamBlob)(nil)
+// openWhole GETs the whole blob's body, unverified.
+func (b *upstreamBlob) openWhole(ctx context.Context) (io.ReadCloser, error) {
+	resp, err := b.u.do(ctx, b.r, http.MethodGet, b.url, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatus(resp, http.MethodGet, b.url); err != nil {
+		return nil, err
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != b.size {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: Content-Length %d, but the blob has %d bytes", b.url, resp.ContentLength, b.size)
+	}
+	return resp.Body, nil
+}
+
+// ErrBadContentRange marks a ranged reply whose Content-Range is not the
+// range asked for (or not one range of this blob at all).
+var ErrBadContentRange = errors.New("upstream answered another range than asked")
+
+// OpenFrom implements ResumableBlob: a GET with Range bytes=<offset>-. A
+// 206 must carry exactly "bytes <offset>-<size-1>/<size>"; a 200 (a
+// registry or storage that ignores Range) is the whole blob, start 0.
+func (b *upstreamBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	if offset < 0 || offset >= b.size {
+		return nil, 0, fmt.Errorf("offset %d outside blob of %d bytes", offset, b.size)
+	}
+	if body := b.takePending(); body != nil {
+		return body, 0, nil // the GET that found the size: from byte 0
+	}
+	if offset == 0 {
+		rc, err := b.openWhole(ctx)
+		return rc, 0, err
+	}
+	h := http.Header{}
+	h.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	resp, err := b.u.doHeader(ctx, b.r, http.MethodGet, b.url, h)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if resp.ContentLength >= 0 && resp.ContentLength != b.size {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("GET %s: Content-Length %d, but the blob has %d bytes", b.url, resp.ContentLength, b.size)
+		}
+		return resp.Body, 0, nil
+	case http.StatusPartialContent:
+		cr := resp.Header.Get("Content-Range")
+		if err := checkContentRange(cr, offset, b.size); err != nil {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("GET %s from byte %d: %w", b.url, offset, err)
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != b.size-offset {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("GET %s from byte %d: Content-Length %d, want %d: %w", b.url, offset, resp.ContentLength, b.size-offset, ErrBadContentRange)
+		}
+		return resp.Body, offset, nil
+	}
+	return nil, 0, checkStatus(resp, http.MethodGet, b.url)
+}
+
+// checkContentRange accepts exactly "bytes <offset>-<size-1>/<size>".
+func checkContentRange(cr string, offset, size int64) error {
+	want := fmt.Sprintf("bytes %d-%d/%d", offset, size-1, size)
+	if strings.TrimSpace(cr) != want {
+		return fmt.Errorf("Content-Range %q, want %q: %w", cr, want, ErrBadContentRange)
+	}
+	return nil
+}
+
+var (
+	_ VerifyingBlob = (*upstreamBlob)(nil)
+	_ ResumableBlob = (*upstreamBlob)(nil)
+)

@@ -1,7 +1,9 @@
 package egress
 
 import (
+	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,6 +37,10 @@ const (
 	// timeout: a follower that gets no byte in that time still has the
 	// owners' stream in time to keep containerd's response alive.
 	DefaultPipelineStall = 10 * time.Second
+	// DefaultPrefixStall bounds the wait for the next byte of a blob's
+	// prefix from the swarm: a takeover starts its upstream fetch after
+	// at most this long without progress.
+	DefaultPrefixStall = 5 * time.Second
 )
 
 // FetcherConfig configures the owner side. Zero values take the defaults.
@@ -75,6 +81,17 @@ type FetcherConfig struct {
 	// lock of the Fetcher held (the daemon stops seeding it, so its
 	// descriptor lets go of the bytes). It must return promptly.
 	OnEvict func(dgst digest.Digest)
+	// Prefix, if set, is asked for a blob's first bytes before its upstream
+	// fetch: when this node takes over a download whose owner died, the
+	// chunks members already hold (the swarm) fill the spool, and the
+	// upstream is asked only for the rest (Range, when the upstream blob
+	// is a registry.ResumableBlob). The whole blob is still hashed before
+	// its last byte is released. Optional.
+	Prefix Prefix
+	// PrefixStall ends the prefix's fetch when no byte came for this long;
+	// the upstream then sends the rest from there (from 0 without a byte).
+	// Default DefaultPrefixStall.
+	PrefixStall time.Duration
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
 	// blob's size. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
@@ -113,6 +130,9 @@ func (c *FetcherConfig) setDefaults() error {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = DefaultStallTimeout
 	}
+	if c.PrefixStall <= 0 {
+		c.PrefixStall = DefaultPrefixStall
+	}
 	if c.TagTTL == 0 {
 		c.TagTTL = DefaultTagTTL
 	}
@@ -149,6 +169,18 @@ type Progress interface {
 	// Fail says the download failed (upstream error, digest mismatch,
 	// stall, Close) and its file is gone.
 	Fail(err error)
+}
+
+// Prefix fills the start of a blob's spool from what the cluster holds
+// (the swarm's chunks of it, FetcherConfig.Prefix).
+type Prefix interface {
+	// Prefix writes to w, in order from byte 0, the first bytes of dgst
+	// (size bytes) that members hold, each checked before it is written
+	// (piece hashes), and returns how many it wrote: 0 when none hold any.
+	// It stops when ctx ends, having written whole checked bytes only; an
+	// error after some bytes leaves those bytes good. It never writes the
+	// bytes of another blob, and may write the whole blob.
+	Prefix(ctx context.Context, dgst digest.Digest, size int64, w io.Writer) (int64, error)
 }
 
 // SourceConfig configures the Source (and its peer handler) of one node.

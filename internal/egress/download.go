@@ -52,6 +52,9 @@ func (f *Fetcher) download(s *spool, file *os.File) {
 		// The file and the Progress go before the table entry, so a new
 		// download of the digest never finds the old file or the old
 		// growth in its way.
+		if s.resumed() && errors.Is(err, errDigestMismatch) {
+			f.markBadPrefix(s.dgst)
+		}
 		s.fail(err)
 		if d := s.cacheEntry(); d != nil {
 			d.Remove()
@@ -147,6 +150,8 @@ func (f *Fetcher) evict(s *spool, d *diskcache.Entry) {
 
 // copyUpstream streams the blob into file and checks its digest. Once the
 // size is known it sets *progress (OnStart) and advances it as bytes land.
+// With a Prefix, the spool starts with what the cluster holds of the blob
+// and the upstream is asked for the rest only (resume.go).
 func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
@@ -170,32 +175,59 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 		lookup.Stop()
 		return size, err
 	}
-	body, err := blob.Open(ctx, 0)
-	if !lookup.Stop() {
-		err = errors.Join(err, context.Cause(ctx))
+	var body io.ReadCloser
+	if f.cfg.Prefix == nil || size == 0 {
+		body, err = blob.Open(ctx, 0)
+		if !lookup.Stop() {
+			err = errors.Join(err, context.Cause(ctx))
+		}
+		if err != nil {
+			return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
+		}
+		defer func() { body.Close() }()
+	} else {
+		lookup.Stop()
 	}
-	if err != nil {
-		return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
-	}
-	defer body.Close()
 	if f.cfg.OnStart != nil {
 		// Before setSize: whoever learns the size may rely on it.
 		*progress = f.cfg.OnStart(s.dgst, size, file.Name())
 	}
 	s.setSize(size)
 
-	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
-	defer stall.Stop()
 	// A blob whose reader verifies itself (registry's upstream) is not
 	// hashed a second time: that reader fails instead of returning the
 	// blob's last byte unless the digest matched, so written reaches size
-	// only for the right bytes.
+	// only for the right bytes. A spool that starts with a prefix from
+	// the cluster is always hashed here, the prefix included.
 	var sum hash.Hash
 	if vb, ok := blob.(registry.VerifyingBlob); !ok || vb.VerifiesDigest() != s.dgst {
 		sum = s.dgst.Algorithm().Hash()
 	}
-	buf := make([]byte, downloadBuffer)
 	var written int64
+	if body == nil {
+		prefixSum := s.dgst.Algorithm().Hash()
+		if written, err = f.fillPrefix(ctx, s, file, prefixSum, size); err != nil {
+			return 0, err
+		}
+		if written > 0 {
+			sum = prefixSum
+			if *progress != nil {
+				(*progress).Advance(written)
+			}
+		}
+		var start int64
+		if body, start, err = f.openRest(ctx, cancel, s, blob, written); err != nil {
+			return 0, err
+		}
+		defer func() { body.Close() }()
+		if err := f.skip(ctx, cancel, s, body, written-start); err != nil {
+			return 0, err
+		}
+	}
+
+	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
+	defer stall.Stop()
+	buf := make([]byte, downloadBuffer)
 	for empty := 0; written < size; {
 		n, rerr := body.Read(buf[:min(int64(len(buf)), size-written)])
 		if n > 0 {
@@ -229,7 +261,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 		return size, nil
 	}
 	if got := digest.NewDigest(s.dgst.Algorithm(), sum); got != s.dgst {
-		return 0, fmt.Errorf("upstream %s: content hashes to %s", s.dgst, got)
+		return 0, fmt.Errorf("upstream %s: content hashes to %s: %w", s.dgst, got, errDigestMismatch)
 	}
 	return size, nil
 }

@@ -26,9 +26,10 @@ type Fetcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	spools map[digest.Digest]*spool // downloading, or verified and kept
-	closed bool
+	mu        sync.Mutex
+	spools    map[digest.Digest]*spool // downloading, or verified and kept
+	badPrefix badPrefixes              // resumed downloads that did not match
+	closed    bool
 
 	meta *metadata // tags and manifests
 
@@ -61,9 +62,10 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Fetcher{
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		spools: map[digest.Digest]*spool{},
-		meta:   newMetadata(cfg),
-		unkept: unkeptMetric(),
+		spools:    map[digest.Digest]*spool{},
+		badPrefix: badPrefixes{},
+		meta:      newMetadata(cfg),
+		unkept:    unkeptMetric(),
 	}, nil
 }
 

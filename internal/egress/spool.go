@@ -31,7 +31,8 @@ type spool struct {
 	size     int64
 	written  int64
 	verified bool
-	released bool // the kept file is gone (Release, or evicted)
+	prefix   int64 // bytes the cluster gave before the upstream (resume.go)
+	released bool  // the kept file is gone (Release, or evicted)
 	// noRoom: the cache had no room for the spool, so there is no file;
 	// each caller streams from the upstream (unkeptBlob).
 	noRoom bool
@@ -65,6 +66,13 @@ func (s *spool) progress(n int64) {
 	s.written += int64(n)
 	s.notifyLocked()
 	s.mu.Unlock()
+}
+
+// resumed reports whether the download started from the cluster's prefix.
+func (s *spool) resumed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prefix > 0
 }
 
 // fail ends the download: readers fail, the file goes. The size may never

@@ -14,7 +14,8 @@ import (
 // byte read from it (blob bodies as they are read, manifests whole) counts
 // in dregistry_upstream_bytes_total: what the node fetched, however many
 // clients it then served. Its blobs are plain registry.Blob values, or
-// registry.VerifyingBlob ones when the source's are.
+// registry.VerifyingBlob and registry.ResumableBlob ones when the
+// source's are.
 func (s *Server) MeterUpstream(src registry.Source) registry.Source {
 	return &upstreamMeter{Source: src, m: s.metrics}
 }
@@ -42,11 +43,51 @@ func (u *upstreamMeter) Blob(ctx context.Context, ref registry.Ref, dgst digest.
 		return nil, err
 	}
 	mb := meteredBlob{b: b, m: u.m}
+	rb, resumable := b.(registry.ResumableBlob)
 	if vb, ok := b.(registry.VerifyingBlob); ok {
 		// Counting changes no byte and no error, so the readers still verify.
-		return verifyingMeteredBlob{meteredBlob: mb, dgst: vb.VerifiesDigest()}, nil
+		vmb := verifyingMeteredBlob{meteredBlob: mb, dgst: vb.VerifiesDigest()}
+		if resumable {
+			return resumableVerifyingBlob{verifyingMeteredBlob: vmb, from: meteredFrom{rb, u.m}}, nil
+		}
+		return vmb, nil
+	}
+	if resumable {
+		return resumableMeteredBlob{meteredBlob: mb, from: meteredFrom{rb, u.m}}, nil
 	}
 	return mb, nil
+}
+
+// meteredFrom counts the bodies of a registry.ResumableBlob's OpenFrom.
+type meteredFrom struct {
+	b registry.ResumableBlob
+	m *metrics
+}
+
+func (f meteredFrom) OpenFrom(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	rc, start, err := f.b.OpenFrom(ctx, offset)
+	if err != nil {
+		return nil, 0, err
+	}
+	return meteredReader{rc: rc, m: f.m}, start, nil
+}
+
+type resumableMeteredBlob struct {
+	meteredBlob
+	from meteredFrom
+}
+
+func (b resumableMeteredBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	return b.from.OpenFrom(ctx, offset)
+}
+
+type resumableVerifyingBlob struct {
+	verifyingMeteredBlob
+	from meteredFrom
+}
+
+func (b resumableVerifyingBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	return b.from.OpenFrom(ctx, offset)
 }
 
 // verifyingMeteredBlob keeps a registry.VerifyingBlob one through the meter.
