@@ -47,7 +47,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	// One quick question first: an owner that does not know the blob is
 	// an immediate not-found, not a stall.
 	ask, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
-	first, ownerTorrent, err := s.pollChunk(ask, ownerHTTP, dgst, lay, 0, false)
+	first, ownerTorrent, err := s.pollChunk(ask, ownerHTTP, dgst, lay, 0, pollNow)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("swarm: follow %s from %s: %w: %w", dgst, ownerHTTP, err, registry.ErrNotFound)
@@ -153,7 +153,7 @@ func (s *Swarm) followChunks(e *entry, k int) {
 	lastAnswer := time.Now()
 	backoff := 100 * time.Millisecond
 	for k < len(e.chunks) {
-		c, _, err := s.pollChunk(ctx, e.owner, e.digest, e.lay, k, true)
+		c, _, err := s.pollChunk(ctx, e.owner, e.digest, e.lay, k, pollWait)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -227,14 +227,28 @@ func (s *Swarm) failFollow(e *entry, cause error) {
 	}
 }
 
-// pollChunk asks the member at ownerHTTP for chunk k's metainfo; with wait
-// it holds the request until the chunk is published or its bound passes.
-// A nil chunk and no error means not published yet. It also returns the
-// member's torrent address when it says.
-func (s *Swarm) pollChunk(ctx context.Context, ownerHTTP string, dgst digest.Digest, lay layout, k int, wait bool) (*chunkInfo, netip.AddrPort, error) {
+// pollMode is how a chunk's metainfo is asked for.
+type pollMode int
+
+const (
+	pollWait pollMode = iota // from the owner, held until published
+	pollNow                  // from the owner, answered at once
+	// pollHeld: from any member, answered at once, by a member that
+	// downloads the blob too when it holds all of the chunk's pieces.
+	pollHeld
+)
+
+// pollChunk asks the member at ownerHTTP for chunk k's metainfo; with
+// pollWait it holds the request until the chunk is published or its bound
+// passes. A nil chunk and no error means not published yet. It also
+// returns the member's torrent address when it says.
+func (s *Swarm) pollChunk(ctx context.Context, ownerHTTP string, dgst digest.Digest, lay layout, k int, mode pollMode) (*chunkInfo, netip.AddrPort, error) {
 	path := metainfoPathPrefix + dgst.String() + "?chunk=" + strconv.Itoa(k)
-	if !wait {
+	switch mode {
+	case pollNow:
 		path += "&wait=0"
+	case pollHeld:
+		path += "&wait=0&held=1"
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ownerHTTP+path, nil)
 	if err != nil {

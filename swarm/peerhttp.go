@@ -65,7 +65,7 @@ func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q := r.URL.Query(); !wantBlob && q.Has("chunk") {
-		s.serveChunkInfo(w, r, dgst, q.Get("chunk"), q.Get("wait") != "0")
+		s.serveChunkInfo(w, r, dgst, q.Get("chunk"), q.Get("wait") != "0", q.Get("held") == "1")
 		return
 	}
 	e := s.seeded(dgst)
@@ -87,8 +87,12 @@ func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
 // info dictionary, of a blob seeded here or growing here (the egress spool).
 // A chunk not published yet is waited for, at most Config.MetainfoPoll (not
 // at all with wait=0), then answered 204 No Content: ask again. A blob this
-// node does not seed or grow (or no longer: its fetch failed) is 404.
-func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst digest.Digest, chunk string, wait bool) {
+// node does not seed or grow (or no longer: its fetch failed) is 404. With
+// held=1, a blob this node downloads (it followed the owner) answers too,
+// never waiting, for a chunk all of whose pieces it holds (404 for the
+// others): the candidate that takes over a dead owner's download asks so
+// (Prefix). Without it a download is 404, so nobody follows a follower.
+func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst digest.Digest, chunk string, wait, held bool) {
 	k, err := strconv.Atoi(chunk)
 	if err != nil || k < 0 || strconv.Itoa(k) != chunk {
 		http.Error(w, fmt.Sprintf("bad chunk %q", chunk), http.StatusBadRequest)
@@ -100,7 +104,7 @@ func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst dige
 	for {
 		s.mu.Lock()
 		e := s.torrents[dgst]
-		if e == nil || (e.seed == nil && !e.growing) {
+		if e == nil {
 			s.mu.Unlock()
 			http.NotFound(w, r)
 			return
@@ -110,8 +114,13 @@ func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst dige
 			http.Error(w, fmt.Sprintf("chunk %d of %s: it has %d", k, dgst, len(e.chunks)), http.StatusBadRequest)
 			return
 		}
-		c, changed := e.chunks[k], e.changed
+		c, changed, download := e.chunks[k], e.changed, e.seed == nil && !e.growing
 		s.mu.Unlock()
+		if download && (!held || c == nil || c.t.BytesMissing() > 0) {
+			// Asked without s.mu: BytesMissing takes the client lock.
+			http.NotFound(w, r)
+			return
+		}
 		if c != nil {
 			w.Header().Set("Docker-Content-Digest", dgst.String())
 			w.Header().Set("Content-Type", "application/x-bittorrent-info")

@@ -143,6 +143,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		Upstream:      opsSrv.MeterUpstream(upstream), // dregistry_upstream_bytes_total
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
 		OnStart:       grow.start,
+		Prefix:        swarmPrefix(sw),
 		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
 		Cache:         cache,
 		OnEvict:       func(d digest.Digest) { seeds.spoolEvicted(d) },

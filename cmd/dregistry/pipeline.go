@@ -26,3 +26,8 @@ func swarmGrow(sw *swarm.Swarm) growFunc {
 
 // swarmPipeline is sw.Follow as egress.SourceConfig.Pipeline.
 func swarmPipeline(sw *swarm.Swarm) egress.Pipeline { return sw }
+
+// swarmPrefix is sw.Prefix as egress.FetcherConfig.Prefix: a candidate
+// that takes over a download whose owner died starts from the chunks the
+// followers hold, and asks the upstream for the rest only.
+func swarmPrefix(sw *swarm.Swarm) egress.Prefix { return sw }
