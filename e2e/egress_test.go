@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/testenv"
+	"github.com/dregistry/dregistry/swarm"
 )
 
 // Issue 5: egress nodes fetch each blob from the upstream once for the
@@ -134,8 +135,12 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	done := make(chan []error, 1)
 	go func() { done <- pullTogether(t, pullers, img.Ref) }()
 
-	owner := waitOwnerMidBlob(t, nodes[:2], layer, 32<<20, done)
-	t.Logf("killing the owner %s mid-blob", owner.Name)
+	// Killed just after a chunk boundary, once the pullers hold every
+	// chunk before it: the candidate that takes over must resume from
+	// there (issue 13), so the upstream sends little more than the blob.
+	chunk := swarm.ChunkBytes(layer.Size)
+	owner, held, spooled := waitOwnerPastChunk(t, nodes[:2], pullers, layer, chunk, done)
+	t.Logf("killing the owner %s mid-blob at %d of %d bytes, its followers holding %d", owner.Name, spooled, layer.Size, held)
 	watch.exclude(owner)
 	owner.Kill(t)
 
@@ -168,12 +173,72 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	// How the pulls got the rest: the dead owner's cut download, then the
 	// candidate that took over; never containerd's own fallback.
 	reqs := up.Requests(t)
+	var sent int64
+	var ranged []testenv.Request
 	for _, q := range blobGETs(reqs, layer.Digest) {
 		t.Logf("upstream GET of the layer: status %d, %d of %d bytes, %s", q.Status, q.Bytes, layer.Size, q.UserAgent)
+		sent += q.Bytes
+		if q.Status == http.StatusPartialContent {
+			ranged = append(ranged, q)
+		}
 	}
 	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
 		t.Errorf("containerd went to the upstream itself %d times (dregistry failed it), first: %+v", len(direct), direct[0])
 	}
+	// The candidate that took over got the chunks the pullers held from
+	// them, and only the rest from the upstream, with a Range.
+	if sent > layer.Size+chunk {
+		t.Errorf("the upstream sent %d bytes of the %d-byte layer, more than the layer and one chunk (%d): the download was not resumed",
+			sent, layer.Size, chunk)
+	}
+	if len(ranged) != 1 || ranged[0].Bytes > layer.Size-held {
+		t.Errorf("upstream answered %d ranged GETs of the layer (%+v); want one, of at most the %d bytes the pullers did not hold",
+			len(ranged), ranged, layer.Size-held)
+	}
+}
+
+// waitOwnerPastChunk returns the candidate whose egress download of blob
+// has just passed a chunk boundary k·chunk (k ≥ 2, less than half a chunk
+// past it) while every puller holds all k chunks before it, with k·chunk
+// and the bytes its spool had; it fails if the pulls end first. Less than half a chunk lost, plus what
+// the upstream's socket and link held, stays under the one chunk a
+// takeover may cost.
+func waitOwnerPastChunk(t *testing.T, candidates, pullers []*testenv.Node, blob testenv.Blob, chunk int64, pulls <-chan []error) (*testenv.Node, int64, int64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		for _, n := range candidates {
+			st, err := os.Stat(spoolPath(n, blob.Digest) + ".partial")
+			if err != nil || st.Size() >= blob.Size-chunk {
+				continue
+			}
+			k := st.Size() / chunk
+			if k < 2 || st.Size()-k*chunk >= chunk/2 {
+				continue
+			}
+			if pullersHold(pullers, blob.Digest, k*chunk) {
+				return n, k * chunk, st.Size()
+			}
+		}
+		select {
+		case errs := <-pulls:
+			t.Fatalf("the pulls ended (%v) before any egress node was seen just past a chunk", errors.Join(errs...))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no egress node was seen just past a chunk of %s, its followers holding the chunks before, within 2 minutes", blob.Digest)
+	return nil, 0, 0
+}
+
+// pullersHold reports whether every puller's torrent of d has n bytes.
+func pullersHold(pullers []*testenv.Node, d digest.Digest, n int64) bool {
+	for _, p := range pullers {
+		st, ok, err := torrentOf(p, d)
+		if err != nil || !ok || st.BytesCompleted < n {
+			return false
+		}
+	}
+	return true
 }
 
 // egressFirst marks the first n nodes --egress.
@@ -291,26 +356,4 @@ func blobGETs(reqs []testenv.Request, d digest.Digest) []testenv.Request {
 // ".partial" until the digest matched.
 func spoolPath(n *testenv.Node, d digest.Digest) string {
 	return filepath.Join(n.DataDir, "egress", d.Algorithm().String()+"-"+d.Encoded())
-}
-
-// waitOwnerMidBlob returns the candidate whose egress download of blob has
-// at least min bytes but is not complete; it fails if the pulls end first.
-func waitOwnerMidBlob(t *testing.T, candidates []*testenv.Node, blob testenv.Blob, min int64, pulls <-chan []error) *testenv.Node {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		for _, n := range candidates {
-			st, err := os.Stat(spoolPath(n, blob.Digest) + ".partial")
-			if err == nil && st.Size() >= min && st.Size() < blob.Size {
-				return n
-			}
-		}
-		select {
-		case errs := <-pulls:
-			t.Fatalf("the pulls ended (%v) before any egress node was seen mid-blob", errors.Join(errs...))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("no egress node downloaded %d bytes of %s within 2 minutes", min, blob.Digest)
-	return nil
 }

@@ -26,9 +26,16 @@
 //     downloaders of one seeder trade. Blobs under Config.SmallBlobSize come
 //     whole over HTTP from one seeder, one fetch per digest however many
 //     ask, their buffers bounded together by Config.SmallFetchBytes.
+//   - Prefix(ctx, digest, size, w) is the egress Fetcher's Prefix: when a
+//     candidate takes over a download whose owner died, it copies the
+//     chunks the followers hold (from chunk 0 up to the first nobody holds
+//     whole; pieces checked by hash) into the new spool, through chunk
+//     torrents of its own that it drops, with their files, before it
+//     returns — so the candidate's own growth can publish them (prefix.go).
 //   - PeerHandler serves /peer/v1/metainfo/<digest> (whole; ?chunk=<k> for
-//     one chunk, long-polled while it grows) and /peer/v1/blobs/<digest> to
-//     members, for local content only; it never forwards.
+//     one chunk, long-polled while it grows; a download answers ?held=1
+//     for a chunk it holds whole, for Prefix) and /peer/v1/blobs/<digest>
+//     to members, for local content only; it never forwards.
 //   - Seed of a blob this node downloaded drops the downloaded copy: the
 //     daemon seeds containerd's copy once containerd holds the blob.
 //   - The data dir is a cache (Config.Cache, --cache-size, cache.go): a
@@ -61,6 +68,10 @@
 //     evict others — an eviction takes Swarm.mu (evicted) or the egress
 //     fetcher's locks — so admission (of a download or a metainfo file)
 //     and Unpin (a Blob's Close) are never called holding Swarm.mu.
+//   - Prefix takes admitMu only while the cache admits its chunks, asks
+//     members with no lock held, and takes Swarm.mu to add and drop its
+//     chunk torrents (and remove their files), as a download does; it
+//     writes to the caller's writer with no lock held.
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents
 //     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and
