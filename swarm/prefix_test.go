@@ -60,6 +60,12 @@ func TestPrefixFromFollowersAfterTheOwnerDied(t *testing.T) {
 		}
 	}
 
+	// A follower that becomes the candidate reads its own download.
+	var own bytes.Buffer
+	if n, err := fs[1].n.Prefix(ctx, dgst, size, &own); err != nil || n != held || !bytes.Equal(own.Bytes(), content[:held]) {
+		t.Fatalf("Prefix on a follower = %d, %v; want its own %d bytes", n, err, held)
+	}
+
 	taker := startNode(t, tr, "127.0.0.5", "", chunked())
 	spool, err := os.Create(filepath.Join(t.TempDir(), "spool"))
 	if err != nil {
