@@ -202,6 +202,12 @@ func TestFetchResumesFromTheClustersPrefix(t *testing.T) {
 				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want from %v, %d whole, %d bytes",
 					froms, opens, sent, tc.wantFroms, tc.wantOpens, tc.wantSent)
 			}
+			// OnComplete runs on the download's goroutine after the last
+			// byte is released: wait for it, bounded.
+			deadline := time.Now().Add(10 * time.Second)
+			for len(n.done.list()) == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if done := n.done.list(); len(done) != 1 || done[0].size != size {
 				t.Errorf("completions %+v, want the blob once", done)
 			}
