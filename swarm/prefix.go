@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
@@ -102,7 +103,9 @@ func (s *Swarm) prefixFromPeers(ctx context.Context, dgst digest.Digest, lay lay
 	s.admitMu.Lock()
 	held := int64(0)
 	for _, ci := range infos {
-		held += ci.length() + blockBytes
+		// Whole blocks, as downloadBytes: the data file and its marks.
+		first, end := lay.pieces(ci.index)
+		held += fileBytes(ci.length()) + fileBytes(int64(metainfo.HashSize+end-first))
 	}
 	var disk *diskcache.Entry
 	disk, err := s.cache.Admit(prefixKey(dgst), held, func() {})
