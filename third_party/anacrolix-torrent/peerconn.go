@@ -1829,9 +1829,24 @@ func (c *PeerConn) remoteRejectedRequest(r RequestIndex) bool {
 	if c.isLowOnRequests() {
 		c.onNeedUpdateRequests(reason)
 	}
+	// dregistry: the request is free again, so the other connections must
+	// reconsider it. Nothing else tells them: a seeder sends no have, and a
+	// reader already waiting on the piece changes no priority. Without this, a
+	// seeder that refused the only piece of a chunk (its copy failed its hash)
+	// left the stream waiting for its stall timeout while another seeder had
+	// the piece (see third_party/README.md).
+	c.t.iterPeers(func(p *Peer) {
+		if p != &c.Peer && p.isLowOnRequests() {
+			p.onNeedUpdateRequests(peerUpdateRequestsPeerRejectedElsewhereReason)
+		}
+	})
 	c.decExpectedChunkReceive(r)
 	return true
 }
+
+// peerUpdateRequestsPeerRejectedElsewhereReason: another connection's request
+// was rejected (dregistry).
+const peerUpdateRequestsPeerRejectedElsewhereReason = "dregistry: request rejected by another peer"
 
 func (c *PeerConn) decExpectedChunkReceive(r RequestIndex) {
 	count := c.validReceiveChunks[r]
