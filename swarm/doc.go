@@ -38,6 +38,9 @@
 //     to members, for local content only; it never forwards.
 //   - Seed of a blob this node downloaded drops the downloaded copy: the
 //     daemon seeds containerd's copy once containerd holds the blob.
+//   - Holdings lists every blob (complete or not) under Swarm.mu alone, and
+//     Changes signals when it may have changed, so the daemon announces on
+//     change instead of walking Stats.
 //   - The data dir is a cache (Config.Cache, --cache-size, cache.go): a
 //     download is admitted before its files are made, pinned by every open
 //     Blob, and evicted least recently used first; one that does not fit

@@ -197,6 +197,7 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 	e := newEntry(b.digest, lay)
 	e.info, e.disk = b, disk
 	s.torrents[b.digest] = e
+	s.holdingsChanged()
 	// No stream reads it yet: abandoned unless one comes.
 	s.armIdleLocked(e, 0)
 	// Chunks an earlier run left on disk join at once: they resume, and

@@ -92,6 +92,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	}
 	e.disk = disk
 	s.torrents[dgst] = e
+	s.holdingsChanged()
 	s.armIdleLocked(e, 0)
 	next := 0
 	if first != nil {

@@ -55,6 +55,7 @@ func (s *Swarm) Grow(dgst digest.Digest, size int64, file io.ReaderAt) (*Growth,
 		return nil, fmt.Errorf("swarm: grow %s: this node has it already", dgst)
 	}
 	s.torrents[dgst] = e
+	s.holdingsChanged()
 	s.wg.Add(1)
 	go g.hash()
 	s.log.Debug("growing", "digest", dgst, "size", size, "chunks", len(e.chunks))
@@ -230,6 +231,7 @@ func (g *Growth) promote(pieces []byte) {
 		c.check.Store(newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }, g.file))
 	}
 	s.torrents[e.digest] = seed
+	s.holdingsChanged()
 	// Pollers waiting on the growing entry look the digest up again.
 	e.gone = errPromoted
 	e.signalLocked()

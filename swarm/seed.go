@@ -118,6 +118,7 @@ func (s *Swarm) addSeedLocked(b *blobInfo, content io.ReaderAt, check bool) (*en
 		e.chunks[k] = &chunk{info: c, t: t}
 	}
 	s.torrents[b.digest] = e
+	s.holdingsChanged()
 	s.dropLeftoverLocked(b.digest)
 	return e, nil
 }
@@ -140,6 +141,7 @@ func (s *Swarm) Unseed(dgst digest.Digest) {
 func (s *Swarm) dropLocked(e *entry, cause error) error {
 	if s.torrents[e.digest] == e {
 		delete(s.torrents, e.digest)
+		s.holdingsChanged()
 	}
 	if e.gone != nil {
 		return nil

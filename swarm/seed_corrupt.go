@@ -34,6 +34,7 @@ func (s *Swarm) seedCorrupted(seed *entry, piece int) {
 	// Gone from the peer endpoints, the stats (so the daemon withdraws
 	// it) and the registry at once; the library's torrents go later.
 	delete(s.torrents, dgst)
+	s.holdingsChanged()
 	seed.gone = errSeedCorrupt
 	seed.signalLocked()
 	close(seed.stop)

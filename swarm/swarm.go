@@ -228,6 +228,7 @@ type Swarm struct {
 
 	mu       sync.Mutex
 	torrents map[digest.Digest]*entry
+	changes  chan struct{} // Changes; signalled wherever torrents changes
 	closed   bool
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -337,6 +338,7 @@ func New(cfg Config) (*Swarm, error) {
 		small:     newSmallFetches(cfg.SmallFetchBytes),
 		log:       cfg.Logger.With("component", "swarm"),
 		torrents:  map[digest.Digest]*entry{},
+		changes:   make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		gate:      &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Members.IsMember},
 		tiebreak:  mrand.Uint64(),
