@@ -23,6 +23,7 @@ import (
 	"github.com/dregistry/dregistry/internal/ops"
 	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/internal/preheat"
+	"github.com/dregistry/dregistry/internal/seeding"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -131,22 +132,30 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
-	var seeds *seeding
+	var fetcher *egress.Fetcher
+	scfg := seeding.DefaultConfig()
+	scfg.Store, scfg.Swarm, scfg.Tracker = store, sw, members
+	// The seeder drops an egress spool once containerd holds the blob.
+	scfg.Release = func(d digest.Digest) error { return fetcher.Release(d) }
+	scfg.Logger = log.With("component", "seeding")
+	seeds, err := seeding.New(scfg)
+	if err != nil {
+		return err
+	}
 	local := registry.NewLocalSource(store)
 	// A download from the upstream is seeded while it arrives (Grow), and
 	// the other nodes follow it in the swarm (Pipeline), for blobs of at
 	// least pipelineMin bytes.
 	const pipelineMin = egress.DefaultPipelineMin
-	grow := &growing{grow: swarmGrow(sw), tracker: members, min: pipelineMin, log: log.With("component", "seeding")}
-	fetcher, err := egress.NewFetcher(egress.FetcherConfig{
+	fetcher, err = egress.NewFetcher(egress.FetcherConfig{
 		Local:         local,
 		Upstream:      opsSrv.MeterUpstream(upstream), // dregistry_upstream_bytes_total
 		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
-		OnStart:       grow.start,
+		OnStart:       seeds.Growing(swarmGrow(sw), pipelineMin),
 		Prefix:        swarmPrefix(sw),
-		OnComplete:    func(d digest.Digest, path string, size int64) { seeds.egressComplete(d, path, size) },
+		OnComplete:    seeds.EgressComplete,
 		Cache:         cache,
-		OnEvict:       func(d digest.Digest) { seeds.spoolEvicted(d) },
+		OnEvict:       seeds.SpoolEvicted,
 		LookupTimeout: cfg.LookupTimeout,
 		StallTimeout:  cfg.StallTimeout,
 		TagTTL:        tagTTL(cfg.TagCacheTTL),
@@ -156,9 +165,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 		return err
 	}
 	defer fetcher.Close()
-	seeds = newSeeding(store, sw, members, fetcher.Release, log.With("component", "seeding"))
-	grow.seeds = seeds
-	if err := opsSrv.Register(seeds.failures); err != nil {
+	if err := opsSrv.Register(seeds.Metrics()); err != nil {
 		return err
 	}
 	if err := opsSrv.Register(cache); err != nil { // dregistry_cache_{size,limit}_bytes, _evictions_total
@@ -167,7 +174,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	if err := opsSrv.Register(fetcher.Metrics()); err != nil { // dregistry_egress_unkept_streams_total
 		return err
 	}
-	stopWatching := inventory.Subscribe(seeds.changed)
+	stopWatching := inventory.Subscribe(seeds.Changed)
 	defer stopWatching()
 	ecfg := egress.SourceConfig{
 		Self:       members.LocalName(),
@@ -211,8 +218,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 	mux.Handle("/", opsSrv.Handler()) // status page, /admin/v1/stats, /metrics
 	// /healthz and /readyz answer anyone: kubelet probes from the node's
 	// address, and they tell only "ok" or why the node is not ready.
-	mux.Handle("/healthz", healthz(members, seeds.alive))
-	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0, members, seeds.alive))
+	mux.Handle("/healthz", healthz(members, seeds))
+	mux.Handle("/readyz", readyz(store, members, len(cfg.Join) > 0, members, seeds))
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -228,9 +235,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inventory.Run(gctx) })
-	g.Go(func() error { return seeds.run(gctx) })
+	g.Go(func() error { return seeds.Run(gctx) })
 	g.Go(func() error { return opsSrv.Run(gctx) }) // the status page's traffic history
-	g.Go(func() error { logStuck(gctx, seeds.alive, log.With("component", "seeding")); return nil })
 	g.Go(func() error { joinCluster(gctx, members, cfg.Join, log); return nil })
 	g.Go(func() error {
 		log.Info("serving", "addr", ln.Addr().String())

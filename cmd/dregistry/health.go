@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/dregistry/dregistry/containerd"
@@ -14,11 +12,6 @@ import (
 
 // readyTimeout bounds the containerd probe of one /readyz request.
 const readyTimeout = 2 * time.Second
-
-// seedingStuckAfter: the seeding loop beats at least every second and after
-// each blob it seeds (hashing one multi-GiB blob on a slow disk takes tens
-// of seconds), so two minutes without a beat is a loop that is blocked.
-const seedingStuckAfter = 2 * time.Minute
 
 // staller is a component that can tell it stopped making progress: the
 // tracker (its gossip delegate's locks) and the seeding loop. Stuck never
@@ -74,49 +67,4 @@ func firstStuck(parts []staller) error {
 		}
 	}
 	return nil
-}
-
-// heartbeat is the progress of a loop: it beats, and Stuck reports it once
-// no beat came for limit.
-type heartbeat struct {
-	what  string
-	limit time.Duration
-	last  atomic.Int64 // unix ns of the last beat
-}
-
-func newHeartbeat(what string, limit time.Duration) *heartbeat {
-	h := &heartbeat{what: what, limit: limit}
-	h.beat()
-	return h
-}
-
-func (h *heartbeat) beat() { h.last.Store(time.Now().UnixNano()) }
-
-func (h *heartbeat) Stuck() error {
-	if since := time.Since(time.Unix(0, h.last.Load())); since > h.limit {
-		return fmt.Errorf("%s has made no progress for %s", h.what, since.Round(time.Second))
-	}
-	return nil
-}
-
-// logStuck says once when h stops making progress, and once when it is back.
-func logStuck(ctx context.Context, h *heartbeat, log *slog.Logger) {
-	tick := time.NewTicker(max(h.limit/8, time.Millisecond))
-	defer tick.Stop()
-	stuck := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		err := h.Stuck()
-		switch {
-		case err != nil && !stuck:
-			log.Error("node is stuck: it answers /readyz and /healthz with 503 until it is restarted or the loop moves again", "err", err)
-		case err == nil && stuck:
-			log.Info("progress again", "loop", h.what)
-		}
-		stuck = err != nil
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/egress"
+	"github.com/dregistry/dregistry/internal/seeding"
 	"github.com/dregistry/dregistry/swarm"
 )
 
@@ -14,7 +15,7 @@ import (
 // other nodes follow it in the swarm (Follow as the egress's Pipeline).
 
 // swarmGrow is sw.Grow as the egress's OnStart needs it.
-func swarmGrow(sw *swarm.Swarm) growFunc {
+func swarmGrow(sw *swarm.Swarm) seeding.GrowFunc {
 	return func(d digest.Digest, size int64, file io.ReaderAt) (egress.Progress, error) {
 		g, err := sw.Grow(d, size, file)
 		if err != nil {

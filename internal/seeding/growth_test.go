@@ -1,4 +1,4 @@
-package main
+package seeding
 
 import (
 	"bytes"
@@ -30,16 +30,19 @@ func (g *fakeGrowth) Advance(int64)  { g.calls = append(g.calls, "advance") }
 func (g *fakeGrowth) Complete()      { g.calls = append(g.calls, "complete") }
 func (g *fakeGrowth) Fail(err error) { g.calls = append(g.calls, "fail") }
 
+// noSwarm is a swarm that seeds nothing, for tests of growing alone.
+type noSwarm struct{}
+
+func (noSwarm) Seed(context.Context, digest.Digest, int64, io.ReaderAt) error    { return nil }
+func (noSwarm) Replace(context.Context, digest.Digest, int64, io.ReaderAt) error { return nil }
+func (noSwarm) Unseed(digest.Digest)                                             {}
+func (noSwarm) Holdings() map[digest.Digest]bool                                 { return nil }
+func (noSwarm) Changes() <-chan struct{}                                         { return nil }
+
 // lockedAnnouncer is fakeAnnouncer safe for the download's goroutine.
 type lockedAnnouncer struct {
 	mu sync.Mutex
 	a  *fakeAnnouncer
-}
-
-func (l *lockedAnnouncer) Resync(c []digest.Digest) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.a.Resync(c)
 }
 
 func (l *lockedAnnouncer) Announce(d digest.Digest, complete bool) error {
@@ -69,14 +72,14 @@ func (l *lockedAnnouncer) partial(d digest.Digest) bool {
 func (l *lockedAnnouncer) complete(d digest.Digest) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.Contains(l.a.complete, d)
+	return l.a.complete[d]
 }
 
 // growingFixture is growing with a fake Grow over a spool file.
 type growingFixture struct {
 	g       *growing
 	ann     *lockedAnnouncer
-	seeds   *seeding
+	seeds   *Seeder
 	grows   []*fakeGrowth
 	growErr error
 	blob    []byte
@@ -91,7 +94,11 @@ func newGrowingFixture(t *testing.T, sw *swarm.Swarm) *growingFixture {
 	if err := os.WriteFile(f.path, f.blob, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.seeds = newSeeding(&fakeContent{blobs: map[digest.Digest][]byte{}}, sw, f.ann, nil, quietLog())
+	var s Swarm = noSwarm{}
+	if sw != nil {
+		s = sw
+	}
+	f.seeds = newTestSeeder(t, &fakeContent{blobs: map[digest.Digest][]byte{}}, s, f.ann, nil)
 	f.g = &growing{tracker: f.ann, seeds: f.seeds, min: 1 << 20, log: quietLog(),
 		grow: func(d digest.Digest, size int64, file io.ReaderAt) (egress.Progress, error) {
 			if f.growErr != nil {
@@ -199,7 +206,7 @@ func TestSeedingSeedsTheGrownFile(t *testing.T) {
 	if err := os.Remove(f.path); err != nil {
 		t.Fatal(err)
 	}
-	f.seeds.egressComplete(f.dgst, f.path+".renamed", int64(len(f.blob)))
+	f.seeds.EgressComplete(f.dgst, f.path+".renamed", int64(len(f.blob)))
 	f.seeds.apply(ctx)
 	h, ok := f.seeds.held[f.dgst]
 	if !ok || !h.spool || h.ra != grown {
@@ -228,11 +235,11 @@ func TestSeedingGrownAfterContainerd(t *testing.T) {
 	f.seeds.store = store
 
 	prog := f.g.start(f.dgst, int64(len(f.blob)), f.path)
-	f.seeds.changed([]digest.Digest{f.dgst}, nil)
+	f.seeds.Changed([]digest.Digest{f.dgst}, nil)
 	f.seeds.apply(ctx)
 	prog.Advance(int64(len(f.blob)))
 	prog.Complete()
-	f.seeds.egressComplete(f.dgst, f.path, int64(len(f.blob)))
+	f.seeds.EgressComplete(f.dgst, f.path, int64(len(f.blob)))
 	f.seeds.apply(ctx)
 	h := f.seeds.held[f.dgst]
 	if h.spool || h.ra == f.grows[0].file {
@@ -253,7 +260,13 @@ func TestSeedingKeepsTheSwarmsGrowth(t *testing.T) {
 	p := &peers{seeders: map[digest.Digest][]swarm.Peer{}}
 	sw := startSwarm(t, "127.0.0.2", p)
 	f := newGrowingFixture(t, sw.Swarm)
-	f.g.grow = swarmGrow(sw.Swarm)
+	f.g.grow = func(d digest.Digest, size int64, file io.ReaderAt) (egress.Progress, error) {
+		g, err := sw.Grow(d, size, file)
+		if err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -267,7 +280,7 @@ func TestSeedingKeepsTheSwarmsGrowth(t *testing.T) {
 	prog.Advance(int64(len(f.blob)))
 	prog.Complete()
 	grown := f.seeds.grown[f.dgst]
-	f.seeds.egressComplete(f.dgst, f.path, int64(len(f.blob)))
+	f.seeds.EgressComplete(f.dgst, f.path, int64(len(f.blob)))
 	f.seeds.apply(ctx)
 	if h := f.seeds.held[f.dgst]; !h.spool || h.ra != grown || grown == nil {
 		t.Fatalf("held %+v, want the growth's file as the spool seed", h)

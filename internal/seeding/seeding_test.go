@@ -1,4 +1,4 @@
-package main
+package seeding
 
 import (
 	"bytes"
@@ -64,35 +64,35 @@ func (c *fakeContent) readCount() int {
 	return c.reads
 }
 
-// fakeAnnouncer records what the seeding loop tells the tracker.
+// fakeAnnouncer records what the seeding loop tells the tracker, with the
+// tracker's rules: a partial announcement of a complete digest changes
+// nothing, a complete one replaces a partial one.
 type fakeAnnouncer struct {
-	complete []digest.Digest        // the last Resync
+	complete map[digest.Digest]bool // announced complete, not withdrawn
 	partial  map[digest.Digest]bool // announced partial, not withdrawn
+	calls    int                    // Announce and Withdraw calls
 	lookup   map[digest.Digest][]tracker.Seeder
 }
 
 func newFakeAnnouncer() *fakeAnnouncer {
-	return &fakeAnnouncer{partial: map[digest.Digest]bool{}, lookup: map[digest.Digest][]tracker.Seeder{}}
-}
-
-func (a *fakeAnnouncer) Resync(complete []digest.Digest) error {
-	a.complete = slices.Clone(complete)
-	for _, d := range complete {
-		delete(a.partial, d)
-	}
-	return nil
+	return &fakeAnnouncer{complete: map[digest.Digest]bool{}, partial: map[digest.Digest]bool{}, lookup: map[digest.Digest][]tracker.Seeder{}}
 }
 
 func (a *fakeAnnouncer) Announce(d digest.Digest, complete bool) error {
-	if complete {
-		a.complete = append(a.complete, d)
-	} else {
+	a.calls++
+	switch {
+	case complete:
+		a.complete[d] = true
+		delete(a.partial, d)
+	case !a.complete[d]:
 		a.partial[d] = true
 	}
 	return nil
 }
 
 func (a *fakeAnnouncer) Withdraw(d digest.Digest) error {
+	a.calls++
+	delete(a.complete, d)
 	delete(a.partial, d)
 	return nil
 }
@@ -166,6 +166,18 @@ func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// newTestSeeder is New with the default backoff, quiet.
+func newTestSeeder(t *testing.T, store ContentStore, sw Swarm, ann Announcer, release func(digest.Digest) error) *Seeder {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Store, cfg.Swarm, cfg.Tracker, cfg.Release, cfg.Logger = store, sw, ann, release, quietLog()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func blobOf(t *testing.T, size int) ([]byte, digest.Digest) {
 	t.Helper()
 	b := make([]byte, size)
@@ -206,10 +218,10 @@ func TestAnnouncesCompleteOnlyWhatThePeerEndpointsServe(t *testing.T) {
 
 	store := &fakeContent{blobs: map[digest.Digest][]byte{}}
 	ann := newFakeAnnouncer()
-	s := newSeeding(store, b.Swarm, ann, nil, quietLog())
+	s := newTestSeeder(t, store, b.Swarm, ann, nil)
 	s.announce()
-	if slices.Contains(ann.complete, d) || serves(b.Swarm, d) {
-		t.Fatalf("verified download: announced complete=%v, served=%v; want neither", slices.Contains(ann.complete, d), serves(b.Swarm, d))
+	if ann.complete[d] || serves(b.Swarm, d) {
+		t.Fatalf("verified download: announced complete=%v, served=%v; want neither", ann.complete[d], serves(b.Swarm, d))
 	}
 	if !ann.partial[d] {
 		t.Fatal("a verified download is not announced as partial")
@@ -217,11 +229,11 @@ func TestAnnouncesCompleteOnlyWhatThePeerEndpointsServe(t *testing.T) {
 
 	// containerd commits the blob: the seed replaces the download.
 	store.blobs[d] = blob
-	s.changed([]digest.Digest{d}, nil)
+	s.Changed([]digest.Digest{d}, nil)
 	s.apply(ctx)
 	s.announce()
-	if !slices.Contains(ann.complete, d) || !serves(b.Swarm, d) {
-		t.Fatalf("seeded: announced complete=%v, served=%v; want both", slices.Contains(ann.complete, d), serves(b.Swarm, d))
+	if !ann.complete[d] || !serves(b.Swarm, d) {
+		t.Fatalf("seeded: announced complete=%v, served=%v; want both", ann.complete[d], serves(b.Swarm, d))
 	}
 	if ann.partial[d] {
 		t.Fatal("seeded blob still announced partial")
@@ -240,7 +252,7 @@ func TestSpoolIsReleasedOnlyOnceContainerdsCopyIsSeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &fakeContent{blobs: map[digest.Digest][]byte{}}
-	var s *seeding
+	var s *Seeder
 	released := 0
 	release := func(rd digest.Digest) error {
 		released++
@@ -252,11 +264,11 @@ func TestSpoolIsReleasedOnlyOnceContainerdsCopyIsSeeded(t *testing.T) {
 		}
 		return nil
 	}
-	s = newSeeding(store, sw.Swarm, newFakeAnnouncer(), release, quietLog())
+	s = newTestSeeder(t, store, sw.Swarm, newFakeAnnouncer(), release)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	s.egressComplete(d, spool, int64(len(blob)))
+	s.EgressComplete(d, spool, int64(len(blob)))
 	s.apply(ctx)
 	if !s.held[d].spool || !serves(sw.Swarm, d) {
 		t.Fatal("the verified spool is not seeded")
@@ -280,7 +292,7 @@ func TestSpoolIsReleasedOnlyOnceContainerdsCopyIsSeeded(t *testing.T) {
 		}
 	}()
 	store.blobs[d] = blob
-	s.changed([]digest.Digest{d}, nil)
+	s.Changed([]digest.Digest{d}, nil)
 	s.apply(ctx)
 	close(stop)
 	<-done
@@ -303,13 +315,13 @@ func TestFailedSeedIsRetriedWithBackoff(t *testing.T) {
 	sw := startSwarm(t, "127.0.0.2", p)
 	blob, d := blobOf(t, 64<<10)
 	store := &fakeContent{blobs: map[digest.Digest][]byte{d: blob}, fail: errors.New("containerd: read failed")}
-	s := newSeeding(store, sw.Swarm, newFakeAnnouncer(), nil, quietLog())
+	s := newTestSeeder(t, store, sw.Swarm, newFakeAnnouncer(), nil)
 	clock := time.Unix(1_000_000, 0)
 	s.now = func() time.Time { return clock }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	s.changed([]digest.Digest{d}, nil)
+	s.Changed([]digest.Digest{d}, nil)
 	s.apply(ctx)
 	if got := counted(t, s); got != 1 {
 		t.Fatalf("failures counted: %v, want 1", got)
@@ -334,17 +346,17 @@ func TestFailedSeedIsRetriedWithBackoff(t *testing.T) {
 
 	// The backoff is bounded.
 	for range 30 {
-		clock = clock.Add(seedRetryMax)
+		clock = clock.Add(s.cfg.RetryMax)
 		s.retryDue(ctx)
 	}
-	if r := s.retry[d]; r == nil || r.next.Sub(clock) != seedRetryMax {
-		t.Fatalf("backoff after many failures: %+v, want %v", r, seedRetryMax)
+	if r := s.retry[d]; r == nil || r.next.Sub(clock) != s.cfg.RetryMax {
+		t.Fatalf("backoff after many failures: %+v, want %v", r, s.cfg.RetryMax)
 	}
 
 	store.mu.Lock()
 	store.fail = nil
 	store.mu.Unlock()
-	clock = clock.Add(seedRetryMax)
+	clock = clock.Add(s.cfg.RetryMax)
 	s.retryDue(ctx)
 	if !serves(sw.Swarm, d) {
 		t.Fatal("not seeding after the store recovered")
@@ -359,12 +371,12 @@ func TestFailedSeedIsRetriedWithBackoff(t *testing.T) {
 	store.blobs[gone] = []byte("x")
 	store.fail = errors.New("containerd: read failed")
 	store.mu.Unlock()
-	s.changed([]digest.Digest{gone}, nil)
+	s.Changed([]digest.Digest{gone}, nil)
 	s.apply(ctx)
 	if s.retry[gone] == nil {
 		t.Fatal("failed seed not scheduled for retry")
 	}
-	s.changed(nil, []digest.Digest{gone})
+	s.Changed(nil, []digest.Digest{gone})
 	s.apply(ctx)
 	if s.retry[gone] != nil {
 		t.Fatal("retrying a blob containerd no longer holds")
@@ -372,7 +384,7 @@ func TestFailedSeedIsRetriedWithBackoff(t *testing.T) {
 }
 
 // counted is the value of dregistry_seed_failures_total.
-func counted(t *testing.T, s *seeding) float64 {
+func counted(t *testing.T, s *Seeder) float64 {
 	t.Helper()
 	var m dto.Metric
 	if err := s.failures.Write(&m); err != nil {
@@ -391,7 +403,7 @@ func TestSpoolLeavesOnlyByContainerdOrEviction(t *testing.T) {
 	store := &fakeContent{blobs: map[digest.Digest][]byte{}}
 	ann := newFakeAnnouncer()
 	released := map[digest.Digest]int{}
-	s := newSeeding(store, sw.Swarm, ann, func(d digest.Digest) error { released[d]++; return nil }, quietLog())
+	s := newTestSeeder(t, store, sw.Swarm, ann, func(d digest.Digest) error { released[d]++; return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	spoolOf := func(blob []byte) string {
@@ -403,7 +415,7 @@ func TestSpoolLeavesOnlyByContainerdOrEviction(t *testing.T) {
 	}
 
 	blob, d := blobOf(t, 4<<20)
-	s.egressComplete(d, spoolOf(blob), int64(len(blob)))
+	s.EgressComplete(d, spoolOf(blob), int64(len(blob)))
 	s.apply(ctx)
 	ann.lookup[d] = []tracker.Seeder{{Node: "a", Complete: true}, {Node: "b", Complete: true}, {Node: "c", Complete: true}}
 	s.announce()
@@ -411,7 +423,7 @@ func TestSpoolLeavesOnlyByContainerdOrEviction(t *testing.T) {
 		t.Fatalf("a spool others seed was released (held %+v, released %d)", s.held[d], released[d])
 	}
 
-	s.spoolEvicted(d)
+	s.SpoolEvicted(d)
 	s.apply(ctx)
 	if _, ok := s.held[d]; ok || serves(sw.Swarm, d) {
 		t.Fatal("an evicted spool is still seeded")
@@ -420,9 +432,9 @@ func TestSpoolLeavesOnlyByContainerdOrEviction(t *testing.T) {
 	// containerd holds the blob before the egress's spool of it is seeded.
 	blob2, d2 := blobOf(t, 4<<20)
 	store.blobs[d2] = blob2
-	s.changed([]digest.Digest{d2}, nil)
+	s.Changed([]digest.Digest{d2}, nil)
 	s.apply(ctx)
-	s.egressComplete(d2, spoolOf(blob2), int64(len(blob2)))
+	s.EgressComplete(d2, spoolOf(blob2), int64(len(blob2)))
 	s.apply(ctx)
 	if released[d2] != 1 || s.held[d2].spool || !serves(sw.Swarm, d2) {
 		t.Fatalf("spool of a blob containerd holds: released %d times, held %+v", released[d2], s.held[d2])
