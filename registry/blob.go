@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // openBlob is a blob a source answered with, opened at the requested range
@@ -53,38 +55,7 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	rangeHeader := r.Header.Get("Range")
 	f, err := firstAnswer(r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
 		func(ctx context.Context, src Source) (openBlob, error) {
-			if st, ok := src.(BlobStater); ok && r.Method == http.MethodHead {
-				size, err := st.StatBlob(ctx, ref, dgst)
-				if err != nil {
-					return openBlob{}, err
-				}
-				if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
-					return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
-				}
-				return openBlob{blob: sizeOnly(size), rng: parseRange(rangeHeader, size)}, nil
-			}
-			b, err := src.Blob(ctx, ref, dgst)
-			if err != nil {
-				return openBlob{}, err
-			}
-			if b == nil {
-				return openBlob{}, fmt.Errorf("source returned no blob for %s", dgst)
-			}
-			size := b.Size()
-			if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
-				_ = b.Close()
-				return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
-			}
-			ob := openBlob{blob: b, rng: parseRange(rangeHeader, size)}
-			if _, seekable := b.(SeekableBlob); seekable || r.Method == http.MethodHead || ob.rng.Kind == rangeUnsatisfiable {
-				return ob, nil
-			}
-			ob.body, err = b.Open(ctx, ob.rng.Start)
-			if err != nil {
-				_ = b.Close()
-				return openBlob{}, fmt.Errorf("blob %s: open at %d: %w", dgst, ob.rng.Start, err)
-			}
-			return ob, nil
+			return askBlob(ctx, src, ref, dgst, r.Method, rangeHeader)
 		}, openBlob.close)
 	if err != nil {
 		h.log.Debug("blob not found", "ref", ref.String(), "digest", dgst, "err", err)
@@ -92,10 +63,55 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 		return
 	}
 	ex.source = f.source.Name()
+	defer f.release()
+	h.writeBlob(ex, dgst, f)
+}
+
+// askBlob is one source's answer to a blob request: sized only for a HEAD
+// it can size (BlobStater), else its Blob, opened at the requested range
+// unless it is seekable, a HEAD, or the range cannot be satisfied.
+func askBlob(ctx context.Context, src Source, ref Ref, dgst digest.Digest, method, rangeHeader string) (openBlob, error) {
+	if st, ok := src.(BlobStater); ok && method == http.MethodHead {
+		size, err := st.StatBlob(ctx, ref, dgst)
+		if err != nil {
+			return openBlob{}, err
+		}
+		if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
+			return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
+		}
+		return openBlob{blob: sizeOnly(size), rng: parseRange(rangeHeader, size)}, nil
+	}
+	b, err := src.Blob(ctx, ref, dgst)
+	if err != nil {
+		return openBlob{}, err
+	}
+	if b == nil {
+		return openBlob{}, fmt.Errorf("source returned no blob for %s", dgst)
+	}
+	size := b.Size()
+	if size < 0 || (size == 0 && dgst != dgst.Algorithm().FromBytes(nil)) {
+		_ = b.Close()
+		return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
+	}
+	ob := openBlob{blob: b, rng: parseRange(rangeHeader, size)}
+	if _, seekable := b.(SeekableBlob); seekable || method == http.MethodHead || ob.rng.Kind == rangeUnsatisfiable {
+		return ob, nil
+	}
+	ob.body, err = b.Open(ctx, ob.rng.Start)
+	if err != nil {
+		_ = b.Close()
+		return openBlob{}, fmt.Errorf("blob %s: open at %d: %w", dgst, ob.rng.Start, err)
+	}
+	return ob, nil
+}
+
+// writeBlob sends the blob f's source answered with: its headers, then its
+// range of bytes, cut off when the source stalls or fails.
+func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob]) {
+	w, r := ex.w, ex.r
 	ob := f.value
 	var closeOnce sync.Once
 	closeBlob := func() { closeOnce.Do(ob.close) }
-	defer f.release()
 	defer closeBlob()
 
 	size := ob.blob.Size()
@@ -121,7 +137,7 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 		closeBlob()
 	}
 	if sb, ok := ob.blob.(SeekableBlob); ok {
-		if ob.rng.Kind == rangeWhole && rangeHeader != "" {
+		if ob.rng.Kind == rangeWhole && r.Header.Get("Range") != "" {
 			// ServeContent would answer a malformed Range with 416 and
 			// several ranges with multipart; both sources answer alike: 200.
 			r = r.Clone(r.Context())
@@ -130,12 +146,17 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 		h.serveSeekable(w, r, sb.ReadSeeker(), onStall)
 		return
 	}
+	h.streamBlob(ex, dgst, ob, onStall)
+}
 
+// streamBlob sends the range ob opened of a blob that cannot seek.
+func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onStall func()) {
+	w, r, hd := ex.w, ex.r, ex.w.Header()
 	hd.Set("Content-Length", strconv.FormatInt(ob.rng.Length, 10))
 	status := http.StatusOK
 	if ob.rng.Kind == rangePartial {
 		status = http.StatusPartialContent
-		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", ob.rng.Start, ob.rng.Start+ob.rng.Length-1, size))
+		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", ob.rng.Start, ob.rng.Start+ob.rng.Length-1, ob.blob.Size()))
 	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
