@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -95,66 +96,12 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 	}
 	ctx = namespaces.WithNamespace(ctx, f.Namespace)
 	matcher := platforms.OnlyStrict(platforms.DefaultSpec())
-	var done, total atomic.Int64
-	total.Store(f.Target.Size)
-	report := func(extra int64) {
-		if f.Progress != nil {
-			f.Progress(done.Load()+extra, total.Load())
-		}
-	}
-	var mu sync.Mutex
-	inflight := map[string]int64{} // ingest ref → blob size, guarded by mu
-	progress := func(h images.Handler) images.Handler {
-		return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-			key := remotes.MakeRefKey(ctx, desc)
-			mu.Lock()
-			inflight[key] = desc.Size
-			mu.Unlock()
-			children, err := h.Handle(ctx, desc)
-			mu.Lock()
-			delete(inflight, key)
-			mu.Unlock()
-			if err != nil {
-				return nil, err
-			}
-			var more int64
-			for _, c := range children {
-				more += c.Size
-			}
-			total.Add(more)
-			done.Add(desc.Size)
-			report(0)
-			return children, nil
-		})
-	}
+	progress := newFetchProgress(f.Target.Size, f.Progress)
 	// A large layer takes minutes: between blobs, the bytes its ingest
 	// holds so far count too (what ctr's progress shows).
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-tick.C:
-			}
-			mu.Lock()
-			refs := maps.Clone(inflight)
-			mu.Unlock()
-			var extra int64
-			for ref, size := range refs {
-				sctx, cancel := context.WithTimeout(watchCtx, 2*time.Second)
-				st, err := s.client.ContentStore().Status(sctx, ref)
-				cancel()
-				if err == nil {
-					extra += min(max(st.Offset, 0), size)
-				}
-			}
-			report(extra)
-		}
-	}()
+	go progress.watch(watchCtx, s.client.ContentStore())
 	labels := map[string]string{}
 	if f.Namespace == criNamespace {
 		labels[criLabel] = criManaged
@@ -163,7 +110,7 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 		client.WithResolver(pinned{Resolver: f.Resolver, name: f.Name, target: f.Target}),
 		client.WithPlatformMatcher(matcher),
 		client.WithPullLabels(labels),
-		client.WithImageHandlerWrapper(progress))
+		client.WithImageHandlerWrapper(progress.wrap))
 	s.observe(err)
 	if err != nil {
 		return fmt.Errorf("fetch %s into containerd namespace %s: %w", f.Name, f.Namespace, err)
@@ -171,23 +118,105 @@ func (s *Store) FetchImage(ctx context.Context, f ImageFetch) error {
 	if f.Namespace != criNamespace {
 		return nil
 	}
-	config, err := images.Config(ctx, s.client.ContentStore(), img.Target, matcher)
+	return s.writeCRIRecords(ctx, f.Name, named, img.Target, matcher, labels)
+}
+
+// writeCRIRecords writes the image records a CRI pull writes besides the
+// name: the repo digest and the config digest.
+func (s *Store) writeCRIRecords(ctx context.Context, name string, named reference.Named, target ocispec.Descriptor,
+	matcher platforms.MatchComparer, labels map[string]string,
+) error {
+	config, err := images.Config(ctx, s.client.ContentStore(), target, matcher)
 	if err != nil {
-		return fmt.Errorf("config of %s for %s: %w", f.Name, platforms.Format(platforms.DefaultSpec()), err)
+		return fmt.Errorf("config of %s for %s: %w", name, platforms.Format(platforms.DefaultSpec()), err)
 	}
 	is := s.client.ImageService()
-	for _, name := range []string{named.Name() + "@" + img.Target.Digest.String(), config.Digest.String()} {
-		rec := images.Image{Name: name, Target: img.Target, Labels: labels}
+	for _, rn := range []string{named.Name() + "@" + target.Digest.String(), config.Digest.String()} {
+		rec := images.Image{Name: rn, Target: target, Labels: labels}
 		if _, err := is.Create(ctx, rec); err != nil {
 			if !errdefs.IsAlreadyExists(err) {
-				return fmt.Errorf("image record %s: %w", name, err)
+				return fmt.Errorf("image record %s: %w", rn, err)
 			}
 			if _, err := is.Update(ctx, rec); err != nil {
-				return fmt.Errorf("image record %s: %w", name, err)
+				return fmt.Errorf("image record %s: %w", rn, err)
 			}
 		}
 	}
 	return nil
+}
+
+// fetchProgress counts a fetch's bytes for ImageFetch.Progress: the blobs
+// finished, plus (watch) what the ingests in flight hold so far.
+type fetchProgress struct {
+	report      func(done, total int64) // nil: nobody asks
+	done, total atomic.Int64
+
+	mu       sync.Mutex
+	inflight map[string]int64 // ingest ref → blob size
+}
+
+func newFetchProgress(total int64, report func(done, total int64)) *fetchProgress {
+	p := &fetchProgress{report: report, inflight: map[string]int64{}}
+	p.total.Store(total)
+	return p
+}
+
+func (p *fetchProgress) send(extra int64) {
+	if p.report != nil {
+		p.report(p.done.Load()+extra, p.total.Load())
+	}
+}
+
+// wrap counts each blob h handles, and its children into the total.
+func (p *fetchProgress) wrap(h images.Handler) images.Handler {
+	return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		key := remotes.MakeRefKey(ctx, desc)
+		p.mu.Lock()
+		p.inflight[key] = desc.Size
+		p.mu.Unlock()
+		children, err := h.Handle(ctx, desc)
+		p.mu.Lock()
+		delete(p.inflight, key)
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		var more int64
+		for _, c := range children {
+			more += c.Size
+		}
+		p.total.Add(more)
+		p.done.Add(desc.Size)
+		p.send(0)
+		return children, nil
+	})
+}
+
+// watch reports, every second until ctx ends, the bytes the ingests in
+// flight hold.
+func (p *fetchProgress) watch(ctx context.Context, cs content.Store) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.mu.Lock()
+		refs := maps.Clone(p.inflight)
+		p.mu.Unlock()
+		var extra int64
+		for ref, size := range refs {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := cs.Status(sctx, ref)
+			cancel()
+			if err == nil {
+				extra += min(max(st.Offset, 0), size)
+			}
+		}
+		p.send(extra)
+	}
 }
 
 // pinned resolves its one name to the descriptor already resolved, and

@@ -218,74 +218,21 @@ func imageSettings(cfg map[string]any) imageConfig {
 	}
 	images, _ := plugins[imagesV3].(map[string]any)
 
-	// The settings containerd 2.2's CheckLocalImagePullConfigs falls back
-	// to local pulls for, in its order; a later section overrides.
-	type fallbacks struct{ snapshotAnnotations, discard, registry, downloads, syncFs string }
-	var fb fallbacks
-	read := func(section map[string]any, discardKey string, discardPath ...string) {
-		prefix := strings.TrimSuffix(discardKey, "discard_unpacked_layers")
-		if v, ok := section["max_concurrent_downloads"].(int64); ok {
-			fb.downloads = ""
-			if v != 3 {
-				fb.downloads = fmt.Sprintf("max_concurrent_downloads = %d", v)
-			}
-		}
-		if v, ok := section["image_pull_with_sync_fs"].(bool); ok {
-			fb.syncFs = ""
-			if v {
-				fb.syncFs = "image_pull_with_sync_fs = true"
-			}
-		}
-		if reg, ok := section["registry"].(map[string]any); ok {
-			for _, k := range []string{"mirrors", "configs", "auths"} {
-				if m, ok := reg[k].(map[string]any); ok && len(m) > 0 {
-					fb.registry = "registry." + k
-				}
-			}
-			// An empty config_path (1.6's `config default`) means unset.
-			if v, ok := reg["config_path"]; ok && v != "" {
-				c.configPathSet = true
-				if s, ok := v.(string); ok {
-					c.configPath = s
-				} else {
-					c.configPathBad = fmt.Sprint(v)
-				}
-			}
-			if m, ok := reg["mirrors"].(map[string]any); ok && len(m) > 0 {
-				c.mirrors = true
-			}
-		}
-		d := section
-		for _, k := range discardPath {
-			d, _ = d[k].(map[string]any)
-		}
-		if v, ok := d["discard_unpacked_layers"].(bool); ok {
-			c.discard, c.discardKey = v, discardKey
-			fb.discard = ""
-			if v {
-				fb.discard = discardKey + " = true"
-			}
-		}
-		if v, ok := d["disable_snapshot_annotations"].(bool); ok {
-			fb.snapshotAnnotations = ""
-			if !v {
-				fb.snapshotAnnotations = prefix + "disable_snapshot_annotations = false"
-			}
-		}
-	}
+	r := &settingsReader{c: &c}
 	// containerd 2.x migrates the v1/v2 CRI section into the v3 images
 	// section, which a v2 file may also carry; the CRI section wins.
-	read(images, `plugins."`+imagesV3+`".discard_unpacked_layers`)
+	r.read(images, `plugins."`+imagesV3+`".discard_unpacked_layers`)
 	if cri != nil {
 		key := `plugins."` + criV2 + `".containerd.discard_unpacked_layers`
 		if c.fileVersion == 1 {
 			key = `plugins.cri.containerd.discard_unpacked_layers`
 		}
-		read(cri, key, "containerd")
+		r.read(cri, key, "containerd")
 	}
 	if v, ok := images["use_local_image_pull"].(bool); ok {
 		c.localPull = v
 	}
+	fb := r.fb
 	for _, why := range []string{fb.snapshotAnnotations, fb.discard, fb.registry, fb.downloads, fb.syncFs} {
 		if why != "" {
 			c.localPullBecause = why
@@ -302,6 +249,69 @@ func imageSettings(cfg map[string]any) imageConfig {
 		}
 	}
 	return c
+}
+
+// settingsReader reads one section's settings into c; a later section
+// overrides.
+type settingsReader struct {
+	c *imageConfig
+	// The settings containerd 2.2's CheckLocalImagePullConfigs falls back
+	// to local pulls for, in its order; a later section overrides.
+	fb fallbacks
+}
+
+type fallbacks struct{ snapshotAnnotations, discard, registry, downloads, syncFs string }
+
+func (r *settingsReader) read(section map[string]any, discardKey string, discardPath ...string) {
+	prefix := strings.TrimSuffix(discardKey, "discard_unpacked_layers")
+	if v, ok := section["max_concurrent_downloads"].(int64); ok {
+		r.fb.downloads = ""
+		if v != 3 {
+			r.fb.downloads = fmt.Sprintf("max_concurrent_downloads = %d", v)
+		}
+	}
+	if v, ok := section["image_pull_with_sync_fs"].(bool); ok {
+		r.fb.syncFs = ""
+		if v {
+			r.fb.syncFs = "image_pull_with_sync_fs = true"
+		}
+	}
+	if reg, ok := section["registry"].(map[string]any); ok {
+		for _, k := range []string{"mirrors", "configs", "auths"} {
+			if m, ok := reg[k].(map[string]any); ok && len(m) > 0 {
+				r.fb.registry = "registry." + k
+			}
+		}
+		// An empty config_path (1.6's `config default`) means unset.
+		if v, ok := reg["config_path"]; ok && v != "" {
+			r.c.configPathSet = true
+			if s, ok := v.(string); ok {
+				r.c.configPath = s
+			} else {
+				r.c.configPathBad = fmt.Sprint(v)
+			}
+		}
+		if m, ok := reg["mirrors"].(map[string]any); ok && len(m) > 0 {
+			r.c.mirrors = true
+		}
+	}
+	d := section
+	for _, k := range discardPath {
+		d, _ = d[k].(map[string]any)
+	}
+	if v, ok := d["discard_unpacked_layers"].(bool); ok {
+		r.c.discard, r.c.discardKey = v, discardKey
+		r.fb.discard = ""
+		if v {
+			r.fb.discard = discardKey + " = true"
+		}
+	}
+	if v, ok := d["disable_snapshot_annotations"].(bool); ok {
+		r.fb.snapshotAnnotations = ""
+		if !v {
+			r.fb.snapshotAnnotations = prefix + "disable_snapshot_annotations = false"
+		}
+	}
 }
 
 func checkConfigPath(in SetupInput, img imageConfig, ver containerdVersion, known, missing bool) []Finding {
@@ -380,8 +390,15 @@ func checkConfigPath(in SetupInput, img imageConfig, ver containerdVersion, know
 			"%s: containerd reads hosts.toml from %q, not from %s, so the files written there are never used. "+
 				"Run configure with --hosts-dir %s, or %s", where, configPath, in.HostsDir, dirs[0], setIt)})
 	}
-	// With a list, the first directory that has one for a registry wins.
-	for _, earlier := range dirs[:idx] {
+	return append(out, shadowed(in, dirs[:idx], where)...)
+}
+
+// shadowed reports the registry directories of the config_path entries
+// before dregistry's: with a list, the first directory that has one for a
+// registry wins.
+func shadowed(in SetupInput, earlierDirs []string, where string) []Finding {
+	var out []Finding
+	for _, earlier := range earlierDirs {
 		for _, reg := range shadowCandidates(in.Registries) {
 			for _, d := range hostDirNames(reg) {
 				if st, err := os.Stat(filepath.Join(earlier, d)); err == nil && st.IsDir() {
