@@ -46,21 +46,44 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultConfig returns the defaults: every namespace of containerd at
+// DefaultAddress.
+func DefaultConfig() Config {
+	return Config{
+		Address:        DefaultAddress,
+		ResyncInterval: time.Minute,
+		ConnectWait:    5 * time.Second,
+		DialTimeout:    2 * time.Second,
+		Logger:         slog.Default(),
+	}
+}
+
+// Validate reports a Config New cannot run with.
+func (c Config) Validate() error {
+	for _, ns := range c.Namespaces {
+		if err := identifiers.Validate(ns); err != nil {
+			return fmt.Errorf("containerd namespace %q: %w", ns, err)
+		}
+	}
+	return nil
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Address == "" {
-		c.Address = DefaultAddress
+		c.Address = d.Address
 	}
 	if c.ResyncInterval <= 0 {
-		c.ResyncInterval = time.Minute
+		c.ResyncInterval = d.ResyncInterval
 	}
 	if c.ConnectWait <= 0 {
-		c.ConnectWait = 5 * time.Second
+		c.ConnectWait = d.ConnectWait
 	}
 	if c.DialTimeout <= 0 {
-		c.DialTimeout = 2 * time.Second
+		c.DialTimeout = d.DialTimeout
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 	return c
 }
@@ -82,12 +105,10 @@ type Store struct {
 // that is not up yet does not fail startup: the Store is returned not Ready
 // and becomes Ready on the first call that reaches containerd.
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	cfg = cfg.withDefaults()
-	for _, ns := range cfg.Namespaces {
-		if err := identifiers.Validate(ns); err != nil {
-			return nil, fmt.Errorf("containerd namespace %q: %w", ns, err)
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	c, err := client.New(cfg.Address, client.WithTimeout(cfg.DialTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("containerd client for %s: %w", cfg.Address, err)

@@ -17,13 +17,6 @@ import (
 // on every /v2/ answer.
 const apiVersion = "registry/2.0"
 
-// Defaults for Config.
-const (
-	DefaultLookupTimeout = 5 * time.Second
-	DefaultStallTimeout  = 30 * time.Second
-	DefaultRegistryHost  = "docker.io"
-)
-
 // Observer learns about every response, for metrics. Served is called once
 // per request, after the response ended (or was aborted, status then being
 // the one already sent). ttfb is the time until the status line was written;
@@ -84,19 +77,45 @@ type handler struct {
 	buffers sync.Pool // of *[]byte, copy buffers for streamed blobs
 }
 
+// DefaultConfig returns the handler's defaults; the caller adds the
+// sources. The inner budgets of the sources derive from LookupTimeout and
+// StallTimeout (egress.LookupBudget, egress.FollowStall).
+func DefaultConfig() Config {
+	return Config{
+		DefaultRegistry: "docker.io",
+		LookupTimeout:   5 * time.Second,
+		StallTimeout:    30 * time.Second,
+		Logger:          slog.Default(),
+	}
+}
+
+// Validate reports a Config whose timeouts or default registry cannot
+// work; NewHandler takes the defaults for zero values and logs a bad
+// default registry (its requests without ?ns= get 400).
+func (c Config) Validate() error {
+	if c.LookupTimeout <= 0 || c.StallTimeout <= 0 {
+		return fmt.Errorf("registry: LookupTimeout %v and StallTimeout %v must be positive", c.LookupTimeout, c.StallTimeout)
+	}
+	if _, err := ParseRegistry(c.DefaultRegistry, ""); err != nil {
+		return fmt.Errorf("registry: default registry: %w", err)
+	}
+	return nil
+}
+
 // NewHandler returns the OCI Distribution pull API (mount it at /v2/).
 func NewHandler(cfg Config) http.Handler {
+	d := DefaultConfig()
 	if cfg.DefaultRegistry == "" {
-		cfg.DefaultRegistry = DefaultRegistryHost
+		cfg.DefaultRegistry = d.DefaultRegistry
 	}
 	if cfg.LookupTimeout <= 0 {
-		cfg.LookupTimeout = DefaultLookupTimeout
+		cfg.LookupTimeout = d.LookupTimeout
 	}
 	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = DefaultStallTimeout
+		cfg.StallTimeout = d.StallTimeout
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = d.Logger
 	}
 	if _, err := ParseRegistry(cfg.DefaultRegistry, ""); err != nil {
 		// Requests without ?ns= will get 400 NAME_INVALID; say why once.

@@ -28,7 +28,7 @@ func BenchmarkBlobGET(b *testing.B) {
 				dgst, src = d.String(), NewLocalSource(store)
 			case "stream":
 				fs := newFakeSource("stream")
-				d := fs.addBlob(Ref{Registry: DefaultRegistryHost, Repository: "bench/blob"}, data)
+				d := fs.addBlob(Ref{Registry: DefaultConfig().DefaultRegistry, Repository: "bench/blob"}, data)
 				dgst, src = d.String(), fs
 			}
 			srv := httptest.NewServer(NewHandler(Config{

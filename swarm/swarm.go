@@ -25,6 +25,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/registry"
 )
 
 // Peer is a node that seeds a digest, as the tracker knows it.
@@ -41,7 +42,8 @@ type Seeders interface {
 	Seeders(digest.Digest) []Peer
 }
 
-// Config configures a Swarm. Zero values take the documented defaults.
+// Config configures a Swarm: start from DefaultConfig. Zero values take
+// the documented defaults.
 type Config struct {
 	// DataDir holds downloads, metainfo and the client's state. Required.
 	DataDir string
@@ -112,8 +114,7 @@ type Config struct {
 	// dropped with its files, unless peers fetched pieces from it during
 	// that time: every download is announced as a partial seed, and one
 	// that others are downloading from still serves the cluster. Its piece
-	// buffers go as soon as its last stream closes. Default
-	// DefaultAbandonTimeout.
+	// buffers go as soon as its last stream closes. Default 5 min.
 	AbandonTimeout time.Duration
 	// Freed, if set, hears of the piece buffers downloads let go of (read
 	// through, no longer kept once the last stream closed, or closed), so
@@ -128,12 +129,34 @@ type Config struct {
 	chunkBytes int64
 }
 
-// DefaultAbandonTimeout is Config.AbandonTimeout's default: long enough for
-// containerd to come back with a Range retry after a stall, or for the
-// next pull of a batch to reach the blob, short against a daemon's life.
-const DefaultAbandonTimeout = 5 * time.Minute
+// DefaultConfig returns the defaults; the caller sets DataDir, Seeders and
+// Members. The lookup and stall timeouts are the registry handler's.
+func DefaultConfig() Config {
+	handler := registry.DefaultConfig()
+	return Config{
+		ListenAddr:      ":6881",
+		MaxConns:        50,
+		Logger:          slog.Default(),
+		SmallBlobSize:   16 << 20,
+		SmallFetchBytes: 64 << 20,
+		LookupTimeout:   handler.LookupTimeout,
+		StallTimeout:    handler.StallTimeout,
+		PeerRefresh:     2 * time.Second,
+		Readahead:       64 << 20,
+		// Long enough for a retry to resume an interrupted download.
+		DownloadRetention: 24 * time.Hour,
+		ChunkSize:         256 << 10,
+		MetainfoPoll:      10 * time.Second,
+		// Long enough for containerd to come back with a Range retry
+		// after a stall, or for the next pull of a batch to reach the
+		// blob, short against a daemon's life.
+		AbandonTimeout: 5 * time.Minute,
+	}
+}
 
-func (c *Config) setDefaults() error {
+// Validate reports a Config New cannot run with (zero values, which take
+// the defaults, are fine).
+func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("swarm: Config.DataDir is required")
 	}
@@ -143,14 +166,27 @@ func (c *Config) setDefaults() error {
 	if c.UploadLimit < 0 || c.DownloadLimit < 0 || c.MaxConns < 0 || c.SmallBlobSize < 0 || c.Readahead < 0 || c.ChunkSize < 0 {
 		return errors.New("swarm: limits and sizes must not be negative")
 	}
+	// Pieces are split into whole chunks: a power of two no larger than the
+	// smallest piece keeps every piece a multiple of the chunk size.
+	if c.ChunkSize != 0 && (c.ChunkSize < 16<<10 || c.ChunkSize > minPieceLength || c.ChunkSize&(c.ChunkSize-1) != 0) {
+		return fmt.Errorf("swarm: ChunkSize %d must be a power of two from 16 KiB to %d", c.ChunkSize, minPieceLength)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	d := DefaultConfig()
 	if c.ListenAddr == "" {
-		c.ListenAddr = ":6881"
+		c.ListenAddr = d.ListenAddr
 	}
 	if c.MaxConns == 0 {
-		c.MaxConns = 50
+		c.MaxConns = d.MaxConns
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Transport: &http.Transport{
@@ -160,43 +196,38 @@ func (c *Config) setDefaults() error {
 		}}
 	}
 	if c.SmallBlobSize == 0 {
-		c.SmallBlobSize = 16 << 20
+		c.SmallBlobSize = d.SmallBlobSize
 	}
 	if c.SmallFetchBytes <= 0 {
-		c.SmallFetchBytes = 64 << 20
+		c.SmallFetchBytes = d.SmallFetchBytes
 	}
 	c.SmallFetchBytes = max(c.SmallFetchBytes, c.SmallBlobSize)
 	if c.LookupTimeout == 0 {
-		c.LookupTimeout = 5 * time.Second
+		c.LookupTimeout = d.LookupTimeout
 	}
 	if c.StallTimeout == 0 {
-		c.StallTimeout = 30 * time.Second
+		c.StallTimeout = d.StallTimeout
 	}
 	if c.PeerRefresh == 0 {
-		c.PeerRefresh = 2 * time.Second
+		c.PeerRefresh = d.PeerRefresh
 	}
 	if c.Readahead == 0 {
-		c.Readahead = 64 << 20
+		c.Readahead = d.Readahead
 	}
 	if c.DownloadRetention == 0 {
-		c.DownloadRetention = 24 * time.Hour
+		c.DownloadRetention = d.DownloadRetention
 	}
 	if c.ChunkSize == 0 {
-		c.ChunkSize = 256 << 10
+		c.ChunkSize = d.ChunkSize
 	}
 	if c.Cache == nil {
 		c.Cache = unbounded()
 	}
 	if c.MetainfoPoll <= 0 {
-		c.MetainfoPoll = 10 * time.Second
+		c.MetainfoPoll = d.MetainfoPoll
 	}
 	if c.AbandonTimeout <= 0 {
-		c.AbandonTimeout = DefaultAbandonTimeout
-	}
-	// Pieces are split into whole chunks: a power of two no larger than the
-	// smallest piece keeps every piece a multiple of the chunk size.
-	if c.ChunkSize < 16<<10 || c.ChunkSize > minPieceLength || c.ChunkSize&(c.ChunkSize-1) != 0 {
-		return fmt.Errorf("swarm: ChunkSize %d must be a power of two from 16 KiB to %d", c.ChunkSize, minPieceLength)
+		c.AbandonTimeout = d.AbandonTimeout
 	}
 	return nil
 }

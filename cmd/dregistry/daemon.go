@@ -133,11 +133,3 @@ func loadClusterKeys(cfg daemonConfig, log *slog.Logger) ([][]byte, *peerauth.Ke
 	}
 	return keys, peerKeys, nil
 }
-
-// tagTTL maps --tag-cache-ttl to the egress: 0 there means "always ask".
-func tagTTL(flag time.Duration) time.Duration {
-	if flag == 0 {
-		return -1
-	}
-	return flag
-}

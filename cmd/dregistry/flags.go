@@ -11,7 +11,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
+	"github.com/dregistry/dregistry/containerd"
 	"github.com/dregistry/dregistry/internal/diskcache"
+	"github.com/dregistry/dregistry/internal/egress"
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
@@ -70,12 +72,14 @@ func daemonFlags() []cli.Flag {
 	num := func(name string, usage string) cli.Flag {
 		return altsrc.NewInt64Flag(&cli.Int64Flag{Name: name, Usage: usage, EnvVars: envName(name)})
 	}
+	// The defaults are the packages' own, written once there.
+	sw, handler, fetcher := swarm.DefaultConfig(), registry.DefaultConfig(), egress.DefaultFetcherConfig()
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file with flag values (keys are flag names); flags and DREGISTRY_* variables override it", EnvVars: envName("config")},
 		str("http-addr", ":5000", "address of the registry mirror, peer and admin endpoint"),
 		str("advertise-addr", "", "IP address peers use to reach this node (default: the first non-loopback address)"),
 		str("gossip-addr", ":7946", "address of the gossip (memberlist) listener"),
-		str("torrent-addr", ":6881", "address of the BitTorrent listener"),
+		str("torrent-addr", sw.ListenAddr, "address of the BitTorrent listener"),
 		str("node-name", "", "this member's unique name in the cluster (default: hostname-<advertise-addr>)"),
 		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts and signs) that encrypt gossip and authenticate peers; required with --join"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure-gossip", Usage: "allow --join without --cluster-key-file: plain gossip, peers admitted by source address (anyone reaching the gossip port can join)", EnvVars: envName("insecure-gossip")}),
@@ -85,21 +89,21 @@ func daemonFlags() []cli.Flag {
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
 		num("upload-limit", "swarm upload limit of this node in bytes per second (0: none)"),
 		num("download-limit", "swarm download limit of this node in bytes per second (0: none)"),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Value: 50, Usage: "connection cap per torrent", EnvVars: envName("max-conns")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Value: sw.MaxConns, Usage: "connection cap per torrent", EnvVars: envName("max-conns")}),
 		str("data-dir", "/var/lib/dregistry", "directory for downloaded blobs, metainfo and state"),
 		str("cache-size", "", "the most --data-dir holds (swarm downloads, egress spools, metainfo), e.g. 512MiB, 20GiB, 50GB or bytes; least recently used blobs go first, never one being served or downloaded, and a blob containerd holds is not kept twice "+
 			"(default: a fifth of the data dir's filesystem, at most 50GiB — the data dir only holds copies in flight, while containerd's store, usually on the same filesystem, holds the images)"),
-		str("containerd-address", "/run/containerd/containerd.sock", "containerd's gRPC socket"),
+		str("containerd-address", containerd.DefaultConfig().Address, "containerd's gRPC socket"),
 		list("containerd-namespaces", "containerd namespaces to serve and seed (default: every namespace)"),
-		str("default-registry", "docker.io", "upstream registry for requests that carry no ns parameter"),
+		str("default-registry", handler.DefaultRegistry, "upstream registry for requests that carry no ns parameter"),
 		list("upstream-plain-http", "registries (host[:port]) reached over plain HTTP instead of HTTPS; named, so fetched from"),
 		list("allow-registry", "one more registry (host[:port]) to fetch from, besides --default-registry, --upstream-plain-http and those in --registry-config; '*' allows any registry on a public address; repeat or comma-separate"),
 		list("mirror-allow", "network (CIDR) whose clients may use the mirror (/v2/) besides this host's own addresses and loopback; repeat or comma-separate"),
 		str("registry-config", "", "docker-style config.json with credentials for upstream registries"),
-		dur("lookup-timeout", 5*time.Second, "how long one source may take to start answering before the next is tried"),
-		dur("tag-cache-ttl", 5*time.Second, "how long a tag's digest is answered without asking the upstream again (0: always ask; the last known answer still serves while the upstream is down)"),
-		dur("stall-timeout", 30*time.Second, "a transfer that makes no progress this long is aborted so containerd retries, and a response the client stops reading this long is cut"),
-		dur("abandon-timeout", swarm.DefaultAbandonTimeout, "a swarm download no pull has read this long, and no peer fetched from, is dropped with its files"),
+		dur("lookup-timeout", handler.LookupTimeout, "how long one source may take to start answering before the next is tried"),
+		dur("tag-cache-ttl", fetcher.TagTTL, "how long a tag's digest is answered without asking the upstream again (0: always ask; the last known answer still serves while the upstream is down)"),
+		dur("stall-timeout", handler.StallTimeout, "a transfer that makes no progress this long is aborted so containerd retries, and a response the client stops reading this long is cut"),
+		dur("abandon-timeout", sw.AbandonTimeout, "a swarm download no pull has read this long, and no peer fetched from, is dropped with its files"),
 		str("log-level", "info", "debug, info, warn or error"),
 	}
 }

@@ -47,6 +47,10 @@ func TestDaemonFlagDefaults(t *testing.T) {
 		cfg.StallTimeout != want.StallTimeout || cfg.Egress || len(cfg.Join) != 0 || len(cfg.ContainerdNamespaces) != 0 {
 		t.Fatalf("defaults = %+v", cfg)
 	}
+	// Written once, in the packages' DefaultConfig.
+	if cfg.MaxConns != 50 || cfg.TagCacheTTL != 5*time.Second || cfg.AbandonTimeout != 5*time.Minute {
+		t.Fatalf("defaults: max-conns %d, tag-cache-ttl %v, abandon-timeout %v; want 50, 5s, 5m", cfg.MaxConns, cfg.TagCacheTTL, cfg.AbandonTimeout)
+	}
 }
 
 func TestDaemonFlagPrecedence(t *testing.T) {

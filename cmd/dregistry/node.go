@@ -128,12 +128,10 @@ func (n *node) openStores(ctx context.Context) ([][]byte, error) {
 		"containerd", cfg.ContainerdAddress, "default_registry", cfg.DefaultRegistry,
 		"allow_registry", cfg.AllowRegistry, "upstream_plain_http", cfg.UpstreamPlainHTTP, "mirror_allow", cfg.MirrorAllow,
 		"data_dir", cfg.DataDir, "cache_size", diskcache.FormatSize(n.cache.Limit()))
-	n.store, err = containerd.New(ctx, containerd.Config{
-		Address:    cfg.ContainerdAddress,
-		Namespaces: cfg.ContainerdNamespaces,
-		Logger:     log.With("component", "containerd"),
-	})
-	if err != nil {
+	ccfg := containerd.DefaultConfig()
+	ccfg.Address, ccfg.Namespaces = cfg.ContainerdAddress, cfg.ContainerdNamespaces
+	ccfg.Logger = log.With("component", "containerd")
+	if n.store, err = containerd.New(ctx, ccfg); err != nil {
 		return nil, fmt.Errorf("containerd: %w", err)
 	}
 	n.onClose(n.store.Close)
@@ -161,25 +159,23 @@ func (n *node) openCluster(clusterKeys [][]byte) error {
 
 func (n *node) openSwarm() error {
 	cfg := n.cfg
-	sw, err := swarm.New(swarm.Config{
-		DataDir:       filepath.Join(cfg.DataDir, "swarm"),
-		ListenAddr:    cfg.TorrentAddr,
-		UploadLimit:   cfg.UploadLimit,
-		DownloadLimit: cfg.DownloadLimit,
-		MaxConns:      cfg.MaxConns,
-		Seeders:       seedersOf{n.members},
-		Members:       n.members,
-		PeerKeys:      n.peerKeys,
-		HTTPClient:    n.peerClient,
-		LookupTimeout: cfg.LookupTimeout,
-		StallTimeout:  cfg.StallTimeout,
-		Cache:         n.cache,
-		// A download no pull reads is dropped after this; its buffers
-		// go when its last reader does.
-		AbandonTimeout: cfg.AbandonTimeout,
-		Freed:          newMemoryReturner().freed,
-		Logger:         n.log,
-	})
+	scfg := swarm.DefaultConfig()
+	scfg.DataDir = filepath.Join(cfg.DataDir, "swarm")
+	scfg.ListenAddr = cfg.TorrentAddr
+	scfg.UploadLimit, scfg.DownloadLimit, scfg.MaxConns = cfg.UploadLimit, cfg.DownloadLimit, cfg.MaxConns
+	scfg.Seeders, scfg.Members = seedersOf{n.members}, n.members
+	scfg.PeerKeys, scfg.HTTPClient = n.peerKeys, n.peerClient
+	// The metainfo fetch is one step of the handler's lookup of the
+	// swarm: it gets less than the handler's budget.
+	scfg.LookupTimeout = egress.LookupBudget(cfg.LookupTimeout)
+	scfg.StallTimeout = cfg.StallTimeout
+	scfg.Cache = n.cache
+	// A download no pull reads is dropped after this; its buffers go when
+	// its last reader does.
+	scfg.AbandonTimeout = cfg.AbandonTimeout
+	scfg.Freed = newMemoryReturner().freed
+	scfg.Logger = n.log
+	sw, err := swarm.New(scfg)
 	if err != nil {
 		return err
 	}
@@ -228,23 +224,23 @@ func (n *node) openEgress() error {
 	n.local = registry.NewLocalSource(n.store)
 	// A download from the upstream is seeded while it arrives (Grow), and
 	// the other nodes follow it in the swarm (Pipeline), for blobs of at
-	// least pipelineMin bytes.
-	const pipelineMin = egress.DefaultPipelineMin
-	n.fetcher, err = egress.NewFetcher(egress.FetcherConfig{
-		Local:         n.local,
-		Upstream:      n.ops.MeterUpstream(n.upstream), // dregistry_upstream_bytes_total
-		SpoolDir:      filepath.Join(cfg.DataDir, "egress"),
-		OnStart:       n.seeds.Growing(swarmGrow(n.sw), pipelineMin),
-		Prefix:        swarmPrefix(n.sw),
-		OnComplete:    n.seeds.EgressComplete,
-		Cache:         n.cache,
-		OnEvict:       n.seeds.SpoolEvicted,
-		LookupTimeout: cfg.LookupTimeout,
-		StallTimeout:  cfg.StallTimeout,
-		TagTTL:        tagTTL(cfg.TagCacheTTL),
-		Logger:        log.With("component", "egress"),
-	})
-	if err != nil {
+	// least PipelineMin bytes.
+	ecfg := egress.DefaultSourceConfig()
+	fcfg := egress.DefaultFetcherConfig()
+	fcfg.Local = n.local
+	fcfg.Upstream = n.ops.MeterUpstream(n.upstream) // dregistry_upstream_bytes_total
+	fcfg.SpoolDir = filepath.Join(cfg.DataDir, "egress")
+	fcfg.OnStart = n.seeds.Growing(swarmGrow(n.sw), ecfg.PipelineMin)
+	fcfg.Prefix = swarmPrefix(n.sw)
+	fcfg.OnComplete, fcfg.OnEvict = n.seeds.EgressComplete, n.seeds.SpoolEvicted
+	fcfg.Cache = n.cache
+	// Less than the handler's budget for the egress source, so a last
+	// known tag the fetcher answers when the upstream hangs still arrives.
+	fcfg.LookupTimeout = egress.LookupBudget(cfg.LookupTimeout)
+	fcfg.StallTimeout = cfg.StallTimeout
+	fcfg.TagTTL = cfg.TagCacheTTL
+	fcfg.Logger = log.With("component", "egress")
+	if n.fetcher, err = egress.NewFetcher(fcfg); err != nil {
 		return err
 	}
 	n.onClose(n.fetcher.Close)
@@ -256,20 +252,14 @@ func (n *node) openEgress() error {
 	}
 	stopWatching := n.inventory.Subscribe(n.seeds.Changed)
 	n.onClose(func() error { stopWatching(); return nil })
-	ecfg := egress.SourceConfig{
-		Self:       n.members.LocalName(),
-		Egress:     cfg.Egress,
-		Cluster:    egressCluster{n.members},
-		Fetcher:    n.fetcher,
-		Client:     n.peerClient,
-		PeerKeys:   n.peerKeys,
-		Registries: n.upstream.Policy(),
-		Logger:     log.With("component", "egress"),
-	}
+	ecfg.Self, ecfg.Egress, ecfg.Cluster = n.members.LocalName(), cfg.Egress, egressCluster{n.members}
+	ecfg.Fetcher, ecfg.Client, ecfg.PeerKeys = n.fetcher, n.peerClient, n.peerKeys
+	ecfg.Registries = n.upstream.Policy()
+	ecfg.Logger = log.With("component", "egress")
 	if p := swarmPipeline(n.sw); p != nil {
 		// A follower still gets the owner's stream in time when the swarm
-		// delivers nothing: a third of the handler's stall timeout.
-		ecfg.Pipeline, ecfg.PipelineMin, ecfg.PipelineStall = p, pipelineMin, cfg.StallTimeout/3
+		// delivers nothing.
+		ecfg.Pipeline, ecfg.PipelineStall = p, egress.FollowStall(cfg.StallTimeout)
 	}
 	n.viaEgress, err = egress.NewSource(ecfg)
 	return err
@@ -279,17 +269,16 @@ func (n *node) openEgress() error {
 // endpoints, the admin API, the status page and the probes.
 func (n *node) routes() http.Handler {
 	cfg := n.cfg
-	mirror := registry.NewHandler(registry.Config{
-		Observer:        n.ops.Observer(),
-		Sources:         []registry.Source{n.local, n.sw, n.viaEgress},
-		TagSources:      []registry.Source{n.viaEgress, n.local},
-		DefaultRegistry: cfg.DefaultRegistry,
-		Clients:         registry.NewClients(registry.ClientsConfig{Allow: cfg.MirrorAllow}),
-		Registries:      n.upstream.Policy(),
-		LookupTimeout:   cfg.LookupTimeout,
-		StallTimeout:    cfg.StallTimeout,
-		Logger:          n.log.With("component", "registry"),
-	})
+	hcfg := registry.DefaultConfig()
+	hcfg.Observer = n.ops.Observer()
+	hcfg.Sources = []registry.Source{n.local, n.sw, n.viaEgress}
+	hcfg.TagSources = []registry.Source{n.viaEgress, n.local}
+	hcfg.DefaultRegistry = cfg.DefaultRegistry
+	hcfg.Clients = registry.NewClients(registry.ClientsConfig{Allow: cfg.MirrorAllow})
+	hcfg.Registries = n.upstream.Policy()
+	hcfg.LookupTimeout, hcfg.StallTimeout = cfg.LookupTimeout, cfg.StallTimeout
+	hcfg.Logger = n.log.With("component", "registry")
+	mirror := registry.NewHandler(hcfg)
 	mux := http.NewServeMux()
 	mux.Handle("/peer/v1/", n.sw.PeerHandler())
 	mux.Handle(preheat.PeerPath, n.preheats.PeerHandler(n.gate))

@@ -16,34 +16,54 @@ import (
 	"github.com/dregistry/dregistry/registry"
 )
 
-// Defaults for FetcherConfig and SourceConfig.
-const (
-	// DefaultLookupTimeout is under the registry handler's 5s lookup
-	// timeout, so a last-known tag still reaches containerd in time.
-	DefaultLookupTimeout = 4 * time.Second
-	DefaultStallTimeout  = 30 * time.Second
-	DefaultTagTTL        = 5 * time.Second
-	DefaultMaxTags       = 4096
-	DefaultMaxManifests  = 256
-	// DefaultMaxManifestBytes bounds the manifest cache in bytes: manifests
-	// are a few KiB, so this holds hundreds, while 256 of the largest a
-	// registry allows (4 MiB) would be 1 GiB.
-	DefaultMaxManifestBytes = 16 << 20
-	DefaultMaxAttempts      = 3
-	// DefaultPipelineMin is the swarm's default small-blob size: smaller
-	// blobs come whole over HTTP anyway.
-	DefaultPipelineMin = 16 << 20
-	// DefaultPipelineStall is a third of the registry handler's stall
-	// timeout: a follower that gets no byte in that time still has the
-	// owners' stream in time to keep containerd's response alive.
-	DefaultPipelineStall = 10 * time.Second
-	// DefaultPrefixStall bounds the wait for the next byte of a blob's
-	// prefix from the swarm: a takeover starts its upstream fetch after
-	// at most this long without progress.
-	DefaultPrefixStall = 5 * time.Second
-)
+// LookupBudget is what a lookup inside a caller's per-source budget outer
+// (the registry handler's LookupTimeout) gets: four fifths, so an answer
+// the egress gives on its own timeout (the last known tag while the
+// upstream hangs) still reaches the handler before it gives up.
+func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 
-// FetcherConfig configures the owner side. Zero values take the defaults.
+// FollowStall is the wait for a followed blob's next byte inside the
+// handler's stall timeout: a third, so a follower that gets no byte in
+// that time still has the owner's stream in time to keep containerd's
+// response alive.
+func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
+
+// DefaultFetcherConfig returns the defaults, derived from the registry
+// handler's; the caller sets Upstream and SpoolDir.
+func DefaultFetcherConfig() FetcherConfig {
+	handler := registry.DefaultConfig()
+	return FetcherConfig{
+		LookupTimeout: LookupBudget(handler.LookupTimeout),
+		StallTimeout:  handler.StallTimeout,
+		TagTTL:        5 * time.Second,
+		MaxTags:       4096,
+		MaxManifests:  256,
+		// Manifests are a few KiB, so this holds hundreds, while 256 of
+		// the largest a registry allows (4 MiB) would be 1 GiB.
+		MaxManifestBytes: 16 << 20,
+		// A takeover starts its upstream fetch after at most this long
+		// without a byte of the blob's prefix from the swarm.
+		PrefixStall: 5 * time.Second,
+		Now:         time.Now,
+		Logger:      slog.Default(),
+	}
+}
+
+// DefaultSourceConfig returns the defaults; the caller sets Self, Cluster
+// and Fetcher.
+func DefaultSourceConfig() SourceConfig {
+	return SourceConfig{
+		MaxAttempts: 3,
+		// The swarm's default small-blob size: smaller blobs come whole
+		// over HTTP anyway.
+		PipelineMin:   16 << 20,
+		PipelineStall: FollowStall(registry.DefaultConfig().StallTimeout),
+		Logger:        slog.Default(),
+	}
+}
+
+// FetcherConfig configures the owner side: start from DefaultFetcherConfig.
+// Zero values, but TagTTL's, take the defaults.
 type FetcherConfig struct {
 	// Upstream reaches the registries, with this node's credentials
 	// (registry.NewUpstream with DockerConfig). Required.
@@ -90,18 +110,18 @@ type FetcherConfig struct {
 	Prefix Prefix
 	// PrefixStall ends the prefix's fetch when no byte came for this long;
 	// the upstream then sends the rest from there (from 0 without a byte).
-	// Default DefaultPrefixStall.
+	// Default 5 s.
 	PrefixStall time.Duration
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
-	// blob's size. Default DefaultLookupTimeout.
+	// blob's size: LookupBudget of the handler's lookup timeout.
 	LookupTimeout time.Duration
 	// StallTimeout fails a download that receives no byte for this long
 	// (its readers then fail with it); a reader waits at most twice that.
-	// Default DefaultStallTimeout.
+	// Default: the handler's stall timeout.
 	StallTimeout time.Duration
 	// TagTTL is how long a tag's descriptor is answered without asking the
-	// upstream again. Default DefaultTagTTL; negative: always ask (the last
-	// known answer still serves while the upstream is unreachable).
+	// upstream again; 0: always ask (the last known answer still serves
+	// while the upstream is unreachable).
 	TagTTL time.Duration
 	// MaxTags bounds the tag cache (oldest dropped first). Default 4096.
 	MaxTags int
@@ -109,7 +129,7 @@ type FetcherConfig struct {
 	MaxManifests int
 	// MaxManifestBytes bounds the same cache by the manifests' size (oldest
 	// dropped first; a manifest larger than this is not kept). Default
-	// DefaultMaxManifestBytes.
+	// 16 MiB.
 	MaxManifestBytes int64
 	// Now is the clock of the tag cache; default time.Now.
 	Now func() time.Time
@@ -117,39 +137,47 @@ type FetcherConfig struct {
 	Logger *slog.Logger
 }
 
-func (c *FetcherConfig) setDefaults() error {
-	if c.Upstream == nil {
+// Validate reports a FetcherConfig NewFetcher cannot run with.
+func (c FetcherConfig) Validate() error {
+	switch {
+	case c.Upstream == nil:
 		return errors.New("egress: FetcherConfig.Upstream is required")
-	}
-	if c.SpoolDir == "" {
+	case c.SpoolDir == "":
 		return errors.New("egress: FetcherConfig.SpoolDir is required")
+	case c.TagTTL < 0:
+		return errors.New("egress: FetcherConfig.TagTTL must not be negative")
 	}
+	return nil
+}
+
+func (c *FetcherConfig) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	d := DefaultFetcherConfig()
 	if c.LookupTimeout <= 0 {
-		c.LookupTimeout = DefaultLookupTimeout
+		c.LookupTimeout = d.LookupTimeout
 	}
 	if c.StallTimeout <= 0 {
-		c.StallTimeout = DefaultStallTimeout
+		c.StallTimeout = d.StallTimeout
 	}
 	if c.PrefixStall <= 0 {
-		c.PrefixStall = DefaultPrefixStall
-	}
-	if c.TagTTL == 0 {
-		c.TagTTL = DefaultTagTTL
+		c.PrefixStall = d.PrefixStall
 	}
 	if c.MaxTags <= 0 {
-		c.MaxTags = DefaultMaxTags
+		c.MaxTags = d.MaxTags
 	}
 	if c.MaxManifests <= 0 {
-		c.MaxManifests = DefaultMaxManifests
+		c.MaxManifests = d.MaxManifests
 	}
 	if c.MaxManifestBytes <= 0 {
-		c.MaxManifestBytes = DefaultMaxManifestBytes
+		c.MaxManifestBytes = d.MaxManifestBytes
 	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = d.Now
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 	return nil
 }
@@ -183,7 +211,8 @@ type Prefix interface {
 	Prefix(ctx context.Context, dgst digest.Digest, size int64, w io.Writer) (int64, error)
 }
 
-// SourceConfig configures the Source (and its peer handler) of one node.
+// SourceConfig configures the Source (and its peer handler) of one node:
+// start from DefaultSourceConfig. Zero values take the defaults.
 type SourceConfig struct {
 	// Self is this node's member name, as Cluster lists it. Required.
 	Self string
@@ -214,20 +243,21 @@ type SourceConfig struct {
 	// Follow or a read fails or stalls. The owner reads its own spool.
 	Pipeline Pipeline
 	// PipelineMin is the smallest blob followed through Pipeline; smaller
-	// ones are streamed from the owner. Default DefaultPipelineMin.
+	// ones are streamed from the owner. Default 16 MiB.
 	PipelineMin int64
 	// PipelineStall bounds the wait for a followed blob's next byte (the
 	// owner's next chunk, from an upstream that may be slow, or an owner
 	// that died): after it the read streams from the owner, or the next
 	// candidate, instead. Keep it well under the registry handler's stall
 	// timeout, and above a chunk's time from the upstream. Default
-	// DefaultPipelineStall.
+	// FollowStall of the handler's default stall timeout.
 	PipelineStall time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
-func (c *SourceConfig) setDefaults() error {
+// Validate reports a SourceConfig NewSource cannot run with.
+func (c SourceConfig) Validate() error {
 	switch {
 	case c.Self == "":
 		return errors.New("egress: SourceConfig.Self is required")
@@ -235,7 +265,17 @@ func (c *SourceConfig) setDefaults() error {
 		return errors.New("egress: SourceConfig.Cluster is required")
 	case c.Fetcher == nil:
 		return errors.New("egress: SourceConfig.Fetcher is required")
+	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0:
+		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin and PipelineStall must not be negative")
 	}
+	return nil
+}
+
+func (c *SourceConfig) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	d := DefaultSourceConfig()
 	if c.Client == nil {
 		c.Client = &http.Client{Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -244,17 +284,17 @@ func (c *SourceConfig) setDefaults() error {
 			MaxIdleConnsPerHost:   8,
 		}}
 	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = DefaultMaxAttempts
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
 	}
-	if c.PipelineMin <= 0 {
-		c.PipelineMin = DefaultPipelineMin
+	if c.PipelineMin == 0 {
+		c.PipelineMin = d.PipelineMin
 	}
-	if c.PipelineStall <= 0 {
-		c.PipelineStall = DefaultPipelineStall
+	if c.PipelineStall == 0 {
+		c.PipelineStall = d.PipelineStall
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 	return nil
 }

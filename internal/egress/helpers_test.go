@@ -412,10 +412,9 @@ func newNode(t testing.TB, name string, egress bool, up registry.Source, c Clust
 func newNodeWith(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig), tweakSource func(*SourceConfig)) *node {
 	t.Helper()
 	n := &node{name: name, done: &completion{}, dir: t.TempDir()}
-	fcfg := FetcherConfig{
-		Upstream: up, SpoolDir: n.dir, OnComplete: n.done.record,
-		StallTimeout: time.Minute, LookupTimeout: 20 * time.Second, Logger: testLogger(),
-	}
+	fcfg := DefaultFetcherConfig()
+	fcfg.Upstream, fcfg.SpoolDir, fcfg.OnComplete = up, n.dir, n.done.record
+	fcfg.StallTimeout, fcfg.LookupTimeout, fcfg.Logger = time.Minute, 20*time.Second, testLogger()
 	if tweak != nil {
 		tweak(&fcfg)
 	}
