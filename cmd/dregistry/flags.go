@@ -139,26 +139,8 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 	if err := cfg.LogLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return cfg, fmt.Errorf("--log-level: %w", err)
 	}
-	for _, a := range []struct{ flag, addr string }{
-		{"http-addr", cfg.HTTPAddr}, {"gossip-addr", cfg.GossipAddr}, {"torrent-addr", cfg.TorrentAddr},
-	} {
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			return cfg, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
-		}
-	}
-	for _, j := range cfg.Join {
-		if _, _, err := net.SplitHostPort(j); err != nil {
-			return cfg, fmt.Errorf("--join %q: %w", j, err)
-		}
-	}
-	if cfg.AdvertiseAddr == "" {
-		ip, err := firstNonLoopback()
-		if err != nil {
-			return cfg, fmt.Errorf("--advertise-addr not set and none found: %w", err)
-		}
-		cfg.AdvertiseAddr = ip.String()
-	} else if net.ParseIP(cfg.AdvertiseAddr) == nil {
-		return cfg, fmt.Errorf("--advertise-addr %q: not an IP address", cfg.AdvertiseAddr)
+	if err := cfg.checkAddrs(); err != nil {
+		return cfg, err
 	}
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("--data-dir must not be empty")
@@ -170,8 +152,48 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 		}
 		cfg.CacheSize = n
 	}
+	if err := cfg.checkRegistries(); err != nil {
+		return cfg, err
+	}
+	mirrorAllow, err := registry.ParseMirrorAllow(splitList(c.StringSlice("mirror-allow")))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.MirrorAllow = mirrorAllow
+	return cfg, cfg.checkLimits()
+}
+
+// checkAddrs checks the listen, join and advertise addresses, and finds
+// the advertise address when none was given.
+func (cfg *daemonConfig) checkAddrs() error {
+	for _, a := range []struct{ flag, addr string }{
+		{"http-addr", cfg.HTTPAddr}, {"gossip-addr", cfg.GossipAddr}, {"torrent-addr", cfg.TorrentAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
+		}
+	}
+	for _, j := range cfg.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("--join %q: %w", j, err)
+		}
+	}
+	if cfg.AdvertiseAddr == "" {
+		ip, err := firstNonLoopback()
+		if err != nil {
+			return fmt.Errorf("--advertise-addr not set and none found: %w", err)
+		}
+		cfg.AdvertiseAddr = ip.String()
+	} else if net.ParseIP(cfg.AdvertiseAddr) == nil {
+		return fmt.Errorf("--advertise-addr %q: not an IP address", cfg.AdvertiseAddr)
+	}
+	return nil
+}
+
+// checkRegistries checks every registry the flags name.
+func (cfg *daemonConfig) checkRegistries() error {
 	if cfg.DefaultRegistry == "" {
-		return cfg, fmt.Errorf("--default-registry must not be empty")
+		return fmt.Errorf("--default-registry must not be empty")
 	}
 	for _, flag := range []struct {
 		name    string
@@ -182,28 +204,28 @@ func parseDaemonConfig(c *cli.Context) (daemonConfig, error) {
 				continue
 			}
 			if _, err := upstreampolicy.ParseRegistry(e); err != nil {
-				return cfg, fmt.Errorf("--%s: %w", flag.name, err)
+				return fmt.Errorf("--%s: %w", flag.name, err)
 			}
 		}
 	}
-	mirrorAllow, err := registry.ParseMirrorAllow(splitList(c.StringSlice("mirror-allow")))
-	if err != nil {
-		return cfg, err
-	}
-	cfg.MirrorAllow = mirrorAllow
+	return nil
+}
+
+// checkLimits checks the limits and timeouts.
+func (cfg *daemonConfig) checkLimits() error {
 	if cfg.UploadLimit < 0 || cfg.DownloadLimit < 0 || cfg.MaxConns <= 0 {
-		return cfg, fmt.Errorf("--upload-limit and --download-limit must not be negative, --max-conns must be positive")
+		return fmt.Errorf("--upload-limit and --download-limit must not be negative, --max-conns must be positive")
 	}
 	if cfg.TagCacheTTL < 0 {
-		return cfg, fmt.Errorf("--tag-cache-ttl must not be negative")
+		return fmt.Errorf("--tag-cache-ttl must not be negative")
 	}
 	if cfg.LookupTimeout <= 0 || cfg.StallTimeout <= 0 || cfg.AbandonTimeout <= 0 {
-		return cfg, fmt.Errorf("--lookup-timeout, --stall-timeout and --abandon-timeout must be positive")
+		return fmt.Errorf("--lookup-timeout, --stall-timeout and --abandon-timeout must be positive")
 	}
 	if cfg.ReconnectInterval <= 0 || cfg.ReconnectTimeout < cfg.ReconnectInterval {
-		return cfg, fmt.Errorf("--reconnect-interval must be positive and --reconnect-timeout at least as long (got %s, %s)", cfg.ReconnectInterval, cfg.ReconnectTimeout)
+		return fmt.Errorf("--reconnect-interval must be positive and --reconnect-timeout at least as long (got %s, %s)", cfg.ReconnectInterval, cfg.ReconnectTimeout)
 	}
-	return cfg, nil
+	return nil
 }
 
 // splitList accepts both repeated flags and comma lists (from YAML or env).
