@@ -71,10 +71,8 @@ lint:
 	$(GO) vet $(PKGS)
 	cd deploy && $(GO) vet ./...
 	@# No production function over 80 lines. The test harnesses are not
-	@# production; the functions allowed by name wait for the egress and
-	@# resume work in flight there to settle before they are split.
-	$(GO) run ./internal/lint/funclen -skip internal/testenv,registry/sourcetest \
-		-allow Fetcher.copyUpstream,Source.servePeer,Swarm.prefixFromPeers .
+	@# production.
+	$(GO) run ./internal/lint/funclen -skip internal/testenv,registry/sourcetest .
 
 # test runs everything: unit tests, fuzz seeds, and the e2e tests against
 # real containerd daemons, a real registry and real pull clients.

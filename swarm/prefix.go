@@ -100,60 +100,17 @@ func (s *Swarm) prefixFromPeers(ctx context.Context, dgst digest.Digest, lay lay
 	if len(infos) == 0 {
 		return 0, nil
 	}
-	s.admitMu.Lock()
-	held := int64(0)
-	for _, ci := range infos {
-		// Whole blocks, as downloadBytes: the data file and its marks.
-		first, end := lay.pieces(ci.index)
-		held += fileBytes(ci.length()) + fileBytes(int64(metainfo.HashSize+end-first))
-	}
-	var disk *diskcache.Entry
-	disk, err := s.cache.Admit(prefixKey(dgst), held, func() {})
-	s.admitMu.Unlock()
+	disk, err := s.admitPrefix(dgst, lay, infos)
 	if err != nil {
 		return 0, fmt.Errorf("swarm: prefix of %s: %w", dgst, err)
 	}
 	chunks := make([]*torrent.Torrent, len(infos))
-	defer func() {
-		s.mu.Lock()
-		for _, t := range chunks {
-			if t != nil {
-				t.Drop()
-			}
-		}
-		// The files are this prefix's unless a download of the digest
-		// started meanwhile (it would have found the torrents taken).
-		if e := s.torrents[dgst]; e == nil || e.growing || e.seed != nil {
-			if err := s.downloads.remove(dgst); err != nil {
-				s.log.Warn("prefix files not removed", "digest", dgst, "err", err)
-			}
-		}
-		s.mu.Unlock()
-		disk.Remove()
-	}()
-	add := func(k int) error {
-		if k >= len(infos) || chunks[k] != nil {
-			return nil
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.closed {
-			return errClosed
-		}
-		t, err := s.addTorrent(infos[k], s.downloads)
-		if err != nil {
-			return err
-		}
-		chunks[k] = t
-		s.wantChunk(t, k)
-		t.AddPeers(peerInfos(peers))
-		return nil
-	}
+	defer s.dropPrefix(dgst, chunks, disk)
 	start := time.Now()
 	var written int64
 	for k := range infos {
 		for next := k; next < k+windowChunks; next++ {
-			if err := add(next); err != nil {
+			if err := s.addPrefixChunk(infos, chunks, peers, next); err != nil {
 				return written, fmt.Errorf("swarm: prefix of %s: %w", dgst, err)
 			}
 		}
@@ -171,6 +128,60 @@ func (s *Swarm) prefixFromPeers(ctx context.Context, dgst digest.Digest, lay lay
 	s.log.Info("prefix of a blob fetched from the members that hold it", "digest", dgst, "bytes", written,
 		"chunks", len(infos), "of", lay.numChunks(), "peers", len(peers), "duration", time.Since(start))
 	return written, nil
+}
+
+// admitPrefix accounts the prefix's files in the cache before any is
+// written: whole blocks, as downloadBytes, the data files and their marks.
+func (s *Swarm) admitPrefix(dgst digest.Digest, lay layout, infos []*chunkInfo) (*diskcache.Entry, error) {
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	held := int64(0)
+	for _, ci := range infos {
+		first, end := lay.pieces(ci.index)
+		held += fileBytes(ci.length()) + fileBytes(int64(metainfo.HashSize+end-first))
+	}
+	return s.cache.Admit(prefixKey(dgst), held, func() {})
+}
+
+// dropPrefix drops the prefix's chunk torrents still open and removes its
+// files and their cache entry.
+func (s *Swarm) dropPrefix(dgst digest.Digest, chunks []*torrent.Torrent, disk *diskcache.Entry) {
+	s.mu.Lock()
+	for _, t := range chunks {
+		if t != nil {
+			t.Drop()
+		}
+	}
+	// The files are this prefix's unless a download of the digest
+	// started meanwhile (it would have found the torrents taken).
+	if e := s.torrents[dgst]; e == nil || e.growing || e.seed != nil {
+		if err := s.downloads.remove(dgst); err != nil {
+			s.log.Warn("prefix files not removed", "digest", dgst, "err", err)
+		}
+	}
+	s.mu.Unlock()
+	disk.Remove()
+}
+
+// addPrefixChunk adds chunk k's torrent (unless past the end or added
+// already) into chunks[k] and points it at peers.
+func (s *Swarm) addPrefixChunk(infos []*chunkInfo, chunks []*torrent.Torrent, peers []Peer, k int) error {
+	if k >= len(infos) || chunks[k] != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	t, err := s.addTorrent(infos[k], s.downloads)
+	if err != nil {
+		return err
+	}
+	chunks[k] = t
+	s.wantChunk(t, k)
+	t.AddPeers(peerInfos(peers))
+	return nil
 }
 
 // heldChunks asks peers, in random order, for each chunk's metainfo in

@@ -155,38 +155,13 @@ func (f *Fetcher) evict(s *spool, d *diskcache.Entry) {
 func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
-	// The blob's readers depend on the context Blob gets, so the lookup is
-	// bounded by a timer, not by a context that would end with it.
-	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
-	blob, err := f.cfg.Upstream.Blob(ctx, s.ref, s.dgst)
+	blob, body, size, err := f.openUpstream(ctx, cancel, s)
 	if err != nil {
-		lookup.Stop()
-		return 0, fmt.Errorf("upstream %s: %w", s.dgst, errors.Join(err, context.Cause(ctx)))
-	}
-	defer blob.Close()
-	size := blob.Size()
-	if size < 0 || (size == 0 && s.dgst != s.dgst.Algorithm().FromBytes(nil)) {
-		lookup.Stop()
-		return 0, fmt.Errorf("upstream %s: impossible size %d", s.dgst, size)
-	}
-	// Accounted before the body is asked for: a spool without room is
-	// not written at all, and its body is left to the callers' streams.
-	if err := f.admit(s, size); err != nil {
-		lookup.Stop()
 		return size, err
 	}
-	var body io.ReadCloser
-	if f.cfg.Prefix == nil || size == 0 {
-		body, err = blob.Open(ctx, 0)
-		if !lookup.Stop() {
-			err = errors.Join(err, context.Cause(ctx))
-		}
-		if err != nil {
-			return 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
-		}
+	defer blob.Close()
+	if body != nil {
 		defer func() { body.Close() }()
-	} else {
-		lookup.Stop()
 	}
 	if f.cfg.OnStart != nil {
 		// Before setSize: whoever learns the size may rely on it.
@@ -205,26 +180,89 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	}
 	var written int64
 	if body == nil {
-		prefixSum := s.dgst.Algorithm().Hash()
-		if written, err = f.fillPrefix(ctx, s, file, prefixSum, size); err != nil {
-			return 0, err
-		}
-		if written > 0 {
-			sum = prefixSum
-			if *progress != nil {
-				(*progress).Advance(written)
-			}
-		}
-		var start int64
-		if body, start, err = f.openRest(ctx, cancel, s, blob, written); err != nil {
+		var prefixSum hash.Hash
+		if body, written, prefixSum, err = f.resumeUpstream(ctx, cancel, s, file, blob, size, progress); err != nil {
 			return 0, err
 		}
 		defer func() { body.Close() }()
-		if err := f.skip(ctx, cancel, s, body, written-start); err != nil {
-			return 0, err
+		if written > 0 {
+			sum = prefixSum
 		}
 	}
+	return f.copyBody(ctx, cancel, s, file, body, sum, written, size, progress)
+}
 
+// openUpstream looks the blob up upstream within the lookup timeout,
+// admits its size to the cache and, without a Prefix, opens its body (nil
+// with a Prefix: resumeUpstream opens it). On error the blob is closed
+// already and the int64 is what copyUpstream returns.
+func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool) (registry.Blob, io.ReadCloser, int64, error) {
+	// The blob's readers depend on the context Blob gets, so the lookup is
+	// bounded by a timer, not by a context that would end with it.
+	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
+	blob, err := f.cfg.Upstream.Blob(ctx, s.ref, s.dgst)
+	if err != nil {
+		lookup.Stop()
+		return nil, nil, 0, fmt.Errorf("upstream %s: %w", s.dgst, errors.Join(err, context.Cause(ctx)))
+	}
+	size := blob.Size()
+	if size < 0 || (size == 0 && s.dgst != s.dgst.Algorithm().FromBytes(nil)) {
+		lookup.Stop()
+		blob.Close()
+		return nil, nil, 0, fmt.Errorf("upstream %s: impossible size %d", s.dgst, size)
+	}
+	// Accounted before the body is asked for: a spool without room is
+	// not written at all, and its body is left to the callers' streams.
+	if err := f.admit(s, size); err != nil {
+		lookup.Stop()
+		blob.Close()
+		return nil, nil, size, err
+	}
+	if f.cfg.Prefix != nil && size != 0 {
+		lookup.Stop()
+		return blob, nil, size, nil
+	}
+	body, err := blob.Open(ctx, 0)
+	if !lookup.Stop() {
+		err = errors.Join(err, context.Cause(ctx))
+	}
+	if err != nil {
+		if body != nil {
+			body.Close()
+		}
+		blob.Close()
+		return nil, nil, 0, fmt.Errorf("upstream %s: open: %w", s.dgst, err)
+	}
+	return blob, body, size, nil
+}
+
+// resumeUpstream writes to file the prefix of the blob the cluster holds,
+// hashing it into prefixSum, then opens the upstream body positioned at
+// the prefix's end.
+func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob registry.Blob, size int64, progress *Progress) (io.ReadCloser, int64, hash.Hash, error) {
+	prefixSum := s.dgst.Algorithm().Hash()
+	written, err := f.fillPrefix(ctx, s, file, prefixSum, size)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if written > 0 && *progress != nil {
+		(*progress).Advance(written)
+	}
+	body, start, err := f.openRest(ctx, cancel, s, blob, written)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if err := f.skip(ctx, cancel, s, body, written-start); err != nil {
+		body.Close()
+		return nil, 0, nil, err
+	}
+	return body, written, prefixSum, nil
+}
+
+// copyBody copies body into file from written up to size, cut when no byte
+// arrives for the stall timeout, and checks sum (nil: the blob verifies
+// itself) against the digest.
+func (f *Fetcher) copyBody(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, body io.Reader, sum hash.Hash, written, size int64, progress *Progress) (int64, error) {
 	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
 	defer stall.Stop()
 	buf := make([]byte, downloadBuffer)

@@ -79,6 +79,12 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.servePeerKind(w, r, ref, kind, name)
+}
+
+// servePeerKind answers an admitted peer request for ref by its kind
+// (fetch, blobs, manifests or tags) and name.
+func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref registry.Ref, kind, name string) {
 	switch kind {
 	case "fetch":
 		dgst, err := registry.ParseDigest(name)
@@ -113,23 +119,28 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 		if !s.mayServe(w) {
 			return
 		}
-		desc, err := s.cfg.Fetcher.Resolve(r.Context(), ref, mref.Tag)
-		if err != nil {
-			s.peerError(w, r, err)
-			return
-		}
-		body, err := json.Marshal(desc)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/vnd.oci.descriptor.v1+json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(body)
-		}
+		s.servePeerTag(w, r, ref, mref.Tag)
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// servePeerTag answers the descriptor tag resolves to in ref.
+func (s *Source) servePeerTag(w http.ResponseWriter, r *http.Request, ref registry.Ref, tag string) {
+	desc, err := s.cfg.Fetcher.Resolve(r.Context(), ref, tag)
+	if err != nil {
+		s.peerError(w, r, err)
+		return
+	}
+	body, err := json.Marshal(desc)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/vnd.oci.descriptor.v1+json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
 	}
 }
 
