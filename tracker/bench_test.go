@@ -53,8 +53,7 @@ const (
 )
 
 func benchConfig(i int, cfg *Config) {
-	prod := Config{}
-	prod.setDefaultTimings()
+	prod := DefaultConfig()
 	cfg.GossipInterval, cfg.GossipNodes, cfg.RetransmitMult = prod.GossipInterval, prod.GossipNodes, prod.RetransmitMult
 	cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult = prod.ProbeInterval, prod.ProbeTimeout, prod.SuspicionMult
 	cfg.PushPullInterval = prod.PushPullInterval

@@ -16,23 +16,15 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// DefaultReconnectInterval: a healed network merges within about one
-// interval, well inside a minute, while a member that is really gone costs
-// one failed dial per interval (serf: 30 s).
-const DefaultReconnectInterval = 10 * time.Second
-
-// DefaultReconnectTimeout, as serf: long enough for a zone or a link that
-// is down overnight to merge back by itself; after that a lost member is
-// forgotten (it can still join again).
-const DefaultReconnectTimeout = 24 * time.Hour
-
-// Config configures a Tracker. Zero values take the documented defaults;
-// the defaults are memberlist's LAN profile unless said otherwise.
+// Config configures a Tracker: start from DefaultConfig. Zero values take
+// the documented defaults; the defaults are memberlist's LAN profile unless
+// said otherwise.
 type Config struct {
 	// Name is this member's unique name in the cluster; default the hostname.
 	Name string
 	// GossipAddr is the host:port memberlist listens on (UDP and TCP),
-	// --gossip-addr; default "0.0.0.0:7946". Unused when Transport is set.
+	// --gossip-addr; default ":7946" (every address). Unused when
+	// Transport is set.
 	GossipAddr string
 	// AdvertiseAddr is the host:port other members reach this one at,
 	// --advertise-addr; default: memberlist picks an address of this host.
@@ -112,10 +104,10 @@ type Config struct {
 	// reconnecting (below) reaches it.
 	GossipToTheDeadTime time.Duration
 	// ReconnectInterval is how often members that failed are contacted
-	// again (a few at random), so partitions heal; default
-	// DefaultReconnectInterval. ReconnectTimeout is how long after failing
-	// a member is still contacted; default DefaultReconnectTimeout. Neither
-	// may be negative, and the timeout is at least the interval.
+	// again (a few at random), so partitions heal; default 10 s.
+	// ReconnectTimeout is how long after failing a member is still
+	// contacted; default 24 h. Neither may be negative, and the timeout is
+	// at least the interval.
 	ReconnectInterval, ReconnectTimeout time.Duration
 	// StuckAfter: when the gossip delegate's lock or memberlist's node
 	// lock has not been free this long, Stuck reports the node wedged (and
@@ -126,14 +118,51 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) setDefaults() error {
-	if c.Name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("tracker: no Name and no hostname: %w", err)
-		}
-		c.Name = h
+// DefaultConfig returns the defaults, memberlist's LAN profile unless the
+// field says otherwise; the caller sets PeerHTTPAddr and TorrentAddr (and
+// Name, else the hostname).
+func DefaultConfig() Config {
+	return Config{
+		GossipAddr: ":7946",
+		Version:    "dev",
+
+		GossipInterval:      200 * time.Millisecond,
+		GossipNodes:         4,
+		RetransmitMult:      6,
+		ProbeInterval:       time.Second,
+		ProbeTimeout:        500 * time.Millisecond,
+		SuspicionMult:       4,
+		PushPullInterval:    60 * time.Second,
+		DeadNodeReclaimTime: 15 * time.Second,
+		GossipToTheDeadTime: 30 * time.Second,
+
+		RelayViews:          2,
+		JoinStateBytes:      8 << 20,
+		MaxMessageBytes:     1024,
+		MaxQueuedBroadcasts: 8192,
+		MaxMembers:          16384,
+		MaxDigestsPerMember: 1_000_000,
+		JoinAttempts:        10,
+		JoinBackoff:         500 * time.Millisecond,
+		JoinMaxBackoff:      15 * time.Second,
+		LeaveTimeout:        5 * time.Second,
+		// A healed network merges within about one interval, well inside
+		// a minute, while a member that is really gone costs one failed
+		// dial per interval (serf: 30 s).
+		ReconnectInterval: 10 * time.Second,
+		// As serf: long enough for a zone or a link that is down
+		// overnight to merge back by itself; after that a lost member is
+		// forgotten (it can still join again).
+		ReconnectTimeout: 24 * time.Hour,
+		StuckAfter:       30 * time.Second,
+		Logger:           slog.Default(),
 	}
+}
+
+// Validate reports a Config New cannot run with. Zero values stand for
+// the defaults and are checked as those; an empty Name is the hostname.
+func (c Config) Validate() error {
+	c.fillDefaults()
 	if len(c.Name) > maxNameLen {
 		return fmt.Errorf("tracker: Name %q longer than %d bytes", c.Name, maxNameLen)
 	}
@@ -145,44 +174,11 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("tracker: cluster key %d: %w", i+1, err)
 		}
 	}
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
+	if err := c.validateCounts(); err != nil {
+		return err
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	if c.GossipAddr == "" {
-		c.GossipAddr = "0.0.0.0:7946"
-	}
-	if c.Version == "" {
-		c.Version = "dev"
-	}
-	c.setDefaultTimings()
-	def(&c.RelayViews, 2)
-	def(&c.JoinStateBytes, 8<<20)
-	def(&c.MaxMessageBytes, 1024)
-	def(&c.MaxQueuedBroadcasts, 8192)
-	def(&c.MaxMembers, 16384)
-	def(&c.MaxDigestsPerMember, 1_000_000)
-	def(&c.JoinAttempts, 10)
-	defDur(&c.JoinBackoff, 500*time.Millisecond)
-	defDur(&c.JoinMaxBackoff, 15*time.Second)
-	defDur(&c.LeaveTimeout, 5*time.Second)
-	defDur(&c.StuckAfter, 30*time.Second)
-	if c.ReconnectInterval < 0 || c.ReconnectTimeout < 0 {
-		return errors.New("tracker: ReconnectInterval and ReconnectTimeout must not be negative")
-	}
-	defDur(&c.ReconnectInterval, DefaultReconnectInterval)
-	defDur(&c.ReconnectTimeout, DefaultReconnectTimeout)
 	if c.ReconnectTimeout < c.ReconnectInterval {
 		return fmt.Errorf("tracker: ReconnectTimeout %s is below ReconnectInterval %s: a lost member would be forgotten before it is contacted", c.ReconnectTimeout, c.ReconnectInterval)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 	if c.JoinStateBytes > 16<<20 {
 		return errors.New("tracker: JoinStateBytes above 16 MiB would exceed memberlist's push/pull limit")
@@ -193,27 +189,100 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// setDefaultTimings fills in the gossip and failure-detection defaults.
-func (c *Config) setDefaultTimings() {
-	def := func(v *int, d int) {
+// validateCounts refuses negative counts and durations (zero values were
+// filled in with the defaults).
+func (c *Config) validateCounts() error {
+	if c.ReconnectInterval < 0 || c.ReconnectTimeout < 0 {
+		return errors.New("tracker: ReconnectInterval and ReconnectTimeout must not be negative")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"GossipInterval", c.GossipInterval}, {"ProbeInterval", c.ProbeInterval}, {"ProbeTimeout", c.ProbeTimeout},
+		{"PushPullInterval", c.PushPullInterval}, {"DeadNodeReclaimTime", c.DeadNodeReclaimTime},
+		{"GossipToTheDeadTime", c.GossipToTheDeadTime}, {"JoinBackoff", c.JoinBackoff},
+		{"JoinMaxBackoff", c.JoinMaxBackoff}, {"LeaveTimeout", c.LeaveTimeout}, {"StuckAfter", c.StuckAfter},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("tracker: %s %s must not be negative", d.name, d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"GossipNodes", c.GossipNodes}, {"RetransmitMult", c.RetransmitMult}, {"SuspicionMult", c.SuspicionMult},
+		{"RelayViews", c.RelayViews}, {"JoinStateBytes", c.JoinStateBytes}, {"MaxQueuedBroadcasts", c.MaxQueuedBroadcasts},
+		{"MaxMembers", c.MaxMembers}, {"MaxDigestsPerMember", c.MaxDigestsPerMember}, {"JoinAttempts", c.JoinAttempts},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("tracker: %s %d must not be negative", n.name, n.v)
+		}
+	}
+	return nil
+}
+
+// setDefaults fills in the defaults (the hostname for Name) and validates
+// the result.
+func (c *Config) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("tracker: no Name and no hostname: %w", err)
+		}
+		if len(h) > maxNameLen {
+			return fmt.Errorf("tracker: hostname %q, the default Name, is longer than %d bytes", h, maxNameLen)
+		}
+		c.Name = h
+	}
+	c.fillDefaults()
+	return nil
+}
+
+// fillDefaults replaces zero values with DefaultConfig's.
+func (c *Config) fillDefaults() {
+	d := DefaultConfig()
+	str := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	num := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
 		}
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
+	dur := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
 		}
 	}
-	defDur(&c.GossipInterval, 200*time.Millisecond)
-	def(&c.GossipNodes, 4)
-	def(&c.RetransmitMult, 6)
-	defDur(&c.ProbeInterval, time.Second)
-	defDur(&c.ProbeTimeout, 500*time.Millisecond)
-	def(&c.SuspicionMult, 4)
-	defDur(&c.PushPullInterval, 60*time.Second)
-	defDur(&c.DeadNodeReclaimTime, 15*time.Second)
-	defDur(&c.GossipToTheDeadTime, 30*time.Second)
+	str(&c.GossipAddr, d.GossipAddr)
+	str(&c.Version, d.Version)
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&c.GossipInterval, &d.GossipInterval}, {&c.ProbeInterval, &d.ProbeInterval}, {&c.ProbeTimeout, &d.ProbeTimeout},
+		{&c.PushPullInterval, &d.PushPullInterval}, {&c.DeadNodeReclaimTime, &d.DeadNodeReclaimTime},
+		{&c.GossipToTheDeadTime, &d.GossipToTheDeadTime}, {&c.JoinBackoff, &d.JoinBackoff},
+		{&c.JoinMaxBackoff, &d.JoinMaxBackoff}, {&c.LeaveTimeout, &d.LeaveTimeout}, {&c.StuckAfter, &d.StuckAfter},
+		{&c.ReconnectInterval, &d.ReconnectInterval}, {&c.ReconnectTimeout, &d.ReconnectTimeout},
+	} {
+		dur(f.v, *f.d)
+	}
+	for _, f := range []struct{ v, d *int }{
+		{&c.GossipNodes, &d.GossipNodes}, {&c.RetransmitMult, &d.RetransmitMult}, {&c.SuspicionMult, &d.SuspicionMult},
+		{&c.RelayViews, &d.RelayViews}, {&c.JoinStateBytes, &d.JoinStateBytes}, {&c.MaxMessageBytes, &d.MaxMessageBytes},
+		{&c.MaxQueuedBroadcasts, &d.MaxQueuedBroadcasts}, {&c.MaxMembers, &d.MaxMembers},
+		{&c.MaxDigestsPerMember, &d.MaxDigestsPerMember}, {&c.JoinAttempts, &d.JoinAttempts},
+	} {
+		num(f.v, *f.d)
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
 }
 
 // memberlistConfig tunes memberlist for a LAN and plugs the tracker in.

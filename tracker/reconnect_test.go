@@ -59,7 +59,7 @@ func TestReconnectBoundsAreValidated(t *testing.T) {
 		wantErr            string
 		wantInt, wantUntil time.Duration
 	}{
-		{name: "defaults", wantInt: DefaultReconnectInterval, wantUntil: DefaultReconnectTimeout},
+		{name: "defaults", wantInt: DefaultConfig().ReconnectInterval, wantUntil: DefaultConfig().ReconnectTimeout},
 		{name: "set", interval: time.Minute, timeout: 2 * time.Hour, wantInt: time.Minute, wantUntil: 2 * time.Hour},
 		{name: "timeout equal to interval", interval: time.Minute, timeout: time.Minute, wantInt: time.Minute, wantUntil: time.Minute},
 		{name: "negative interval", interval: -time.Second, wantErr: "negative"},

@@ -34,8 +34,7 @@ func TestScaleHundredsOfMembers(t *testing.T) {
 		// Production gossip and failure detection: test-fast probes make
 		// members starved on a loaded machine look failed. Anti-entropy
 		// is kept out of the way so the epidemic alone must deliver.
-		prod := Config{}
-		prod.setDefaultTimings()
+		prod := DefaultConfig()
 		cfg.GossipInterval, cfg.GossipNodes, cfg.RetransmitMult = prod.GossipInterval, prod.GossipNodes, prod.RetransmitMult
 		cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult = prod.ProbeInterval, prod.ProbeTimeout, prod.SuspicionMult
 		cfg.PushPullInterval = 10 * time.Minute

@@ -57,19 +57,12 @@ func trackerConfig(cfg daemonConfig, keys [][]byte) (tracker.Config, error) {
 	if err != nil {
 		return tracker.Config{}, err
 	}
-	return tracker.Config{
-		Name:          nodeName(cfg),
-		GossipAddr:    cfg.GossipAddr,
-		AdvertiseAddr: gossip.String(),
-		Keys:          keys,
-		PeerHTTPAddr:  peerHTTP.String(),
-		TorrentAddr:   torrent,
-		Egress:        cfg.Egress,
-		Version:       buildVersion(),
-
-		ReconnectInterval: cfg.ReconnectInterval,
-		ReconnectTimeout:  cfg.ReconnectTimeout,
-	}, nil
+	tc := tracker.DefaultConfig()
+	tc.Name, tc.GossipAddr, tc.AdvertiseAddr = nodeName(cfg), cfg.GossipAddr, gossip.String()
+	tc.Keys, tc.PeerHTTPAddr, tc.TorrentAddr = keys, peerHTTP.String(), torrent
+	tc.Egress, tc.Version = cfg.Egress, buildVersion()
+	tc.ReconnectInterval, tc.ReconnectTimeout = cfg.ReconnectInterval, cfg.ReconnectTimeout
+	return tc, nil
 }
 
 // seedersOf adapts the tracker's lookup to what the swarm consumes.

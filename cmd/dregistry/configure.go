@@ -47,7 +47,7 @@ func configureCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the files and actions, change nothing"},
 			&cli.BoolFlag{Name: "restore", Usage: "put back the files configure replaced and remove the ones it created (the named registries, or all)"},
 			&cli.StringFlag{Name: "containerd-config", Value: containerd.DefaultContainerdConfig, Usage: "containerd's config file, checked for settings that bypass the mirror"},
-			&cli.StringFlag{Name: "containerd-address", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket, asked for its version"},
+			&cli.StringFlag{Name: "containerd-address", Value: containerd.DefaultAddress, Usage: "containerd's socket, asked for its version"},
 			&cli.StringFlag{Name: "containerd-version", Usage: "containerd's version, instead of asking the socket or running containerd --version"},
 			&cli.BoolFlag{Name: "force", Usage: "write hosts.toml even on k3s/RKE2, where registries.yaml regenerates it"},
 			&cli.StringFlag{Name: "probe-root", Value: "/", Hidden: true, Usage: "prefix of the k3s/RKE2 paths probed (for tests)"},

@@ -74,23 +74,24 @@ func daemonFlags() []cli.Flag {
 	}
 	// The defaults are the packages' own, written once there.
 	sw, handler, fetcher := swarm.DefaultConfig(), registry.DefaultConfig(), egress.DefaultFetcherConfig()
+	cluster := tracker.DefaultConfig()
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file with flag values (keys are flag names); flags and DREGISTRY_* variables override it", EnvVars: envName("config")},
-		str("http-addr", ":5000", "address of the registry mirror, peer and admin endpoint"),
+		str("http-addr", defaultHTTPAddr, "address of the registry mirror, peer and admin endpoint"),
 		str("advertise-addr", "", "IP address peers use to reach this node (default: the first non-loopback address)"),
-		str("gossip-addr", ":7946", "address of the gossip (memberlist) listener"),
+		str("gossip-addr", cluster.GossipAddr, "address of the gossip (memberlist) listener"),
 		str("torrent-addr", sw.ListenAddr, "address of the BitTorrent listener"),
 		str("node-name", "", "this member's unique name in the cluster (default: hostname-<advertise-addr>)"),
 		str("cluster-key-file", "", "file of base64 AES keys (one per line, first encrypts and signs) that encrypt gossip and authenticate peers; required with --join"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure-gossip", Usage: "allow --join without --cluster-key-file: plain gossip, peers admitted by source address (anyone reaching the gossip port can join)", EnvVars: envName("insecure-gossip")}),
 		list("join", "gossip address (host:port) of a cluster member to join; repeat or comma-separate"),
-		dur("reconnect-interval", tracker.DefaultReconnectInterval, "how often members that failed (not left) are contacted again, a few at random, so the two sides of a network partition merge once it heals"),
-		dur("reconnect-timeout", tracker.DefaultReconnectTimeout, "how long after it failed a member is still contacted; at least --reconnect-interval"),
+		dur("reconnect-interval", cluster.ReconnectInterval, "how often members that failed (not left) are contacted again, a few at random, so the two sides of a network partition merge once it heals"),
+		dur("reconnect-timeout", cluster.ReconnectTimeout, "how long after it failed a member is still contacted; at least --reconnect-interval"),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "egress", Usage: "this node may fetch from upstream registries for the cluster", EnvVars: envName("egress")}),
 		num("upload-limit", "swarm upload limit of this node in bytes per second (0: none)"),
 		num("download-limit", "swarm download limit of this node in bytes per second (0: none)"),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Value: sw.MaxConns, Usage: "connection cap per torrent", EnvVars: envName("max-conns")}),
-		str("data-dir", "/var/lib/dregistry", "directory for downloaded blobs, metainfo and state"),
+		str("data-dir", defaultDataDir, "directory for downloaded blobs, metainfo and state"),
 		str("cache-size", "", "the most --data-dir holds (swarm downloads, egress spools, metainfo), e.g. 512MiB, 20GiB, 50GB or bytes; least recently used blobs go first, never one being served or downloaded, and a blob containerd holds is not kept twice "+
 			"(default: a fifth of the data dir's filesystem, at most 50GiB — the data dir only holds copies in flight, while containerd's store, usually on the same filesystem, holds the images)"),
 		str("containerd-address", containerd.DefaultConfig().Address, "containerd's gRPC socket"),

@@ -11,6 +11,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dregistry/dregistry/containerd"
+	"github.com/dregistry/dregistry/internal/egress"
+	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
 
@@ -50,6 +54,42 @@ func TestDaemonFlagDefaults(t *testing.T) {
 	// Written once, in the packages' DefaultConfig.
 	if cfg.MaxConns != 50 || cfg.TagCacheTTL != 5*time.Second || cfg.AbandonTimeout != 5*time.Minute {
 		t.Fatalf("defaults: max-conns %d, tag-cache-ttl %v, abandon-timeout %v; want 50, 5s, 5m", cfg.MaxConns, cfg.TagCacheTTL, cfg.AbandonTimeout)
+	}
+}
+
+// Every flag default is the owning package's DefaultConfig value, written
+// there once.
+func TestDaemonFlagDefaultsArePackagesDefaults(t *testing.T) {
+	cfg, err := parseArgs(t, "--advertise-addr", "10.1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, handler, fetcher := swarm.DefaultConfig(), registry.DefaultConfig(), egress.DefaultFetcherConfig()
+	cluster, store := tracker.DefaultConfig(), containerd.DefaultConfig()
+	checks := []struct {
+		flag      string
+		got, want any
+	}{
+		{"http-addr", cfg.HTTPAddr, defaultHTTPAddr},
+		{"data-dir", cfg.DataDir, defaultDataDir},
+		{"gossip-addr", cfg.GossipAddr, cluster.GossipAddr},
+		{"reconnect-interval", cfg.ReconnectInterval, cluster.ReconnectInterval},
+		{"reconnect-timeout", cfg.ReconnectTimeout, cluster.ReconnectTimeout},
+		{"torrent-addr", cfg.TorrentAddr, sw.ListenAddr},
+		{"max-conns", cfg.MaxConns, sw.MaxConns},
+		{"abandon-timeout", cfg.AbandonTimeout, sw.AbandonTimeout},
+		{"upload-limit", cfg.UploadLimit, sw.UploadLimit},
+		{"download-limit", cfg.DownloadLimit, sw.DownloadLimit},
+		{"containerd-address", cfg.ContainerdAddress, store.Address},
+		{"default-registry", cfg.DefaultRegistry, handler.DefaultRegistry},
+		{"lookup-timeout", cfg.LookupTimeout, handler.LookupTimeout},
+		{"stall-timeout", cfg.StallTimeout, handler.StallTimeout},
+		{"tag-cache-ttl", cfg.TagCacheTTL, fetcher.TagTTL},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("--%s defaults to %v, the package's default is %v", c.flag, c.got, c.want)
+		}
 	}
 }
 
@@ -142,7 +182,7 @@ func TestReconnectFlags(t *testing.T) {
 		args              []string
 		interval, timeout time.Duration
 	}{
-		{"defaults", nil, tracker.DefaultReconnectInterval, tracker.DefaultReconnectTimeout},
+		{"defaults", nil, tracker.DefaultConfig().ReconnectInterval, tracker.DefaultConfig().ReconnectTimeout},
 		{"set", []string{"--reconnect-interval", "30s", "--reconnect-timeout", "6h"}, 30 * time.Second, 6 * time.Hour},
 	}
 	for _, c := range cases {

@@ -26,6 +26,18 @@ import (
 	"github.com/dregistry/dregistry/tracker"
 )
 
+// The node owns its HTTP listener (mirror, peer and admin endpoints) and
+// its data dir: it makes the directory and gives the swarm, the egress
+// spools and the cache their parts of it, so their defaults live here.
+const (
+	defaultHTTPAddr = ":5000"
+	defaultDataDir  = "/var/lib/dregistry"
+)
+
+// localAdmin is the address of this host's node for the CLI commands
+// that ask it (swarm stats, swarm preheat).
+const localAdmin = "http://127.0.0.1" + defaultHTTPAddr
+
 // node is one daemon: newNode wires the packages together (and listens,
 // so a bad address fails at once), Run serves until its context ends,
 // Close releases what newNode opened, in reverse order.

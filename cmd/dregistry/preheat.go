@@ -109,7 +109,7 @@ func preheatCommand() *cli.Command {
 			"status is 0 only when every asked node holds the complete image; otherwise the failed nodes and\n" +
 			"why are listed.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "http://127.0.0.1:5000", Usage: "base URL of the node's HTTP port that coordinates"},
+			&cli.StringFlag{Name: "addr", Value: localAdmin, Usage: "base URL of the node's HTTP port that coordinates"},
 			&cli.StringFlag{Name: "namespace", Value: preheat.DefaultNamespace, Usage: "containerd namespace of the image record"},
 			&cli.StringFlag{Name: "nodes", Value: "all", Usage: "how many live members to ask: all, or N (the coordinating node first, then by name)"},
 			&cli.StringFlag{Name: "cluster-key-file", Usage: "sign the request with the cluster key, to ask a node on another host (this host's node answers without)", EnvVars: envName("cluster-key-file")},

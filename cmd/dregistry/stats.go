@@ -33,7 +33,7 @@ func swarmCommand() *cli.Command {
 			Name:  "stats",
 			Usage: "members, torrents and bytes by source, read from the admin endpoint",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "addr", Value: "http://127.0.0.1:5000", Usage: "base URL of the node's HTTP port"},
+				&cli.StringFlag{Name: "addr", Value: localAdmin, Usage: "base URL of the node's HTTP port"},
 				&cli.BoolFlag{Name: "json", Usage: "print the admin JSON as is"},
 				&cli.BoolFlag{Name: "bytes", Usage: "print sizes and rates as exact byte counts instead of KiB, MiB, GiB"},
 				&cli.BoolFlag{Name: "watch", Usage: "refresh until interrupted"},
