@@ -44,16 +44,15 @@ func newPreheat(ctx context.Context, cfg daemonConfig, store *containerd.Store, 
 		IdleConnTimeout:       90 * time.Second,
 	}}
 	resolver := containerd.MirrorResolver(mirror.String(), mirrorClient)
-	runner, err := preheat.NewRunner(ctx, preheat.RunnerConfig{
-		Node: members.LocalName(),
-		Fetch: func(ctx context.Context, req preheat.Request, progress func(done, total int64)) error {
-			return store.FetchImage(ctx, containerd.ImageFetch{
-				Namespace: req.Namespace, Name: req.Image, Target: req.Target(),
-				Resolver: resolver, Progress: progress,
-			})
-		},
-		Logger: log,
-	})
+	rcfg := preheat.DefaultRunnerConfig()
+	rcfg.Node, rcfg.Logger = members.LocalName(), log
+	rcfg.Fetch = func(ctx context.Context, req preheat.Request, progress func(done, total int64)) error {
+		return store.FetchImage(ctx, containerd.ImageFetch{
+			Namespace: req.Namespace, Name: req.Image, Target: req.Target(),
+			Resolver: resolver, Progress: progress,
+		})
+	}
+	runner, err := preheat.NewRunner(ctx, rcfg)
 	if err != nil {
 		return nil, nil, err
 	}

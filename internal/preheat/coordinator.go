@@ -60,10 +60,18 @@ type CoordinatorConfig struct {
 // Coordinator serves AdminPath.
 type Coordinator struct{ cfg CoordinatorConfig }
 
+// Validate reports a CoordinatorConfig NewCoordinator cannot run with.
+func (c CoordinatorConfig) Validate() error {
+	if c.Members == nil || c.Runner == nil || c.Resolve == nil || c.Client == nil || c.Gate == nil {
+		return errors.New("preheat: CoordinatorConfig needs Members, Runner, Resolve, Client and Gate")
+	}
+	return nil
+}
+
 // NewCoordinator checks cfg.
 func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
-	if cfg.Members == nil || cfg.Runner == nil || cfg.Resolve == nil || cfg.Client == nil || cfg.Gate == nil {
-		return nil, errors.New("preheat: CoordinatorConfig needs Members, Runner, Resolve, Client and Gate")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -2,6 +2,7 @@ package preheat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -39,18 +40,36 @@ type Status struct {
 // one). The daemon wires containerd.Store.FetchImage.
 type Fetch func(ctx context.Context, req Request, progress func(done, total int64)) error
 
-// RunnerConfig configures a Runner.
+// RunnerConfig configures a Runner: start from DefaultRunnerConfig.
 type RunnerConfig struct {
 	Node  string // this node's name, in its Status lines
 	Fetch Fetch  // required
-	// Timeout bounds one preheat; default DefaultTimeout.
+	// Timeout bounds one preheat; default an hour.
 	Timeout time.Duration
 	Logger  *slog.Logger
 }
 
-// DefaultTimeout bounds one preheat: multi-GiB images over a slow
-// upstream take minutes, a wedged one must still end.
-const DefaultTimeout = time.Hour
+// DefaultRunnerConfig returns the defaults; the caller sets Node and Fetch.
+func DefaultRunnerConfig() RunnerConfig {
+	return RunnerConfig{
+		// Multi-GiB images over a slow upstream take minutes, a wedged
+		// preheat must still end.
+		Timeout: time.Hour,
+		Logger:  slog.Default(),
+	}
+}
+
+// Validate reports a RunnerConfig NewRunner cannot run with (a zero
+// Timeout or Logger takes the default).
+func (c RunnerConfig) Validate() error {
+	if c.Fetch == nil {
+		return errors.New("preheat: RunnerConfig.Fetch is required")
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("preheat: RunnerConfig.Timeout %s must not be negative", c.Timeout)
+	}
+	return nil
+}
 
 // Runner runs this node's preheats, one per image, digest and namespace.
 // Its map is the one piece of shared state, guarded by mu; a Job's
@@ -75,14 +94,15 @@ type Job struct {
 
 // NewRunner returns a Runner whose preheats end with ctx.
 func NewRunner(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
-	if cfg.Fetch == nil {
-		return nil, fmt.Errorf("preheat: RunnerConfig.Fetch is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
+	d := DefaultRunnerConfig()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = d.Timeout
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = d.Logger
 	}
 	return &Runner{cfg: cfg, ctx: ctx, jobs: map[jobKey]*Job{}}, nil
 }

@@ -53,30 +53,50 @@ type Policy struct {
 	log      *slog.Logger
 }
 
-// New parses every entry; a bad one is an error naming it.
+// DefaultConfig returns the defaults: nothing named, so nothing is
+// fetched until the caller lists registries.
+func DefaultConfig() Config { return Config{Logger: slog.Default()} }
+
+// Validate parses every entry; a bad one is an error naming it.
+func (c Config) Validate() error {
+	_, err := c.parse()
+	return err
+}
+
+// New builds the policy of cfg (Validate's errors; a nil Logger is
+// slog.Default()).
 func New(cfg Config) (*Policy, error) {
-	p := &Policy{named: map[string]bool{}, plain: map[string]bool{}, log: cfg.Logger}
-	if p.log == nil {
-		p.log = slog.Default()
+	p, err := cfg.parse()
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range cfg.Allow {
+	if p.log == nil {
+		p.log = DefaultConfig().Logger
+	}
+	return p, nil
+}
+
+// parse checks and canonicalizes every entry.
+func (c Config) parse() (*Policy, error) {
+	p := &Policy{named: map[string]bool{}, plain: map[string]bool{}, log: c.Logger}
+	for _, e := range c.Allow {
 		if e == Wildcard {
 			p.wildcard = true
 			continue
 		}
-		c, err := ParseRegistry(e)
+		canon, err := ParseRegistry(e)
 		if err != nil {
 			return nil, err
 		}
-		p.named[c] = true
+		p.named[canon] = true
 	}
-	for _, e := range cfg.PlainHTTP {
-		c, err := ParseRegistry(e)
+	for _, e := range c.PlainHTTP {
+		canon, err := ParseRegistry(e)
 		if err != nil {
 			return nil, fmt.Errorf("plain HTTP registry: %w", err)
 		}
-		p.named[c] = true
-		p.plain[c] = true
+		p.named[canon] = true
+		p.plain[canon] = true
 	}
 	return p, nil
 }
