@@ -77,6 +77,12 @@ func benchKeys() *peerauth.Keys {
 	return k
 }
 
+// benchGate admits what a node with keys admits (loopback members when
+// keyless).
+func benchGate(keys *peerauth.Keys) *peerauth.Gate {
+	return &peerauth.Gate{Keys: keys, Member: allowLoopback{}.IsMember}
+}
+
 // benchClient signs when the children are keyed.
 func benchClient() *http.Client {
 	c := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{}}
@@ -98,8 +104,9 @@ func runBenchSeeder() int {
 	dgst := digest.Digest(os.Getenv("SWARM_BENCH_DIGEST"))
 	dir, _ := os.MkdirTemp("", "swarm-bench-seed")
 	defer os.RemoveAll(dir)
+	keys := benchKeys()
 	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{}, Members: allowLoopback{}, Logger: testLogger(nil),
-		PeerKeys: benchKeys()})
+		PeerKeys: keys, Gate: benchGate(keys)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -218,8 +225,9 @@ func benchTorrentGet(ip string, peers []Peer, dgst digest.Digest, first func()) 
 	defer os.RemoveAll(dir)
 	chunk, _ := strconv.Atoi(os.Getenv("SWARM_BENCH_CHUNK_KIB"))
 	readahead, _ := strconv.ParseInt(os.Getenv("SWARM_BENCH_READAHEAD_MIB"), 10, 64)
+	keys := benchKeys()
 	s, err := New(Config{DataDir: dir, ListenAddr: net.JoinHostPort(ip, "0"), Seeders: allowLoopback{peers: peers}, Members: allowLoopback{}, Logger: testLogger(nil),
-		ChunkSize: chunk << 10, Readahead: readahead << 20, PeerKeys: benchKeys(), HTTPClient: benchClient()})
+		ChunkSize: chunk << 10, Readahead: readahead << 20, PeerKeys: keys, Gate: benchGate(keys), HTTPClient: benchClient()})
 	if err != nil {
 		return 0, err
 	}
@@ -442,7 +450,8 @@ func (s syntheticBlob) digest() digest.Digest {
 func BenchmarkSeededTorrentMemory(b *testing.B) {
 	const blobs = 1000
 	for range b.N {
-		s, err := New(Config{DataDir: b.TempDir(), ListenAddr: "127.0.0.1:0", Seeders: allowLoopback{}, Members: allowLoopback{}, Logger: testLogger(b)})
+		s, err := New(Config{DataDir: b.TempDir(), ListenAddr: "127.0.0.1:0", Seeders: allowLoopback{}, Members: allowLoopback{}, Logger: testLogger(b),
+			Gate: benchGate(nil)})
 		if err != nil {
 			b.Fatal(err)
 		}

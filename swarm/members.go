@@ -8,9 +8,8 @@ import (
 )
 
 // Members says whether an address belongs to a current cluster member (the
-// tracker knows). Swarm connections from anyone else are refused; in a
-// keyless cluster peer-HTTP requests are too (with Config.PeerKeys the
-// token decides).
+// tracker knows). Swarm connections from anyone else are refused;
+// peer-HTTP requests are admitted by Config.Gate.
 type Members interface {
 	IsMember(netip.Addr) bool
 }

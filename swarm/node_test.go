@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
 )
@@ -100,6 +101,10 @@ func startNode(t testing.TB, tr *tracker, ip string, dir string, tune func(*Conf
 	}
 	if tune != nil {
 		tune(&cfg)
+	}
+	if cfg.Gate == nil {
+		// The node's one gate, as the daemon builds it.
+		cfg.Gate = &peerauth.Gate{Keys: cfg.PeerKeys, Member: tr.IsMember}
 	}
 	s, err := New(cfg)
 	if err != nil {

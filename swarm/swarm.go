@@ -57,14 +57,18 @@ type Config struct {
 	MaxConns int
 	// Seeders finds the seeders of a digest. Required.
 	Seeders Seeders
-	// Members is the torrent allow-list (current members' addresses), and
-	// admits peer-HTTP requests when PeerKeys is nil. Required.
+	// Members is the torrent allow-list (current members' addresses).
+	// Required.
 	Members Members
 	// PeerKeys, when set (a keyed cluster), authenticate members: every
-	// torrent connection runs peerauth's handshake before BitTorrent's, and
-	// peer-HTTP requests need a signed token; addresses alone grant nothing.
-	// HTTPClient must then sign its requests (peerauth.Transport).
+	// torrent connection runs peerauth's handshake before BitTorrent's;
+	// addresses alone grant nothing. HTTPClient must then sign its
+	// requests (peerauth.Transport).
 	PeerKeys *peerauth.Keys
+	// Gate admits peer-HTTP requests: the node's one gate, with the same
+	// keys as PeerKeys (a signed token when keyed, a member's address
+	// otherwise). Required.
+	Gate *peerauth.Gate
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// HTTPClient fetches metainfo and small blobs from peers; default a client
@@ -129,8 +133,8 @@ type Config struct {
 	chunkBytes int64
 }
 
-// DefaultConfig returns the defaults; the caller sets DataDir, Seeders and
-// Members. The lookup and stall timeouts are the registry handler's.
+// DefaultConfig returns the defaults; the caller sets DataDir, Seeders,
+// Members and Gate. The lookup and stall timeouts are the registry handler's.
 func DefaultConfig() Config {
 	handler := registry.DefaultConfig()
 	return Config{
@@ -162,6 +166,12 @@ func (c Config) Validate() error {
 	}
 	if c.Seeders == nil || c.Members == nil {
 		return errors.New("swarm: Config.Seeders and Config.Members are required")
+	}
+	if c.Gate == nil {
+		return errors.New("swarm: Config.Gate is required: it admits the peer endpoint's requests")
+	}
+	if c.Gate.Keys != c.PeerKeys {
+		return errors.New("swarm: Config.Gate and Config.PeerKeys must hold the same keys: peer HTTP and torrent connections admit alike")
 	}
 	if c.UploadLimit < 0 || c.DownloadLimit < 0 || c.MaxConns < 0 || c.SmallBlobSize < 0 || c.Readahead < 0 || c.ChunkSize < 0 {
 		return errors.New("swarm: limits and sizes must not be negative")
@@ -371,7 +381,7 @@ func New(cfg Config) (*Swarm, error) {
 		torrents:  map[digest.Digest]*entry{},
 		changes:   make(chan struct{}, 1),
 		stop:      make(chan struct{}),
-		gate:      &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Members.IsMember},
+		gate:      cfg.Gate,
 		tiebreak:  mrand.Uint64(),
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
 )
@@ -218,14 +219,15 @@ func TestBandwidthLimitsStillDeliver(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	tr := newTracker()
+	gate := &peerauth.Gate{Member: tr.IsMember}
 	for name, cfg := range map[string]Config{
 		"no data dir":    {Seeders: tr, Members: tr},
 		"no tracker":     {DataDir: t.TempDir()},
-		"negative limit": {DataDir: t.TempDir(), Seeders: tr, Members: tr, UploadLimit: -1},
-		"bad address":    {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1"},
-		"bad port":       {DataDir: t.TempDir(), Seeders: tr, Members: tr, ListenAddr: "127.0.0.1:http"},
-		"odd chunk":      {DataDir: t.TempDir(), Seeders: tr, Members: tr, ChunkSize: 100 << 10},
-		"huge chunk":     {DataDir: t.TempDir(), Seeders: tr, Members: tr, ChunkSize: 1 << 20},
+		"negative limit": {DataDir: t.TempDir(), Seeders: tr, Members: tr, Gate: gate, UploadLimit: -1},
+		"bad address":    {DataDir: t.TempDir(), Seeders: tr, Members: tr, Gate: gate, ListenAddr: "127.0.0.1"},
+		"bad port":       {DataDir: t.TempDir(), Seeders: tr, Members: tr, Gate: gate, ListenAddr: "127.0.0.1:http"},
+		"odd chunk":      {DataDir: t.TempDir(), Seeders: tr, Members: tr, Gate: gate, ChunkSize: 100 << 10},
+		"huge chunk":     {DataDir: t.TempDir(), Seeders: tr, Members: tr, Gate: gate, ChunkSize: 1 << 20},
 	} {
 		if s, err := New(cfg); err == nil {
 			s.Close()

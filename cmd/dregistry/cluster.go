@@ -94,6 +94,4 @@ func (c egressCluster) Members() []egress.Member {
 	return out
 }
 
-func (c egressCluster) IsMember(ip netip.Addr) bool { return c.t.IsMember(ip) }
-
 var _ egress.Cluster = egressCluster{}

@@ -163,8 +163,10 @@ func (n *node) openCluster(clusterKeys [][]byte) error {
 	}
 	n.onClose(n.members.Close)
 	n.peerClient = peerHTTPClient(n.cfg.HTTPAddr, n.peerKeys, n.members.LocalName())
-	// Without a key (a single node, or --insecure-gossip) members are
-	// admitted by their gossip address, as memberlist sees it.
+	// The one gate of every peer and admin endpoint (swarm, egress,
+	// preheat, ops, seeders, torrents). Without a key (a single node, or
+	// --insecure-gossip) members are admitted by their gossip address, as
+	// memberlist sees it.
 	n.gate = &peerauth.Gate{Keys: n.peerKeys, Member: n.members.IsMember}
 	return nil
 }
@@ -176,7 +178,7 @@ func (n *node) openSwarm() error {
 	scfg.ListenAddr = cfg.TorrentAddr
 	scfg.UploadLimit, scfg.DownloadLimit, scfg.MaxConns = cfg.UploadLimit, cfg.DownloadLimit, cfg.MaxConns
 	scfg.Seeders, scfg.Members = seedersOf{n.members}, n.members
-	scfg.PeerKeys, scfg.HTTPClient = n.peerKeys, n.peerClient
+	scfg.PeerKeys, scfg.Gate, scfg.HTTPClient = n.peerKeys, n.gate, n.peerClient
 	// The metainfo fetch is one step of the handler's lookup of the
 	// swarm: it gets less than the handler's budget.
 	scfg.LookupTimeout = egress.LookupBudget(cfg.LookupTimeout)
@@ -203,7 +205,7 @@ func (n *node) openOps(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.ops, err = ops.New(ops.Config{Node: n.members.LocalName(), Cluster: n.members, Torrents: n.sw, PeerKeys: n.peerKeys,
+	n.ops, err = ops.New(ops.Config{Node: n.members.LocalName(), Cluster: n.members, Torrents: n.sw, Gate: n.gate,
 		Preheats: preheatStats(n.preheats)})
 	if err != nil {
 		return err
@@ -265,7 +267,7 @@ func (n *node) openEgress() error {
 	stopWatching := n.inventory.Subscribe(n.seeds.Changed)
 	n.onClose(func() error { stopWatching(); return nil })
 	ecfg.Self, ecfg.Egress, ecfg.Cluster = n.members.LocalName(), cfg.Egress, egressCluster{n.members}
-	ecfg.Fetcher, ecfg.Client, ecfg.PeerKeys = n.fetcher, n.peerClient, n.peerKeys
+	ecfg.Fetcher, ecfg.Client, ecfg.Gate = n.fetcher, n.peerClient, n.gate
 	ecfg.Registries = n.upstream.Policy()
 	ecfg.Logger = log.With("component", "egress")
 	if p := swarmPipeline(n.sw); p != nil {

@@ -49,8 +49,8 @@ func DefaultFetcherConfig() FetcherConfig {
 	}
 }
 
-// DefaultSourceConfig returns the defaults; the caller sets Self, Cluster
-// and Fetcher.
+// DefaultSourceConfig returns the defaults; the caller sets Self, Cluster,
+// Fetcher and Gate.
 func DefaultSourceConfig() SourceConfig {
 	return SourceConfig{
 		MaxAttempts: 3,
@@ -224,12 +224,12 @@ type SourceConfig struct {
 	// and by the peer handler. Required.
 	Fetcher *Fetcher
 	// Client asks owners; it should leave from the address members know,
-	// and sign its requests when PeerKeys is set (peerauth.Transport).
+	// and sign its requests when Gate has keys (peerauth.Transport).
 	// Default: 5s dial and 30s response header timeouts.
 	Client *http.Client
-	// PeerKeys, when set (a keyed cluster), admit peer requests by their
-	// signed token only; nil admits the addresses Cluster.IsMember names.
-	PeerKeys *peerauth.Keys
+	// Gate admits the peer handler's requests: the node's one gate, so
+	// every peer endpoint admits alike. Required.
+	Gate *peerauth.Gate
 	// Registries, if set, says which registries the peer handler fetches
 	// for members (the upstream client's policy); others get 404 before
 	// any lookup.
@@ -265,6 +265,8 @@ func (c SourceConfig) Validate() error {
 		return errors.New("egress: SourceConfig.Cluster is required")
 	case c.Fetcher == nil:
 		return errors.New("egress: SourceConfig.Fetcher is required")
+	case c.Gate == nil:
+		return errors.New("egress: SourceConfig.Gate is required: it admits the peer endpoint's requests")
 	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0:
 		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin and PipelineStall must not be negative")
 	}

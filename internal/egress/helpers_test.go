@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
@@ -429,6 +430,10 @@ func newNodeWith(t testing.TB, name string, egress bool, up registry.Source, c C
 	})
 	n.fetcher = f
 	scfg := SourceConfig{Self: name, Egress: egress, Cluster: c, Fetcher: f, Logger: testLogger()}
+	if m, ok := c.(interface{ IsMember(netip.Addr) bool }); ok {
+		// Keyless: members are admitted by address, as the daemon does.
+		scfg.Gate = &peerauth.Gate{Member: m.IsMember}
+	}
 	if tweakSource != nil {
 		tweakSource(&scfg)
 	}

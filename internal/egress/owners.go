@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
-	"net/netip"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -23,8 +22,6 @@ type Member struct {
 type Cluster interface {
 	// Members lists the live members, this node included.
 	Members() []Member
-	// IsMember reports whether ip belongs to a live member.
-	IsMember(ip netip.Addr) bool
 }
 
 // candidates ranks who fetches key from upstream: the live egress members,

@@ -33,7 +33,9 @@ func TestKeyedPeerEndpoint(t *testing.T) {
 	c := up.content(64<<10, 21)
 	k := egressKeys(t, 1)
 	members := &cluster{}
-	withKey := func(sc *SourceConfig) { sc.PeerKeys, sc.Client = k, signingClient(k) }
+	withKey := func(sc *SourceConfig) {
+		sc.Gate, sc.Client = &peerauth.Gate{Keys: k, Member: members.IsMember}, signingClient(k)
+	}
 	owner := newNodeWith(t, "a", true, up.source(), members, nil, withKey)
 	asker := newNodeWith(t, "b", false, &forbiddenUpstream{}, members, nil, withKey)
 	members.set(owner.member(true), asker.member(false))

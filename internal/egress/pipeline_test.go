@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 	"github.com/dregistry/dregistry/swarm"
@@ -472,7 +473,7 @@ func TestPeerStartFetchRefusesOutsiders(t *testing.T) {
 				func(sc *SourceConfig) {
 					if tc.keyed {
 						k := egressKeys(t, 1)
-						sc.PeerKeys, sc.Client = k, signingClient(k)
+						sc.Gate, sc.Client = &peerauth.Gate{Keys: k, Member: members.IsMember}, signingClient(k)
 					}
 				})
 			members.set(owner.member(true))

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 )
@@ -22,7 +23,7 @@ func TestPeerHandlerFetchesOnlyNamedRegistries(t *testing.T) {
 	members := &cluster{}
 	owner := newNode(t, "a", true, upstream, members, nil)
 	src, err := NewSource(SourceConfig{Self: "a", Egress: true, Cluster: members, Fetcher: owner.fetcher,
-		Registries: upstream.Policy(), Logger: testLogger()})
+		Gate: &peerauth.Gate{Member: members.IsMember}, Registries: upstream.Policy(), Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

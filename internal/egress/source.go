@@ -28,7 +28,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg, log: cfg.Logger, gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember}}, nil
+	return &Source{cfg: cfg, log: cfg.Logger, gate: cfg.Gate}, nil
 }
 
 // Name implements registry.Source.

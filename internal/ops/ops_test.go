@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -45,16 +46,42 @@ func newTestServer(t *testing.T) (*Server, *fakeCluster, *fakeTorrents) {
 		{Name: "node2", GossipAddr: netip.MustParseAddrPort("10.0.0.2:7946"), TorrentAddr: netip.MustParseAddrPort("10.0.0.2:6881"), State: "alive"},
 	}}
 	tr := &fakeTorrents{}
-	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr})
+	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr, Gate: keylessGate(c)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, c, tr
 }
 
+// keylessGate admits c's members by address, as the daemon's gate does
+// without a cluster key.
+func keylessGate(c *fakeCluster) *peerauth.Gate { return &peerauth.Gate{Member: c.IsMember} }
+
 func TestNewRejectsMissingSources(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("New without Cluster and Torrents succeeded")
+	}
+}
+
+func TestConfigValidates(t *testing.T) {
+	c := &fakeCluster{}
+	ok := Config{Node: "n", Cluster: c, Torrents: &fakeTorrents{}, Gate: keylessGate(c)}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("complete config: %v", err)
+	}
+	for name, edit := range map[string]func(*Config){
+		"no cluster":  func(c *Config) { c.Cluster = nil },
+		"no torrents": func(c *Config) { c.Torrents = nil },
+		"no gate":     func(c *Config) { c.Gate = nil },
+	} {
+		c := ok
+		edit(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
+		if _, err := New(c); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
 	}
 }
 

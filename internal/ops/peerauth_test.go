@@ -19,7 +19,7 @@ func TestKeyedStatsNeedATokenFromElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr, PeerKeys: k})
+	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr, Gate: &peerauth.Gate{Keys: k, Member: c.IsMember}})
 	if err != nil {
 		t.Fatal(err)
 	}

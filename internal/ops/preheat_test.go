@@ -14,7 +14,7 @@ func TestStatsListRunningPreheats(t *testing.T) {
 		t.Errorf("stats without preheats: %s, want \"preheats\":[]", raw)
 	}
 	running := []PreheatStats{{Image: "docker.io/library/busybox:1.36", Digest: "sha256:abc", Namespace: "k8s.io", DoneBytes: 10, TotalBytes: 40}}
-	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr, Preheats: func() []PreheatStats { return running }})
+	s, err := New(Config{Node: "node3", Cluster: c, Torrents: tr, Gate: keylessGate(c), Preheats: func() []PreheatStats { return running }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -19,7 +20,6 @@ import (
 type Cluster interface {
 	Members() []tracker.Member
 	Stats() tracker.Stats
-	IsMember(netip.Addr) bool
 }
 
 // Torrents is what ops reads of the swarm.
@@ -27,14 +27,15 @@ type Torrents interface {
 	Stats() swarm.Stats
 }
 
-// Config configures a Server. Cluster and Torrents are required.
+// Config configures a Server. Cluster, Torrents and Gate are required;
+// there are no defaults.
 type Config struct {
 	Node     string // this node's name, shown in the stats
 	Cluster  Cluster
 	Torrents Torrents
-	// PeerKeys, when set (a keyed cluster), admit remote stats and status
-	// requests by their signed token; this host always gets them.
-	PeerKeys *peerauth.Keys
+	// Gate admits remote stats and status requests (AdmitAdmin: this host
+	// always, members by token in a keyed cluster): the node's one gate.
+	Gate *peerauth.Gate
 	// Preheats, when set, lists the preheats running on this node.
 	Preheats func() []PreheatStats
 }
@@ -48,13 +49,23 @@ type Server struct {
 	traffic *trafficRing
 }
 
+// Validate reports a Config New cannot run with.
+func (c Config) Validate() error {
+	if c.Cluster == nil || c.Torrents == nil {
+		return errors.New("ops: Config.Cluster and Config.Torrents are required")
+	}
+	if c.Gate == nil {
+		return errors.New("ops: Config.Gate is required: it admits the stats and status requests")
+	}
+	return nil
+}
+
 // New builds a Server with its own Prometheus registry.
 func New(cfg Config) (*Server, error) {
-	if cfg.Cluster == nil || cfg.Torrents == nil {
-		return nil, fmt.Errorf("ops: Config.Cluster and Config.Torrents are required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), gate: &peerauth.Gate{Keys: cfg.PeerKeys, Member: cfg.Cluster.IsMember},
-		traffic: &trafficRing{}}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), gate: cfg.Gate, traffic: &trafficRing{}}
 	s.metrics = newMetrics()
 	if err := s.metrics.register(s.reg); err != nil {
 		return nil, fmt.Errorf("ops: register metrics: %w", err)

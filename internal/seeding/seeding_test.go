@@ -24,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
@@ -127,6 +128,7 @@ func startSwarm(t *testing.T, ip string, p *peers) *testSwarm {
 		ListenAddr:    net.JoinHostPort(ip, "0"),
 		Seeders:       p,
 		Members:       p,
+		Gate:          &peerauth.Gate{Member: p.IsMember}, // keyless, as the daemon's gate
 		Logger:        quietLog(),
 		SmallBlobSize: 1 << 20, // the 4 MiB test blobs take the torrent path
 		PeerRefresh:   100 * time.Millisecond,
