@@ -266,65 +266,40 @@ func benchNode(c *cluster, name string) (*Tracker, *memTransport, error) {
 	return tr, port, err
 }
 
-// spread announces d at origin and waits until every other live member
-// lists origin as its seeder; it returns the time the last one took and
-// how many members never saw it within benchSpreadBound. Each member's
-// index reports the arrival through its onSeeder hook (under its t.mu).
+// spread announces d at from and waits until every other live member
+// lists from as its seeder; it returns the time the last one took and how
+// many members never saw it within benchSpreadBound. It polls each
+// member's Lookup, the answer a pull gets, about every millisecond: the
+// resolution is a sweep, milliseconds against spreads of hundreds.
 func spread(b *testing.B, c *cluster, from *Tracker, d digest.Digest) (time.Duration, int) {
-	raw, err := parseDigest(d)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var mu sync.Mutex
-	var last time.Duration
-	seen := 0
-	want := 0
-	t0 := time.Now()
+	pending := make([]*Tracker, 0, len(c.nodes))
 	for _, tr := range c.nodes {
-		if tr == from {
-			continue
+		if tr != from {
+			pending = append(pending, tr)
 		}
-		want++
-		got := false
-		tr.mu.Lock()
-		tr.idx.onSeeder = func(dd sha256Digest, o *origin, _ entryState) {
-			if got || dd != raw || o.name != from.LocalName() {
-				return
-			}
-			got = true
-			mu.Lock()
-			last = max(last, time.Since(t0))
-			seen++
-			mu.Unlock()
-		}
-		tr.mu.Unlock()
 	}
-	defer func() {
-		for _, tr := range c.nodes {
-			tr.mu.Lock()
-			tr.idx.onSeeder = nil
-			tr.mu.Unlock()
-		}
-	}()
-	t0 = time.Now()
+	t0 := time.Now()
 	if err := from.Announce(d, true); err != nil {
 		b.Fatal(err)
 	}
-	deadline := time.Now().Add(benchSpreadBound)
-	for {
-		mu.Lock()
-		done := seen
-		mu.Unlock()
-		if done == want || time.Now().After(deadline) {
-			if done < want {
-				return benchSpreadBound, want - done
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			return last, 0
+	var last time.Duration
+	for deadline := t0.Add(benchSpreadBound); len(pending) > 0 && time.Now().Before(deadline); {
+		before := len(pending)
+		pending = slices.DeleteFunc(pending, func(tr *Tracker) bool { return listsSeeder(tr, d, from.LocalName()) })
+		if len(pending) < before {
+			last = time.Since(t0)
 		}
 		time.Sleep(time.Millisecond)
 	}
+	if len(pending) > 0 {
+		return benchSpreadBound, len(pending)
+	}
+	return last, 0
+}
+
+// listsSeeder reports whether tr's lookup of d names node.
+func listsSeeder(tr *Tracker, d digest.Digest, node string) bool {
+	return slices.ContainsFunc(tr.Lookup(d), func(s Seeder) bool { return s.Node == node })
 }
 
 // memberlistNodeStateBytes estimates one member's entry in memberlist's own

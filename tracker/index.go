@@ -28,10 +28,6 @@ type index struct {
 	// Changes of other members applied from gossip (snapshot entries only
 	// when they differ from what was known), for Stats.
 	announcementsApplied, withdrawalsApplied uint64
-
-	// onSeeder is told when an origin newly becomes a seeder of a digest
-	// (the convergence benchmark times the spread with it); nil in use.
-	onSeeder func(d sha256Digest, o *origin, s entryState)
 }
 
 const (
@@ -198,9 +194,6 @@ func (x *index) set(o *origin, d sha256Digest, s entryState, seq uint32) bool {
 			}
 			hs[i] = makeRef(o.id, s, seq)
 			o.maxSeq = max(o.maxSeq, seq)
-			if s != stateWithdrawn && s != r.state() && x.onSeeder != nil {
-				x.onSeeder(d, o, s)
-			}
 			return true
 		}
 	}
@@ -215,9 +208,6 @@ func (x *index) set(o *origin, d sha256Digest, s entryState, seq uint32) bool {
 	o.digests = append(o.digests, id)
 	o.refs++
 	o.maxSeq = max(o.maxSeq, seq)
-	if s != stateWithdrawn && x.onSeeder != nil {
-		x.onSeeder(d, o, s)
-	}
 	return true
 }
 
