@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/testenv"
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // httpGet is one bounded GET from the test's own namespace.
@@ -104,7 +104,7 @@ func TestOutsiderGetsNoBytesFromANode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Header.Set(swarm.NoForwardHeader, "1") // as a member would send it
+			req.Header.Set(oci.NoForwardHeader, "1") // as a member would send it
 			req.Header.Set("Authorization", "Basic b3V0c2lkZXI6cGFzcw==")
 			status, body, err := o.Do(req)
 			cancel()

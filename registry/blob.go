@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // openBlob is a blob a source answered with, opened at the requested range
 // when it has to be streamed.
 type openBlob struct {
-	blob Blob
+	blob oci.Blob
 	rng  byteRange
 	body io.ReadCloser // nil for a SeekableBlob, a HEAD, or a 416
 }
@@ -47,14 +49,14 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 	if !ok {
 		return
 	}
-	dgst, err := ParseDigest(reference)
+	dgst, err := oci.ParseDigest(reference)
 	if err != nil {
 		writeError(w, r, http.StatusBadRequest, codeDigestInvalid, err.Error())
 		return
 	}
 	rangeHeader := r.Header.Get("Range")
 	f, err := firstAnswer(r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
-		func(ctx context.Context, src Source) (openBlob, error) {
+		func(ctx context.Context, src oci.Source) (openBlob, error) {
 			return askBlob(ctx, src, ref, dgst, r.Method, rangeHeader)
 		}, openBlob.close)
 	if err != nil {
@@ -70,8 +72,8 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 // askBlob is one source's answer to a blob request: sized only for a HEAD
 // it can size (BlobStater), else its Blob, opened at the requested range
 // unless it is seekable, a HEAD, or the range cannot be satisfied.
-func askBlob(ctx context.Context, src Source, ref Ref, dgst digest.Digest, method, rangeHeader string) (openBlob, error) {
-	if st, ok := src.(BlobStater); ok && method == http.MethodHead {
+func askBlob(ctx context.Context, src oci.Source, ref oci.Ref, dgst digest.Digest, method, rangeHeader string) (openBlob, error) {
+	if st, ok := src.(oci.BlobStater); ok && method == http.MethodHead {
 		size, err := st.StatBlob(ctx, ref, dgst)
 		if err != nil {
 			return openBlob{}, err
@@ -94,7 +96,7 @@ func askBlob(ctx context.Context, src Source, ref Ref, dgst digest.Digest, metho
 		return openBlob{}, fmt.Errorf("blob %s: source reports impossible size %d", dgst, size)
 	}
 	ob := openBlob{blob: b, rng: parseRange(rangeHeader, size)}
-	if _, seekable := b.(SeekableBlob); seekable || method == http.MethodHead || ob.rng.Kind == rangeUnsatisfiable {
+	if _, seekable := b.(oci.SeekableBlob); seekable || method == http.MethodHead || ob.rng.Kind == rangeUnsatisfiable {
 		return ob, nil
 	}
 	ob.body, err = b.Open(ctx, ob.rng.Start)
@@ -133,10 +135,10 @@ func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob])
 	source := ex.source
 	onStall := func() {
 		h.log.Warn("source stalled, aborting response", "source", source, "digest", dgst, "after", h.cfg.StallTimeout)
-		f.cancel(ErrStalled)
+		f.cancel(oci.ErrStalled)
 		closeBlob()
 	}
-	if sb, ok := ob.blob.(SeekableBlob); ok {
+	if sb, ok := ob.blob.(oci.SeekableBlob); ok {
 		if ob.rng.Kind == rangeWhole && r.Header.Get("Range") != "" {
 			// ServeContent would answer a malformed Range with 416 and
 			// several ranges with multipart; both sources answer alike: 200.
@@ -162,7 +164,7 @@ func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onSt
 	if r.Method == http.MethodHead {
 		return
 	}
-	if spans, ok := ob.body.(FileSpans); ok {
+	if spans, ok := ob.body.(oci.FileSpans); ok {
 		if err := h.sendSpans(w, spans, ob.rng.Length, onStall); err != nil {
 			h.log.Warn("aborting blob response", "source", ex.source, "digest", dgst, "err", err)
 			panic(http.ErrAbortHandler)
@@ -185,7 +187,7 @@ func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onSt
 // source is returned, as copyBlob does; so is a failing send, which may be
 // the file's read as well as the client's write (the response is cut off
 // either way). The stall watch covers the waits for a span only.
-func (h *handler) sendSpans(rf io.ReaderFrom, src FileSpans, n int64, onStall func()) error {
+func (h *handler) sendSpans(rf io.ReaderFrom, src oci.FileSpans, n int64, onStall func()) error {
 	stall := time.AfterFunc(h.cfg.StallTimeout, onStall)
 	defer stall.Stop()
 	for n > 0 {

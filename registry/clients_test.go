@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 func TestParseMirrorAllow(t *testing.T) {
@@ -151,11 +152,11 @@ func TestHandlerDeniesClientsNotOfThisHost(t *testing.T) {
 	host := &fakeHost{}
 	host.set("192.0.2.10")
 	src := newFakeSource("fake")
-	ref := Ref{Registry: "docker.io", Repository: "library/app"}
+	ref := oci.Ref{Registry: "docker.io", Repository: "library/app"}
 	dgst := src.addBlob(ref, []byte("private layer"))
 	desc := src.addManifest(ref, "application/vnd.oci.image.manifest.v1+json", []byte(`{"schemaVersion":2}`))
 	src.tags[ref.String()+":v1"] = desc
-	h := NewHandler(Config{Sources: []Source{src}, TagSources: []Source{src}, Clients: host.clients("10.0.0.0/8"),
+	h := NewHandler(Config{Sources: []oci.Source{src}, TagSources: []oci.Source{src}, Clients: host.clients("10.0.0.0/8"),
 		Registries: onlyRegistry("docker.io"), Logger: testLogger(t)})
 
 	paths := []string{
@@ -212,11 +213,11 @@ func TestHandlerDeniesClientsNotOfThisHost(t *testing.T) {
 
 func TestHandlerServesOnlyRegistriesItFetches(t *testing.T) {
 	src := newFakeSource("fake")
-	named := Ref{Registry: "docker.io", Repository: "library/app"}
-	other := Ref{Registry: "10.0.0.5:5000", Repository: "library/app"}
+	named := oci.Ref{Registry: "docker.io", Repository: "library/app"}
+	other := oci.Ref{Registry: "10.0.0.5:5000", Repository: "library/app"}
 	dgst := src.addBlob(named, []byte("layer"))
 	src.addBlob(other, []byte("layer"))
-	h := NewHandler(Config{Sources: []Source{src}, TagSources: []Source{src}, Registries: onlyRegistry("docker.io"), Logger: testLogger(t)})
+	h := NewHandler(Config{Sources: []oci.Source{src}, TagSources: []oci.Source{src}, Registries: onlyRegistry("docker.io"), Logger: testLogger(t)})
 	for _, tc := range []struct {
 		url  string
 		want int

@@ -14,8 +14,6 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/dregistry/dregistry/registry"
-	"github.com/dregistry/dregistry/registry/sourcetest"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -23,6 +21,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
+	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
 func TestUpstreamConformance(t *testing.T) {
@@ -31,7 +33,7 @@ func TestUpstreamConformance(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	sourcetest.Run(t, sourcetest.Harness{
 		Registry: host, ResolvesTags: true, ServesManifests: true,
-		New: func(t *testing.T, c sourcetest.Content) registry.Source {
+		New: func(t *testing.T, c sourcetest.Content) oci.Source {
 			repo, err := name.NewRepository(c.Ref.String(), name.Insecure)
 			if err != nil {
 				t.Fatal(err)
@@ -55,7 +57,7 @@ func TestUpstreamConformance(t *testing.T) {
 }
 
 // rawManifest lets remote.Put push exact bytes with their media type.
-type rawManifest struct{ m registry.Manifest }
+type rawManifest struct{ m oci.Manifest }
 
 func (r rawManifest) RawManifest() ([]byte, error)        { return r.m.Content, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return types.MediaType(r.m.MediaType), nil }
@@ -63,7 +65,7 @@ func (r rawManifest) MediaType() (types.MediaType, error) { return types.MediaTy
 func TestLocalConformance(t *testing.T) {
 	sourcetest.Run(t, sourcetest.Harness{
 		ResolvesTags: true, ServesManifests: true,
-		New: func(t *testing.T, c sourcetest.Content) registry.Source {
+		New: func(t *testing.T, c sourcetest.Content) oci.Source {
 			store := dirStore{dir: t.TempDir(), images: map[string]ocispec.Descriptor{
 				c.Ref.String() + ":" + c.Tag: {MediaType: c.Manifest.MediaType, Digest: c.Manifest.Digest, Size: int64(len(c.Manifest.Content))},
 			}}
@@ -86,7 +88,7 @@ type dirStore struct {
 func (s dirStore) ReaderAt(_ context.Context, dgst digest.Digest) (content.ReaderAt, error) {
 	f, err := os.Open(filepath.Join(s.dir, dgst.Encoded()))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", dgst, registry.ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", dgst, oci.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
@@ -102,7 +104,7 @@ func (s dirStore) ReaderAt(_ context.Context, dgst digest.Digest) (content.Reade
 func (s dirStore) ImageTarget(_ context.Context, name string) (ocispec.Descriptor, error) {
 	d, ok := s.images[name]
 	if !ok {
-		return d, fmt.Errorf("image %s: %w", name, registry.ErrNotFound)
+		return d, fmt.Errorf("image %s: %w", name, oci.ErrNotFound)
 	}
 	return d, nil
 }

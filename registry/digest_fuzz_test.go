@@ -12,6 +12,14 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
+)
+
+// Digests of empty content, valid in form.
+const (
+	sha256Hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	sha512Hex = "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"
 )
 
 // FuzzParseDigest feeds arbitrary strings to ParseDigest and, as the
@@ -32,20 +40,20 @@ func FuzzParseDigest(f *testing.F) {
 		f.Add(s)
 	}
 	src := newFakeSource("containerd")
-	ref := Ref{Registry: "docker.io", Repository: "library/fuzz"}
+	ref := oci.Ref{Registry: "docker.io", Repository: "library/fuzz"}
 	stored := src.addBlob(ref, blob)
 	h := NewHandler(Config{
-		Sources:       []Source{src},
-		TagSources:    []Source{src},
+		Sources:       []oci.Source{src},
+		TagSources:    []oci.Source{src},
 		LookupTimeout: 5 * time.Second,
 		StallTimeout:  5 * time.Second,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 
 	f.Fuzz(func(t *testing.T, s string) {
-		d, err := ParseDigest(s)
+		d, err := oci.ParseDigest(s)
 		if err != nil {
-			if d != "" || !errors.Is(err, errDigestInvalid) {
+			if d != "" || !errors.Is(err, oci.ErrDigestInvalid) {
 				t.Fatalf("ParseDigest(%q) = %q, %v: a rejection must be an errDigestInvalid without a value", s, d, err)
 			}
 		} else {
@@ -101,7 +109,7 @@ func checkCanonicalDigest(t *testing.T, s string, d digest.Digest) {
 			t.Fatalf("ParseDigest accepted %q with byte %q", s, c)
 		}
 	}
-	if r, err := ParseReference(s); err != nil || r.Digest != d || r.Tag != "" {
+	if r, err := oci.ParseReference(s); err != nil || r.Digest != d || r.Tag != "" {
 		t.Fatalf("ParseReference(%q) = %+v, %v; ParseDigest accepted it", s, r, err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // fakeSource is an in-process Source for handler tests: the handler is
@@ -20,10 +22,10 @@ import (
 type fakeSource struct {
 	name      string
 	tags      map[string]ocispec.Descriptor // "registry/repo:tag"
-	manifests map[string]*Manifest          // "registry/repo@digest"
+	manifests map[string]*oci.Manifest      // "registry/repo@digest"
 	blobs     map[string][]byte             // "registry/repo@digest"
 	seekable  bool
-	// spans makes streams registry.FileSpans, read from a temporary file.
+	// spans makes streams oci.FileSpans, read from a temporary file.
 	spans bool
 	// lookupErr fails every lookup; blockLookups makes them wait for ctx.
 	lookupErr    error
@@ -39,7 +41,7 @@ type fakeSource struct {
 
 func newFakeSource(name string) *fakeSource {
 	return &fakeSource{
-		name: name, tags: map[string]ocispec.Descriptor{}, manifests: map[string]*Manifest{},
+		name: name, tags: map[string]ocispec.Descriptor{}, manifests: map[string]*oci.Manifest{},
 		blobs: map[string][]byte{}, failAt: -1, stallAt: -1,
 	}
 }
@@ -54,37 +56,37 @@ func (s *fakeSource) lookup(ctx context.Context) error {
 	return s.lookupErr
 }
 
-func (s *fakeSource) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error) {
+func (s *fakeSource) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	if err := s.lookup(ctx); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	d, ok := s.tags[ref.String()+":"+tag]
 	if !ok {
-		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", tag, ErrNotFound)
+		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", tag, oci.ErrNotFound)
 	}
 	return d, nil
 }
 
-func (s *fakeSource) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*Manifest, error) {
+func (s *fakeSource) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	s.manifestCalls.Add(1)
 	if err := s.lookup(ctx); err != nil {
 		return nil, err
 	}
 	m, ok := s.manifests[ref.String()+"@"+dgst.String()]
 	if !ok {
-		return nil, fmt.Errorf("manifest %s: %w", dgst, ErrNotFound)
+		return nil, fmt.Errorf("manifest %s: %w", dgst, oci.ErrNotFound)
 	}
 	return m, nil
 }
 
-func (s *fakeSource) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error) {
+func (s *fakeSource) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	s.blobCalls.Add(1)
 	if err := s.lookup(ctx); err != nil {
 		return nil, err
 	}
 	data, ok := s.blobs[ref.String()+"@"+dgst.String()]
 	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", dgst, ErrNotFound)
+		return nil, fmt.Errorf("blob %s: %w", dgst, oci.ErrNotFound)
 	}
 	if s.lie {
 		data = append([]byte(nil), data...)
@@ -97,15 +99,15 @@ func (s *fakeSource) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blo
 	return b, nil
 }
 
-func (s *fakeSource) addBlob(ref Ref, data []byte) digest.Digest {
+func (s *fakeSource) addBlob(ref oci.Ref, data []byte) digest.Digest {
 	d := digest.FromBytes(data)
 	s.blobs[ref.String()+"@"+d.String()] = data
 	return d
 }
 
-func (s *fakeSource) addManifest(ref Ref, mediaType string, content []byte) ocispec.Descriptor {
+func (s *fakeSource) addManifest(ref oci.Ref, mediaType string, content []byte) ocispec.Descriptor {
 	d := digest.FromBytes(content)
-	s.manifests[ref.String()+"@"+d.String()] = &Manifest{MediaType: mediaType, Digest: d, Content: content}
+	s.manifests[ref.String()+"@"+d.String()] = &oci.Manifest{MediaType: mediaType, Digest: d, Content: content}
 	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(content))}
 }
 

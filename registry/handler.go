@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/writeprogress"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // apiVersion is the header value clients (and the conformance suite) expect
@@ -36,10 +37,10 @@ type StreamObserver interface {
 // Config configures the pull API handler.
 type Config struct {
 	// Sources answer digest lookups (manifests and blobs), tried in order.
-	Sources []Source
+	Sources []oci.Source
 	// TagSources resolve tags, tried in order: upstream first (tags are
 	// mutable), then containerd's image store as the last known answer.
-	TagSources []Source
+	TagSources []oci.Source
 	// DefaultRegistry is the registry of a request without ?ns=; default "docker.io".
 	DefaultRegistry string
 	// LookupTimeout bounds each source until it has answered (time to first
@@ -83,8 +84,8 @@ type handler struct {
 func DefaultConfig() Config {
 	return Config{
 		DefaultRegistry: "docker.io",
-		LookupTimeout:   5 * time.Second,
-		StallTimeout:    30 * time.Second,
+		LookupTimeout:   oci.DefaultLookupTimeout,
+		StallTimeout:    oci.DefaultStallTimeout,
 		Logger:          slog.Default(),
 	}
 }
@@ -96,7 +97,7 @@ func (c Config) Validate() error {
 	if c.LookupTimeout <= 0 || c.StallTimeout <= 0 {
 		return fmt.Errorf("registry: LookupTimeout %v and StallTimeout %v must be positive", c.LookupTimeout, c.StallTimeout)
 	}
-	if _, err := ParseRegistry(c.DefaultRegistry, ""); err != nil {
+	if _, err := oci.ParseRegistry(c.DefaultRegistry, ""); err != nil {
 		return fmt.Errorf("registry: default registry: %w", err)
 	}
 	return nil
@@ -117,7 +118,7 @@ func NewHandler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
 	}
-	if _, err := ParseRegistry(cfg.DefaultRegistry, ""); err != nil {
+	if _, err := oci.ParseRegistry(cfg.DefaultRegistry, ""); err != nil {
 		// Requests without ?ns= will get 400 NAME_INVALID; say why once.
 		cfg.Logger.Error("default registry is not a registry host", "err", err)
 	}
@@ -249,18 +250,18 @@ func (h *handler) dispatch(ex *exchange) {
 }
 
 // parseRef reads ns and name; on bad input it answers 400 and returns false.
-func (h *handler) parseRef(ex *exchange, name string) (Ref, bool) {
-	ref, err := ParseRef(ex.r.URL.Query().Get("ns"), name, h.cfg.DefaultRegistry)
+func (h *handler) parseRef(ex *exchange, name string) (oci.Ref, bool) {
+	ref, err := oci.ParseRef(ex.r.URL.Query().Get("ns"), name, h.cfg.DefaultRegistry)
 	if err != nil {
 		writeError(ex.w, ex.r, http.StatusBadRequest, codeNameInvalid, err.Error())
-		return Ref{}, false
+		return oci.Ref{}, false
 	}
 	if h.cfg.Registries != nil {
 		if err := h.cfg.Registries.Allows(ref.Registry); err != nil {
 			h.log.Warn("mirror request refused: registry not fetched", "registry", ref.Registry, "reason", err.Error())
 			writeError(ex.w, ex.r, http.StatusNotFound, codeNameUnknown,
 				fmt.Sprintf("registry %s is not one this mirror serves: %v", ref.Registry, err))
-			return Ref{}, false
+			return oci.Ref{}, false
 		}
 	}
 	return ref, true

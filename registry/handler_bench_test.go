@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // BenchmarkBlobGET measures blob GETs over loopback HTTP: from a file
@@ -19,7 +21,7 @@ func BenchmarkBlobGET(b *testing.B) {
 	data := randomBytes(size, 11)
 	for _, mode := range []string{"file", "readerat", "stream"} {
 		b.Run(mode, func(b *testing.B) {
-			var src Source
+			var src oci.Source
 			var dgst string
 			switch mode {
 			case "file", "readerat":
@@ -28,11 +30,11 @@ func BenchmarkBlobGET(b *testing.B) {
 				dgst, src = d.String(), NewLocalSource(store)
 			case "stream":
 				fs := newFakeSource("stream")
-				d := fs.addBlob(Ref{Registry: DefaultConfig().DefaultRegistry, Repository: "bench/blob"}, data)
+				d := fs.addBlob(oci.Ref{Registry: DefaultConfig().DefaultRegistry, Repository: "bench/blob"}, data)
 				dgst, src = d.String(), fs
 			}
 			srv := httptest.NewServer(NewHandler(Config{
-				Sources: []Source{src},
+				Sources: []oci.Source{src},
 				Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}))
 			defer srv.Close()

@@ -22,6 +22,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // served is one Observer report.
@@ -113,7 +115,7 @@ type fixture struct {
 	local, upstream *fakeSource
 	obs             *recordingObserver
 	srv             *httptest.Server
-	ref             Ref
+	ref             oci.Ref
 	index           ocispec.Descriptor // tag "v1" upstream; content local
 	indexBody       []byte
 	onlyUp          ocispec.Descriptor // manifest only upstream, tag "up"
@@ -123,7 +125,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, configure func(f *fixture, cfg *Config)) *fixture {
 	f := &fixture{local: newFakeSource("containerd"), upstream: newFakeSource("upstream"), obs: &recordingObserver{}}
-	f.ref = Ref{Registry: "docker.io", Repository: "library/alpine"}
+	f.ref = oci.Ref{Registry: "docker.io", Repository: "library/alpine"}
 	f.indexBody = []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`)
 	f.index = f.local.addManifest(f.ref, ocispec.MediaTypeImageIndex, f.indexBody)
 	f.upstream.tags[f.ref.String()+":v1"] = f.index
@@ -132,8 +134,8 @@ func newFixture(t *testing.T, configure func(f *fixture, cfg *Config)) *fixture 
 	f.blob = randomBytes(1<<20+17, 1)
 	f.blobDigest = f.local.addBlob(f.ref, f.blob)
 	cfg := Config{
-		Sources:       []Source{f.local, f.upstream},
-		TagSources:    []Source{f.upstream, f.local},
+		Sources:       []oci.Source{f.local, f.upstream},
+		TagSources:    []oci.Source{f.upstream, f.local},
 		LookupTimeout: 5 * time.Second,
 		StallTimeout:  30 * time.Second,
 		Logger:        testLogger(t),
@@ -232,7 +234,7 @@ func TestHandlerManifests(t *testing.T) {
 		{"GET by digest, upstream", "GET", "/v2/library/alpine/manifests/" + f.onlyUp.Digest.String(), want{200, f.onlyUp, onlyUpBody, "upstream"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body, err := doRequest(t, tc.method, f.url(tc.path), http.Header{"Accept": {manifestAccept}})
+			resp, body, err := doRequest(t, tc.method, f.url(tc.path), http.Header{"Accept": {oci.ManifestAccept}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -596,7 +598,7 @@ func TestHandlerStreamsBodyBytesBySource(t *testing.T) {
 	}
 	f := newFixture(t, func(f *fixture, cfg *Config) {
 		// A file, so the reply goes out through ReadFrom (sendfile).
-		cfg.Sources = []Source{&fileSource{path: path, dgst: bigDigest}}
+		cfg.Sources = []oci.Source{&fileSource{path: path, dgst: bigDigest}}
 		cfg.Observer = obs
 	})
 	for _, tc := range []struct {
@@ -651,15 +653,15 @@ type fileSource struct {
 }
 
 func (s *fileSource) Name() string { return "containerd" }
-func (s *fileSource) Resolve(context.Context, Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, ErrNotFound
+func (s *fileSource) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, oci.ErrNotFound
 }
-func (s *fileSource) Manifest(context.Context, Ref, digest.Digest) (*Manifest, error) {
-	return nil, ErrNotFound
+func (s *fileSource) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
+	return nil, oci.ErrNotFound
 }
-func (s *fileSource) Blob(_ context.Context, _ Ref, d digest.Digest) (Blob, error) {
+func (s *fileSource) Blob(_ context.Context, _ oci.Ref, d digest.Digest) (oci.Blob, error) {
 	if d != s.dgst {
-		return nil, ErrNotFound
+		return nil, oci.ErrNotFound
 	}
 	f, err := os.Open(s.path)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // fileKeychain reads pull credentials from one docker config.json, named by
@@ -59,7 +61,7 @@ func (k fileKeychain) registries() ([]string, error) {
 			host = host[i+3:]
 		}
 		host, _, _ = strings.Cut(host, "/")
-		reg, err := ParseRegistry(host, "")
+		reg, err := oci.ParseRegistry(host, "")
 		if err != nil {
 			return nil, fmt.Errorf("docker config %s: credentials for %q: %w", k.cf.Filename, key, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // ContentStore is what the local source needs from containerd; the
@@ -35,7 +37,7 @@ type localSource struct {
 // NewLocalSource returns the Source over containerd's content and image
 // stores. Its blobs are seekable: a file when the store gives one, a
 // section reader over the (gRPC) ReaderAt otherwise.
-func NewLocalSource(store ContentStore) Source {
+func NewLocalSource(store ContentStore) oci.Source {
 	return &localSource{store: store}
 }
 
@@ -43,7 +45,7 @@ func (l *localSource) Name() string { return "containerd" }
 
 // Resolve answers from containerd's image records: the last known target of
 // the tag, for when the upstream cannot be reached.
-func (l *localSource) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error) {
+func (l *localSource) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	name := ref.String() + ":" + tag
 	desc, err := l.store.ImageTarget(ctx, name)
 	if err != nil {
@@ -54,15 +56,15 @@ func (l *localSource) Resolve(ctx context.Context, ref Ref, tag string) (ocispec
 
 // Manifest reads a manifest from the content store, checks its digest and
 // works out its media type.
-func (l *localSource) Manifest(ctx context.Context, _ Ref, dgst digest.Digest) (*Manifest, error) {
+func (l *localSource) Manifest(ctx context.Context, _ oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	ra, err := l.store.ReaderAt(ctx, dgst)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", dgst, err)
 	}
 	defer ra.Close()
 	size := ra.Size()
-	if size > maxManifestSize {
-		return nil, fmt.Errorf("manifest %s: %d bytes, more than the %d a manifest may have", dgst, size, maxManifestSize)
+	if size > oci.MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s: %d bytes, more than the %d a manifest may have", dgst, size, oci.MaxManifestSize)
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("manifest %s: store reports size %d", dgst, size)
@@ -74,16 +76,16 @@ func (l *localSource) Manifest(ctx context.Context, _ Ref, dgst digest.Digest) (
 	if got := dgst.Algorithm().FromBytes(body); got != dgst {
 		return nil, fmt.Errorf("manifest %s: store content hashes to %s", dgst, got)
 	}
-	mt, err := SniffManifestType(body)
+	mt, err := oci.SniffManifestType(body)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", dgst, err)
 	}
-	return &Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
+	return &oci.Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
 }
 
 // Blob opens a blob of the content store. The reader lives as long as the
 // blob, so ctx must outlast the response (the handler's source context does).
-func (l *localSource) Blob(ctx context.Context, _ Ref, dgst digest.Digest) (Blob, error) {
+func (l *localSource) Blob(ctx context.Context, _ oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	ra, err := l.store.ReaderAt(ctx, dgst)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", dgst, err)

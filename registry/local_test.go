@@ -16,6 +16,8 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // fakeStore stands in for the containerd package (tested against a real
@@ -42,7 +44,7 @@ func (s *fakeStore) put(t testing.TB, data []byte) digest.Digest {
 func (s *fakeStore) ReaderAt(_ context.Context, dgst digest.Digest) (content.ReaderAt, error) {
 	f, err := os.Open(filepath.Join(s.dir, dgst.Encoded()))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("content %s: %w", dgst, ErrNotFound)
+		return nil, fmt.Errorf("content %s: %w", dgst, oci.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
@@ -63,7 +65,7 @@ func (s *fakeStore) ImageTarget(_ context.Context, name string) (ocispec.Descrip
 	s.asked = append(s.asked, name)
 	d, ok := s.images[name]
 	if !ok {
-		return d, fmt.Errorf("image %s: %w", name, ErrNotFound)
+		return d, fmt.Errorf("image %s: %w", name, oci.ErrNotFound)
 	}
 	return d, nil
 }
@@ -88,12 +90,12 @@ func TestLocalSourceBlobs(t *testing.T) {
 			data := randomBytes(3<<20+5, 3)
 			d := store.put(t, data)
 			src := NewLocalSource(store)
-			ref := Ref{Registry: "docker.io", Repository: "library/alpine"}
+			ref := oci.Ref{Registry: "docker.io", Repository: "library/alpine"}
 			b, err := src.Blob(context.Background(), ref, d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			sb, ok := b.(SeekableBlob)
+			sb, ok := b.(oci.SeekableBlob)
 			if !ok {
 				t.Fatal("local blob is not seekable")
 			}
@@ -112,12 +114,12 @@ func TestLocalSourceBlobs(t *testing.T) {
 				t.Error("Open past the end succeeded")
 			}
 			_ = b.Close()
-			if _, err := src.Blob(context.Background(), ref, digest.FromString("missing")); !errors.Is(err, ErrNotFound) {
+			if _, err := src.Blob(context.Background(), ref, digest.FromString("missing")); !errors.Is(err, oci.ErrNotFound) {
 				t.Errorf("missing blob: %v", err)
 			}
 
 			// Through the handler: whole, ranged, and unsatisfiable.
-			srv := httptest.NewServer(NewHandler(Config{Sources: []Source{src}, Logger: testLogger(t)}))
+			srv := httptest.NewServer(NewHandler(Config{Sources: []oci.Source{src}, Logger: testLogger(t)}))
 			t.Cleanup(srv.Close)
 			url := srv.URL + "/v2/library/alpine/blobs/" + d.String()
 			resp, body, err := doRequest(t, "GET", url, nil)
@@ -140,21 +142,21 @@ func TestLocalSourceBlobs(t *testing.T) {
 func TestLocalSourceManifests(t *testing.T) {
 	store := newFakeStore(t, true)
 	src := NewLocalSource(store)
-	ref := Ref{Registry: "docker.io", Repository: "library/alpine"}
+	ref := oci.Ref{Registry: "docker.io", Repository: "library/alpine"}
 	for _, tc := range []struct {
 		name    string
 		content []byte
 		want    string // "" = refused
 	}{
-		{"docker manifest", []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}`), mediaTypeDockerManifest},
-		{"docker list", []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}`), mediaTypeDockerManifestList},
+		{"docker manifest", []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}`), oci.MediaTypeDockerManifest},
+		{"docker list", []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}`), oci.MediaTypeDockerManifestList},
 		{"OCI index without mediaType", []byte(`{"schemaVersion":2,"manifests":[{"digest":"sha256:` + sha256Hex + `"}]}`), ocispec.MediaTypeImageIndex},
 		{"OCI manifest without mediaType", []byte(`{"schemaVersion":2,"config":{"size":1},"layers":[]}`), ocispec.MediaTypeImageManifest},
 		{"image config", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`), ""},
 		{"config only", []byte(`{"config":{}}`), ""},
 		{"foreign mediaType", []byte(`{"mediaType":"application/vnd.oci.image.config.v1+json","config":{},"layers":[]}`), ""},
 		{"layer bytes", randomBytes(1000, 4), ""},
-		{"too large", append([]byte(`{"manifests":[]}`), bytes.Repeat([]byte(" "), maxManifestSize)...), ""},
+		{"too large", append([]byte(`{"manifests":[]}`), bytes.Repeat([]byte(" "), oci.MaxManifestSize)...), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := store.put(t, tc.content)
@@ -180,7 +182,7 @@ func TestLocalSourceManifests(t *testing.T) {
 			t.Fatalf("corrupt manifest: %v", err)
 		}
 	})
-	if _, err := src.Manifest(context.Background(), ref, digest.FromString("missing")); !errors.Is(err, ErrNotFound) {
+	if _, err := src.Manifest(context.Background(), ref, digest.FromString("missing")); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("missing manifest: %v", err)
 	}
 }
@@ -190,12 +192,12 @@ func TestLocalSourceResolvesFromImageStore(t *testing.T) {
 	want := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromString("x"), Size: 1}
 	store.images["docker.io/library/alpine:3.20"] = want
 	src := NewLocalSource(store)
-	got, err := src.Resolve(context.Background(), Ref{Registry: "docker.io", Repository: "library/alpine"}, "3.20")
+	got, err := src.Resolve(context.Background(), oci.Ref{Registry: "docker.io", Repository: "library/alpine"}, "3.20")
 	if err != nil || got.Digest != want.Digest {
 		t.Fatalf("Resolve = %+v, %v", got, err)
 	}
-	_, err = src.Resolve(context.Background(), Ref{Registry: "127.0.0.1:5000", Repository: "a/b"}, "v1")
-	if !errors.Is(err, ErrNotFound) || store.asked[1] != "127.0.0.1:5000/a/b:v1" {
+	_, err = src.Resolve(context.Background(), oci.Ref{Registry: "127.0.0.1:5000", Repository: "a/b"}, "v1")
+	if !errors.Is(err, oci.ErrNotFound) || store.asked[1] != "127.0.0.1:5000/a/b:v1" {
 		t.Fatalf("Resolve of a missing image: %v, asked %q", err, store.asked)
 	}
 }

@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // found is the first answer a source gave. The context the source got stays
 // alive, for streaming, until release is called.
 type found[T any] struct {
 	value  T
-	source Source
+	source oci.Source
 	cancel context.CancelCauseFunc // ends the source's context, with a cause
 }
 
@@ -29,8 +31,8 @@ type answer[T any] struct {
 // source that misses it is abandoned, not waited for: its cancelled call
 // runs out in the background and a late value goes to discard. The error
 // lists why every source failed.
-func firstAnswer[T any](ctx context.Context, sources []Source, timeout time.Duration,
-	ask func(context.Context, Source) (T, error), discard func(T),
+func firstAnswer[T any](ctx context.Context, sources []oci.Source, timeout time.Duration,
+	ask func(context.Context, oci.Source) (T, error), discard func(T),
 ) (found[T], error) {
 	var errs []error
 	for _, src := range sources {
@@ -67,7 +69,7 @@ func firstAnswer[T any](ctx context.Context, sources []Source, timeout time.Dura
 		}
 	}
 	if len(errs) == 0 {
-		return found[T]{}, fmt.Errorf("no source configured: %w", ErrNotFound)
+		return found[T]{}, fmt.Errorf("no source configured: %w", oci.ErrNotFound)
 	}
 	return found[T]{}, errors.Join(errs...)
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // serveManifest answers GET|HEAD /v2/<name>/manifests/<reference>.
@@ -18,7 +20,7 @@ func (h *handler) serveManifest(ex *exchange, name, reference string) {
 	if !ok {
 		return
 	}
-	mref, err := ParseReference(reference)
+	mref, err := oci.ParseReference(reference)
 	if err != nil {
 		code := codeManifestInvalid
 		if strings.Contains(reference, ":") {
@@ -63,17 +65,17 @@ func writeManifestHeaders(w http.ResponseWriter, mediaType string, dgst digest.D
 
 // resolve turns a tag into a descriptor through TagSources; on failure it
 // has answered 404.
-func (h *handler) resolve(ex *exchange, ref Ref, tag string) (ocispec.Descriptor, bool) {
+func (h *handler) resolve(ex *exchange, ref oci.Ref, tag string) (ocispec.Descriptor, bool) {
 	f, err := firstAnswer(ex.r.Context(), h.cfg.TagSources, h.cfg.LookupTimeout,
-		func(ctx context.Context, src Source) (ocispec.Descriptor, error) {
+		func(ctx context.Context, src oci.Source) (ocispec.Descriptor, error) {
 			desc, err := src.Resolve(ctx, ref, tag)
 			if err != nil {
 				return desc, err
 			}
-			if _, err := ParseDigest(desc.Digest.String()); err != nil {
+			if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 				return desc, fmt.Errorf("resolved %s:%s to a bad digest: %w", ref, tag, err)
 			}
-			if desc.MediaType != "" && !isManifestType(desc.MediaType) {
+			if desc.MediaType != "" && !oci.IsManifestType(desc.MediaType) {
 				return desc, fmt.Errorf("resolved %s:%s to media type %q, not a manifest", ref, tag, desc.MediaType)
 			}
 			return desc, nil
@@ -91,9 +93,9 @@ func (h *handler) resolve(ex *exchange, ref Ref, tag string) (ocispec.Descriptor
 
 // fetchManifest finds a verified manifest through Sources; on failure it has
 // answered 404.
-func (h *handler) fetchManifest(ex *exchange, ref Ref, dgst digest.Digest) (*Manifest, bool) {
+func (h *handler) fetchManifest(ex *exchange, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, bool) {
 	f, err := firstAnswer(ex.r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
-		func(ctx context.Context, src Source) (*Manifest, error) {
+		func(ctx context.Context, src oci.Source) (*oci.Manifest, error) {
 			m, err := src.Manifest(ctx, ref, dgst)
 			if err != nil {
 				return nil, err
@@ -113,7 +115,7 @@ func (h *handler) fetchManifest(ex *exchange, ref Ref, dgst digest.Digest) (*Man
 
 // verifyManifest checks what a source returned before it is served: the
 // handler trusts no source with content addressing.
-func verifyManifest(m *Manifest, want digest.Digest) error {
+func verifyManifest(m *oci.Manifest, want digest.Digest) error {
 	if m == nil {
 		return fmt.Errorf("source returned no manifest for %s", want)
 	}
@@ -123,7 +125,7 @@ func verifyManifest(m *Manifest, want digest.Digest) error {
 	if got := want.Algorithm().FromBytes(m.Content); got != want {
 		return fmt.Errorf("manifest %s: content hashes to %s", want, got)
 	}
-	if !isManifestType(m.MediaType) {
+	if !oci.IsManifestType(m.MediaType) {
 		return fmt.Errorf("manifest %s: media type %q is not a manifest type", want, m.MediaType)
 	}
 	return nil

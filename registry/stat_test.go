@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // statingSource is a fakeSource that can size a blob from metadata.
@@ -16,14 +18,14 @@ type statingSource struct {
 	stats atomic.Int64
 }
 
-func (s *statingSource) StatBlob(ctx context.Context, ref Ref, dgst digest.Digest) (int64, error) {
+func (s *statingSource) StatBlob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (int64, error) {
 	s.stats.Add(1)
 	if err := s.lookup(ctx); err != nil {
 		return 0, err
 	}
 	b, ok := s.blobs[ref.String()+"@"+dgst.String()]
 	if !ok {
-		return 0, ErrNotFound
+		return 0, oci.ErrNotFound
 	}
 	return int64(len(b)), nil
 }
@@ -37,7 +39,7 @@ func TestHeadOfABlobAsksTheSizeOnly(t *testing.T) {
 	f := newFixture(t, func(f *fixture, cfg *Config) {
 		data = randomBytes(3<<20, 7)
 		dgst = st.addBlob(f.ref, data)
-		cfg.Sources = []Source{f.local, st}
+		cfg.Sources = []oci.Source{f.local, st}
 	})
 	path := f.url("/v2/library/alpine/blobs/" + dgst.String())
 	resp, body, err := doRequest(t, http.MethodHead, path, nil)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // UpstreamConfig configures the client of upstream registries.
@@ -67,7 +68,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 		cfg.MaxRepositories = 256
 	}
 	for _, reg := range cfg.PlainHTTP {
-		if _, err := ParseRegistry(reg, ""); err != nil {
+		if _, err := oci.ParseRegistry(reg, ""); err != nil {
 			return nil, fmt.Errorf("plain HTTP registry: %w", err)
 		}
 	}
@@ -133,10 +134,10 @@ func (r repository) url(kind, reference string) string {
 // then a pull-scoped token when the registry asks for one) on first use.
 // A registry the operator did not name is ErrNotFound, before any round
 // trip: the caller answers 404 and containerd tries its next host.
-func (u *Upstream) repository(ctx context.Context, ref Ref) (repository, error) {
+func (u *Upstream) repository(ctx context.Context, ref oci.Ref) (repository, error) {
 	if err := u.policy.Allows(ref.Registry); err != nil {
 		u.log.Warn("upstream registry refused", "registry", ref.Registry, "reason", err.Error())
-		return repository{}, fmt.Errorf("upstream: %w: %w", ErrNotFound, err)
+		return repository{}, fmt.Errorf("upstream: %w: %w", oci.ErrNotFound, err)
 	}
 	ctx = upstreampolicy.WithRegistry(ctx, ref.Registry)
 	var opts []name.Option
@@ -213,20 +214,20 @@ func checkStatus(resp *http.Response, method, url string) error {
 	resp.Body = io.NopCloser(io.LimitReader(body, 64<<10)) // error pages are read whole otherwise
 	err := transport.CheckError(resp, http.StatusOK)
 	if resp.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s %s: %w: %w", method, url, ErrNotFound, err)
+		return fmt.Errorf("%s %s: %w: %w", method, url, oci.ErrNotFound, err)
 	}
 	return fmt.Errorf("%s %s: %w", method, url, err)
 }
 
 // Resolve implements Source: a HEAD of the tag, and a GET only when the
 // HEAD lacks the digest, length or media type.
-func (u *Upstream) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.Descriptor, error) {
+func (u *Upstream) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	url := r.url("manifests", tag)
-	resp, err := u.do(ctx, r, http.MethodHead, url, manifestAccept)
+	resp, err := u.do(ctx, r, http.MethodHead, url, oci.ManifestAccept)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -234,9 +235,9 @@ func (u *Upstream) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.De
 		return ocispec.Descriptor{}, err
 	}
 	resp.Body.Close()
-	mt := contentMediaType(resp.Header.Get("Content-Type"))
-	dgst, derr := ParseDigest(resp.Header.Get("Docker-Content-Digest"))
-	if derr == nil && resp.ContentLength > 0 && resp.ContentLength <= maxManifestSize && isManifestType(mt) {
+	mt := oci.ContentMediaType(resp.Header.Get("Content-Type"))
+	dgst, derr := oci.ParseDigest(resp.Header.Get("Docker-Content-Digest"))
+	if derr == nil && resp.ContentLength > 0 && resp.ContentLength <= oci.MaxManifestSize && oci.IsManifestType(mt) {
 		return ocispec.Descriptor{MediaType: mt, Digest: dgst, Size: resp.ContentLength}, nil
 	}
 	m, err := u.getManifest(ctx, r, tag, digest.SHA256)
@@ -247,7 +248,7 @@ func (u *Upstream) Resolve(ctx context.Context, ref Ref, tag string) (ocispec.De
 }
 
 // Manifest implements Source.
-func (u *Upstream) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*Manifest, error) {
+func (u *Upstream) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -257,15 +258,15 @@ func (u *Upstream) Manifest(ctx context.Context, ref Ref, dgst digest.Digest) (*
 		return nil, err
 	}
 	if m.Digest != dgst {
-		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, errDigestMismatch)
+		return nil, fmt.Errorf("upstream %s: manifest %s has digest %s: %w", ref, dgst, m.Digest, oci.ErrDigestMismatch)
 	}
 	return m, nil
 }
 
 // getManifest GETs a manifest by tag or digest and hashes it with alg.
-func (u *Upstream) getManifest(ctx context.Context, r repository, reference string, alg digest.Algorithm) (*Manifest, error) {
+func (u *Upstream) getManifest(ctx context.Context, r repository, reference string, alg digest.Algorithm) (*oci.Manifest, error) {
 	url := r.url("manifests", reference)
-	resp, err := u.do(ctx, r, http.MethodGet, url, manifestAccept)
+	resp, err := u.do(ctx, r, http.MethodGet, url, oci.ManifestAccept)
 	if err != nil {
 		return nil, err
 	}
@@ -273,15 +274,15 @@ func (u *Upstream) getManifest(ctx context.Context, r repository, reference stri
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.ContentLength > maxManifestSize {
-		return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than %d", url, resp.ContentLength, maxManifestSize)
+	if resp.ContentLength > oci.MaxManifestSize {
+		return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than %d", url, resp.ContentLength, oci.MaxManifestSize)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
-	if len(body) > maxManifestSize {
-		return nil, fmt.Errorf("GET %s: manifest larger than %d bytes", url, maxManifestSize)
+	if len(body) > oci.MaxManifestSize {
+		return nil, fmt.Errorf("GET %s: manifest larger than %d bytes", url, oci.MaxManifestSize)
 	}
 	if resp.ContentLength >= 0 && int64(len(body)) != resp.ContentLength {
 		return nil, fmt.Errorf("GET %s: got %d bytes, Content-Length said %d", url, len(body), resp.ContentLength)
@@ -290,20 +291,20 @@ func (u *Upstream) getManifest(ctx context.Context, r repository, reference stri
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
-	return &Manifest{MediaType: mt, Digest: alg.FromBytes(body), Content: body}, nil
+	return &oci.Manifest{MediaType: mt, Digest: alg.FromBytes(body), Content: body}, nil
 }
 
 // manifestTypeOf trusts a manifest Content-Type; a generic one (some
 // registries and proxies send application/json) defers to the body. Anything
 // else, an HTML error page for one, is refused.
 func manifestTypeOf(contentType string, body []byte) (string, error) {
-	mt := contentMediaType(contentType)
-	if isManifestType(mt) {
+	mt := oci.ContentMediaType(contentType)
+	if oci.IsManifestType(mt) {
 		return mt, nil
 	}
 	switch mt {
 	case "", "application/json", "application/octet-stream", "text/plain":
-		return SniffManifestType(body)
+		return oci.SniffManifestType(body)
 	}
 	return "", fmt.Errorf("Content-Type %q is not a manifest type", contentType)
 }
@@ -311,7 +312,7 @@ func manifestTypeOf(contentType string, body []byte) (string, error) {
 // Blob implements Source: a HEAD for the size; the bytes come with Open.
 // A registry that refuses HEAD (405, or a storage redirect signed for GET
 // only) is asked with a GET, whose body then serves the first Open.
-func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob, error) {
+func (u *Upstream) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -338,14 +339,14 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 	} else {
 		resp.Body.Close()
 	}
-	fail := func(err error) (Blob, error) {
+	fail := func(err error) (oci.Blob, error) {
 		if pending != nil {
 			pending.Close()
 		}
 		return nil, err
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
-		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, errDigestMismatch))
+		return fail(fmt.Errorf("%s %s: upstream says digest %s: %w", method, url, got, oci.ErrDigestMismatch))
 	}
 	size := resp.ContentLength
 	if size < 0 {
@@ -354,4 +355,4 @@ func (u *Upstream) Blob(ctx context.Context, ref Ref, dgst digest.Digest) (Blob,
 	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size, pending: pending}, nil
 }
 
-var _ Source = (*Upstream)(nil)
+var _ oci.Source = (*Upstream)(nil)

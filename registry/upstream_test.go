@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // tokenFront puts the registry token flow in front of a real registry: /v2/
@@ -148,7 +150,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func readBlob(ctx context.Context, b Blob, offset int64) ([]byte, error) {
+func readBlob(ctx context.Context, b oci.Blob, offset int64) ([]byte, error) {
 	rc, err := b.Open(ctx, offset)
 	if err != nil {
 		return nil, err
@@ -162,7 +164,7 @@ func TestUpstreamWithTokenAuth(t *testing.T) {
 	front := newTokenFront(t, backend)
 	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host()}})
 	ctx := testCtx(t)
-	ref := Ref{Registry: front.host(), Repository: "test/app"}
+	ref := oci.Ref{Registry: front.host(), Repository: "test/app"}
 
 	desc, err := u.Resolve(ctx, ref, "v1")
 	if err != nil {
@@ -185,13 +187,13 @@ func TestUpstreamWithTokenAuth(t *testing.T) {
 			t.Fatalf("Open(%d): %d bytes, %v", offset, len(got), err)
 		}
 	}
-	if _, err := u.Resolve(ctx, ref, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := u.Resolve(ctx, ref, "nope"); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("unknown tag: %v", err)
 	}
-	if _, err := u.Blob(ctx, ref, digest.FromString("x")); !errors.Is(err, ErrNotFound) {
+	if _, err := u.Blob(ctx, ref, digest.FromString("x")); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("unknown blob: %v", err)
 	}
-	if _, err := u.Manifest(ctx, ref, digest.FromString("x")); !errors.Is(err, ErrNotFound) {
+	if _, err := u.Manifest(ctx, ref, digest.FromString("x")); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("unknown manifest: %v", err)
 	}
 	tokens, auth := front.stats()
@@ -213,7 +215,7 @@ func TestUpstreamDockerConfigCredentials(t *testing.T) {
 	backend, img := newBackend(t)
 	front := newTokenFront(t, backend)
 	front.user, front.pass = "puller", "s3cret"
-	ref := Ref{Registry: front.host(), Repository: "test/app"}
+	ref := oci.Ref{Registry: front.host(), Repository: "test/app"}
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -243,7 +245,7 @@ func TestUpstreamDockerConfigCredentials(t *testing.T) {
 			if tc.ok && (err != nil || desc.Digest != img.manifestDigest) {
 				t.Fatalf("Resolve = %+v, %v", desc, err)
 			}
-			if !tc.ok && (err == nil || errors.Is(err, ErrNotFound)) {
+			if !tc.ok && (err == nil || errors.Is(err, oci.ErrNotFound)) {
 				t.Fatalf("Resolve without valid credentials: %v", err)
 			}
 		})
@@ -273,7 +275,7 @@ func TestUpstreamFollowsRedirectWithoutLeakingToken(t *testing.T) {
 	t.Cleanup(front.storage.Close)
 	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host(), strings.TrimPrefix(front.storage.URL, "http://")}})
 	ctx := testCtx(t)
-	b, err := u.Blob(ctx, Ref{Registry: front.host(), Repository: "test/app"}, img.layerDigest)
+	b, err := u.Blob(ctx, oci.Ref{Registry: front.host(), Repository: "test/app"}, img.layerDigest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +296,7 @@ func TestUpstreamTransportCacheIsBounded(t *testing.T) {
 	u := newTestUpstream(t, UpstreamConfig{MaxRepositories: 2, PlainHTTP: []string{front.host()}})
 	ctx := testCtx(t)
 	for _, repo := range []string{"a/one", "a/two", "a/three", "a/one"} {
-		if _, err := u.Resolve(ctx, Ref{Registry: front.host(), Repository: repo}, "v1"); !errors.Is(err, ErrNotFound) {
+		if _, err := u.Resolve(ctx, oci.Ref{Registry: front.host(), Repository: repo}, "v1"); !errors.Is(err, oci.ErrNotFound) {
 			t.Fatalf("%s: %v", repo, err)
 		}
 	}
@@ -330,7 +332,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		serve http.HandlerFunc
-		call  func(ctx context.Context, u *Upstream, ref Ref) error
+		call  func(ctx context.Context, u *Upstream, ref oci.Ref) error
 		want  error // nil: any error
 	}{
 		{"blob with wrong bytes", func(w http.ResponseWriter, r *http.Request) {
@@ -338,9 +340,9 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			bad[len(bad)-1]++
 			w.Header().Set("Content-Length", strconv.Itoa(len(bad)))
 			_, _ = w.Write(bad)
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
-		}, errDigestMismatch},
+		}, oci.ErrDigestMismatch},
 		{"blob cut short", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 			if r.Method == http.MethodGet {
@@ -348,7 +350,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 				http.NewResponseController(w).Flush()
 				panic(http.ErrAbortHandler)
 			}
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, io.ErrUnexpectedEOF},
 		{"blob chunked and short", func(w http.ResponseWriter, r *http.Request) {
@@ -358,7 +360,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			}
 			_, _ = w.Write(blob[:1000])
 			http.NewResponseController(w).Flush()
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, io.ErrUnexpectedEOF},
 		{"blob GET length differs from HEAD", func(w http.ResponseWriter, r *http.Request) {
@@ -368,47 +370,47 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			}
 			w.Header().Set("Content-Length", strconv.Itoa(n))
 			_, _ = w.Write(blob[:n])
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, nil},
 		{"blob HEAD names another digest", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Docker-Content-Digest", digest.FromString("other").String())
 			_, _ = w.Write(blob)
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Blob(ctx, ref, dgst)
 			return err
-		}, errDigestMismatch},
+		}, oci.ErrDigestMismatch},
 		{"manifest is an HTML page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = io.WriteString(w, "<html>maintenance</html>")
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
 		}, nil},
 		{"manifest with other bytes", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = w.Write(append([]byte(" "), manifest...))
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
-		}, errDigestMismatch},
+		}, oci.ErrDigestMismatch},
 		{"manifest too large", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-			_, _ = w.Write(make([]byte, maxManifestSize+1))
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+			_, _ = w.Write(make([]byte, oci.MaxManifestSize+1))
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
 		}, nil},
 		{"tag is an HTML page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = io.WriteString(w, "<html>login</html>")
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Resolve(ctx, ref, "v1")
 			return err
 		}, nil},
 		{"server error", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "boom", http.StatusInternalServerError)
-		}, func(ctx context.Context, u *Upstream, ref Ref) error {
+		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
 			_, err := u.Resolve(ctx, ref, "v1")
 			return err
 		}, nil},
@@ -416,8 +418,8 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			host, _ := scripted(t, tc.serve)
 			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
-			err := tc.call(testCtx(t), u, Ref{Registry: host, Repository: "test/app"})
-			if err == nil || errors.Is(err, ErrNotFound) {
+			err := tc.call(testCtx(t), u, oci.Ref{Registry: host, Repository: "test/app"})
+			if err == nil || errors.Is(err, oci.ErrNotFound) {
 				t.Fatalf("got %v, want a clear error", err)
 			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
@@ -428,7 +430,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 	}
 }
 
-func readAll(ctx context.Context, u *Upstream, ref Ref, dgst digest.Digest) error {
+func readAll(ctx context.Context, u *Upstream, ref oci.Ref, dgst digest.Digest) error {
 	b, err := u.Blob(ctx, ref, dgst)
 	if err != nil {
 		return err
@@ -448,7 +450,7 @@ func TestUpstreamResolveWithoutDigestHeaderHashesBody(t *testing.T) {
 		_, _ = w.Write(manifest)
 	})
 	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
-	desc, err := u.Resolve(testCtx(t), Ref{Registry: host, Repository: "x"}, "v1")
+	desc, err := u.Resolve(testCtx(t), oci.Ref{Registry: host, Repository: "x"}, "v1")
 	if err != nil || desc.Digest != digest.FromBytes(manifest) || desc.Size != int64(len(manifest)) ||
 		desc.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Fatalf("Resolve = %+v, %v", desc, err)
@@ -461,7 +463,7 @@ func TestMirrorOverUpstream(t *testing.T) {
 	backend, img := newBackend(t)
 	front := newTokenFront(t, backend)
 	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host()}})
-	mirror := httptest.NewServer(NewHandler(Config{Sources: []Source{u}, TagSources: []Source{u}, Logger: testLogger(t)}))
+	mirror := httptest.NewServer(NewHandler(Config{Sources: []oci.Source{u}, TagSources: []oci.Source{u}, Logger: testLogger(t)}))
 	t.Cleanup(mirror.Close)
 	ns := "?ns=" + front.host()
 	containerdAuth := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("user:pull-secret"))}}
@@ -534,7 +536,7 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 			serve = tc.serve(release)
 			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 			mirror := httptest.NewServer(NewHandler(Config{
-				Sources: []Source{u}, TagSources: []Source{u}, Logger: testLogger(t),
+				Sources: []oci.Source{u}, TagSources: []oci.Source{u}, Logger: testLogger(t),
 				LookupTimeout: tc.lookup, StallTimeout: 300 * time.Millisecond,
 			}))
 			t.Cleanup(mirror.Close)
@@ -577,7 +579,7 @@ func TestUpstreamBlobWhereHEADIsRefused(t *testing.T) {
 	})
 	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 	ctx := testCtx(t)
-	b, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, dgst)
+	b, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, dgst)
 	if err != nil || b.Size() != int64(len(blob)) {
 		t.Fatalf("Blob = %v, %v", b, err)
 	}

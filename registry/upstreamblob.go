@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // upstreamBlob is a blob the upstream has; Open downloads and verifies it.
@@ -60,7 +61,7 @@ func (b *upstreamBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 			return nil, err
 		}
 	}
-	return NewVerifyingReader(body, "GET "+b.url, b.dgst, b.size, offset), nil
+	return oci.NewVerifyingReader(body, "GET "+b.url, b.dgst, b.size, offset), nil
 }
 
 // openWhole GETs the whole blob's body, unverified.
@@ -78,10 +79,6 @@ func (b *upstreamBlob) openWhole(ctx context.Context) (io.ReadCloser, error) {
 	}
 	return resp.Body, nil
 }
-
-// ErrBadContentRange marks a ranged reply whose Content-Range is not the
-// range asked for (or not one range of this blob at all).
-var ErrBadContentRange = errors.New("upstream answered another range than asked")
 
 // OpenFrom implements ResumableBlob: a GET with Range bytes=<offset>-. A
 // 206 must carry exactly "bytes <offset>-<size-1>/<size>"; a 200 (a
@@ -118,7 +115,7 @@ func (b *upstreamBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadClose
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength != b.size-offset {
 			resp.Body.Close()
-			return nil, 0, fmt.Errorf("GET %s from byte %d: Content-Length %d, want %d: %w", b.url, offset, resp.ContentLength, b.size-offset, ErrBadContentRange)
+			return nil, 0, fmt.Errorf("GET %s from byte %d: Content-Length %d, want %d: %w", b.url, offset, resp.ContentLength, b.size-offset, oci.ErrBadContentRange)
 		}
 		return resp.Body, offset, nil
 	}
@@ -129,12 +126,12 @@ func (b *upstreamBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadClose
 func checkContentRange(cr string, offset, size int64) error {
 	want := fmt.Sprintf("bytes %d-%d/%d", offset, size-1, size)
 	if strings.TrimSpace(cr) != want {
-		return fmt.Errorf("Content-Range %q, want %q: %w", cr, want, ErrBadContentRange)
+		return fmt.Errorf("Content-Range %q, want %q: %w", cr, want, oci.ErrBadContentRange)
 	}
 	return nil
 }
 
 var (
-	_ VerifyingBlob = (*upstreamBlob)(nil)
-	_ ResumableBlob = (*upstreamBlob)(nil)
+	_ oci.VerifyingBlob = (*upstreamBlob)(nil)
+	_ oci.ResumableBlob = (*upstreamBlob)(nil)
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/upstreampolicy"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // counted is an upstream on loopback that counts the requests its handler
@@ -33,7 +34,7 @@ func counted(t *testing.T, fn http.HandlerFunc) (host string, hits *atomic.Int64
 
 func TestUpstreamFetchesOnlyNamedRegistries(t *testing.T) {
 	host, hits := counted(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
-	ref := Ref{Registry: host, Repository: "x/y"}
+	ref := oci.Ref{Registry: host, Repository: "x/y"}
 	dgst := digest.FromString("x")
 	for _, cfg := range []UpstreamConfig{
 		{},
@@ -47,7 +48,7 @@ func TestUpstreamFetchesOnlyNamedRegistries(t *testing.T) {
 		_, err3 := u.Blob(ctx, ref, dgst)
 		cancel()
 		for _, err := range []error{err1, err2, err3} {
-			if !errors.Is(err, ErrNotFound) {
+			if !errors.Is(err, oci.ErrNotFound) {
 				t.Errorf("%+v: unnamed registry: %v, want ErrNotFound", cfg, err)
 			}
 		}
@@ -74,9 +75,9 @@ func TestUpstreamNeverGuessesPlainHTTP(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, digest.FromString("x"))
+		_, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, digest.FromString("x"))
 		cancel()
-		if err == nil || errors.Is(err, ErrNotFound) {
+		if err == nil || errors.Is(err, oci.ErrNotFound) {
 			t.Fatalf("%s: loopback registry over HTTPS answered: %v", name, err)
 		}
 	}
@@ -112,7 +113,7 @@ func TestUpstreamRefusesRedirectsToInternalAddresses(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
-			b, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, digest.FromString(secret))
+			b, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, digest.FromString(secret))
 			if err == nil {
 				got, rerr := readBlob(ctx, b, 0)
 				t.Fatalf("redirect to %s followed: %q, %v", tc.target, got, rerr)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // OpenFrom asks the upstream with Range and trusts a 206 only when its
@@ -30,11 +32,11 @@ func TestUpstreamBlobOpenFrom(t *testing.T) {
 	}{
 		{"206 with the right Content-Range", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from, size-1, size), blob[from:], from, nil},
 		{"200 ignoring the Range", http.StatusOK, "", blob, 0, nil},
-		{"206 from another offset", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from-1, size-1, size), blob[from-1:], 0, ErrBadContentRange},
-		{"206 of another size", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from, size-1, size+1), blob[from:], 0, ErrBadContentRange},
-		{"206 with no Content-Range", http.StatusPartialContent, "", blob[from:], 0, ErrBadContentRange},
-		{"206 cut to a shorter range", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from, size-2, size), blob[from : size-1], 0, ErrBadContentRange},
-		{"404", http.StatusNotFound, "", nil, 0, ErrNotFound},
+		{"206 from another offset", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from-1, size-1, size), blob[from-1:], 0, oci.ErrBadContentRange},
+		{"206 of another size", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from, size-1, size+1), blob[from:], 0, oci.ErrBadContentRange},
+		{"206 with no Content-Range", http.StatusPartialContent, "", blob[from:], 0, oci.ErrBadContentRange},
+		{"206 cut to a shorter range", http.StatusPartialContent, fmt.Sprintf("bytes %d-%d/%d", from, size-2, size), blob[from : size-1], 0, oci.ErrBadContentRange},
+		{"404", http.StatusNotFound, "", nil, 0, oci.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
@@ -56,12 +58,12 @@ func TestUpstreamBlobOpenFrom(t *testing.T) {
 			})
 			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
 			ctx := testCtx(t)
-			b, err := u.Blob(ctx, Ref{Registry: host, Repository: "x/y"}, dgst)
+			b, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, dgst)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer b.Close()
-			rb, ok := b.(ResumableBlob)
+			rb, ok := b.(oci.ResumableBlob)
 			if !ok {
 				t.Fatalf("the upstream's blob %T is not resumable", b)
 			}

@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // localBlob is content this node seeds: complete and verified already.
@@ -116,7 +116,7 @@ func (b *torrentBlob) Close() error {
 }
 
 var (
-	_ registry.SeekableBlob = (*localBlob)(nil)
-	_ registry.SeekableBlob = (*memoryBlob)(nil)
-	_ registry.Blob         = (*torrentBlob)(nil)
+	_ oci.SeekableBlob = (*localBlob)(nil)
+	_ oci.SeekableBlob = (*memoryBlob)(nil)
+	_ oci.Blob         = (*torrentBlob)(nil)
 )

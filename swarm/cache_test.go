@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // cachedNode is a downloader whose data dir holds at most limit bytes.
@@ -189,7 +189,7 @@ func TestSeedOfTheLocalCopyDropsTheDownloadFromTheCache(t *testing.T) {
 	if used := cache.Used(); used > 64<<10 {
 		t.Fatalf("cache holds %d bytes; only metainfo should be left", used)
 	}
-	var _ registry.Blob = (*torrentBlob)(nil)
+	var _ oci.Blob = (*torrentBlob)(nil)
 }
 
 // What an earlier run left in the data dir counts against the cache at

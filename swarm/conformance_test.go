@@ -3,7 +3,7 @@ package swarm
 import (
 	"testing"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -20,7 +20,7 @@ func TestSourceConformance(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sourcetest.Run(t, sourcetest.Harness{
-				New: func(t *testing.T, c sourcetest.Content) registry.Source {
+				New: func(t *testing.T, c sourcetest.Content) oci.Source {
 					tr := newTracker()
 					a := startNode(t, tr, "127.0.0.2", "", nil)
 					b := startNode(t, tr, "127.0.0.3", "", nil)

@@ -18,7 +18,7 @@
 //     drops it. Until Complete it is no seed (Stats, the blob endpoint).
 //   - Follow(ctx, digest, size, ownerHTTP) streams a blob while its owner
 //     grows it: chunk metainfo by long poll from the owner, pieces from every
-//     peer. Blob — the registry.Source side — streams a missing blob through
+//     peer. Blob — the oci.Source side — streams a missing blob through
 //     the same chunk torrents from the seeders the tracker names. Both read
 //     chunk by chunk from verified pieces only and withhold the last bytes
 //     until the whole digest matches. Inside the window a stream needs,
@@ -52,7 +52,7 @@
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
 // complete blob, and never waits without a bound: no seeder is an immediate
-// registry.ErrNotFound, and a read that makes no progress for
+// oci.ErrNotFound, and a read that makes no progress for
 // Config.StallTimeout fails so the response is aborted and containerd retries.
 //
 // # Locks and callbacks

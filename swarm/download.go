@@ -7,22 +7,23 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/internal/diskcache"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Resolve is not the swarm's business: tags are resolved upstream.
-func (s *Swarm) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, fmt.Errorf("swarm resolves no tags: %w", registry.ErrNotFound)
+func (s *Swarm) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, fmt.Errorf("swarm resolves no tags: %w", oci.ErrNotFound)
 }
 
 // Manifest fetches a manifest by digest from the swarm like any small blob.
 // The swarm knows bytes, not types: the media type is read from the content
-// (registry.SniffManifestType), and content that is no manifest, an image
+// (oci.SniffManifestType), and content that is no manifest, an image
 // config for one, is refused.
-func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+func (s *Swarm) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	b, err := s.Blob(ctx, ref, dgst)
 	if err != nil {
 		return nil, err
@@ -41,23 +42,23 @@ func (s *Swarm) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Dige
 	if _, err := io.ReadFull(rc, content); err != nil {
 		return nil, fmt.Errorf("swarm: manifest %s: %w", dgst, err)
 	}
-	mt, err := registry.SniffManifestType(content)
+	mt, err := oci.SniffManifestType(content)
 	if err != nil {
 		return nil, fmt.Errorf("swarm: manifest %s: %w", dgst, err)
 	}
-	return &registry.Manifest{MediaType: mt, Digest: dgst, Content: content}, nil
+	return &oci.Manifest{MediaType: mt, Digest: dgst, Content: content}, nil
 }
 
 // Blob finds dgst in the swarm. Local seeds are served directly; otherwise
 // the tracker's seeders give the metainfo, small blobs come whole over HTTP
 // from one seeder, and larger ones are streamed chunk by chunk from their
 // chunk torrents while pieces arrive from every seeder. No seeder →
-// registry.ErrNotFound at once. A download starts on the blob's first
+// oci.ErrNotFound at once. A download starts on the blob's first
 // Open, not here: a HEAD learns the size from the metainfo and reserves
 // nothing. A data dir that cannot hold the download (the cache's room, or
 // the disk: downloadStorage.reserve) fails that Open, before anything is
 // served, so the registry takes the next source.
-func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+func (s *Swarm) Blob(ctx context.Context, _ oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("swarm: blob %q: %w", dgst, err)
 	}
@@ -74,7 +75,7 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		s.mu.Unlock()
 		// The egress serves its own spool; its unverified bytes are not
 		// the swarm's to hand out whole.
-		return nil, fmt.Errorf("swarm: %s is still growing here: %w", dgst, registry.ErrNotFound)
+		return nil, fmt.Errorf("swarm: %s is still growing here: %w", dgst, oci.ErrNotFound)
 	case e != nil && (e.isVerified() || e.owner != ""):
 		// Complete here, or followed from its owner (bounded by the
 		// stall timeout like any stream).
@@ -92,7 +93,7 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 		// Answer at once rather than stall: the registry tries the next
 		// source. Partial seeders alone may never hold every piece (their
 		// source may be gone), so a download that has only them would hang.
-		return nil, fmt.Errorf("swarm: no complete seeder of %s (%d partial): %w", dgst, len(peers), registry.ErrNotFound)
+		return nil, fmt.Errorf("swarm: no complete seeder of %s (%d partial): %w", dgst, len(peers), oci.ErrNotFound)
 	}
 	if e != nil {
 		return &torrentBlob{s: s, size: e.size(), start: func() (*entry, *diskcache.Entry, error) { return s.join(e) }}, nil
@@ -100,13 +101,13 @@ func (s *Swarm) Blob(ctx context.Context, _ registry.Ref, dgst digest.Digest) (r
 	b, err := s.meta.load(dgst)
 	if err != nil {
 		if b, err = s.fetchMetainfo(ctx, dgst, peers); err != nil {
-			return nil, fmt.Errorf("swarm: %w: %w", err, registry.ErrNotFound)
+			return nil, fmt.Errorf("swarm: %w: %w", err, oci.ErrNotFound)
 		}
 	}
 	if b.size() < s.cfg.SmallBlobSize {
 		content, err := s.fetchSmallShared(ctx, b, peers)
 		if err != nil {
-			return nil, fmt.Errorf("swarm: %w: %w", err, registry.ErrNotFound)
+			return nil, fmt.Errorf("swarm: %w: %w", err, oci.ErrNotFound)
 		}
 		return newMemoryBlob(content), nil
 	}
@@ -412,4 +413,4 @@ func (s *Swarm) discard(e *entry, cause error) {
 	}
 }
 
-var _ registry.Source = (*Swarm)(nil)
+var _ oci.Source = (*Swarm)(nil)

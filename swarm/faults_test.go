@@ -16,7 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // seedRaw makes n seed b over content without checking it, as a broken or
@@ -268,7 +268,7 @@ func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 	// The metainfo endpoint answers; the pieces never come.
 	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
 	_, err := readBlob(t, d, dgst, 0)
-	if !errors.Is(err, registry.ErrStalled) {
+	if !errors.Is(err, oci.ErrStalled) {
 		t.Fatalf("err = %v, want the no-progress error", err)
 	}
 }
@@ -312,7 +312,7 @@ func TestSeederRefusesSwarmConnectionsFromNonMembers(t *testing.T) {
 	// Dials to 127/8 leave from 127.0.0.1, whatever address d listens on.
 	tr.outside[netip.MustParseAddr("127.0.0.1")] = true
 	tr.mu.Unlock()
-	if _, err := readBlob(t, d, dgst, 0); !errors.Is(err, registry.ErrStalled) {
+	if _, err := readBlob(t, d, dgst, 0); !errors.Is(err, oci.ErrStalled) {
 		t.Fatalf("non-member read: %v, want a stall (no connection accepted)", err)
 	}
 	if got := d.Stats().Torrents[0].ReceivedFrom["127.0.0.2"]; got != 0 {

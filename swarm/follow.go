@@ -13,7 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // TorrentPortHeader carries the torrent port of the member answering a
@@ -28,12 +28,12 @@ var errOwnerForgot = errors.New("the owner does not have the blob")
 // metainfo comes from the owner as soon as the chunk is published, and its
 // pieces from every peer (the owner, the members the tracker lists for the
 // digest, partial ones included, and those PEX finds). It fails at once,
-// wrapping registry.ErrNotFound, if the owner does not know the blob, and
+// wrapping oci.ErrNotFound, if the owner does not know the blob, and
 // at once too if the data dir cannot hold it (downloadStorage.reserve); a
 // stream that makes no progress for StallTimeout fails, and one whose owner
 // drops the blob fails with that. The tail is held back until the whole
 // digest matches, as for every stream.
-func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (registry.Blob, error) {
+func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (oci.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("swarm: follow %q: %w", dgst, err)
 	}
@@ -50,7 +50,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	first, ownerTorrent, err := s.pollChunk(ask, ownerHTTP, dgst, lay, 0, pollNow)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("swarm: follow %s from %s: %w: %w", dgst, ownerHTTP, err, registry.ErrNotFound)
+		return nil, fmt.Errorf("swarm: follow %s from %s: %w: %w", dgst, ownerHTTP, err, oci.ErrNotFound)
 	}
 	e := newEntry(dgst, lay)
 	e.owner, e.ownerTorrent = ownerHTTP, ownerTorrent
@@ -83,7 +83,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 	} else if other != nil {
 		disk.Remove()
 		leftover()
-		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
+		return nil, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, oci.ErrNotFound)
 	}
 	if err := s.reserveLocked(dgst, lay); err != nil {
 		disk.Remove()
@@ -112,7 +112,7 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 // followKnown answers Follow from what this node has of dgst already (done),
 // a download pinned for the caller; not done when it has nothing (or the
 // cache evicted it just now).
-func (s *Swarm) followKnown(dgst digest.Digest, size int64) (registry.Blob, bool, error) {
+func (s *Swarm) followKnown(dgst digest.Digest, size int64) (oci.Blob, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.torrents[dgst]
@@ -126,7 +126,7 @@ func (s *Swarm) followKnown(dgst digest.Digest, size int64) (registry.Blob, bool
 	case e.seed != nil:
 		return newLocalBlob(e.seed, e.size()), true, nil
 	case e.growing:
-		return nil, true, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, registry.ErrNotFound)
+		return nil, true, fmt.Errorf("swarm: follow %s: this node is its owner: %w", dgst, oci.ErrNotFound)
 	}
 	if b := s.handleLocked(e); b != nil {
 		return b, true, nil
@@ -163,7 +163,7 @@ func (s *Swarm) followChunks(e *entry, k int) {
 			return
 		case err != nil:
 			if time.Since(lastAnswer) > s.cfg.StallTimeout {
-				s.failFollow(e, fmt.Errorf("%w: owner %s unreachable: %w", registry.ErrStalled, e.owner, err))
+				s.failFollow(e, fmt.Errorf("%w: owner %s unreachable: %w", oci.ErrStalled, e.owner, err))
 				return
 			}
 			s.log.Debug("chunk metainfo not fetched, asking again", "digest", e.digest, "chunk", k, "err", err)
@@ -255,7 +255,7 @@ func (s *Swarm) pollChunk(ctx context.Context, ownerHTTP string, dgst digest.Dig
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
-	req.Header.Set(NoForwardHeader, "1")
+	req.Header.Set(oci.NoForwardHeader, "1")
 	resp, err := s.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return nil, netip.AddrPort{}, err

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // tracker is the in-process stand-in for the gossip tracker: a seeder list
@@ -172,6 +173,6 @@ func mustEqual(t testing.TB, got, want []byte) {
 	}
 }
 
-func refForTests() registry.Ref {
-	return registry.Ref{Registry: "docker.io", Repository: "library/test"}
+func refForTests() oci.Ref {
+	return oci.Ref{Registry: "docker.io", Repository: "library/test"}
 }

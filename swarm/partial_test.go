@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Peers that are themselves downloading may never hold every piece (the
@@ -21,7 +21,7 @@ func TestOnlyPartialSeedersIsNotFound(t *testing.T) {
 	tr.mu.Lock()
 	tr.seeders[dgst] = []Peer{{TorrentAddr: a.TorrentAddr(), HTTPAddr: a.http.Listener.Addr().String(), Partial: true}}
 	tr.mu.Unlock()
-	if _, err := d.Blob(context.Background(), registry.Ref{}, dgst); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := d.Blob(context.Background(), oci.Ref{}, dgst); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("only a partial seeder: err = %v, want not found", err)
 	}
 	if st := d.Stats().Torrents; len(st) != 0 {
@@ -49,7 +49,7 @@ func TestOnlyPartialSeedersIsNotFound(t *testing.T) {
 	tr.mu.Lock()
 	tr.seeders[dgst] = []Peer{{TorrentAddr: a.TorrentAddr(), Partial: true}}
 	tr.mu.Unlock()
-	if b, err := d.Blob(context.Background(), registry.Ref{}, dgst); err != nil {
+	if b, err := d.Blob(context.Background(), oci.Ref{}, dgst); err != nil {
 		t.Fatalf("complete download with only partial seeders listed: %v", err)
 	} else {
 		b.Close()

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 func testKeys(t testing.TB, b byte) *peerauth.Keys {
@@ -63,7 +63,7 @@ func TestKeyedMembersTradeAndOutsidersDoNot(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := outsider.Blob(ctx, registry.Ref{}, dgst); err == nil {
+	if _, err := outsider.Blob(ctx, oci.Ref{}, dgst); err == nil {
 		t.Fatal("a node with another key got the blob's metainfo")
 	}
 	// Its torrent connection: dialled straight, as a download would.

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/writeprogress"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // The peer endpoint: seeders answer these for their local content only, to
@@ -22,9 +23,6 @@ import (
 const (
 	metainfoPathPrefix = "/peer/v1/metainfo/"
 	blobPathPrefix     = "/peer/v1/blobs/"
-	// NoForwardHeader marks a request from a peer: the receiver answers from
-	// local content or not at all, so requests cannot loop.
-	NoForwardHeader = "X-Dregistry-No-Forward"
 	// maxMetainfoBytes bounds a peer's metainfo reply: 8 MiB pieces of a
 	// 1 TiB blob need 2.5 MiB of piece hashes.
 	maxMetainfoBytes = 4 << 20
@@ -149,7 +147,7 @@ func (s *Swarm) peerGet(ctx context.Context, p Peer, path string, limit int64) (
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(NoForwardHeader, "1")
+	req.Header.Set(oci.NoForwardHeader, "1")
 	resp, err := s.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return nil, err

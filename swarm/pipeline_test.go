@@ -16,7 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // The pipeline tests cut blobs into 1 MiB chunks (4 pieces of 256 KiB), so
@@ -226,7 +226,7 @@ func TestGrowthFailedMidwayFailsEveryFollower(t *testing.T) {
 	}
 	// The owner forgot it: a new follower is told at once.
 	late := startNode(t, tr, "127.0.0.6", "", chunked())
-	if _, err := late.Follow(ctx, dgst, size, owner.http.Listener.Addr().String()); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := late.Follow(ctx, dgst, size, owner.http.Listener.Addr().String()); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("follow of a failed blob: err = %v, want not found", err)
 	}
 }
@@ -274,7 +274,7 @@ func TestFollowOfAnUnknownBlobIsNotFound(t *testing.T) {
 	_, dgst := randomBlob(t, 1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := d.Follow(ctx, dgst, 3*testChunk, owner.http.Listener.Addr().String()); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := d.Follow(ctx, dgst, 3*testChunk, owner.http.Listener.Addr().String()); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("err = %v, want not found", err)
 	}
 	if st := d.Stats().Torrents; len(st) != 0 {

@@ -11,7 +11,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // streamReader streams a downloading blob in order, chunk by chunk, from
@@ -54,7 +54,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 	// The watchdog runs only while a Read waits, so a slow consumer is not
 	// mistaken for a stalled swarm.
 	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, func() {
-		cancel(fmt.Errorf("swarm: %w (%s) on %s", registry.ErrStalled, s.cfg.StallTimeout, e.digest))
+		cancel(fmt.Errorf("swarm: %w (%s) on %s", oci.ErrStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
 	s.readerOpened(e)
@@ -228,7 +228,7 @@ func (s *Swarm) goneCause(e *entry) error {
 // blob itself (it started at 0) and still checks it at the end. A stream
 // whose client went away does not switch.
 func (sr *streamReader) switchToSeed() bool {
-	if cause := context.Cause(sr.ctx); cause != nil && !errors.Is(cause, registry.ErrStalled) {
+	if cause := context.Cause(sr.ctx); cause != nil && !errors.Is(cause, oci.ErrStalled) {
 		return false
 	}
 	if sr.pos != sr.start && sr.digester == nil {

@@ -25,7 +25,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Peer is a node that seeds a digest, as the tracker knows it.
@@ -134,17 +134,17 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults; the caller sets DataDir, Seeders,
-// Members and Gate. The lookup and stall timeouts are the registry handler's.
+// Members and Gate. The lookup and stall timeouts are the registry
+// handler's (oci.DefaultLookupTimeout, oci.DefaultStallTimeout).
 func DefaultConfig() Config {
-	handler := registry.DefaultConfig()
 	return Config{
 		ListenAddr:      ":6881",
 		MaxConns:        50,
 		Logger:          slog.Default(),
 		SmallBlobSize:   16 << 20,
 		SmallFetchBytes: 64 << 20,
-		LookupTimeout:   handler.LookupTimeout,
-		StallTimeout:    handler.StallTimeout,
+		LookupTimeout:   oci.DefaultLookupTimeout,
+		StallTimeout:    oci.DefaultStallTimeout,
 		PeerRefresh:     2 * time.Second,
 		Readahead:       64 << 20,
 		// Long enough for a retry to resume an interrupted download.
@@ -243,7 +243,7 @@ func (c *Config) setDefaults() error {
 }
 
 // Swarm is this node's torrent client: it seeds local blobs and downloads
-// missing ones from the cluster's seeders. It is a registry.Source named
+// missing ones from the cluster's seeders. It is an oci.Source named
 // "swarm".
 type Swarm struct {
 	cfg       Config

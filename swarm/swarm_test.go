@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/internal/peerauth"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 func seed(t testing.TB, n *node, tr *tracker, content []byte, dgst digest.Digest) {
@@ -122,14 +123,14 @@ func TestVanishedSeederIsReplaced(t *testing.T) {
 func TestNoSeederIsNotFound(t *testing.T) {
 	tr := newTracker()
 	d := startNode(t, tr, "127.0.0.2", "", nil)
-	_, err := d.Blob(context.Background(), registry.Ref{}, digest.FromString("nobody has this"))
-	if !errors.Is(err, registry.ErrNotFound) {
+	_, err := d.Blob(context.Background(), oci.Ref{}, digest.FromString("nobody has this"))
+	if !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("err = %v, want not found", err)
 	}
-	if _, err := d.Blob(context.Background(), registry.Ref{}, "sha256:nothex"); err == nil || errors.Is(err, registry.ErrNotFound) {
+	if _, err := d.Blob(context.Background(), oci.Ref{}, "sha256:nothex"); err == nil || errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("malformed digest: err = %v, want a clear error", err)
 	}
-	if _, err := d.Resolve(context.Background(), registry.Ref{}, "latest"); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := d.Resolve(context.Background(), oci.Ref{}, "latest"); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("resolve: %v", err)
 	}
 }
@@ -161,7 +162,7 @@ func TestSmallBlobFromALyingSeederIsRefused(t *testing.T) {
 	bad := bytes.Clone(content)
 	bad[1000] ^= 0xff
 	e.seed = bytes.NewReader(bad)
-	if _, err := d.Blob(context.Background(), registry.Ref{}, dgst); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := d.Blob(context.Background(), oci.Ref{}, dgst); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("err = %v, want not found after the only seeder failed", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/dregistry/dregistry/internal/preheat"
 	"github.com/dregistry/dregistry/internal/seeding"
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -59,7 +60,7 @@ type node struct {
 	upstream   *registry.Upstream
 	fetcher    *egress.Fetcher
 	seeds      *seeding.Seeder
-	local      registry.Source // containerd's content store
+	local      oci.Source // containerd's content store
 	viaEgress  *egress.Source
 
 	ln  net.Listener
@@ -285,8 +286,8 @@ func (n *node) routes() http.Handler {
 	cfg := n.cfg
 	hcfg := registry.DefaultConfig()
 	hcfg.Observer = n.ops.Observer()
-	hcfg.Sources = []registry.Source{n.local, n.sw, n.viaEgress}
-	hcfg.TagSources = []registry.Source{n.viaEgress, n.local}
+	hcfg.Sources = []oci.Source{n.local, n.sw, n.viaEgress}
+	hcfg.TagSources = []oci.Source{n.viaEgress, n.local}
 	hcfg.DefaultRegistry = cfg.DefaultRegistry
 	hcfg.Clients = registry.NewClients(registry.ClientsConfig{Allow: cfg.MirrorAllow})
 	hcfg.Registries = n.upstream.Policy()

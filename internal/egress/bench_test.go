@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // BenchmarkColdFanOut: nodes pull one new blob at once through an upstream
@@ -46,13 +46,13 @@ func BenchmarkColdFanOut(b *testing.B) {
 		b.StopTimer()
 		c := up.content(blobSize, uint64(1000+i))
 		b.StartTimer()
-		getDirect := func(int) (registry.Blob, error) { return direct.Blob(ctx, c.Ref, c.BlobDigest()) }
+		getDirect := func(int) (oci.Blob, error) { return direct.Blob(ctx, c.Ref, c.BlobDigest()) }
 		secs, _ := fanOut(b, ctx, up, c.Blob, getDirect, 1)
 		oneSecs += secs
 		secs, ratio := fanOut(b, ctx, up, c.Blob, getDirect, nodes)
 		directSecs += secs
 		directRatio += ratio
-		secs, ratio = fanOut(b, ctx, up, c.Blob, func(k int) (registry.Blob, error) {
+		secs, ratio = fanOut(b, ctx, up, c.Blob, func(k int) (oci.Blob, error) {
 			return plain[k].source.Blob(ctx, c.Ref, c.BlobDigest())
 		}, nodes)
 		egressSecs += secs
@@ -71,7 +71,7 @@ func BenchmarkColdFanOut(b *testing.B) {
 
 // fanOut runs get+read on nodes goroutines at once; it returns the wall
 // time and the upstream bytes sent per blob byte.
-func fanOut(b *testing.B, ctx context.Context, up *testUpstream, want []byte, get func(int) (registry.Blob, error), nodes int) (float64, float64) {
+func fanOut(b *testing.B, ctx context.Context, up *testUpstream, want []byte, get func(int) (oci.Blob, error), nodes int) (float64, float64) {
 	up.mu.Lock()
 	before := up.sent
 	up.mu.Unlock()

@@ -11,16 +11,17 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // hangingResolve is an upstream whose tag lookups hang, once hang is set,
 // until their context ends: a registry that accepts and never answers.
 type hangingResolve struct {
-	registry.Source
+	oci.Source
 	hang atomic.Bool
 }
 
-func (h *hangingResolve) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+func (h *hangingResolve) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	if h.hang.Load() {
 		<-ctx.Done()
 		return ocispec.Descriptor{}, context.Cause(ctx)
@@ -44,7 +45,7 @@ func TestLastKnownTagAnswersWithinTheHandlersBudget(t *testing.T) {
 	})
 	members.set(n.member(true))
 	hcfg := registry.DefaultConfig()
-	hcfg.Sources, hcfg.TagSources = []registry.Source{n.source}, []registry.Source{n.source}
+	hcfg.Sources, hcfg.TagSources = []oci.Source{n.source}, []oci.Source{n.source}
 	hcfg.LookupTimeout = handlerBudget
 	hcfg.Logger = testLogger()
 	mirror := httptest.NewServer(registry.NewHandler(hcfg))

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -59,7 +59,7 @@ func spooled(t *testing.T, n *node, d digest.Digest) bool {
 	return slices.Contains(n.spoolFiles(t), strings.Replace(d.String(), ":", "-", 1))
 }
 
-func fetchAll(t *testing.T, n *node, c sourcetest.Content) registry.Blob {
+func fetchAll(t *testing.T, n *node, c sourcetest.Content) oci.Blob {
 	t.Helper()
 	ctx := testCtx(t)
 	b, err := n.fetcher.Fetch(ctx, c.Ref, c.BlobDigest())
@@ -169,7 +169,7 @@ func TestSpoolOverTheLimitStreamsWithoutBeingKept(t *testing.T) {
 			up := newTestUpstream(t)
 			c := up.content(tc.size, 31)
 			n, cache, _ := cachedFetcher(t, up, tc.limit)
-			var held registry.Blob
+			var held oci.Blob
 			heldContent := up.content(max(tc.held, 1), 32)
 			if tc.held > 0 {
 				held = fetchAll(t, n, heldContent)

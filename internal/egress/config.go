@@ -13,7 +13,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/diskcache"
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // LookupBudget is what a lookup inside a caller's per-source budget outer
@@ -29,12 +29,12 @@ func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
 
 // DefaultFetcherConfig returns the defaults, derived from the registry
-// handler's; the caller sets Upstream and SpoolDir.
+// handler's (oci.DefaultLookupTimeout, oci.DefaultStallTimeout); the
+// caller sets Upstream and SpoolDir.
 func DefaultFetcherConfig() FetcherConfig {
-	handler := registry.DefaultConfig()
 	return FetcherConfig{
-		LookupTimeout: LookupBudget(handler.LookupTimeout),
-		StallTimeout:  handler.StallTimeout,
+		LookupTimeout: LookupBudget(oci.DefaultLookupTimeout),
+		StallTimeout:  oci.DefaultStallTimeout,
 		TagTTL:        5 * time.Second,
 		MaxTags:       4096,
 		MaxManifests:  256,
@@ -57,7 +57,7 @@ func DefaultSourceConfig() SourceConfig {
 		// The swarm's default small-blob size: smaller blobs come whole
 		// over HTTP anyway.
 		PipelineMin:   16 << 20,
-		PipelineStall: FollowStall(registry.DefaultConfig().StallTimeout),
+		PipelineStall: FollowStall(oci.DefaultStallTimeout),
 		Logger:        slog.Default(),
 	}
 }
@@ -67,7 +67,7 @@ func DefaultSourceConfig() SourceConfig {
 type FetcherConfig struct {
 	// Upstream reaches the registries, with this node's credentials
 	// (registry.NewUpstream with DockerConfig). Required.
-	Upstream registry.Source
+	Upstream oci.Source
 	// SpoolDir holds downloads and verified copies; owned by the Fetcher,
 	// whose files (sha256-<hex>[.partial]) are removed at start. Required.
 	SpoolDir string
@@ -81,7 +81,7 @@ type FetcherConfig struct {
 	// blob whose spool was released once containerd stored it is served
 	// from there, not fetched a second time for a member that asks late.
 	// Optional.
-	Local registry.Source
+	Local oci.Source
 	// OnStart, if set, is called once per download when the upstream gave
 	// the size, on the download's goroutine, before any caller learns the
 	// size (so a node told the size finds what OnStart set up, e.g.
@@ -105,7 +105,7 @@ type FetcherConfig struct {
 	// fetch: when this node takes over a download whose owner died, the
 	// chunks members already hold (the swarm) fill the spool, and the
 	// upstream is asked only for the rest (Range, when the upstream blob
-	// is a registry.ResumableBlob). The whole blob is still hashed before
+	// is an oci.ResumableBlob). The whole blob is still hashed before
 	// its last byte is released. Optional.
 	Prefix Prefix
 	// PrefixStall ends the prefix's fetch when no byte came for this long;
@@ -233,7 +233,7 @@ type SourceConfig struct {
 	// Registries, if set, says which registries the peer handler fetches
 	// for members (the upstream client's policy); others get 404 before
 	// any lookup.
-	Registries registry.RegistryPolicy
+	Registries interface{ Allows(registry string) error }
 	// MaxAttempts bounds the candidates tried per request. Default 3.
 	MaxAttempts int
 	// Pipeline, if set, is how this node follows a blob another node

@@ -35,7 +35,7 @@
 //     (resume.go).
 //     Tags are cached for a few seconds and, when
 //     the upstream is unreachable, answered from the last known descriptor.
-//   - Source is the registry.Source every node uses in place of the plain
+//   - Source is the oci.Source every node uses in place of the plain
 //     upstream: it asks the owner (itself, or the owner's peer endpoint with
 //     the no-forward header, never with credentials), verifies the digest of
 //     what the owner streams, and tries the next candidate when an owner
@@ -58,7 +58,7 @@
 // The API:
 //
 //	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Start, Manifest, Resolve, Release, Close
-//	NewSource(SourceConfig) (*Source, error)    // registry.Source named "egress"
+//	NewSource(SourceConfig) (*Source, error)    // oci.Source named "egress"
 //	(*Source).PeerHandler() http.Handler        // mount at PeerPathPrefix
 //
 // # Locks and callbacks

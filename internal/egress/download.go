@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // downloadBuffer is the chunk the download reads, hashes and writes.
@@ -175,7 +175,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	// only for the right bytes. A spool that starts with a prefix from
 	// the cluster is always hashed here, the prefix included.
 	var sum hash.Hash
-	if vb, ok := blob.(registry.VerifyingBlob); !ok || vb.VerifiesDigest() != s.dgst {
+	if vb, ok := blob.(oci.VerifyingBlob); !ok || vb.VerifiesDigest() != s.dgst {
 		sum = s.dgst.Algorithm().Hash()
 	}
 	var written int64
@@ -196,7 +196,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 // admits its size to the cache and, without a Prefix, opens its body (nil
 // with a Prefix: resumeUpstream opens it). On error the blob is closed
 // already and the int64 is what copyUpstream returns.
-func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool) (registry.Blob, io.ReadCloser, int64, error) {
+func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool) (oci.Blob, io.ReadCloser, int64, error) {
 	// The blob's readers depend on the context Blob gets, so the lookup is
 	// bounded by a timer, not by a context that would end with it.
 	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
@@ -239,7 +239,7 @@ func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFu
 // resumeUpstream writes to file the prefix of the blob the cluster holds,
 // hashing it into prefixSum, then opens the upstream body positioned at
 // the prefix's end.
-func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob registry.Blob, size int64, progress *Progress) (io.ReadCloser, int64, hash.Hash, error) {
+func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob oci.Blob, size int64, progress *Progress) (io.ReadCloser, int64, hash.Hash, error) {
 	prefixSum := s.dgst.Algorithm().Hash()
 	written, err := f.fillPrefix(ctx, s, file, prefixSum, size)
 	if err != nil {
@@ -263,7 +263,7 @@ func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCause
 // arrives for the stall timeout, and checks sum (nil: the blob verifies
 // itself) against the digest.
 func (f *Fetcher) copyBody(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, body io.Reader, sum hash.Hash, written, size int64, progress *Progress) (int64, error) {
-	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
+	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(oci.ErrStalled) })
 	defer stall.Stop()
 	buf := make([]byte, downloadBuffer)
 	for empty := 0; written < size; {

@@ -14,7 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Fetcher is the owner side: one upstream download per digest however many
@@ -74,8 +74,8 @@ var errClosed = errors.New("egress: fetcher closed")
 // Fetch returns the blob, downloading it from ref's upstream unless a
 // download of the digest is running or kept, which the caller joins. It
 // returns once the size is known; reads then follow the download.
-func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+func (f *Fetcher) Fetch(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return nil, err
 	}
 	// A download started for another repository that lacks the blob does
@@ -100,7 +100,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 		// The download's own stall watch ends a stalled spool first; the
 		// readers' bound is a backstop, so they see its error.
 		b, err := s.open(2 * f.cfg.StallTimeout)
-		retry := errors.Is(err, errReleased) || (s.ref != ref && errors.Is(err, registry.ErrNotFound))
+		retry := errors.Is(err, errReleased) || (s.ref != ref && errors.Is(err, oci.ErrNotFound))
 		if retry && attempt == 0 {
 			continue
 		}
@@ -112,8 +112,8 @@ func (f *Fetcher) Fetch(ctx context.Context, ref registry.Ref, dgst digest.Diges
 // spool: a download's size once the upstream gave it, this node's own
 // copy's, or the upstream's answer to a HEAD (bounded by LookupTimeout).
 // A HEAD of a blob must not reserve disk or start a download.
-func (f *Fetcher) Stat(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+func (f *Fetcher) Stat(ctx context.Context, ref oci.Ref, dgst digest.Digest) (int64, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return 0, err
 	}
 	f.mu.Lock()
@@ -154,7 +154,7 @@ func (f *Fetcher) Stat(ctx context.Context, ref registry.Ref, dgst digest.Digest
 // local returns this node's own copy of dgst when no spool of it exists
 // (none running, none kept) and Local holds it; nil otherwise. A running
 // or kept spool is preferred: it is what the download's callers share.
-func (f *Fetcher) local(ctx context.Context, ref registry.Ref, dgst digest.Digest) registry.Blob {
+func (f *Fetcher) local(ctx context.Context, ref oci.Ref, dgst digest.Digest) oci.Blob {
 	if f.cfg.Local == nil {
 		return nil
 	}
@@ -178,7 +178,7 @@ func (f *Fetcher) local(ctx context.Context, ref registry.Ref, dgst digest.Diges
 
 // attach returns the spool of dgst, starting its download when there is
 // none.
-func (f *Fetcher) attach(ref registry.Ref, dgst digest.Digest) (*spool, error) {
+func (f *Fetcher) attach(ref oci.Ref, dgst digest.Digest) (*spool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {

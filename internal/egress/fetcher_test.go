@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Many callers, one upstream GET: readers at different offsets get their
@@ -101,7 +101,7 @@ func TestFetchOneDownloadStreamsToEveryCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := b.(registry.SeekableBlob); !ok {
+	if _, ok := b.(oci.SeekableBlob); !ok {
 		t.Errorf("kept blob is %T, want a SeekableBlob", b)
 	}
 	if got, err := readAllAt(ctx, b, 5); err != nil || !bytes.Equal(got, c.Blob[5:]) {
@@ -211,9 +211,9 @@ func TestFetchUnknownBlobIsNotFound(t *testing.T) {
 	up := newTestUpstream(t)
 	c := up.content(1000, 3)
 	n := newNode(t, "a", true, up.source(), &cluster{}, nil)
-	missing := registry.Ref{Registry: c.Ref.Registry, Repository: c.Ref.Repository}
+	missing := oci.Ref{Registry: c.Ref.Registry, Repository: c.Ref.Repository}
 	_, err := n.fetcher.Fetch(ctx, missing, digest.FromString("not pushed"))
-	if !errors.Is(err, registry.ErrNotFound) {
+	if !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("unknown blob: %v, want ErrNotFound", err)
 	}
 	if _, err := n.fetcher.Fetch(ctx, c.Ref, "sha256:nothex"); err == nil {
@@ -296,18 +296,18 @@ func (h *heldContent) hold(b []byte) {
 }
 
 func (h *heldContent) Name() string { return "containerd" }
-func (h *heldContent) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, registry.ErrNotFound
+func (h *heldContent) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, oci.ErrNotFound
 }
-func (h *heldContent) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
-	return nil, registry.ErrNotFound
+func (h *heldContent) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
+	return nil, oci.ErrNotFound
 }
-func (h *heldContent) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+func (h *heldContent) Blob(_ context.Context, _ oci.Ref, d digest.Digest) (oci.Blob, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	b, ok := h.blobs[d]
 	if !ok {
-		return nil, registry.ErrNotFound
+		return nil, oci.ErrNotFound
 	}
 	return heldBlob{bytes.NewReader(b)}, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -245,7 +246,7 @@ func (u *testUpstream) push(c sourcetest.Content) {
 	u.do(http.MethodPut, base+"/manifests/"+c.Tag, c.Manifest.MediaType, c.Manifest.Content, http.StatusCreated)
 }
 
-func (u *testUpstream) deleteTag(ref registry.Ref, tag string) {
+func (u *testUpstream) deleteTag(ref oci.Ref, tag string) {
 	u.t.Helper()
 	u.do(http.MethodDelete, u.srv.URL+"/v2/"+ref.Repository+"/manifests/"+tag, "", nil, http.StatusAccepted)
 }
@@ -271,7 +272,7 @@ func (u *testUpstream) do(method, url, contentType string, body []byte, want int
 }
 
 // source is registry's real upstream client for this registry.
-func (u *testUpstream) source() registry.Source {
+func (u *testUpstream) source() oci.Source {
 	up, err := registry.NewUpstream(registry.UpstreamConfig{PlainHTTP: []string{u.host()}, Logger: testLogger()})
 	if err != nil {
 		u.t.Fatal(err)
@@ -281,7 +282,7 @@ func (u *testUpstream) source() registry.Source {
 
 // content is an image of one blob of size bytes in the registry's test/app.
 func (u *testUpstream) content(size int, seed uint64) sourcetest.Content {
-	c := sourcetest.NewContent(registry.Ref{Registry: u.host(), Repository: "test/app"}, "v1", size, seed)
+	c := sourcetest.NewContent(oci.Ref{Registry: u.host(), Repository: "test/app"}, "v1", size, seed)
 	u.push(c)
 	return c
 }
@@ -303,13 +304,13 @@ func (f *forbiddenUpstream) fail() error {
 }
 
 func (f *forbiddenUpstream) Name() string { return "forbidden" }
-func (f *forbiddenUpstream) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
+func (f *forbiddenUpstream) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
 	return ocispec.Descriptor{}, f.fail()
 }
-func (f *forbiddenUpstream) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
+func (f *forbiddenUpstream) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
 	return nil, f.fail()
 }
-func (f *forbiddenUpstream) Blob(context.Context, registry.Ref, digest.Digest) (registry.Blob, error) {
+func (f *forbiddenUpstream) Blob(context.Context, oci.Ref, digest.Digest) (oci.Blob, error) {
 	return nil, f.fail()
 }
 
@@ -404,13 +405,13 @@ func (n *node) member(egress bool) Member {
 	return Member{Name: n.name, HTTPAddr: strings.TrimPrefix(n.srv.URL, "http://"), Egress: egress}
 }
 
-func newNode(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig)) *node {
+func newNode(t testing.TB, name string, egress bool, up oci.Source, c Cluster, tweak func(*FetcherConfig)) *node {
 	t.Helper()
 	return newNodeWith(t, name, egress, up, c, tweak, nil)
 }
 
 // newNodeWith is newNode with the Source's configuration tweaked too.
-func newNodeWith(t testing.TB, name string, egress bool, up registry.Source, c Cluster, tweak func(*FetcherConfig), tweakSource func(*SourceConfig)) *node {
+func newNodeWith(t testing.TB, name string, egress bool, up oci.Source, c Cluster, tweak func(*FetcherConfig), tweakSource func(*SourceConfig)) *node {
 	t.Helper()
 	n := &node{name: name, done: &completion{}, dir: t.TempDir()}
 	fcfg := DefaultFetcherConfig()
@@ -467,7 +468,7 @@ func (n *node) spoolFiles(t *testing.T) []string {
 	return names
 }
 
-func readAllAt(ctx context.Context, b registry.Blob, offset int64) ([]byte, error) {
+func readAllAt(ctx context.Context, b oci.Blob, offset int64) ([]byte, error) {
 	rc, err := b.Open(ctx, offset)
 	if err != nil {
 		return nil, err

@@ -10,7 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -23,13 +23,13 @@ type pipeUpstream struct {
 }
 
 func (p *pipeUpstream) Name() string { return "pipe" }
-func (p *pipeUpstream) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, registry.ErrNotFound
+func (p *pipeUpstream) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, oci.ErrNotFound
 }
-func (p *pipeUpstream) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
-	return nil, registry.ErrNotFound
+func (p *pipeUpstream) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
+	return nil, oci.ErrNotFound
 }
-func (p *pipeUpstream) Blob(context.Context, registry.Ref, digest.Digest) (registry.Blob, error) {
+func (p *pipeUpstream) Blob(context.Context, oci.Ref, digest.Digest) (oci.Blob, error) {
 	return p, nil
 }
 func (p *pipeUpstream) Size() int64 { return p.size }
@@ -42,7 +42,7 @@ func (p *pipeUpstream) Close() error { return nil }
 // wrong never get the last byte: the read fails instead.
 func TestFetchHoldsBackTheLastByteUntilVerified(t *testing.T) {
 	ctx := testCtx(t)
-	c := sourcetest.NewContent(registry.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 256<<10, 10)
+	c := sourcetest.NewContent(oci.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 256<<10, 10)
 	bad := bytes.Clone(c.Blob)
 	bad[100] ^= 1
 	size := int64(len(bad))
@@ -102,7 +102,7 @@ func TestSpoolSpansHoldBackTheLastByteUntilVerified(t *testing.T) {
 	for _, wrong := range []bool{false, true} {
 		t.Run(map[bool]string{false: "right", true: "wrong"}[wrong], func(t *testing.T) {
 			ctx := testCtx(t)
-			c := sourcetest.NewContent(registry.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 256<<10, 11)
+			c := sourcetest.NewContent(oci.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 256<<10, 11)
 			blob := bytes.Clone(c.Blob)
 			if wrong {
 				blob[100] ^= 1
@@ -121,9 +121,9 @@ func TestSpoolSpansHoldBackTheLastByteUntilVerified(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer rc.Close()
-			spans, ok := rc.(registry.FileSpans)
+			spans, ok := rc.(oci.FileSpans)
 			if !ok {
-				t.Fatalf("reader %T is not registry.FileSpans", rc)
+				t.Fatalf("reader %T is not oci.FileSpans", rc)
 			}
 			// read takes spans until want bytes came or a span fails.
 			var got []byte

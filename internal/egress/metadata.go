@@ -11,7 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // metadata answers tags and manifests from upstream for the owner: one
@@ -22,7 +22,7 @@ type metadata struct {
 	flights   singleflight.Group
 	mu        sync.Mutex
 	tags      *bounded[string, tagAnswer]
-	manifests *bounded[string, *registry.Manifest]
+	manifests *bounded[string, *oci.Manifest]
 }
 
 type tagAnswer struct {
@@ -34,7 +34,7 @@ func newMetadata(cfg FetcherConfig) *metadata {
 	return &metadata{cfg: cfg,
 		tags: newBounded[string, tagAnswer](cfg.MaxTags, 0, nil),
 		manifests: newBounded[string](cfg.MaxManifests, cfg.MaxManifestBytes,
-			func(m *registry.Manifest) int64 { return int64(len(m.Content)) })}
+			func(m *oci.Manifest) int64 { return int64(len(m.Content)) })}
 }
 
 // shared runs fn once for every caller of key; each caller waits at most
@@ -59,7 +59,7 @@ func shared[T any](ctx context.Context, m *metadata, key string, fn func(context
 
 // Resolve answers a tag: from the cache within TagTTL, else from upstream;
 // when the upstream fails other than with not-found, the last known answer.
-func (f *Fetcher) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+func (f *Fetcher) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	m := f.meta
 	key := ref.String() + ":" + tag
 	m.mu.Lock()
@@ -73,7 +73,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref registry.Ref, tag string) (oc
 		if err != nil {
 			return desc, err
 		}
-		if _, err := registry.ParseDigest(desc.Digest.String()); err != nil {
+		if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 			return desc, fmt.Errorf("upstream resolved %s to a bad digest: %w", key, err)
 		}
 		m.mu.Lock()
@@ -84,7 +84,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref registry.Ref, tag string) (oc
 	switch {
 	case err == nil:
 		return desc, nil
-	case errors.Is(err, registry.ErrNotFound):
+	case errors.Is(err, oci.ErrNotFound):
 		m.mu.Lock()
 		m.tags.remove(key)
 		m.mu.Unlock()
@@ -98,8 +98,8 @@ func (f *Fetcher) Resolve(ctx context.Context, ref registry.Ref, tag string) (oc
 }
 
 // Manifest returns a manifest by digest, verified, from the cache or upstream.
-func (f *Fetcher) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+func (f *Fetcher) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return nil, err
 	}
 	m := f.meta
@@ -110,7 +110,7 @@ func (f *Fetcher) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Di
 	if ok {
 		return cached, nil
 	}
-	return shared(ctx, m, "manifest\x00"+key, func(ctx context.Context) (*registry.Manifest, error) {
+	return shared(ctx, m, "manifest\x00"+key, func(ctx context.Context) (*oci.Manifest, error) {
 		man, err := m.cfg.Upstream.Manifest(ctx, ref, dgst)
 		if err != nil {
 			return nil, err

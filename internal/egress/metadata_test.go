@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -51,7 +51,7 @@ func TestResolveCachesTagsAndFallsBackToLastKnown(t *testing.T) {
 		{"within the TTL from the cache", func() { clock.add(ttl - time.Second) }, nil, 1},
 		{"past the TTL from upstream again", func() { clock.add(2 * time.Second) }, nil, 2},
 		{"upstream down: last known answer", func() { clock.add(time.Hour); up.setDown(true) }, nil, 3},
-		{"upstream back, tag deleted: not found", func() { up.setDown(false); up.deleteTag(c.Ref, c.Tag) }, registry.ErrNotFound, 4},
+		{"upstream back, tag deleted: not found", func() { up.setDown(false); up.deleteTag(c.Ref, c.Tag) }, oci.ErrNotFound, 4},
 		{"down again: no last known answer", func() { up.setDown(true) }, errAny, 5},
 	}
 	for _, s := range steps {

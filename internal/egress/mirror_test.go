@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Through registry's mirror handler on a plain node, as containerd asks:
@@ -18,8 +19,8 @@ func TestMirrorPullsThroughTheEgress(t *testing.T) {
 	c := up.content(1<<20+123, 17)
 	tn := newTwoNodes(t, up)
 	mirror := httptest.NewServer(registry.NewHandler(registry.Config{
-		Sources:       []registry.Source{tn.b.source},
-		TagSources:    []registry.Source{tn.b.source},
+		Sources:       []oci.Source{tn.b.source},
+		TagSources:    []oci.Source{tn.b.source},
 		LookupTimeout: 20 * time.Second,
 		StallTimeout:  time.Minute,
 		Logger:        testLogger(),

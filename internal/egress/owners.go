@@ -8,7 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Member is a live cluster member as the egress sees it.
@@ -59,7 +59,7 @@ func candidates(members []Member, self Member, key string) []Member {
 func blobKey(d digest.Digest) string { return string(d) }
 
 // tagKey is the rendezvous key of a tag of one repository.
-func tagKey(ref registry.Ref, tag string) string { return "tag\x00" + ref.String() + ":" + tag }
+func tagKey(ref oci.Ref, tag string) string { return "tag\x00" + ref.String() + ":" + tag }
 
 // mayFetch reports whether this node may call an upstream: it is an egress
 // node, or the cluster has none.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 func egressKeys(t testing.TB, b byte) *peerauth.Keys {
@@ -62,7 +62,7 @@ func TestKeyedPeerEndpoint(t *testing.T) {
 	} {
 		for _, path := range []string{blobsPath + c.BlobDigest().String(), manifestsPath + c.Manifest.Digest.String(), tagsPath + "latest"} {
 			req, _ := http.NewRequestWithContext(ctx, "GET", owner.srv.URL+path+q, nil)
-			req.Header.Set(swarm.NoForwardHeader, "1")
+			req.Header.Set(oci.NoForwardHeader, "1")
 			resp, err := tc.client.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -13,8 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/writeprogress"
-	"github.com/dregistry/dregistry/registry"
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // PeerHandler serves PeerPathPrefix to cluster members from this node's
@@ -50,8 +49,8 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if r.Header.Get(swarm.NoForwardHeader) == "" {
-		http.Error(w, "peer requests must carry "+swarm.NoForwardHeader, http.StatusBadRequest)
+	if r.Header.Get(oci.NoForwardHeader) == "" {
+		http.Error(w, "peer requests must carry "+oci.NoForwardHeader, http.StatusBadRequest)
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, PeerPathPrefix)
@@ -65,7 +64,7 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing ns (the registry)", http.StatusBadRequest)
 		return
 	}
-	ref, err := registry.ParseRef(q.Get("ns"), q.Get("repo"), "")
+	ref, err := oci.ParseRef(q.Get("ns"), q.Get("repo"), "")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -84,10 +83,10 @@ func (s *Source) servePeer(w http.ResponseWriter, r *http.Request) {
 
 // servePeerKind answers an admitted peer request for ref by its kind
 // (fetch, blobs, manifests or tags) and name.
-func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref registry.Ref, kind, name string) {
+func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref oci.Ref, kind, name string) {
 	switch kind {
 	case "fetch":
-		dgst, err := registry.ParseDigest(name)
+		dgst, err := oci.ParseDigest(name)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -97,7 +96,7 @@ func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref regis
 		}
 		s.servePeerFetch(w, r, ref, dgst)
 	case "blobs", "manifests":
-		dgst, err := registry.ParseDigest(name)
+		dgst, err := oci.ParseDigest(name)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -111,7 +110,7 @@ func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref regis
 			s.servePeerManifest(w, r, ref, dgst)
 		}
 	case "tags":
-		mref, err := registry.ParseReference(name)
+		mref, err := oci.ParseReference(name)
 		if err != nil || mref.Tag == "" {
 			http.Error(w, fmt.Sprintf("bad tag %q", name), http.StatusBadRequest)
 			return
@@ -126,7 +125,7 @@ func (s *Source) servePeerKind(w http.ResponseWriter, r *http.Request, ref regis
 }
 
 // servePeerTag answers the descriptor tag resolves to in ref.
-func (s *Source) servePeerTag(w http.ResponseWriter, r *http.Request, ref registry.Ref, tag string) {
+func (s *Source) servePeerTag(w http.ResponseWriter, r *http.Request, ref oci.Ref, tag string) {
 	desc, err := s.cfg.Fetcher.Resolve(r.Context(), ref, tag)
 	if err != nil {
 		s.peerError(w, r, err)
@@ -158,14 +157,14 @@ func (s *Source) mayServe(w http.ResponseWriter) bool {
 // answer), 502 otherwise (the requester tries the next candidate).
 func (s *Source) peerError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
-	if errors.Is(err, registry.ErrNotFound) {
+	if errors.Is(err, oci.ErrNotFound) {
 		status = http.StatusNotFound
 	}
 	s.log.Debug("egress peer request failed", "path", r.URL.Path, "status", status, "err", err)
 	http.Error(w, err.Error(), status)
 }
 
-func (s *Source) servePeerManifest(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+func (s *Source) servePeerManifest(w http.ResponseWriter, r *http.Request, ref oci.Ref, dgst digest.Digest) {
 	m, err := s.cfg.Fetcher.Manifest(r.Context(), ref, dgst)
 	if err != nil {
 		s.peerError(w, r, err)
@@ -179,7 +178,7 @@ func (s *Source) servePeerManifest(w http.ResponseWriter, r *http.Request, ref r
 	}
 }
 
-func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref oci.Ref, dgst digest.Digest) {
 	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
 		// The size only (remoteStat): no download starts for it.
 		size, err := s.cfg.Fetcher.Stat(r.Context(), ref, dgst)
@@ -202,7 +201,7 @@ func (s *Source) servePeerBlob(w http.ResponseWriter, r *http.Request, ref regis
 	defer b.Close()
 	w.Header().Set("Docker-Content-Digest", dgst.String())
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if sb, ok := b.(registry.SeekableBlob); ok {
+	if sb, ok := b.(oci.SeekableBlob); ok {
 		http.ServeContent(w, r, "", time.Time{}, sb.ReadSeeker())
 		return
 	}

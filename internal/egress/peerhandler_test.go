@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 func peerRequest(t *testing.T, method, rawURL string, header map[string]string) (*http.Response, []byte) {
@@ -41,7 +41,7 @@ func TestPeerHandler(t *testing.T) {
 	tn := newTwoNodes(t, up)
 	q := "?" + url.Values{"ns": {c.Ref.Registry}, "repo": {c.Ref.Repository}}.Encode()
 	owner := tn.a.srv.URL
-	noFwd := map[string]string{swarm.NoForwardHeader: "1"}
+	noFwd := map[string]string{oci.NoForwardHeader: "1"}
 	blob := owner + blobsPath + c.BlobDigest().String() + q
 
 	for _, tc := range []struct {
@@ -54,9 +54,9 @@ func TestPeerHandler(t *testing.T) {
 		wantRange  string
 	}{
 		{"blob", "GET", blob, noFwd, 200, c.Blob, ""},
-		{"blob range", "GET", blob, map[string]string{swarm.NoForwardHeader: "1", "Range": "bytes=10-99"}, 206, c.Blob[10:100], fmt.Sprintf("bytes 10-99/%d", size)},
-		{"blob open range", "GET", blob, map[string]string{swarm.NoForwardHeader: "1", "Range": fmt.Sprintf("bytes=%d-", size-5)}, 206, c.Blob[size-5:], fmt.Sprintf("bytes %d-%d/%d", size-5, size-1, size)},
-		{"blob range past the end", "GET", blob, map[string]string{swarm.NoForwardHeader: "1", "Range": fmt.Sprintf("bytes=%d-", size)}, 416, nil, ""},
+		{"blob range", "GET", blob, map[string]string{oci.NoForwardHeader: "1", "Range": "bytes=10-99"}, 206, c.Blob[10:100], fmt.Sprintf("bytes 10-99/%d", size)},
+		{"blob open range", "GET", blob, map[string]string{oci.NoForwardHeader: "1", "Range": fmt.Sprintf("bytes=%d-", size-5)}, 206, c.Blob[size-5:], fmt.Sprintf("bytes %d-%d/%d", size-5, size-1, size)},
+		{"blob range past the end", "GET", blob, map[string]string{oci.NoForwardHeader: "1", "Range": fmt.Sprintf("bytes=%d-", size)}, 416, nil, ""},
 		{"blob head", "HEAD", blob, noFwd, 200, []byte{}, ""},
 		{"manifest", "GET", owner + manifestsPath + c.Manifest.Digest.String() + q, noFwd, 200, c.Manifest.Content, ""},
 		{"tag", "GET", owner + tagsPath + c.Tag + q, noFwd, 200, nil, ""},
@@ -104,7 +104,7 @@ func TestPeerHandlerRangeWhileDownloading(t *testing.T) {
 	tn := newTwoNodes(t, up)
 	q := "?" + url.Values{"ns": {c.Ref.Registry}, "repo": {c.Ref.Repository}}.Encode()
 	resp, body := peerRequest(t, "GET", tn.a.srv.URL+blobsPath+c.BlobDigest().String()+q,
-		map[string]string{swarm.NoForwardHeader: "1", "Range": "bytes=1000-4999", "Authorization": "Bearer secret"})
+		map[string]string{oci.NoForwardHeader: "1", "Range": "bytes=1000-4999", "Authorization": "Bearer secret"})
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, c.Blob[1000:5000]) {
 		t.Errorf("status %d, %d bytes; want 206 with blob[1000:5000]", resp.StatusCode, len(body))
 	}
@@ -125,7 +125,7 @@ func TestPeerHandlerRefusesNonMembers(t *testing.T) {
 	tn.members.outsider = true
 	tn.members.mu.Unlock()
 	q := "?" + url.Values{"ns": {c.Ref.Registry}, "repo": {c.Ref.Repository}}.Encode()
-	resp, _ := peerRequest(t, "GET", tn.a.srv.URL+blobsPath+c.BlobDigest().String()+q, map[string]string{swarm.NoForwardHeader: "1"})
+	resp, _ := peerRequest(t, "GET", tn.a.srv.URL+blobsPath+c.BlobDigest().String()+q, map[string]string{oci.NoForwardHeader: "1"})
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("status %d, want 403", resp.StatusCode)
 	}

@@ -14,17 +14,17 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Pipeline streams a blob from the swarm while its owner still fetches it
 // (swarm.Swarm.Follow): chunk metainfo from the member whose peer endpoint
 // is ownerHTTP (host:port) as the owner's spool grows, pieces from every
 // peer. Its reads must verify the whole blob's digest before the last byte
-// (as registry.Blob says) and fail on no progress within a bound; it fails
+// (as oci.Blob says) and fail on no progress within a bound; it fails
 // at once when the owner does not know the blob.
 type Pipeline interface {
-	Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (registry.Blob, error)
+	Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (oci.Blob, error)
 }
 
 // errMethod is an owner refusing a method on a path: it predates the path.
@@ -45,7 +45,7 @@ type startReply struct {
 // StallTimeout), for OnStart's Progress and OnComplete. unkept says the
 // cache had no room for a spool: there is no download to follow, and each
 // caller streams from the upstream through Fetch.
-func (f *Fetcher) Start(ctx context.Context, ref registry.Ref, dgst digest.Digest) (size int64, unkept bool, err error) {
+func (f *Fetcher) Start(ctx context.Context, ref oci.Ref, dgst digest.Digest) (size int64, unkept bool, err error) {
 	b, err := f.Fetch(ctx, ref, dgst)
 	if err != nil {
 		return 0, false, err
@@ -60,7 +60,7 @@ func (f *Fetcher) Start(ctx context.Context, ref registry.Ref, dgst digest.Diges
 
 // servePeerFetch answers a member's POST of fetchPath: the download runs
 // on, whether or not the member stays.
-func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref registry.Ref, dgst digest.Digest) {
+func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref oci.Ref, dgst digest.Digest) {
 	size, unkept, err := s.cfg.Fetcher.Start(r.Context(), ref, dgst)
 	if err != nil {
 		s.peerError(w, r, err)
@@ -78,7 +78,7 @@ func (s *Source) servePeerFetch(w http.ResponseWriter, r *http.Request, ref regi
 }
 
 // remoteStart asks owner m to start fetching dgst and returns its reply.
-func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (startReply, error) {
+func (s *Source) remoteStart(ctx context.Context, m Member, ref oci.Ref, dgst digest.Digest) (startReply, error) {
 	var reply startReply
 	resp, err := s.peerDo(ctx, http.MethodPost, m, fetchPath+dgst.String(), ref)
 	if err != nil {
@@ -108,7 +108,7 @@ func (s *Source) remoteStart(ctx context.Context, m Member, ref registry.Ref, dg
 // without a spool (its cache is full: no chunk of it will be published);
 // a followed read that fails or stalls switches to the owners' stream
 // (followReader).
-func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	reply, err := s.remoteStart(ctx, m, ref, dgst)
 	size := reply.Size
 	switch {
@@ -149,24 +149,24 @@ var errNoProgress = errors.New("no byte from the swarm within the pipeline stall
 // switches to them from where it was, and so does every later Open.
 type followedBlob struct {
 	src    *Source
-	ref    registry.Ref
+	ref    oci.Ref
 	dgst   digest.Digest
 	owner  Member   // whose download is followed
 	owners []Member // the candidates, best first
 	size   int64
-	follow registry.Blob
+	follow oci.Blob
 	// seed keys the hash that checks the swarm's bytes against the
 	// owners' stream: random, so no one can make two streams collide.
 	seed maphash.Seed
 
 	mu       sync.Mutex
-	fallback registry.Blob // the owners' stream, once following failed
+	fallback oci.Blob // the owners' stream, once following failed
 	closed   bool
 }
 
 func (b *followedBlob) Size() int64 { return b.size }
 
-func (b *followedBlob) current() registry.Blob {
+func (b *followedBlob) current() oci.Blob {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.fallback
@@ -175,7 +175,7 @@ func (b *followedBlob) current() registry.Blob {
 // streamed opens the blob as Source.Blob does without a pipeline: from
 // the followed owner first (it has the bytes the swarm did not deliver),
 // then from the other candidates, this node's Fetcher included.
-func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
+func (b *followedBlob) streamed(ctx context.Context) (oci.Blob, error) {
 	order := []Member{b.owner}
 	for _, o := range b.owners {
 		if o.Name != b.owner.Name {
@@ -184,7 +184,7 @@ func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
 	}
 	var errs []error
 	for _, o := range order {
-		var fb registry.Blob
+		var fb oci.Blob
 		var err error
 		if o.Name == b.src.cfg.Self {
 			fb, err = b.src.cfg.Fetcher.Fetch(ctx, b.ref, b.dgst)
@@ -195,7 +195,7 @@ func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
 			fb.Close()
 			err = fmt.Errorf("owner says %d bytes, not %d", fb.Size(), b.size)
 		}
-		if err == nil || errors.Is(err, registry.ErrNotFound) {
+		if err == nil || errors.Is(err, oci.ErrNotFound) {
 			return fb, err
 		}
 		errs = append(errs, fmt.Errorf("owner %s: %w", o.Name, err))
@@ -207,7 +207,7 @@ func (b *followedBlob) streamed(ctx context.Context) (registry.Blob, error) {
 }
 
 // fallBack opens the owners' stream (once) after cause ended the swarm's.
-func (b *followedBlob) fallBack(ctx context.Context, cause error) (registry.Blob, error) {
+func (b *followedBlob) fallBack(ctx context.Context, cause error) (oci.Blob, error) {
 	if fb := b.current(); fb != nil {
 		return fb, nil
 	}
@@ -245,7 +245,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	if offset == b.size {
 		return io.NopCloser(failedReader{io.EOF}), nil
 	}
-	// The swarm's reader ends with fctx (registry.Blob's contract), which
+	// The swarm's reader ends with fctx (oci.Blob's contract), which
 	// the stall bound cancels.
 	fctx, cancel := context.WithCancelCause(ctx)
 	rc, err := b.follow.Open(fctx, offset)

@@ -17,9 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
-	"github.com/dregistry/dregistry/swarm"
 )
 
 // followMode is what the fake swarm does with a Follow.
@@ -41,7 +40,7 @@ const (
 // finds nothing.
 type fakePipeline struct {
 	owner *node
-	ref   registry.Ref
+	ref   oci.Ref
 	mode  followMode
 
 	mu    sync.Mutex
@@ -61,7 +60,7 @@ func (p *fakePipeline) followed() []followCall {
 	return append([]followCall(nil), p.calls...)
 }
 
-func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (registry.Blob, error) {
+func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int64, ownerHTTP string) (oci.Blob, error) {
 	p.owner.fetcher.mu.Lock()
 	started := p.owner.fetcher.spools[dgst] != nil
 	p.owner.fetcher.mu.Unlock()
@@ -69,7 +68,7 @@ func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int6
 	p.calls = append(p.calls, followCall{dgst, size, ownerHTTP, started})
 	p.mu.Unlock()
 	if !started || p.mode == followRefuse {
-		return nil, errors.Join(errors.New("fake swarm: owner does not know the blob"), registry.ErrNotFound)
+		return nil, errors.Join(errors.New("fake swarm: owner does not know the blob"), oci.ErrNotFound)
 	}
 	b, err := p.owner.fetcher.Fetch(ctx, p.ref, dgst)
 	if err != nil {
@@ -79,7 +78,7 @@ func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int6
 }
 
 type fakeFollowed struct {
-	registry.Blob
+	oci.Blob
 	mode followMode
 }
 
@@ -133,7 +132,7 @@ func (r *midwayReader) Read(p []byte) (int, error) {
 
 func (r *midwayReader) Close() error { return r.rc.Close() }
 
-// silentReader delivers nothing until its context ends, as registry.Blob
+// silentReader delivers nothing until its context ends, as oci.Blob
 // readers must.
 type silentReader struct{ ctx context.Context }
 
@@ -149,7 +148,7 @@ type pipelineNodes struct {
 	starts          *progressRecorder
 }
 
-func newPipelineNodes(t *testing.T, up *testUpstream, ref registry.Ref, mode followMode, min int64) *pipelineNodes {
+func newPipelineNodes(t *testing.T, up *testUpstream, ref oci.Ref, mode followMode, min int64) *pipelineNodes {
 	members := &cluster{}
 	pn := &pipelineNodes{starts: &progressRecorder{t: t}}
 	pn.owner = newNode(t, "owner", true, up.source(), members, func(fc *FetcherConfig) { fc.OnStart = pn.starts.onStart })
@@ -172,7 +171,7 @@ func newPipelineNodes(t *testing.T, up *testUpstream, ref registry.Ref, mode fol
 func TestSourceConformancePipelined(t *testing.T) {
 	up := newTestUpstream(t)
 	sourcetest.Run(t, sourcetest.Harness{
-		New: func(t *testing.T, c sourcetest.Content) registry.Source {
+		New: func(t *testing.T, c sourcetest.Content) oci.Source {
 			up.push(c)
 			return newPipelineNodes(t, up, c.Ref, followServe, 1).follower.source
 		},
@@ -316,7 +315,7 @@ func TestSourcePipelineNotFound(t *testing.T) {
 	c := up.content(1<<10, 54)
 	pn := newPipelineNodes(t, up, c.Ref, followServe, 1)
 	_, err := pn.follower.source.Blob(ctx, c.Ref, digest.FromString("absent"))
-	if !errors.Is(err, registry.ErrNotFound) {
+	if !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("err %v, want not found", err)
 	}
 	if n := len(pn.pipe.followed()); n != 0 {
@@ -415,7 +414,7 @@ func TestPeerStartFetchRequests(t *testing.T) {
 	up := newTestUpstream(t)
 	c := up.content(64<<10, 57)
 	tn := newTwoNodes(t, up)
-	noFwd := map[string]string{swarm.NoForwardHeader: "1"}
+	noFwd := map[string]string{oci.NoForwardHeader: "1"}
 	q := "?" + url.Values{"ns": {c.Ref.Registry}, "repo": {c.Ref.Repository}}.Encode()
 	for _, tc := range []struct {
 		name   string
@@ -481,7 +480,7 @@ func TestPeerStartFetchRefusesOutsiders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Header.Set(swarm.NoForwardHeader, "1")
+			req.Header.Set(oci.NoForwardHeader, "1")
 			resp, err := tc.client(t).Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // fakeProgress records what the fetcher tells a Progress, and checks at
@@ -212,7 +212,7 @@ func TestProgressFailsWithTheDownload(t *testing.T) {
 	}{
 		{name: "digest mismatch", fault: faultCorrupt, wantErr: "content hashes to"},
 		{name: "upstream cut", fault: faultCut, wantErr: "bytes"},
-		{name: "stall", stall: true, wantErr: registry.ErrStalled.Error()},
+		{name: "stall", stall: true, wantErr: oci.ErrStalled.Error()},
 		{name: "fetcher closed", close: true, wantErr: "canceled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/dregistry/dregistry/internal/peerauth"
 	"github.com/dregistry/dregistry/registry"
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // TestPeerHandlerFetchesOnlyNamedRegistries: the owner checks a member's
@@ -30,7 +30,7 @@ func TestPeerHandlerFetchesOnlyNamedRegistries(t *testing.T) {
 	srv := httptest.NewServer(src.PeerHandler())
 	t.Cleanup(srv.Close)
 	members.set(owner.member(true))
-	noFwd := map[string]string{swarm.NoForwardHeader: "1"}
+	noFwd := map[string]string{oci.NoForwardHeader: "1"}
 	for _, tc := range []struct {
 		ns   string
 		want int

@@ -14,8 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
-	"github.com/dregistry/dregistry/swarm"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Peer paths of the owner side (PeerHandler); ns and repo name the
@@ -31,14 +30,14 @@ const (
 )
 
 // peerGet asks owner m for path. A reply other than 200 is an error
-// (registry.ErrNotFound for 404, the owner's upstream not having it).
-func (s *Source) peerGet(ctx context.Context, m Member, path string, ref registry.Ref) (*http.Response, error) {
+// (oci.ErrNotFound for 404, the owner's upstream not having it).
+func (s *Source) peerGet(ctx context.Context, m Member, path string, ref oci.Ref) (*http.Response, error) {
 	return s.peerDo(ctx, http.MethodGet, m, path, ref)
 }
 
 // peerDo is peerGet with any method; an owner answering 405 (it predates
 // the path) gives an error wrapping errMethod.
-func (s *Source) peerDo(ctx context.Context, method string, m Member, path string, ref registry.Ref) (*http.Response, error) {
+func (s *Source) peerDo(ctx context.Context, method string, m Member, path string, ref oci.Ref) (*http.Response, error) {
 	q := url.Values{"ns": {ref.Registry}, "repo": {ref.Repository}}
 	u := "http://" + m.HTTPAddr + path + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
@@ -47,7 +46,7 @@ func (s *Source) peerDo(ctx context.Context, method string, m Member, path strin
 	}
 	// Built here, so nothing of containerd's request (no Authorization)
 	// can ride along; the owner must answer from its own Fetcher.
-	req.Header.Set(swarm.NoForwardHeader, "1")
+	req.Header.Set(oci.NoForwardHeader, "1")
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return nil, err
@@ -60,14 +59,14 @@ func (s *Source) peerDo(ctx context.Context, method string, m Member, path strin
 	err = fmt.Errorf("%s %s: %s: %q", method, u, resp.Status, msg)
 	switch resp.StatusCode {
 	case http.StatusNotFound:
-		return nil, fmt.Errorf("%w: %w", registry.ErrNotFound, err)
+		return nil, fmt.Errorf("%w: %w", oci.ErrNotFound, err)
 	case http.StatusMethodNotAllowed:
 		return nil, fmt.Errorf("%w: %w", errMethod, err)
 	}
 	return nil, err
 }
 
-func (s *Source) remoteResolve(ctx context.Context, m Member, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+func (s *Source) remoteResolve(ctx context.Context, m Member, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	var desc ocispec.Descriptor
 	resp, err := s.peerGet(ctx, m, tagsPath+url.PathEscape(tag), ref)
 	if err != nil {
@@ -84,7 +83,7 @@ func (s *Source) remoteResolve(ctx context.Context, m Member, ref registry.Ref, 
 	if err := json.Unmarshal(body, &desc); err != nil {
 		return desc, fmt.Errorf("tag %s from %s: %w", tag, m.Name, err)
 	}
-	if _, err := registry.ParseDigest(desc.Digest.String()); err != nil {
+	if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 		return desc, fmt.Errorf("tag %s from %s: %w", tag, m.Name, err)
 	}
 	if desc.Size < 0 || desc.Size > maxManifestBytes {
@@ -93,7 +92,7 @@ func (s *Source) remoteResolve(ctx context.Context, m Member, ref registry.Ref, 
 	return desc, nil
 }
 
-func (s *Source) remoteManifest(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+func (s *Source) remoteManifest(ctx context.Context, m Member, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	resp, err := s.peerGet(ctx, m, manifestsPath+dgst.String(), ref)
 	if err != nil {
 		return nil, err
@@ -113,12 +112,12 @@ func (s *Source) remoteManifest(ctx context.Context, m Member, ref registry.Ref,
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s from %s: Content-Type: %w", dgst, m.Name, err)
 	}
-	return &registry.Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
+	return &oci.Manifest{MediaType: mt, Digest: dgst, Content: body}, nil
 }
 
 // remoteStat asks owner m for the blob's size with a HEAD, which starts
 // nothing there (servePeerBlob).
-func (s *Source) remoteStat(ctx context.Context, m Member, ref registry.Ref, dgst digest.Digest) (int64, error) {
+func (s *Source) remoteStat(ctx context.Context, m Member, ref oci.Ref, dgst digest.Digest) (int64, error) {
 	resp, err := s.peerDo(ctx, http.MethodHead, m, blobsPath+dgst.String(), ref)
 	if err != nil {
 		return 0, err
@@ -135,7 +134,7 @@ func (s *Source) remoteStat(ctx context.Context, m Member, ref registry.Ref, dgs
 
 // remoteBlob asks owner m for the blob; the reply's body serves the first
 // Open from offset 0. owners are asked again, m first, for any other Open.
-func (s *Source) remoteBlob(ctx context.Context, m Member, owners []Member, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+func (s *Source) remoteBlob(ctx context.Context, m Member, owners []Member, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	resp, err := s.peerGet(ctx, m, blobsPath+dgst.String(), ref)
 	if err != nil {
 		return nil, err
@@ -162,7 +161,7 @@ func (s *Source) remoteBlob(ctx context.Context, m Member, owners []Member, ref 
 // the middle: nothing unverified completes a response.
 type remoteBlob struct {
 	s      *Source
-	ref    registry.Ref
+	ref    oci.Ref
 	dgst   digest.Digest
 	size   int64
 	owners []Member
@@ -214,5 +213,5 @@ func (b *remoteBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, err
 			return nil, fmt.Errorf("egress: blob %s: %w", b.dgst, errors.Join(errs...))
 		}
 	}
-	return registry.NewVerifyingReader(body, fmt.Sprintf("blob %s from owner", b.dgst), b.dgst, b.size, offset), nil
+	return oci.NewVerifyingReader(body, fmt.Sprintf("blob %s from owner", b.dgst), b.dgst, b.size, offset), nil
 }

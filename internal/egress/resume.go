@@ -12,7 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Resuming a download another owner left (FetcherConfig.Prefix). When the
@@ -158,7 +158,7 @@ func (w *prefixWriter) end() (int64, error) {
 // prefix's end) and returns it with the offset its first byte is at: from
 // when the upstream honoured the Range, 0 when it sent the whole blob (or
 // answered another range and was asked again for the whole).
-func (f *Fetcher) openRest(ctx context.Context, cancel context.CancelCauseFunc, s *spool, blob registry.Blob, from int64) (io.ReadCloser, int64, error) {
+func (f *Fetcher) openRest(ctx context.Context, cancel context.CancelCauseFunc, s *spool, blob oci.Blob, from int64) (io.ReadCloser, int64, error) {
 	if from == blob.Size() {
 		return io.NopCloser(eofReader{}), from, nil
 	}
@@ -176,8 +176,8 @@ func (f *Fetcher) openRest(ctx context.Context, cancel context.CancelCauseFunc, 
 	return body, start, nil
 }
 
-func (f *Fetcher) openFrom(ctx context.Context, s *spool, blob registry.Blob, from int64) (io.ReadCloser, int64, error) {
-	rb, ok := blob.(registry.ResumableBlob)
+func (f *Fetcher) openFrom(ctx context.Context, s *spool, blob oci.Blob, from int64) (io.ReadCloser, int64, error) {
+	rb, ok := blob.(oci.ResumableBlob)
 	if from == 0 || !ok {
 		body, err := blob.Open(ctx, 0)
 		return body, 0, err
@@ -192,9 +192,9 @@ func (f *Fetcher) openFrom(ctx context.Context, s *spool, blob registry.Blob, fr
 		return body, start, nil
 	case err == nil:
 		body.Close()
-		err = fmt.Errorf("body starts at byte %d: %w", start, registry.ErrBadContentRange)
+		err = fmt.Errorf("body starts at byte %d: %w", start, oci.ErrBadContentRange)
 	}
-	if !errors.Is(err, registry.ErrBadContentRange) {
+	if !errors.Is(err, oci.ErrBadContentRange) {
 		return nil, 0, err
 	}
 	f.log.Warn("the upstream answered another range than a resumed download asked; fetching the whole blob, its first bytes dropped",
@@ -209,7 +209,7 @@ func (f *Fetcher) skip(ctx context.Context, cancel context.CancelCauseFunc, s *s
 	if n <= 0 {
 		return nil
 	}
-	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
+	stall := time.AfterFunc(f.cfg.StallTimeout, func() { cancel(oci.ErrStalled) })
 	defer stall.Stop()
 	buf := make([]byte, downloadBuffer)
 	for empty := 0; n > 0; {

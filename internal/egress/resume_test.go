@@ -15,7 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // rangeMode is how the fake upstream answers a ranged GET.
@@ -42,17 +42,17 @@ type rangeUpstream struct {
 }
 
 func (u *rangeUpstream) Name() string { return "range-upstream" }
-func (u *rangeUpstream) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, registry.ErrNotFound
+func (u *rangeUpstream) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, oci.ErrNotFound
 }
 
-func (u *rangeUpstream) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
-	return nil, registry.ErrNotFound
+func (u *rangeUpstream) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
+	return nil, oci.ErrNotFound
 }
 
-func (u *rangeUpstream) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+func (u *rangeUpstream) Blob(_ context.Context, _ oci.Ref, d digest.Digest) (oci.Blob, error) {
 	if d != u.dgst {
-		return nil, registry.ErrNotFound
+		return nil, oci.ErrNotFound
 	}
 	return rangeBlob{u}, nil
 }
@@ -103,7 +103,7 @@ func (b rangeBlob) OpenFrom(_ context.Context, offset int64) (io.ReadCloser, int
 	case rangeIgnored:
 		return b.u.body(0), 0, nil
 	case rangeWrong:
-		return nil, 0, fmt.Errorf("Content-Range %q: %w", "bytes 0-99/100", registry.ErrBadContentRange)
+		return nil, 0, fmt.Errorf("Content-Range %q: %w", "bytes 0-99/100", oci.ErrBadContentRange)
 	}
 	return b.u.body(offset), offset, nil
 }
@@ -185,7 +185,7 @@ func TestFetchResumesFromTheClustersPrefix(t *testing.T) {
 			up := &rangeUpstream{data: data, dgst: dgst, mode: tc.mode}
 			pre := &fakePrefix{data: data, n: tc.prefix}
 			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) { c.Prefix = pre })
-			b, err := n.fetcher.Fetch(ctx, registry.Ref{Registry: "r.test", Repository: "x"}, dgst)
+			b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -226,7 +226,7 @@ func TestFetchResumedDigestMismatchFailsAndTheNextStartsFromZero(t *testing.T) {
 	up := &rangeUpstream{data: data, dgst: dgst}
 	pre := &fakePrefix{data: data, n: 2 << 20, corrupt: true}
 	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) { c.Prefix = pre })
-	ref := registry.Ref{Registry: "r.test", Repository: "x"}
+	ref := oci.Ref{Registry: "r.test", Repository: "x"}
 
 	b, err := n.fetcher.Fetch(ctx, ref, dgst)
 	if err != nil {
@@ -278,7 +278,7 @@ func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
 	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
 		c.Prefix, c.PrefixStall = pre, 200*time.Millisecond
 	})
-	b, err := n.fetcher.Fetch(ctx, registry.Ref{Registry: "r.test", Repository: "x"}, dgst)
+	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
 	if err != nil {
 		t.Fatal(err)
 	}

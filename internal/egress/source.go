@@ -10,10 +10,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
-// Source is the registry.Source of every node for what no member holds:
+// Source is the oci.Source of every node for what no member holds:
 // it asks the owner of a digest or tag (this node's Fetcher, or the owner's
 // peer endpoint) and falls over to the next candidate when an owner fails
 // before answering. A node that is not a candidate never calls an upstream.
@@ -31,7 +31,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	return &Source{cfg: cfg, log: cfg.Logger, gate: cfg.Gate}, nil
 }
 
-// Name implements registry.Source.
+// Name implements oci.Source.
 func (s *Source) Name() string { return "egress" }
 
 // owners lists the candidates to ask for key, best first.
@@ -56,7 +56,7 @@ func ask[T any](ctx context.Context, s *Source, what, key string,
 		} else {
 			v, err = remote(m)
 		}
-		if err == nil || errors.Is(err, registry.ErrNotFound) {
+		if err == nil || errors.Is(err, oci.ErrNotFound) {
 			return v, err
 		}
 		errs = append(errs, fmt.Errorf("owner %s: %w", m.Name, err))
@@ -67,47 +67,47 @@ func ask[T any](ctx context.Context, s *Source, what, key string,
 	}
 	var zero T
 	if len(errs) == 0 {
-		return zero, fmt.Errorf("egress: %s: no candidate: %w", what, registry.ErrNotFound)
+		return zero, fmt.Errorf("egress: %s: no candidate: %w", what, oci.ErrNotFound)
 	}
 	return zero, fmt.Errorf("egress: %s: %w", what, errors.Join(errs...))
 }
 
-// Resolve implements registry.Source.
-func (s *Source) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+// Resolve implements oci.Source.
+func (s *Source) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	return ask(ctx, s, ref.String()+":"+tag, tagKey(ref, tag),
 		func() (ocispec.Descriptor, error) { return s.cfg.Fetcher.Resolve(ctx, ref, tag) },
 		func(m Member) (ocispec.Descriptor, error) { return s.remoteResolve(ctx, m, ref, tag) })
 }
 
-// Manifest implements registry.Source.
-func (s *Source) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+// Manifest implements oci.Source.
+func (s *Source) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return nil, err
 	}
 	return ask(ctx, s, ref.String()+"@"+dgst.String(), blobKey(dgst),
-		func() (*registry.Manifest, error) { return s.cfg.Fetcher.Manifest(ctx, ref, dgst) },
-		func(m Member) (*registry.Manifest, error) { return s.remoteManifest(ctx, m, ref, dgst) })
+		func() (*oci.Manifest, error) { return s.cfg.Fetcher.Manifest(ctx, ref, dgst) },
+		func(m Member) (*oci.Manifest, error) { return s.remoteManifest(ctx, m, ref, dgst) })
 }
 
-// Blob implements registry.Source.
-func (s *Source) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+// Blob implements oci.Source.
+func (s *Source) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return nil, err
 	}
 	owners := s.owners(blobKey(dgst))
-	remote := func(m Member) (registry.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) }
+	remote := func(m Member) (oci.Blob, error) { return s.remoteBlob(ctx, m, owners, ref, dgst) }
 	if s.cfg.Pipeline != nil {
-		remote = func(m Member) (registry.Blob, error) { return s.pipelinedBlob(ctx, m, owners, ref, dgst) }
+		remote = func(m Member) (oci.Blob, error) { return s.pipelinedBlob(ctx, m, owners, ref, dgst) }
 	}
 	return ask(ctx, s, "blob "+dgst.String(), blobKey(dgst),
-		func() (registry.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) }, remote)
+		func() (oci.Blob, error) { return s.cfg.Fetcher.Fetch(ctx, ref, dgst) }, remote)
 }
 
-// StatBlob implements registry.BlobStater: a HEAD learns the size from
+// StatBlob implements oci.BlobStater: a HEAD learns the size from
 // the owner (its spool, its containerd, or its upstream's answer to a
 // HEAD) and starts no download anywhere.
-func (s *Source) StatBlob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (int64, error) {
-	if _, err := registry.ParseDigest(dgst.String()); err != nil {
+func (s *Source) StatBlob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (int64, error) {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return 0, err
 	}
 	return ask(ctx, s, "size of blob "+dgst.String(), blobKey(dgst),
@@ -116,6 +116,6 @@ func (s *Source) StatBlob(ctx context.Context, ref registry.Ref, dgst digest.Dig
 }
 
 var (
-	_ registry.Source     = (*Source)(nil)
-	_ registry.BlobStater = (*Source)(nil)
+	_ oci.Source     = (*Source)(nil)
+	_ oci.BlobStater = (*Source)(nil)
 )

@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
 )
 
@@ -47,7 +47,7 @@ func TestSourceConformance(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := newTestUpstream(t)
 			sourcetest.Run(t, sourcetest.Harness{
-				New: func(t *testing.T, c sourcetest.Content) registry.Source {
+				New: func(t *testing.T, c sourcetest.Content) oci.Source {
 					up.push(c)
 					return tc.pick(newTwoNodes(t, up)).source
 				},
@@ -264,7 +264,7 @@ func TestSourceMidStreamFailureThenRangeRetry(t *testing.T) {
 // An owner that sends wrong bytes fails the read that would end the blob.
 func TestSourceRejectsWrongBytesFromOwner(t *testing.T) {
 	ctx := testCtx(t)
-	c := sourcetest.NewContent(registry.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 100<<10, 9)
+	c := sourcetest.NewContent(oci.Ref{Registry: "127.0.0.1:1", Repository: "x/y"}, "v1", 100<<10, 9)
 	liar := http.NewServeMux()
 	liar.HandleFunc(blobsPath, func(w http.ResponseWriter, r *http.Request) {
 		bad := bytes.Clone(c.Blob)

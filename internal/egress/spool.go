@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // errReleased is a kept spool deleted between a caller finding and opening it.
@@ -23,7 +23,7 @@ var errReleased = errors.New("spool released")
 // writer; readers learn of progress through changed.
 type spool struct {
 	dgst  digest.Digest
-	ref   registry.Ref  // the repository the download asks
+	ref   oci.Ref       // the repository the download asks
 	ready chan struct{} // closed once the size is known or the download failed
 
 	mu       sync.Mutex
@@ -43,7 +43,7 @@ type spool struct {
 	changed chan struct{} // closed and replaced on every change
 }
 
-func newSpool(ref registry.Ref, dgst digest.Digest, path string) *spool {
+func newSpool(ref oci.Ref, dgst digest.Digest, path string) *spool {
 	return &spool{dgst: dgst, ref: ref, path: path, size: -1,
 		ready: make(chan struct{}), changed: make(chan struct{})}
 }
@@ -140,7 +140,7 @@ func (s *spool) view() (avail, size int64, verified bool, err error, changed <-c
 
 // open returns a handle on the spool for one caller. Its own descriptor
 // keeps the bytes readable after Release or a rename.
-func (s *spool) open(stall time.Duration) (registry.Blob, error) {
+func (s *spool) open(stall time.Duration) (oci.Blob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -291,14 +291,14 @@ func (r *spoolReader) wait(changed <-chan struct{}) error {
 	case <-r.ctx.Done():
 		return context.Cause(r.ctx)
 	case <-r.timer.C:
-		return fmt.Errorf("egress download of %s at %d: %w (%s)", r.s.dgst, r.off, registry.ErrStalled, r.stall)
+		return fmt.Errorf("egress download of %s at %d: %w (%s)", r.s.dgst, r.off, oci.ErrStalled, r.stall)
 	}
 }
 
 func (r *spoolReader) Close() error { return nil }
 
 // spanReader is a spoolReader that also hands out its spans of the file
-// (registry.FileSpans), read from a descriptor of its own.
+// (oci.FileSpans), read from a descriptor of its own.
 type spanReader struct {
 	*spoolReader
 	own *os.File
@@ -341,7 +341,7 @@ func (b *keptBlob) Open(_ context.Context, offset int64) (io.ReadCloser, error) 
 func (b *keptBlob) ReadSeeker() io.ReadSeeker { return b.file }
 
 var (
-	_ registry.Blob         = (*growingBlob)(nil)
-	_ registry.FileSpans    = (*spanReader)(nil)
-	_ registry.SeekableBlob = (*keptBlob)(nil)
+	_ oci.Blob         = (*growingBlob)(nil)
+	_ oci.FileSpans    = (*spanReader)(nil)
+	_ oci.SeekableBlob = (*keptBlob)(nil)
 )

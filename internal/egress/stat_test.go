@@ -6,7 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // A HEAD's size comes from the owner (its upstream's answer to a HEAD, or
@@ -34,7 +34,7 @@ func TestStatBlobStartsNoDownload(t *testing.T) {
 		t.Fatalf("the owner spooled %v for HEADs", files)
 	}
 	unknown := digest.FromString("not in the registry")
-	if _, err := b.source.StatBlob(ctx, c.Ref, unknown); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := b.source.StatBlob(ctx, c.Ref, unknown); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("size of an unknown blob: %v, want not found", err)
 	}
 	// A GET then fetches it once, as before.

@@ -11,7 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // The degraded mode: when the data dir's cache cannot hold a spool even
@@ -48,7 +48,7 @@ func (f *Fetcher) Metrics() prometheus.Collector { return f.unkept }
 // unkeptBlob is a blob served without a spool: each Open asks the upstream.
 type unkeptBlob struct {
 	f    *Fetcher
-	ref  registry.Ref
+	ref  oci.Ref
 	dgst digest.Digest
 	size int64
 }
@@ -91,30 +91,30 @@ func (b *unkeptBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, err
 	f.unkept.Inc()
 	f.log.Info("streaming from the upstream without a spool (the cache is full)", "digest", b.dgst, "offset", offset, "size", b.size)
 	r := &unkeptReader{rc: rc, blob: up, ctx: sctx, cancel: cancel, dgst: b.dgst, stallFor: f.cfg.StallTimeout}
-	r.stall = time.AfterFunc(f.cfg.StallTimeout, func() { cancel(registry.ErrStalled) })
+	r.stall = time.AfterFunc(f.cfg.StallTimeout, func() { cancel(oci.ErrStalled) })
 	return r, nil
 }
 
 // openVerified opens up at offset with a reader that checks the digest.
-func (b *unkeptBlob) openVerified(ctx context.Context, up registry.Blob, offset int64) (io.ReadCloser, error) {
+func (b *unkeptBlob) openVerified(ctx context.Context, up oci.Blob, offset int64) (io.ReadCloser, error) {
 	if up.Size() != b.size {
 		return nil, fmt.Errorf("the upstream says %d bytes, it said %d", up.Size(), b.size)
 	}
-	if vb, ok := up.(registry.VerifyingBlob); ok && vb.VerifiesDigest() == b.dgst {
+	if vb, ok := up.(oci.VerifyingBlob); ok && vb.VerifiesDigest() == b.dgst {
 		return up.Open(ctx, offset)
 	}
 	body, err := up.Open(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
-	return registry.NewVerifyingReader(body, "upstream", b.dgst, b.size, offset), nil
+	return oci.NewVerifyingReader(body, "upstream", b.dgst, b.size, offset), nil
 }
 
 // unkeptReader is one caller's upstream stream, cut when a read makes no
 // progress within the stall timeout.
 type unkeptReader struct {
 	rc       io.ReadCloser
-	blob     registry.Blob
+	blob     oci.Blob
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	stall    *time.Timer

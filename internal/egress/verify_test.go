@@ -10,11 +10,11 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // The download hashes only what the upstream's own readers do not verify:
-// registry's upstream verifies (its blobs are registry.VerifyingBlob, and
+// registry's upstream verifies (its blobs are oci.VerifyingBlob, and
 // stay so through the ops meter); a source whose blobs do not is hashed by
 // the download, which fails a wrong blob before its last byte.
 func TestFetchHashesWhatTheUpstreamDoesNotVerify(t *testing.T) {
@@ -25,7 +25,7 @@ func TestFetchHashesWhatTheUpstreamDoesNotVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vb, ok := b.(registry.VerifyingBlob)
+	vb, ok := b.(oci.VerifyingBlob)
 	_ = b.Close()
 	if !ok || vb.VerifiesDigest() != c.BlobDigest() {
 		t.Fatalf("registry's upstream blob: VerifyingBlob %v, digest %v", ok, vb)
@@ -62,15 +62,15 @@ type plainSource struct {
 }
 
 func (p *plainSource) Name() string { return "plain" }
-func (p *plainSource) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
-	return ocispec.Descriptor{}, registry.ErrNotFound
+func (p *plainSource) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, oci.ErrNotFound
 }
-func (p *plainSource) Manifest(context.Context, registry.Ref, digest.Digest) (*registry.Manifest, error) {
-	return nil, registry.ErrNotFound
+func (p *plainSource) Manifest(context.Context, oci.Ref, digest.Digest) (*oci.Manifest, error) {
+	return nil, oci.ErrNotFound
 }
-func (p *plainSource) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+func (p *plainSource) Blob(_ context.Context, _ oci.Ref, d digest.Digest) (oci.Blob, error) {
 	if d != p.dgst {
-		return nil, registry.ErrNotFound
+		return nil, oci.ErrNotFound
 	}
 	return plainBlob(p.blob), nil
 }

@@ -7,25 +7,25 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // MeterUpstream wraps the source that reaches upstream registries so every
 // byte read from it (blob bodies as they are read, manifests whole) counts
 // in dregistry_upstream_bytes_total: what the node fetched, however many
-// clients it then served. Its blobs are plain registry.Blob values, or
-// registry.VerifyingBlob and registry.ResumableBlob ones when the
+// clients it then served. Its blobs are plain oci.Blob values, or
+// oci.VerifyingBlob and oci.ResumableBlob ones when the
 // source's are.
-func (s *Server) MeterUpstream(src registry.Source) registry.Source {
+func (s *Server) MeterUpstream(src oci.Source) oci.Source {
 	return &upstreamMeter{Source: src, m: s.metrics}
 }
 
 type upstreamMeter struct {
-	registry.Source
+	oci.Source
 	m *metrics
 }
 
-func (u *upstreamMeter) Manifest(ctx context.Context, ref registry.Ref, dgst digest.Digest) (*registry.Manifest, error) {
+func (u *upstreamMeter) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	mf, err := u.Source.Manifest(ctx, ref, dgst)
 	if err == nil {
 		u.m.addUpstream(int64(len(mf.Content)))
@@ -33,18 +33,18 @@ func (u *upstreamMeter) Manifest(ctx context.Context, ref registry.Ref, dgst dig
 	return mf, err
 }
 
-func (u *upstreamMeter) Resolve(ctx context.Context, ref registry.Ref, tag string) (ocispec.Descriptor, error) {
+func (u *upstreamMeter) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	return u.Source.Resolve(ctx, ref, tag) // a HEAD: no body to count
 }
 
-func (u *upstreamMeter) Blob(ctx context.Context, ref registry.Ref, dgst digest.Digest) (registry.Blob, error) {
+func (u *upstreamMeter) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	b, err := u.Source.Blob(ctx, ref, dgst)
 	if err != nil {
 		return nil, err
 	}
 	mb := meteredBlob{b: b, m: u.m}
-	rb, resumable := b.(registry.ResumableBlob)
-	if vb, ok := b.(registry.VerifyingBlob); ok {
+	rb, resumable := b.(oci.ResumableBlob)
+	if vb, ok := b.(oci.VerifyingBlob); ok {
 		// Counting changes no byte and no error, so the readers still verify.
 		vmb := verifyingMeteredBlob{meteredBlob: mb, dgst: vb.VerifiesDigest()}
 		if resumable {
@@ -58,9 +58,9 @@ func (u *upstreamMeter) Blob(ctx context.Context, ref registry.Ref, dgst digest.
 	return mb, nil
 }
 
-// meteredFrom counts the bodies of a registry.ResumableBlob's OpenFrom.
+// meteredFrom counts the bodies of an oci.ResumableBlob's OpenFrom.
 type meteredFrom struct {
-	b registry.ResumableBlob
+	b oci.ResumableBlob
 	m *metrics
 }
 
@@ -90,7 +90,7 @@ func (b resumableVerifyingBlob) OpenFrom(ctx context.Context, offset int64) (io.
 	return b.from.OpenFrom(ctx, offset)
 }
 
-// verifyingMeteredBlob keeps a registry.VerifyingBlob one through the meter.
+// verifyingMeteredBlob keeps an oci.VerifyingBlob one through the meter.
 type verifyingMeteredBlob struct {
 	meteredBlob
 	dgst digest.Digest
@@ -99,7 +99,7 @@ type verifyingMeteredBlob struct {
 func (b verifyingMeteredBlob) VerifiesDigest() digest.Digest { return b.dgst }
 
 type meteredBlob struct {
-	b registry.Blob
+	b oci.Blob
 	m *metrics
 }
 

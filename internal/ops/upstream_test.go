@@ -9,7 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // fakeUpstream stands in for the upstream registry client, which this test
@@ -19,18 +19,18 @@ type fakeUpstream struct {
 }
 
 func (f *fakeUpstream) Name() string { return "upstream" }
-func (f *fakeUpstream) Resolve(context.Context, registry.Ref, string) (ocispec.Descriptor, error) {
+func (f *fakeUpstream) Resolve(context.Context, oci.Ref, string) (ocispec.Descriptor, error) {
 	return ocispec.Descriptor{Digest: digest.FromBytes(f.manifest), Size: int64(len(f.manifest))}, nil
 }
-func (f *fakeUpstream) Manifest(_ context.Context, _ registry.Ref, d digest.Digest) (*registry.Manifest, error) {
+func (f *fakeUpstream) Manifest(_ context.Context, _ oci.Ref, d digest.Digest) (*oci.Manifest, error) {
 	if d != digest.FromBytes(f.manifest) {
-		return nil, registry.ErrNotFound
+		return nil, oci.ErrNotFound
 	}
-	return &registry.Manifest{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Content: f.manifest}, nil
+	return &oci.Manifest{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Content: f.manifest}, nil
 }
-func (f *fakeUpstream) Blob(_ context.Context, _ registry.Ref, d digest.Digest) (registry.Blob, error) {
+func (f *fakeUpstream) Blob(_ context.Context, _ oci.Ref, d digest.Digest) (oci.Blob, error) {
 	if d != digest.FromBytes(f.blob) {
-		return nil, registry.ErrNotFound
+		return nil, oci.ErrNotFound
 	}
 	return fakeBlob(f.blob), nil
 }
@@ -50,13 +50,13 @@ func readUpstream(t *testing.T, s *Server, blob, manifest []byte) {
 	t.Helper()
 	ctx := context.Background()
 	src := s.MeterUpstream(&fakeUpstream{blob: blob, manifest: manifest})
-	if _, err := src.Resolve(ctx, registry.Ref{}, "v1"); err != nil {
+	if _, err := src.Resolve(ctx, oci.Ref{}, "v1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.Manifest(ctx, registry.Ref{}, digest.FromBytes(manifest)); err != nil {
+	if _, err := src.Manifest(ctx, oci.Ref{}, digest.FromBytes(manifest)); err != nil {
 		t.Fatal(err)
 	}
-	b, err := src.Blob(ctx, registry.Ref{}, digest.FromBytes(blob))
+	b, err := src.Blob(ctx, oci.Ref{}, digest.FromBytes(blob))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func readUpstream(t *testing.T, s *Server, blob, manifest []byte) {
 			t.Fatalf("blob from %d: %q, %v", off, got, err)
 		}
 	}
-	if _, err := src.Blob(ctx, registry.Ref{}, digest.FromString("missing")); err == nil {
+	if _, err := src.Blob(ctx, oci.Ref{}, digest.FromString("missing")); err == nil {
 		t.Fatal("missing blob found")
 	}
 }
@@ -96,7 +96,7 @@ func (b verifyingFakeBlob) VerifiesDigest() digest.Digest { return digest.FromBy
 
 type verifyingFakeUpstream struct{ fakeUpstream }
 
-func (f *verifyingFakeUpstream) Blob(ctx context.Context, ref registry.Ref, d digest.Digest) (registry.Blob, error) {
+func (f *verifyingFakeUpstream) Blob(ctx context.Context, ref oci.Ref, d digest.Digest) (oci.Blob, error) {
 	b, err := f.fakeUpstream.Blob(ctx, ref, d)
 	if err != nil {
 		return nil, err
@@ -113,17 +113,17 @@ func TestUpstreamMeterKeepsVerifyingBlobs(t *testing.T) {
 	blob := []byte("0123456789")
 	for _, tc := range []struct {
 		name string
-		src  registry.Source
+		src  oci.Source
 		want bool
 	}{
 		{"verifying", &verifyingFakeUpstream{fakeUpstream{blob: blob}}, true},
 		{"plain", &fakeUpstream{blob: blob}, false},
 	} {
-		b, err := s.MeterUpstream(tc.src).Blob(ctx, registry.Ref{}, digest.FromBytes(blob))
+		b, err := s.MeterUpstream(tc.src).Blob(ctx, oci.Ref{}, digest.FromBytes(blob))
 		if err != nil {
 			t.Fatal(err)
 		}
-		vb, ok := b.(registry.VerifyingBlob)
+		vb, ok := b.(oci.VerifyingBlob)
 		if ok != tc.want || (ok && vb.VerifiesDigest() != digest.FromBytes(blob)) {
 			t.Errorf("%s: metered blob is VerifyingBlob %v (want %v)", tc.name, ok, tc.want)
 		}

@@ -25,7 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -204,7 +204,7 @@ func TestAnnouncesCompleteOnlyWhatThePeerEndpointsServe(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	src, err := b.Blob(ctx, registry.Ref{Registry: "docker.io", Repository: "library/test"}, d)
+	src, err := b.Blob(ctx, oci.Ref{Registry: "docker.io", Repository: "library/test"}, d)
 	if err != nil {
 		t.Fatal(err)
 	}

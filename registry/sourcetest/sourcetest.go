@@ -1,4 +1,4 @@
-// Package sourcetest is the conformance suite of registry.Source: every
+// Package sourcetest is the conformance suite of oci.Source: every
 // implementation (containerd, upstream, swarm and egress) runs it, so the
 // handler can rely on one behaviour.
 package sourcetest
@@ -14,16 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Content is one small image a harness puts into its source.
 type Content struct {
-	Ref      registry.Ref
+	Ref      oci.Ref
 	Tag      string
-	Manifest registry.Manifest // an OCI image manifest whose config is Blob
+	Manifest oci.Manifest // an OCI image manifest whose config is Blob
 	Blob     []byte
 }
 
@@ -31,7 +32,7 @@ type Content struct {
 func (c Content) BlobDigest() digest.Digest { return digest.FromBytes(c.Blob) }
 
 // NewContent builds an image of one pseudo-random blob of size bytes.
-func NewContent(ref registry.Ref, tag string, size int, seed uint64) Content {
+func NewContent(ref oci.Ref, tag string, size int, seed uint64) Content {
 	r := rand.New(rand.NewPCG(seed, ^seed))
 	blob := make([]byte, size+8)
 	for i := 0; i < size; i += 8 {
@@ -50,14 +51,14 @@ func NewContent(ref registry.Ref, tag string, size int, seed uint64) Content {
 	}
 	return Content{
 		Ref: ref, Tag: tag, Blob: blob,
-		Manifest: registry.Manifest{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(body), Content: body},
+		Manifest: oci.Manifest{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(body), Content: body},
 	}
 }
 
 // Harness describes the source under test.
 type Harness struct {
 	// New returns a source holding c (its tag, manifest and blob).
-	New func(t *testing.T, c Content) registry.Source
+	New func(t *testing.T, c Content) oci.Source
 	// ResolvesTags is false for sources that only serve by digest.
 	ResolvesTags bool
 	// ServesManifests is false for blob-only sources.
@@ -71,7 +72,7 @@ func Run(t *testing.T, h Harness) {
 	if h.Registry == "" {
 		h.Registry = "127.0.0.1:5000"
 	}
-	ref := registry.Ref{Registry: h.Registry, Repository: "conformance/app"}
+	ref := oci.Ref{Registry: h.Registry, Repository: "conformance/app"}
 	c := NewContent(ref, "v1", 1<<20+13, 42)
 	src := h.New(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -96,7 +97,7 @@ func Run(t *testing.T, h Harness) {
 			if desc.MediaType != "" && desc.MediaType != c.Manifest.MediaType {
 				t.Errorf("descriptor media type %q, want %q", desc.MediaType, c.Manifest.MediaType)
 			}
-			if _, err := src.Resolve(ctx, ref, "no-such-tag"); !errors.Is(err, registry.ErrNotFound) {
+			if _, err := src.Resolve(ctx, ref, "no-such-tag"); !errors.Is(err, oci.ErrNotFound) {
 				t.Errorf("unknown tag: %v, want ErrNotFound", err)
 			}
 		})
@@ -111,7 +112,7 @@ func Run(t *testing.T, h Harness) {
 				t.Errorf("Manifest = %s %q %d bytes, want %s %q %d bytes", m.Digest, m.MediaType, len(m.Content),
 					c.Manifest.Digest, c.Manifest.MediaType, len(c.Manifest.Content))
 			}
-			if _, err := src.Manifest(ctx, ref, missing); !errors.Is(err, registry.ErrNotFound) {
+			if _, err := src.Manifest(ctx, ref, missing); !errors.Is(err, oci.ErrNotFound) {
 				t.Errorf("unknown manifest: %v, want ErrNotFound", err)
 			}
 		})
@@ -137,7 +138,7 @@ func Run(t *testing.T, h Harness) {
 				t.Fatalf("Open(%d): %d bytes, %v; want blob[%d:]", offset, len(got), err, offset)
 			}
 		}
-		if sb, ok := b.(registry.SeekableBlob); ok {
+		if sb, ok := b.(oci.SeekableBlob); ok {
 			rs := sb.ReadSeeker()
 			if _, err := rs.Seek(size/3, io.SeekStart); err != nil {
 				t.Fatal(err)
@@ -147,7 +148,7 @@ func Run(t *testing.T, h Harness) {
 				t.Fatalf("ReadSeeker from %d: %d bytes, %v", size/3, len(got), err)
 			}
 		}
-		if _, err := src.Blob(ctx, ref, missing); !errors.Is(err, registry.ErrNotFound) {
+		if _, err := src.Blob(ctx, ref, missing); !errors.Is(err, oci.ErrNotFound) {
 			t.Errorf("unknown blob: %v, want ErrNotFound", err)
 		}
 	})
@@ -155,10 +156,10 @@ func Run(t *testing.T, h Harness) {
 		// A source keyed by repository must not answer for another one; a
 		// content-addressed one (containerd) may. Either way: no error
 		// other than ErrNotFound, and right bytes when it answers.
-		other := registry.Ref{Registry: h.Registry, Repository: "conformance/other"}
+		other := oci.Ref{Registry: h.Registry, Repository: "conformance/other"}
 		b, err := src.Blob(ctx, other, c.BlobDigest())
 		switch {
-		case errors.Is(err, registry.ErrNotFound):
+		case errors.Is(err, oci.ErrNotFound):
 		case err != nil:
 			t.Errorf("blob in another repository: %v", err)
 		default:

@@ -1,9 +1,11 @@
-package registry
+package oci
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -28,8 +30,8 @@ func TestVerifyingReader(t *testing.T) {
 		{"whole", data, 0, nil, 0},
 		{"from 8.5 MiB", data, 17 << 19, nil, 2},
 		{"from the end", data, int64(len(data)), nil, 2},
-		{"wrong last byte", bad, 0, errDigestMismatch, 0},
-		{"wrong last byte, from the middle", bad, 4 << 20, errDigestMismatch, 1},
+		{"wrong last byte", bad, 0, ErrDigestMismatch, 0},
+		{"wrong last byte, from the middle", bad, 4 << 20, ErrDigestMismatch, 1},
 		{"short", data[:len(data)-1], 0, io.ErrUnexpectedEOF, 0},
 		{"short while skipping", data[:1<<20], 2 << 20, io.ErrUnexpectedEOF, 0},
 		{"long (extra bytes are not the blob)", append(append([]byte(nil), data...), 'x'), 0, nil, 0},
@@ -68,4 +70,14 @@ func TestVerifyingReader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// randomBytes returns n reproducible pseudo-random bytes.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n+8)
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	return b[:n:n]
 }

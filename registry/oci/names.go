@@ -1,6 +1,10 @@
-package registry
+package oci
 
 import (
+	// ParseDigest serves sha256 and sha512 digests: go-digest hashes an
+	// algorithm only where its package is linked in.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,24 +26,25 @@ var (
 // containerd do for a full image name.
 const maxRefLength = 255
 
-// Errors for bad input; the handler maps them to OCI error codes.
+// Errors for bad input: every parser's error wraps one of them, so a caller
+// can tell which part of a request was bad (errors.Is).
 var (
-	errNameInvalid      = errors.New("invalid repository name")
-	errReferenceInvalid = errors.New("invalid reference")
-	errDigestInvalid    = errors.New("invalid digest")
-	errRegistryInvalid  = errors.New("invalid registry host")
+	ErrNameInvalid      = errors.New("invalid repository name")
+	ErrReferenceInvalid = errors.New("invalid reference")
+	ErrDigestInvalid    = errors.New("invalid digest")
+	ErrRegistryInvalid  = errors.New("invalid registry host")
 )
 
 // parseName checks a repository name against the distribution spec grammar.
 func parseName(name string) (string, error) {
 	if name == "" {
-		return "", fmt.Errorf("%w: empty", errNameInvalid)
+		return "", fmt.Errorf("%w: empty", ErrNameInvalid)
 	}
 	if len(name) > maxRefLength {
-		return "", fmt.Errorf("%w: %d bytes, longer than %d", errNameInvalid, len(name), maxRefLength)
+		return "", fmt.Errorf("%w: %d bytes, longer than %d", ErrNameInvalid, len(name), maxRefLength)
 	}
 	if !nameGrammar.MatchString(name) {
-		return "", fmt.Errorf("%w: %q does not match the distribution grammar", errNameInvalid, name)
+		return "", fmt.Errorf("%w: %q does not match the distribution grammar", ErrNameInvalid, name)
 	}
 	return name, nil
 }
@@ -51,22 +56,22 @@ func ParseRegistry(ns, def string) (string, error) {
 		ns = def
 	}
 	if ns == "" {
-		return "", fmt.Errorf("%w: empty and no default registry", errRegistryInvalid)
+		return "", fmt.Errorf("%w: empty and no default registry", ErrRegistryInvalid)
 	}
 	host, port, hasPort := ns, "", false
 	switch {
 	case strings.HasPrefix(ns, "["):
 		end := strings.Index(ns, "]")
 		if end < 0 {
-			return "", fmt.Errorf("%w: %q: unclosed bracket", errRegistryInvalid, ns)
+			return "", fmt.Errorf("%w: %q: unclosed bracket", ErrRegistryInvalid, ns)
 		}
 		host, rest := ns[1:end], ns[end+1:]
 		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() || a.Zone() != "" {
-			return "", fmt.Errorf("%w: %q: brackets need an IPv6 address", errRegistryInvalid, ns)
+			return "", fmt.Errorf("%w: %q: brackets need an IPv6 address", ErrRegistryInvalid, ns)
 		}
 		if rest != "" {
 			if !strings.HasPrefix(rest, ":") {
-				return "", fmt.Errorf("%w: %q: junk after the address", errRegistryInvalid, ns)
+				return "", fmt.Errorf("%w: %q: junk after the address", ErrRegistryInvalid, ns)
 			}
 			port, hasPort = rest[1:], true
 		}
@@ -75,13 +80,13 @@ func ParseRegistry(ns, def string) (string, error) {
 			host, port, hasPort = ns[:i], ns[i+1:], true
 		}
 		if !validHostname(host) {
-			return "", fmt.Errorf("%w: %q: bad host name", errRegistryInvalid, ns)
+			return "", fmt.Errorf("%w: %q: bad host name", ErrRegistryInvalid, ns)
 		}
 	}
 	if hasPort {
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || n == 0 || strconv.FormatUint(n, 10) != port {
-			return "", fmt.Errorf("%w: %q: port must be 1-65535", errRegistryInvalid, ns)
+			return "", fmt.Errorf("%w: %q: port must be 1-65535", ErrRegistryInvalid, ns)
 		}
 	}
 	return ns, nil
@@ -112,7 +117,7 @@ func ParseRef(ns, name, defaultRegistry string) (Ref, error) {
 	}
 	ref := Ref{Registry: reg, Repository: repo}
 	if n := len(ref.String()); n > maxRefLength {
-		return Ref{}, fmt.Errorf("%w: %q is %d bytes, longer than %d", errNameInvalid, ref.String(), n, maxRefLength)
+		return Ref{}, fmt.Errorf("%w: %q is %d bytes, longer than %d", ErrNameInvalid, ref.String(), n, maxRefLength)
 	}
 	return ref, nil
 }
@@ -121,16 +126,16 @@ func ParseRef(ns, name, defaultRegistry string) (Ref, error) {
 func ParseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %w", errDigestInvalid, s, err)
+		return "", fmt.Errorf("%w: %q: %w", ErrDigestInvalid, s, err)
 	}
 	if err := d.Validate(); err != nil {
-		return "", fmt.Errorf("%w: %q: %w", errDigestInvalid, s, err)
+		return "", fmt.Errorf("%w: %q: %w", ErrDigestInvalid, s, err)
 	}
 	switch d.Algorithm() {
 	case digest.SHA256, digest.SHA512:
 		return d, nil
 	default:
-		return "", fmt.Errorf("%w: %q: algorithm %s is not served", errDigestInvalid, s, d.Algorithm())
+		return "", fmt.Errorf("%w: %q: algorithm %s is not served", ErrDigestInvalid, s, d.Algorithm())
 	}
 }
 
@@ -151,7 +156,7 @@ func ParseReference(s string) (Reference, error) {
 		return Reference{Digest: d}, nil
 	}
 	if !tagGrammar.MatchString(s) {
-		return Reference{}, fmt.Errorf("%w: tag %q must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", errReferenceInvalid, s)
+		return Reference{}, fmt.Errorf("%w: tag %q must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", ErrReferenceInvalid, s)
 	}
 	return Reference{Tag: s}, nil
 }

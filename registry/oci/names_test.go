@@ -1,4 +1,4 @@
-package registry
+package oci
 
 import (
 	"errors"
@@ -39,8 +39,8 @@ func TestParseName(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("parseName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 		}
-		if err != nil && !errors.Is(err, errNameInvalid) {
-			t.Errorf("parseName(%q) error %v is not errNameInvalid", tc.name, err)
+		if err != nil && !errors.Is(err, ErrNameInvalid) {
+			t.Errorf("parseName(%q) error %v is not ErrNameInvalid", tc.name, err)
 		}
 	}
 }
@@ -80,8 +80,8 @@ func TestParseRegistry(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParseRegistry(%q, %q) = %q, %v; want %q ok=%v", tc.ns, tc.def, got, err, tc.want, tc.ok)
 		}
-		if err != nil && !errors.Is(err, errRegistryInvalid) {
-			t.Errorf("ParseRegistry(%q) error %v is not errRegistryInvalid", tc.ns, err)
+		if err != nil && !errors.Is(err, ErrRegistryInvalid) {
+			t.Errorf("ParseRegistry(%q) error %v is not ErrRegistryInvalid", tc.ns, err)
 		}
 	}
 }
@@ -91,8 +91,8 @@ func TestParseRefTotalLength(t *testing.T) {
 	if _, err := ParseRef("", name, "a.io"); err != nil {
 		t.Fatalf("255-byte reference refused: %v", err)
 	}
-	if _, err := ParseRef("ab.io", name, ""); !errors.Is(err, errNameInvalid) {
-		t.Fatalf("256-byte reference: got %v, want errNameInvalid", err)
+	if _, err := ParseRef("ab.io", name, ""); !errors.Is(err, ErrNameInvalid) {
+		t.Fatalf("256-byte reference: got %v, want ErrNameInvalid", err)
 	}
 	ref, err := ParseRef("", "library/alpine", "docker.io")
 	if err != nil || ref != (Ref{Registry: "docker.io", Repository: "library/alpine"}) {
@@ -127,8 +127,8 @@ func TestParseDigest(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("ParseDigest(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
-		if err != nil && !errors.Is(err, errDigestInvalid) {
-			t.Errorf("ParseDigest(%q) error %v is not errDigestInvalid", tc.in, err)
+		if err != nil && !errors.Is(err, ErrDigestInvalid) {
+			t.Errorf("ParseDigest(%q) error %v is not ErrDigestInvalid", tc.in, err)
 		}
 	}
 }
@@ -146,14 +146,14 @@ func TestParseReference(t *testing.T) {
 		{in: "V1.0-rc_2", tag: "V1.0-rc_2"},
 		{in: strings.Repeat("a", 128), tag: strings.Repeat("a", 128)},
 		{in: "sha256:" + sha256Hex, digest: true},
-		{in: strings.Repeat("a", 129), wantErr: errReferenceInvalid},
-		{in: "", wantErr: errReferenceInvalid},
-		{in: ".x", wantErr: errReferenceInvalid},
-		{in: "-x", wantErr: errReferenceInvalid},
-		{in: "a b", wantErr: errReferenceInvalid},
-		{in: "a/b", wantErr: errReferenceInvalid},
-		{in: "sha256:xyz", wantErr: errDigestInvalid},
-		{in: "latest:1", wantErr: errDigestInvalid},
+		{in: strings.Repeat("a", 129), wantErr: ErrReferenceInvalid},
+		{in: "", wantErr: ErrReferenceInvalid},
+		{in: ".x", wantErr: ErrReferenceInvalid},
+		{in: "-x", wantErr: ErrReferenceInvalid},
+		{in: "a b", wantErr: ErrReferenceInvalid},
+		{in: "a/b", wantErr: ErrReferenceInvalid},
+		{in: "sha256:xyz", wantErr: ErrDigestInvalid},
+		{in: "latest:1", wantErr: ErrDigestInvalid},
 	} {
 		got, err := ParseReference(tc.in)
 		if tc.wantErr != nil {

@@ -1,4 +1,4 @@
-package registry
+package oci
 
 import (
 	"encoding/json"
@@ -8,31 +8,36 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Docker's manifest media types, still what most registries hold.
+// Docker's manifest media types, still what most registries hold; served
+// like their OCI counterparts.
 const (
-	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
 )
 
-// maxManifestSize caps a manifest read into memory (distribution uses 4 MiB).
-const maxManifestSize = 4 << 20
+// MaxManifestSize caps a manifest read into memory (distribution uses 4 MiB):
+// every source that reads one refuses a larger one.
+const MaxManifestSize = 4 << 20
 
-// manifestAccept is the Accept list containerd sends, for upstream requests.
-const manifestAccept = ocispec.MediaTypeImageIndex + ", " + ocispec.MediaTypeImageManifest + ", " +
-	mediaTypeDockerManifestList + ", " + mediaTypeDockerManifest + ", */*;q=0.8"
+// ManifestAccept is the Accept list containerd sends, for the requests a
+// source makes to a registry itself.
+const ManifestAccept = ocispec.MediaTypeImageIndex + ", " + ocispec.MediaTypeImageManifest + ", " +
+	MediaTypeDockerManifestList + ", " + MediaTypeDockerManifest + ", */*;q=0.8"
 
-// isManifestType reports whether mt is a manifest or index media type we serve.
-func isManifestType(mt string) bool {
+// IsManifestType reports whether mt is a manifest or index media type we
+// serve: the handler serves nothing else as a manifest.
+func IsManifestType(mt string) bool {
 	switch mt {
 	case ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest,
-		mediaTypeDockerManifestList, mediaTypeDockerManifest:
+		MediaTypeDockerManifestList, MediaTypeDockerManifest:
 		return true
 	}
 	return false
 }
 
-// contentMediaType strips parameters from a Content-Type header value.
-func contentMediaType(header string) string {
+// ContentMediaType strips parameters from a Content-Type header value; an
+// unreadable one is "".
+func ContentMediaType(header string) string {
 	mt, _, err := mime.ParseMediaType(header)
 	if err != nil {
 		return ""
@@ -57,7 +62,7 @@ func SniffManifestType(content []byte) (string, error) {
 	}
 	switch {
 	case probe.MediaType != "":
-		if !isManifestType(probe.MediaType) {
+		if !IsManifestType(probe.MediaType) {
 			return "", fmt.Errorf("not a manifest: media type %q", probe.MediaType)
 		}
 		return probe.MediaType, nil

@@ -1,4 +1,4 @@
-package registry
+package oci
 
 import (
 	"errors"
@@ -9,8 +9,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// errDigestMismatch marks content that is not what its digest names.
-var errDigestMismatch = errors.New("digest mismatch")
+// ErrDigestMismatch marks content that is not what its digest names, or a
+// registry's answer that names another digest than asked for.
+var ErrDigestMismatch = errors.New("digest mismatch")
 
 // discardStep bounds the bytes skipped by one Read.
 const discardStep = 8 << 20
@@ -102,7 +103,7 @@ func (v *verifyingReader) readErr(err error) error {
 
 func (v *verifyingReader) verify() error {
 	if got := digest.NewDigest(v.want.Algorithm(), v.hash); got != v.want {
-		return fmt.Errorf("%s: content hashes to %s, not %s: %w", v.from, got, v.want, errDigestMismatch)
+		return fmt.Errorf("%s: content hashes to %s, not %s: %w", v.from, got, v.want, ErrDigestMismatch)
 	}
 	return nil
 }

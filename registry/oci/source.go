@@ -1,4 +1,4 @@
-package registry
+package oci
 
 import (
 	"context"
@@ -21,6 +21,10 @@ var ErrNotFound = errdefs.ErrNotFound
 // arrived for, an upstream download that stopped. One error for every
 // layer, so errors.Is tells a stall from a failure wherever it surfaces.
 var ErrStalled = errors.New("no progress within the stall timeout")
+
+// ErrBadContentRange marks a ranged reply whose Content-Range is not the
+// range asked for (or not one range of this blob at all): see ResumableBlob.
+var ErrBadContentRange = errors.New("upstream answered another range than asked")
 
 // Ref names a repository of a registry, as containerd asks a mirror for it:
 // /v2/<Repository>/...?ns=<Registry>.
