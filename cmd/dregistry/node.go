@@ -23,6 +23,7 @@ import (
 	"github.com/dregistry/dregistry/internal/seeding"
 	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/oci"
+	"github.com/dregistry/dregistry/registry/upstream"
 	"github.com/dregistry/dregistry/swarm"
 	"github.com/dregistry/dregistry/tracker"
 )
@@ -57,7 +58,7 @@ type node struct {
 	ops        *ops.Server
 	preheats   *preheat.Runner
 	preheat    *preheat.Coordinator
-	upstream   *registry.Upstream
+	upstream   *upstream.Client
 	fetcher    *egress.Fetcher
 	seeds      *seeding.Seeder
 	local      oci.Source // containerd's content store
@@ -219,13 +220,11 @@ func (n *node) openOps(ctx context.Context) error {
 func (n *node) openEgress() error {
 	cfg, log := n.cfg, n.log
 	var err error
-	n.upstream, err = registry.NewUpstream(registry.UpstreamConfig{
-		Allow:        append([]string{cfg.DefaultRegistry}, cfg.AllowRegistry...),
-		PlainHTTP:    cfg.UpstreamPlainHTTP,
-		DockerConfig: cfg.RegistryConfig,
-		Logger:       log.With("component", "upstream"),
-	})
-	if err != nil {
+	ucfg := upstream.DefaultConfig()
+	ucfg.Allow = append([]string{cfg.DefaultRegistry}, cfg.AllowRegistry...)
+	ucfg.PlainHTTP, ucfg.DockerConfig = cfg.UpstreamPlainHTTP, cfg.RegistryConfig
+	ucfg.Logger = log.With("component", "upstream")
+	if n.upstream, err = upstream.New(ucfg); err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	scfg := seeding.DefaultConfig()

@@ -66,7 +66,7 @@ func DefaultSourceConfig() SourceConfig {
 // Zero values, but TagTTL's, take the defaults.
 type FetcherConfig struct {
 	// Upstream reaches the registries, with this node's credentials
-	// (registry.NewUpstream with DockerConfig). Required.
+	// (upstream.New with DockerConfig). Required.
 	Upstream oci.Source
 	// SpoolDir holds downloads and verified copies; owned by the Fetcher,
 	// whose files (sha256-<hex>[.partial]) are removed at start. Required.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/dregistry/dregistry/registry"
+	"github.com/dregistry/dregistry/registry/upstream"
 )
 
 // A private registry: only the egress node holds the credentials (a docker
@@ -28,7 +28,7 @@ func TestCredentialsStayOnTheEgress(t *testing.T) {
 	if err := os.WriteFile(config, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	withCreds, err := registry.NewUpstream(registry.UpstreamConfig{PlainHTTP: []string{up.host()}, DockerConfig: config, Logger: testLogger()})
+	withCreds, err := upstream.New(upstream.Config{PlainHTTP: []string{up.host()}, DockerConfig: config, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

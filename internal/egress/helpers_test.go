@@ -20,9 +20,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/dregistry/dregistry/registry/sourcetest"
+	"github.com/dregistry/dregistry/registry/upstream"
 )
 
 func testLogger() *slog.Logger {
@@ -273,7 +273,7 @@ func (u *testUpstream) do(method, url, contentType string, body []byte, want int
 
 // source is registry's real upstream client for this registry.
 func (u *testUpstream) source() oci.Source {
-	up, err := registry.NewUpstream(registry.UpstreamConfig{PlainHTTP: []string{u.host()}, Logger: testLogger()})
+	up, err := upstream.New(upstream.Config{PlainHTTP: []string{u.host()}, Logger: testLogger()})
 	if err != nil {
 		u.t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/dregistry/dregistry/internal/peerauth"
-	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/oci"
+	"github.com/dregistry/dregistry/registry/upstream"
 )
 
 // TestPeerHandlerFetchesOnlyNamedRegistries: the owner checks a member's
@@ -16,14 +16,14 @@ import (
 func TestPeerHandlerFetchesOnlyNamedRegistries(t *testing.T) {
 	up := newTestUpstream(t)
 	c := up.content(10<<10, 3)
-	upstream, err := registry.NewUpstream(registry.UpstreamConfig{PlainHTTP: []string{up.host()}, Logger: testLogger()})
+	client, err := upstream.New(upstream.Config{PlainHTTP: []string{up.host()}, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	members := &cluster{}
-	owner := newNode(t, "a", true, upstream, members, nil)
+	owner := newNode(t, "a", true, client, members, nil)
 	src, err := NewSource(SourceConfig{Self: "a", Egress: true, Cluster: members, Fetcher: owner.fetcher,
-		Gate: &peerauth.Gate{Member: members.IsMember}, Registries: upstream.Policy(), Logger: testLogger()})
+		Gate: &peerauth.Gate{Member: members.IsMember}, Registries: client.Policy(), Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

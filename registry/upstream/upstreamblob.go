@@ -1,4 +1,4 @@
-package registry
+package upstream
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 // upstreamBlob is a blob the upstream has; Open downloads and verifies it.
 type upstreamBlob struct {
-	u    *Upstream
+	u    *Client
 	r    repository
 	url  string
 	dgst digest.Digest
@@ -28,7 +28,7 @@ type upstreamBlob struct {
 
 func (b *upstreamBlob) Size() int64 { return b.size }
 
-// VerifiesDigest implements VerifyingBlob: Open's reader is a verifying reader.
+// VerifiesDigest implements oci.VerifyingBlob: Open's reader is a verifying reader.
 func (b *upstreamBlob) VerifiesDigest() digest.Digest { return b.dgst }
 
 func (b *upstreamBlob) Close() error {
@@ -80,7 +80,7 @@ func (b *upstreamBlob) openWhole(ctx context.Context) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// OpenFrom implements ResumableBlob: a GET with Range bytes=<offset>-. A
+// OpenFrom implements oci.ResumableBlob: a GET with Range bytes=<offset>-. A
 // 206 must carry exactly "bytes <offset>-<size-1>/<size>"; a 200 (a
 // registry or storage that ignores Range) is the whole blob, start 0.
 func (b *upstreamBlob) OpenFrom(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {

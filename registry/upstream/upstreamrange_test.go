@@ -1,4 +1,4 @@
-package registry
+package upstream
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func TestUpstreamBlobOpenFrom(t *testing.T) {
 				w.WriteHeader(tc.status)
 				_, _ = w.Write(tc.body)
 			})
-			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
+			u := newTestUpstream(t, Config{PlainHTTP: []string{host}})
 			ctx := testCtx(t)
 			b, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, dgst)
 			if err != nil {

@@ -1,4 +1,4 @@
-package registry
+package upstream
 
 import (
 	"context"
@@ -21,8 +21,9 @@ import (
 	"github.com/dregistry/dregistry/registry/oci"
 )
 
-// UpstreamConfig configures the client of upstream registries.
-type UpstreamConfig struct {
+// Config configures the client of upstream registries: start from
+// DefaultConfig and name the registries.
+type Config struct {
 	// Allow names the registries fetched from (host[:port], as in ?ns=):
 	// the default registry and each --allow-registry; "*" allows any
 	// registry on a public address. The PlainHTTP registries and those with
@@ -41,11 +42,36 @@ type UpstreamConfig struct {
 	MaxRepositories int
 }
 
-// Upstream is the Source that pulls from the registry a request names. It
+// DefaultConfig returns the defaults; the caller names the registries
+// (Allow, PlainHTTP) and the credentials (DockerConfig). Nothing is
+// fetched from a registry nobody named.
+func DefaultConfig() Config {
+	return Config{
+		Logger:          slog.Default(),
+		MaxRepositories: 256,
+	}
+}
+
+// Validate reports a Config New cannot run with: a PlainHTTP entry that
+// is not host[:port], or a negative MaxRepositories. Zero values take the
+// defaults; New reads DockerConfig and checks Allow.
+func (c Config) Validate() error {
+	if c.MaxRepositories < 0 {
+		return fmt.Errorf("upstream: MaxRepositories %d must not be negative", c.MaxRepositories)
+	}
+	for _, reg := range c.PlainHTTP {
+		if _, err := oci.ParseRegistry(reg, ""); err != nil {
+			return fmt.Errorf("plain HTTP registry: %w", err)
+		}
+	}
+	return nil
+}
+
+// Client is the oci.Source that pulls from the registry a request names. It
 // authenticates with the registry token flow of go-containerregistry and
 // checks every byte against its digest.
-type Upstream struct {
-	cfg        UpstreamConfig
+type Client struct {
+	cfg        Config
 	log        *slog.Logger
 	policy     *upstreampolicy.Policy
 	keychain   authn.Keychain
@@ -58,19 +84,18 @@ type Upstream struct {
 // response headers on the default transport.
 const upstreamTimeout = 10 * time.Second
 
-// NewUpstream returns the upstream source. It fails on an unreadable
-// DockerConfig or a registry entry that is not host[:port].
-func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
+// New returns the upstream source. It fails on an invalid Config, an
+// unreadable DockerConfig or a registry entry that is not host[:port].
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := DefaultConfig()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = d.Logger
 	}
-	if cfg.MaxRepositories <= 0 {
-		cfg.MaxRepositories = 256
-	}
-	for _, reg := range cfg.PlainHTTP {
-		if _, err := oci.ParseRegistry(reg, ""); err != nil {
-			return nil, fmt.Errorf("plain HTTP registry: %w", err)
-		}
+	if cfg.MaxRepositories == 0 {
+		cfg.MaxRepositories = d.MaxRepositories
 	}
 	kc, err := loadKeychain(cfg.DockerConfig)
 	if err != nil {
@@ -99,7 +124,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
 	}
-	return &Upstream{
+	return &Client{
 		cfg:        cfg,
 		log:        cfg.Logger,
 		policy:     policy,
@@ -112,10 +137,10 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 // Policy is the allow-list and address policy every fetch follows; the
 // mirror and the egress peer handler refuse unnamed registries with it
 // before any lookup.
-func (u *Upstream) Policy() *upstreampolicy.Policy { return u.policy }
+func (u *Client) Policy() *upstreampolicy.Policy { return u.policy }
 
-// Name implements Source.
-func (u *Upstream) Name() string { return "upstream" }
+// Name implements oci.Source.
+func (u *Client) Name() string { return "upstream" }
 
 // repository is one upstream repository with its authenticated client.
 type repository struct {
@@ -134,7 +159,7 @@ func (r repository) url(kind, reference string) string {
 // then a pull-scoped token when the registry asks for one) on first use.
 // A registry the operator did not name is ErrNotFound, before any round
 // trip: the caller answers 404 and containerd tries its next host.
-func (u *Upstream) repository(ctx context.Context, ref oci.Ref) (repository, error) {
+func (u *Client) repository(ctx context.Context, ref oci.Ref) (repository, error) {
 	if err := u.policy.Allows(ref.Registry); err != nil {
 		u.log.Warn("upstream registry refused", "registry", ref.Registry, "reason", err.Error())
 		return repository{}, fmt.Errorf("upstream: %w: %w", oci.ErrNotFound, err)
@@ -177,7 +202,7 @@ func (u *Upstream) repository(ctx context.Context, ref oci.Ref) (repository, err
 
 // do sends a request built here, so no header of containerd's (above all
 // its Authorization) ever reaches the upstream.
-func (u *Upstream) do(ctx context.Context, r repository, method, url string, accept string) (*http.Response, error) {
+func (u *Client) do(ctx context.Context, r repository, method, url string, accept string) (*http.Response, error) {
 	h := http.Header{}
 	if accept != "" {
 		h.Set("Accept", accept)
@@ -186,7 +211,7 @@ func (u *Upstream) do(ctx context.Context, r repository, method, url string, acc
 }
 
 // doHeader is do with the request's headers given whole.
-func (u *Upstream) doHeader(ctx context.Context, r repository, method, url string, h http.Header) (*http.Response, error) {
+func (u *Client) doHeader(ctx context.Context, r repository, method, url string, h http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(upstreampolicy.WithRegistry(ctx, r.registry), method, url, nil)
 	if err != nil {
 		return nil, err
@@ -219,9 +244,9 @@ func checkStatus(resp *http.Response, method, url string) error {
 	return fmt.Errorf("%s %s: %w", method, url, err)
 }
 
-// Resolve implements Source: a HEAD of the tag, and a GET only when the
+// Resolve implements oci.Source: a HEAD of the tag, and a GET only when the
 // HEAD lacks the digest, length or media type.
-func (u *Upstream) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
+func (u *Client) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispec.Descriptor, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -247,8 +272,8 @@ func (u *Upstream) Resolve(ctx context.Context, ref oci.Ref, tag string) (ocispe
 	return ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: int64(len(m.Content))}, nil
 }
 
-// Manifest implements Source.
-func (u *Upstream) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
+// Manifest implements oci.Source.
+func (u *Client) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest) (*oci.Manifest, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -264,7 +289,7 @@ func (u *Upstream) Manifest(ctx context.Context, ref oci.Ref, dgst digest.Digest
 }
 
 // getManifest GETs a manifest by tag or digest and hashes it with alg.
-func (u *Upstream) getManifest(ctx context.Context, r repository, reference string, alg digest.Algorithm) (*oci.Manifest, error) {
+func (u *Client) getManifest(ctx context.Context, r repository, reference string, alg digest.Algorithm) (*oci.Manifest, error) {
 	url := r.url("manifests", reference)
 	resp, err := u.do(ctx, r, http.MethodGet, url, oci.ManifestAccept)
 	if err != nil {
@@ -309,10 +334,10 @@ func manifestTypeOf(contentType string, body []byte) (string, error) {
 	return "", fmt.Errorf("Content-Type %q is not a manifest type", contentType)
 }
 
-// Blob implements Source: a HEAD for the size; the bytes come with Open.
+// Blob implements oci.Source: a HEAD for the size; the bytes come with Open.
 // A registry that refuses HEAD (405, or a storage redirect signed for GET
 // only) is asked with a GET, whose body then serves the first Open.
-func (u *Upstream) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
+func (u *Client) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (oci.Blob, error) {
 	r, err := u.repository(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -355,4 +380,4 @@ func (u *Upstream) Blob(ctx context.Context, ref oci.Ref, dgst digest.Digest) (o
 	return &upstreamBlob{u: u, r: r, url: url, dgst: dgst, size: size, pending: pending}, nil
 }
 
-var _ oci.Source = (*Upstream)(nil)
+var _ oci.Source = (*Client)(nil)

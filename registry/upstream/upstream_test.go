@@ -1,4 +1,4 @@
-package registry
+package upstream
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dregistry/dregistry/registry"
 	"github.com/dregistry/dregistry/registry/oci"
 )
 
@@ -134,10 +135,10 @@ func newBackend(t *testing.T) (http.Handler, pushed) {
 	return h, p
 }
 
-func newTestUpstream(t *testing.T, cfg UpstreamConfig) *Upstream {
+func newTestUpstream(t *testing.T, cfg Config) *Client {
 	t.Helper()
 	cfg.Logger = testLogger(t)
-	u, err := NewUpstream(cfg)
+	u, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func readBlob(ctx context.Context, b oci.Blob, offset int64) ([]byte, error) {
 func TestUpstreamWithTokenAuth(t *testing.T) {
 	backend, img := newBackend(t)
 	front := newTokenFront(t, backend)
-	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host()}})
+	u := newTestUpstream(t, Config{PlainHTTP: []string{front.host()}})
 	ctx := testCtx(t)
 	ref := oci.Ref{Registry: front.host(), Repository: "test/app"}
 
@@ -240,7 +241,7 @@ func TestUpstreamDockerConfigCredentials(t *testing.T) {
 		{"anonymous", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := newTestUpstream(t, UpstreamConfig{DockerConfig: tc.config, PlainHTTP: []string{front.host()}})
+			u := newTestUpstream(t, Config{DockerConfig: tc.config, PlainHTTP: []string{front.host()}})
 			desc, err := u.Resolve(testCtx(t), ref, "v1")
 			if tc.ok && (err != nil || desc.Digest != img.manifestDigest) {
 				t.Fatalf("Resolve = %+v, %v", desc, err)
@@ -252,12 +253,12 @@ func TestUpstreamDockerConfigCredentials(t *testing.T) {
 	}
 
 	for _, bad := range []string{filepath.Join(dir, "missing.json"), write("broken.json", "{not json")} {
-		if _, err := NewUpstream(UpstreamConfig{DockerConfig: bad}); err == nil {
-			t.Errorf("NewUpstream accepted docker config %s", bad)
+		if _, err := New(Config{DockerConfig: bad}); err == nil {
+			t.Errorf("New accepted docker config %s", bad)
 		}
 	}
-	if _, err := NewUpstream(UpstreamConfig{PlainHTTP: []string{"http://x"}}); err == nil {
-		t.Error("NewUpstream accepted a URL as a plain HTTP registry")
+	if _, err := New(Config{PlainHTTP: []string{"http://x"}}); err == nil {
+		t.Error("New accepted a URL as a plain HTTP registry")
 	}
 }
 
@@ -273,7 +274,7 @@ func TestUpstreamFollowsRedirectWithoutLeakingToken(t *testing.T) {
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.storage.Close)
-	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host(), strings.TrimPrefix(front.storage.URL, "http://")}})
+	u := newTestUpstream(t, Config{PlainHTTP: []string{front.host(), strings.TrimPrefix(front.storage.URL, "http://")}})
 	ctx := testCtx(t)
 	b, err := u.Blob(ctx, oci.Ref{Registry: front.host(), Repository: "test/app"}, img.layerDigest)
 	if err != nil {
@@ -293,7 +294,7 @@ func TestUpstreamFollowsRedirectWithoutLeakingToken(t *testing.T) {
 func TestUpstreamTransportCacheIsBounded(t *testing.T) {
 	backend, _ := newBackend(t)
 	front := newTokenFront(t, backend)
-	u := newTestUpstream(t, UpstreamConfig{MaxRepositories: 2, PlainHTTP: []string{front.host()}})
+	u := newTestUpstream(t, Config{MaxRepositories: 2, PlainHTTP: []string{front.host()}})
 	ctx := testCtx(t)
 	for _, repo := range []string{"a/one", "a/two", "a/three", "a/one"} {
 		if _, err := u.Resolve(ctx, oci.Ref{Registry: front.host(), Repository: repo}, "v1"); !errors.Is(err, oci.ErrNotFound) {
@@ -332,7 +333,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		serve http.HandlerFunc
-		call  func(ctx context.Context, u *Upstream, ref oci.Ref) error
+		call  func(ctx context.Context, u *Client, ref oci.Ref) error
 		want  error // nil: any error
 	}{
 		{"blob with wrong bytes", func(w http.ResponseWriter, r *http.Request) {
@@ -340,7 +341,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			bad[len(bad)-1]++
 			w.Header().Set("Content-Length", strconv.Itoa(len(bad)))
 			_, _ = w.Write(bad)
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, oci.ErrDigestMismatch},
 		{"blob cut short", func(w http.ResponseWriter, r *http.Request) {
@@ -350,7 +351,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 				http.NewResponseController(w).Flush()
 				panic(http.ErrAbortHandler)
 			}
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, io.ErrUnexpectedEOF},
 		{"blob chunked and short", func(w http.ResponseWriter, r *http.Request) {
@@ -360,7 +361,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			}
 			_, _ = w.Write(blob[:1000])
 			http.NewResponseController(w).Flush()
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, io.ErrUnexpectedEOF},
 		{"blob GET length differs from HEAD", func(w http.ResponseWriter, r *http.Request) {
@@ -370,54 +371,54 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 			}
 			w.Header().Set("Content-Length", strconv.Itoa(n))
 			_, _ = w.Write(blob[:n])
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			return readAll(ctx, u, ref, dgst)
 		}, nil},
 		{"blob HEAD names another digest", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Docker-Content-Digest", digest.FromString("other").String())
 			_, _ = w.Write(blob)
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Blob(ctx, ref, dgst)
 			return err
 		}, oci.ErrDigestMismatch},
 		{"manifest is an HTML page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = io.WriteString(w, "<html>maintenance</html>")
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
 		}, nil},
 		{"manifest with other bytes", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = w.Write(append([]byte(" "), manifest...))
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
 		}, oci.ErrDigestMismatch},
 		{"manifest too large", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = w.Write(make([]byte, oci.MaxManifestSize+1))
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Manifest(ctx, ref, mdgst)
 			return err
 		}, nil},
 		{"tag is an HTML page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = io.WriteString(w, "<html>login</html>")
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Resolve(ctx, ref, "v1")
 			return err
 		}, nil},
 		{"server error", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "boom", http.StatusInternalServerError)
-		}, func(ctx context.Context, u *Upstream, ref oci.Ref) error {
+		}, func(ctx context.Context, u *Client, ref oci.Ref) error {
 			_, err := u.Resolve(ctx, ref, "v1")
 			return err
 		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host, _ := scripted(t, tc.serve)
-			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
+			u := newTestUpstream(t, Config{PlainHTTP: []string{host}})
 			err := tc.call(testCtx(t), u, oci.Ref{Registry: host, Repository: "test/app"})
 			if err == nil || errors.Is(err, oci.ErrNotFound) {
 				t.Fatalf("got %v, want a clear error", err)
@@ -430,7 +431,7 @@ func TestUpstreamRejectsMalformedReplies(t *testing.T) {
 	}
 }
 
-func readAll(ctx context.Context, u *Upstream, ref oci.Ref, dgst digest.Digest) error {
+func readAll(ctx context.Context, u *Client, ref oci.Ref, dgst digest.Digest) error {
 	b, err := u.Blob(ctx, ref, dgst)
 	if err != nil {
 		return err
@@ -449,7 +450,7 @@ func TestUpstreamResolveWithoutDigestHeaderHashesBody(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(manifest)
 	})
-	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
+	u := newTestUpstream(t, Config{PlainHTTP: []string{host}})
 	desc, err := u.Resolve(testCtx(t), oci.Ref{Registry: host, Repository: "x"}, "v1")
 	if err != nil || desc.Digest != digest.FromBytes(manifest) || desc.Size != int64(len(manifest)) ||
 		desc.MediaType != "application/vnd.oci.image.manifest.v1+json" {
@@ -462,8 +463,8 @@ func TestUpstreamResolveWithoutDigestHeaderHashesBody(t *testing.T) {
 func TestMirrorOverUpstream(t *testing.T) {
 	backend, img := newBackend(t)
 	front := newTokenFront(t, backend)
-	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{front.host()}})
-	mirror := httptest.NewServer(NewHandler(Config{Sources: []oci.Source{u}, TagSources: []oci.Source{u}, Logger: testLogger(t)}))
+	u := newTestUpstream(t, Config{PlainHTTP: []string{front.host()}})
+	mirror := httptest.NewServer(registry.NewHandler(registry.Config{Sources: []oci.Source{u}, TagSources: []oci.Source{u}, Logger: testLogger(t)}))
 	t.Cleanup(mirror.Close)
 	ns := "?ns=" + front.host()
 	containerdAuth := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("user:pull-secret"))}}
@@ -534,8 +535,8 @@ func TestMirrorAbortsOnBadUpstream(t *testing.T) {
 			var serve http.HandlerFunc
 			host, release := scripted(t, func(w http.ResponseWriter, r *http.Request) { serve(w, r) })
 			serve = tc.serve(release)
-			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
-			mirror := httptest.NewServer(NewHandler(Config{
+			u := newTestUpstream(t, Config{PlainHTTP: []string{host}})
+			mirror := httptest.NewServer(registry.NewHandler(registry.Config{
 				Sources: []oci.Source{u}, TagSources: []oci.Source{u}, Logger: testLogger(t),
 				LookupTimeout: tc.lookup, StallTimeout: 300 * time.Millisecond,
 			}))
@@ -577,7 +578,7 @@ func TestUpstreamBlobWhereHEADIsRefused(t *testing.T) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 		_, _ = w.Write(blob)
 	})
-	u := newTestUpstream(t, UpstreamConfig{PlainHTTP: []string{host}})
+	u := newTestUpstream(t, Config{PlainHTTP: []string{host}})
 	ctx := testCtx(t)
 	b, err := u.Blob(ctx, oci.Ref{Registry: host, Repository: "x/y"}, dgst)
 	if err != nil || b.Size() != int64(len(blob)) {

@@ -1,4 +1,4 @@
-package registry
+package upstream
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func TestUpstreamFetchesOnlyNamedRegistries(t *testing.T) {
 	host, hits := counted(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	ref := oci.Ref{Registry: host, Repository: "x/y"}
 	dgst := digest.FromString("x")
-	for _, cfg := range []UpstreamConfig{
+	for _, cfg := range []Config{
 		{},
 		{Allow: []string{"docker.io"}, PlainHTTP: []string{"127.0.0.1:1"}},
 		{Allow: []string{"*"}, PlainHTTP: []string{"127.0.0.1:1"}}, // the wildcard is for public addresses
@@ -66,7 +66,7 @@ func TestUpstreamNeverGuessesPlainHTTP(t *testing.T) {
 	if err := os.WriteFile(creds, []byte(fmt.Sprintf(`{"auths":{"http://%s/v1/":{"auth":%q}}}`, host, auth)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]UpstreamConfig{
+	for name, cfg := range map[string]Config{
 		"named by --allow-registry": {Allow: []string{host}},
 		"named by its credentials":  {DockerConfig: creds},
 	} {
@@ -109,7 +109,7 @@ func TestUpstreamRefusesRedirectsToInternalAddresses(t *testing.T) {
 				}
 				w.WriteHeader(http.StatusOK)
 			})
-			u := newTestUpstream(t, UpstreamConfig{PlainHTTP: append([]string{host}, tc.plain...)})
+			u := newTestUpstream(t, Config{PlainHTTP: append([]string{host}, tc.plain...)})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
