@@ -9,29 +9,55 @@ import (
 	"time"
 )
 
-// Defaults for ClientsConfig.
-const (
-	// DefaultAddrsMaxAge is how long the host's address list is trusted.
-	DefaultAddrsMaxAge = 2 * time.Second
-	// DefaultAddrsMissRefresh: a client address not in the list re-reads
-	// it when the list is older than this, so an address the host just
-	// gained is admitted at once, and a flood of strangers costs at most
-	// one read per interval.
-	DefaultAddrsMissRefresh = 250 * time.Millisecond
-)
-
-// ClientsConfig says who may use the mirror (/v2/).
+// ClientsConfig says who may use the mirror (/v2/): start from
+// DefaultClientsConfig and add the operator's networks.
 type ClientsConfig struct {
 	// Allow are networks admitted besides this host (--mirror-allow).
 	Allow []netip.Prefix
 	// HostAddrs lists this host's own addresses; default: the addresses
 	// of every interface (net.InterfaceAddrs).
 	HostAddrs func() ([]netip.Addr, error)
-	// AddrsMaxAge and AddrsMissRefresh bound how stale the list may be;
-	// defaults DefaultAddrsMaxAge and DefaultAddrsMissRefresh.
-	AddrsMaxAge, AddrsMissRefresh time.Duration
+	// AddrsMaxAge is how long the host's address list is trusted; default
+	// 2 s.
+	AddrsMaxAge time.Duration
+	// AddrsMissRefresh: a client address not in the list re-reads it when
+	// the list is older than this, so an address the host just gained is
+	// admitted at once, and a flood of strangers costs at most one read
+	// per interval. Default 250 ms; at most AddrsMaxAge.
+	AddrsMissRefresh time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+}
+
+// DefaultClientsConfig returns the defaults: this host's interface
+// addresses, and no other network.
+func DefaultClientsConfig() ClientsConfig {
+	return ClientsConfig{
+		HostAddrs:        interfaceAddrs,
+		AddrsMaxAge:      2 * time.Second,
+		AddrsMissRefresh: 250 * time.Millisecond,
+		Now:              time.Now,
+	}
+}
+
+// Validate reports a ClientsConfig that cannot work: an Allow entry that
+// is no network (ParseMirrorAllow makes only valid ones), a negative
+// refresh interval, or a miss refresh longer than the list is trusted
+// (the miss would never read the list afresh). Zero values take the
+// defaults.
+func (c ClientsConfig) Validate() error {
+	for _, p := range c.Allow {
+		if !p.IsValid() || p.Addr().Zone() != "" {
+			return fmt.Errorf("registry: mirror client network %v is not a CIDR without a zone", p)
+		}
+	}
+	if c.AddrsMaxAge < 0 || c.AddrsMissRefresh < 0 {
+		return fmt.Errorf("registry: AddrsMaxAge %v and AddrsMissRefresh %v must not be negative", c.AddrsMaxAge, c.AddrsMissRefresh)
+	}
+	if c.AddrsMaxAge > 0 && c.AddrsMissRefresh > c.AddrsMaxAge {
+		return fmt.Errorf("registry: AddrsMissRefresh %v is longer than AddrsMaxAge %v", c.AddrsMissRefresh, c.AddrsMaxAge)
+	}
+	return nil
 }
 
 // Clients admits this host (loopback and its own addresses) and the
@@ -66,19 +92,21 @@ func ParseMirrorAllow(entries []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// NewClients returns the policy; it reads the host's addresses on first use.
+// NewClients returns the policy; it reads the host's addresses on first
+// use. Zero values take the defaults.
 func NewClients(cfg ClientsConfig) *Clients {
+	d := DefaultClientsConfig()
 	if cfg.HostAddrs == nil {
-		cfg.HostAddrs = interfaceAddrs
+		cfg.HostAddrs = d.HostAddrs
 	}
 	if cfg.AddrsMaxAge <= 0 {
-		cfg.AddrsMaxAge = DefaultAddrsMaxAge
+		cfg.AddrsMaxAge = d.AddrsMaxAge
 	}
 	if cfg.AddrsMissRefresh <= 0 {
-		cfg.AddrsMissRefresh = DefaultAddrsMissRefresh
+		cfg.AddrsMissRefresh = d.AddrsMissRefresh
 	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = d.Now
 	}
 	return &Clients{cfg: cfg}
 }

@@ -124,13 +124,13 @@ func TestClientsFollowTheHostsAddressesWithoutReadingThemPerRequest(t *testing.T
 	}
 	// The host gains the address: admitted once the miss interval passed.
 	host.set("192.0.2.10", "192.0.2.99")
-	host.advance(DefaultAddrsMissRefresh)
+	host.advance(DefaultClientsConfig().AddrsMissRefresh)
 	if !c.Admits(stranger) {
 		t.Fatal("a new address of the host was refused")
 	}
 	// And loses it: refused once the list is older than its max age.
 	host.set("192.0.2.10")
-	host.advance(DefaultAddrsMaxAge)
+	host.advance(DefaultClientsConfig().AddrsMaxAge)
 	if c.Admits(stranger) {
 		t.Fatal("an address the host lost is still admitted")
 	}

@@ -55,6 +55,10 @@
 // oci.ErrNotFound, and a read that makes no progress for
 // Config.StallTimeout fails so the response is aborted and containerd retries.
 //
+// It speaks registry/oci's vocabulary (Swarm is an oci.Source; peer
+// requests carry oci.NoForwardHeader) and never imports the registry
+// handler, which calls it.
+//
 // # Locks and callbacks
 //
 // The mutexes, in the order they may be taken (never the reverse):

@@ -288,7 +288,9 @@ func (n *node) routes() http.Handler {
 	hcfg.Sources = []oci.Source{n.local, n.sw, n.viaEgress}
 	hcfg.TagSources = []oci.Source{n.viaEgress, n.local}
 	hcfg.DefaultRegistry = cfg.DefaultRegistry
-	hcfg.Clients = registry.NewClients(registry.ClientsConfig{Allow: cfg.MirrorAllow})
+	ccfg := registry.DefaultClientsConfig()
+	ccfg.Allow = cfg.MirrorAllow
+	hcfg.Clients = registry.NewClients(ccfg)
 	hcfg.Registries = n.upstream.Policy()
 	hcfg.LookupTimeout, hcfg.StallTimeout = cfg.LookupTimeout, cfg.StallTimeout
 	hcfg.Logger = n.log.With("component", "registry")

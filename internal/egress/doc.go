@@ -55,6 +55,10 @@
 // complete blob, never forwards or logs an Authorization header, and never
 // waits without a bound.
 //
+// It speaks registry/oci's vocabulary (its upstream is any oci.Source, the
+// registry/upstream client in the daemon) and never imports the registry
+// handler, which calls it.
+//
 // The API:
 //
 //	NewFetcher(FetcherConfig) (*Fetcher, error) // Fetch, Start, Manifest, Resolve, Release, Close
