@@ -10,6 +10,7 @@ func TestDefaultConfigValidates(t *testing.T) {
 		"negative repositories":   func(c *Config) { c.MaxRepositories = -1 },
 		"URL as plain HTTP":       func(c *Config) { c.PlainHTTP = []string{"http://x"} },
 		"bad plain HTTP registry": func(c *Config) { c.PlainHTTP = []string{"not a host/"} },
+		"bad allowed registry":    func(c *Config) { c.Allow = []string{"https://x/"} },
 	} {
 		c := DefaultConfig()
 		edit(&c)

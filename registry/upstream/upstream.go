@@ -52,9 +52,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports a Config New cannot run with: a PlainHTTP entry that
-// is not host[:port], or a negative MaxRepositories. Zero values take the
-// defaults; New reads DockerConfig and checks Allow.
+// Validate reports a Config New cannot run with: a PlainHTTP or Allow
+// entry that is not host[:port] (Allow may hold "*"), or a negative
+// MaxRepositories. Zero values take the defaults; New reads DockerConfig.
 func (c Config) Validate() error {
 	if c.MaxRepositories < 0 {
 		return fmt.Errorf("upstream: MaxRepositories %d must not be negative", c.MaxRepositories)
@@ -64,7 +64,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("plain HTTP registry: %w", err)
 		}
 	}
-	return nil
+	return upstreampolicy.Config{Allow: c.Allow, PlainHTTP: c.PlainHTTP}.Validate()
 }
 
 // Client is the oci.Source that pulls from the registry a request names. It
