@@ -20,7 +20,11 @@ import (
 // swarm hold its first chunks, checked piece by piece. The candidate that
 // takes over writes those into its spool, then asks the upstream for the
 // rest only (Range: bytes=<prefix>-) and hashes the whole blob — prefix
-// and rest — before the last byte is released, as for any download. An
+// and rest — before the last byte is released, as for any download. The
+// prefix is written and the rest's body opened before the size is
+// published, as the body is opened without a Prefix: an upstream that
+// fails the GET of the rest fails the download before anyone read from
+// it, and the member asks the next candidate. An
 // upstream that ignores the Range (200) sends the whole blob: its first
 // bytes are read and dropped. One that answers another range is asked
 // again for the whole blob, dropped up to the same point. The bytes of two

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,12 +110,14 @@ func (b rangeBlob) OpenFrom(_ context.Context, offset int64) (io.ReadCloser, int
 }
 
 // fakePrefix hands out the blob's first n bytes (what followers hold),
-// corrupt ones if asked, or nothing at all until its context ends.
+// corrupt ones if asked, or nothing at all until its context ends; err,
+// when set, is returned after the n bytes (a swarm that failed).
 type fakePrefix struct {
 	data    []byte
 	n       int64
 	corrupt bool
 	stall   bool
+	err     error
 
 	mu    sync.Mutex
 	calls int
@@ -144,7 +147,7 @@ func (p *fakePrefix) Prefix(ctx context.Context, _ digest.Digest, size int64, w 
 		}
 		b = b[m:]
 	}
-	return n, nil
+	return n, p.err
 }
 
 func (p *fakePrefix) called() int {
@@ -291,5 +294,108 @@ func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
 	}
 	if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
 		t.Errorf("spool files %v, want the verified blob", files)
+	}
+}
+
+// An upstream that answers the blob's size but fails its GET fails the
+// owner before it answers anyone (no size published, no OnStart), so the
+// member asks the next candidate: with a Prefix as without, whether the
+// cluster holds the blob's first bytes or nothing.
+func TestUpstreamFailingTheGETSendsTheMemberToTheNextCandidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prefix int64 // bytes the cluster holds; -1: no Prefix
+	}{
+		{"without a Prefix", -1},
+		{"with a Prefix holding nothing", 0},
+		{"with a Prefix holding the first bytes", 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			up := newTestUpstream(t)
+			c := up.content(3<<20+7, 61)
+			dgst := c.BlobDigest()
+			starts := map[string]*atomic.Int32{"a": {}, "b": {}}
+			egressNode := func(name string, members *cluster) *node {
+				return newNode(t, name, true, up.source(), members, func(fc *FetcherConfig) {
+					if tc.prefix >= 0 {
+						fc.Prefix = &fakePrefix{data: c.Blob, n: tc.prefix}
+					}
+					fc.OnStart = func(digest.Digest, int64, string) Progress { starts[name].Add(1); return nil }
+				})
+			}
+			members := &cluster{}
+			a, b := egressNode("a", members), egressNode("b", members)
+			asker := newNode(t, "c", false, &forbiddenUpstream{}, members, nil)
+			members.set(a.member(true), b.member(true), asker.member(false))
+			first, second := a, b
+			if candidates(members.Members(), asker.member(false), blobKey(dgst))[0].Name == "b" {
+				first, second = b, a
+			}
+
+			up.failNextGets(1) // the first candidate's GET
+			blob, err := asker.source.Blob(ctx, c.Ref, dgst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer blob.Close()
+			if got, err := readAllAt(ctx, blob, 0); err != nil || !bytes.Equal(got, c.Blob) {
+				t.Fatalf("read %d bytes, %v; want the blob from the next candidate", len(got), err)
+			}
+			if got := up.gets(dgst); got != 2 {
+				t.Errorf("upstream saw %d GETs of the blob, want 2 (the failed one, then the next candidate's)", got)
+			}
+			if got := first.requests("GET", blobsPath); got != 1 {
+				t.Errorf("the first candidate was asked %d times, want 1", got)
+			}
+			if got := second.requests("GET", blobsPath); got != 1 {
+				t.Errorf("the next candidate was asked %d times, want 1", got)
+			}
+			if got := starts[first.name].Load(); got != 0 {
+				t.Errorf("the failed download called OnStart %d times: its size was published", got)
+			}
+			if files := first.spoolFiles(t); len(files) != 0 {
+				t.Errorf("the failed download left %v", files)
+			}
+		})
+	}
+}
+
+// A Prefix that fails (the swarm's error) costs the download nothing but
+// what it did not write: failing at once, the upstream sends the whole
+// blob; failing after some bytes, the upstream sends the rest from there.
+func TestFetchFailingPrefixFallsBackToTheUpstream(t *testing.T) {
+	data := bytes.Repeat([]byte("prefix fails"), 1<<20)
+	dgst := digest.FromBytes(data)
+	size := int64(len(data))
+	for _, tc := range []struct {
+		name      string
+		written   int64
+		wantFroms []int64
+		wantOpens int
+		wantSent  int64
+	}{
+		{"before any byte: the whole blob from the upstream", 0, nil, 1, size},
+		{"after some bytes: the rest from the upstream", 2 << 20, []int64{2 << 20}, 0, size - 2<<20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			up := &rangeUpstream{data: data, dgst: dgst}
+			pre := &fakePrefix{data: data, n: tc.written, err: errors.New("swarm: the members holding the chunks went away")}
+			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) { c.Prefix = pre })
+			b, err := n.fetcher.Fetch(ctx, registry.Ref{Registry: "r.test", Repository: "x"}, dgst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes, %v", len(got), err)
+			}
+			froms, opens, sent := up.asked()
+			if fmt.Sprint(froms) != fmt.Sprint(tc.wantFroms) || opens != tc.wantOpens || sent != tc.wantSent {
+				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want from %v, %d whole, %d bytes",
+					froms, opens, sent, tc.wantFroms, tc.wantOpens, tc.wantSent)
+			}
+		})
 	}
 }
