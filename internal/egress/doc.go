@@ -37,7 +37,11 @@
 //     whole blob, prefix included, is hashed before its last byte is
 //     released, and a mismatch makes the next download start from 0
 //     (resume.go). Its callers wait for the prefix: the size comes after
-//     it, with the rest's body open.
+//     it, with the rest's body open. So the fill ends at half the lookup
+//     budget (LookupTimeout) from the download's start, keeping the whole
+//     bytes written by then, and the upstream sends the rest from there:
+//     the size is published within LookupTimeout however long or stalled
+//     the prefix, and a requester does not miss its lookup.
 //     Tags are cached for a few seconds and, when
 //     the upstream is unreachable, answered from the last known descriptor.
 //   - Source is the oci.Source every node uses in place of the plain
@@ -86,9 +90,9 @@
 // so they may call Release. Prefix writes through a prefixWriter, whose
 // lock is taken before spool.mu (it records the bytes as the download's
 // progress) and never while calling out; OnStart, and so the Progress,
-// comes only once Prefix has returned and the upstream's body is open
-// (the swarm drops the prefix's chunk torrents before the growth may
-// publish the same ones).
+// comes only once Prefix has returned (by its deadline: it stops when
+// its context ends) and the upstream's body is open (the swarm drops the
+// prefix's chunk torrents before the growth may publish the same ones).
 // Advance (called per buffer written) must not block; the others must
 // return promptly (record, wake their own loop): the next caller of the
 // digest does not wait for them, but the download and Close do. The peer

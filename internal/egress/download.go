@@ -158,7 +158,12 @@ func (f *Fetcher) evict(s *spool, d *diskcache.Entry) {
 func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
-	blob, body, size, err := f.openUpstream(ctx, cancel, s)
+	// One lookup budget from here to the published size, whatever comes
+	// in between (the size, a prefix, the body's open): the callers wait
+	// for the size within the handler's lookup budget, of which
+	// LookupTimeout is four fifths (LookupBudget).
+	lookupEnd := time.Now().Add(f.cfg.LookupTimeout)
+	blob, body, size, err := f.openUpstream(ctx, cancel, s, lookupEnd)
 	if err != nil {
 		return size, err
 	}
@@ -176,7 +181,7 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	var written, drop int64
 	if body == nil {
 		var prefixSum hash.Hash
-		if body, written, drop, prefixSum, err = f.resumeUpstream(ctx, cancel, s, file, blob, size); err != nil {
+		if body, written, drop, prefixSum, err = f.resumeUpstream(ctx, cancel, s, file, blob, size, lookupEnd); err != nil {
 			return 0, err
 		}
 		if written > 0 {
@@ -200,14 +205,14 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	return f.copyBody(ctx, cancel, s, file, body, sum, written, size, progress)
 }
 
-// openUpstream looks the blob up upstream within the lookup timeout,
-// admits its size to the cache and, without a Prefix, opens its body (nil
-// with a Prefix: resumeUpstream opens it). On error the blob is closed
-// already and the int64 is what copyUpstream returns.
-func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool) (oci.Blob, io.ReadCloser, int64, error) {
+// openUpstream looks the blob up upstream by lookupEnd, admits its size to
+// the cache and, without a Prefix, opens its body by then too (nil with a
+// Prefix: resumeUpstream opens it). On error the blob is closed already
+// and the int64 is what copyUpstream returns.
+func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, lookupEnd time.Time) (oci.Blob, io.ReadCloser, int64, error) {
 	// The blob's readers depend on the context Blob gets, so the lookup is
 	// bounded by a timer, not by a context that would end with it.
-	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
+	lookup := time.AfterFunc(time.Until(lookupEnd), func() { cancel(errLookupTimeout) })
 	blob, err := f.cfg.Upstream.Blob(ctx, s.ref, s.dgst)
 	if err != nil {
 		lookup.Stop()
@@ -245,16 +250,18 @@ func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFu
 }
 
 // resumeUpstream writes to file the prefix of the blob the cluster holds,
-// hashing it into prefixSum, then opens the upstream body for the rest. It
+// hashing it into prefixSum, then opens the upstream body for the rest,
+// both by lookupEnd (the prefix by its share of it, prefixBudget). It
 // returns the body, the prefix's length, and how many of the body's first
 // bytes the prefix holds already (an upstream that sent more than the
 // rest): copyUpstream drops those once the size is published.
-func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob oci.Blob, size int64) (body io.ReadCloser, written, drop int64, prefixSum hash.Hash, err error) {
+func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob oci.Blob, size int64, lookupEnd time.Time) (body io.ReadCloser, written, drop int64, prefixSum hash.Hash, err error) {
 	prefixSum = s.dgst.Algorithm().Hash()
-	if written, err = f.fillPrefix(ctx, s, file, prefixSum, size); err != nil {
+	prefixEnd := lookupEnd.Add(prefixBudget(f.cfg.LookupTimeout) - f.cfg.LookupTimeout)
+	if written, err = f.fillPrefix(ctx, s, file, prefixSum, size, prefixEnd); err != nil {
 		return nil, 0, 0, nil, err
 	}
-	body, start, err := f.openRest(ctx, cancel, s, blob, written)
+	body, start, err := f.openRest(ctx, cancel, s, blob, written, lookupEnd)
 	if err != nil {
 		return nil, 0, 0, nil, err
 	}

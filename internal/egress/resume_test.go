@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // rangeMode is how the fake upstream answers a ranged GET.
@@ -110,13 +109,12 @@ func (b rangeBlob) OpenFrom(_ context.Context, offset int64) (io.ReadCloser, int
 }
 
 // fakePrefix hands out the blob's first n bytes (what followers hold),
-// corrupt ones if asked, or nothing at all until its context ends; err,
-// when set, is returned after the n bytes (a swarm that failed).
+// corrupt ones if asked; err, when set, is returned after the n bytes (a
+// swarm that failed).
 type fakePrefix struct {
 	data    []byte
 	n       int64
 	corrupt bool
-	stall   bool
 	err     error
 
 	mu    sync.Mutex
@@ -129,10 +127,6 @@ func (p *fakePrefix) Prefix(ctx context.Context, _ digest.Digest, size int64, w 
 	p.mu.Unlock()
 	if size != int64(len(p.data)) {
 		return 0, fmt.Errorf("size %d, want %d", size, len(p.data))
-	}
-	if p.stall {
-		<-ctx.Done()
-		return 0, context.Cause(ctx)
 	}
 	b := bytes.Clone(p.data[:p.n])
 	if p.corrupt && len(b) > 0 {
@@ -270,30 +264,112 @@ func TestFetchResumedDigestMismatchFailsAndTheNextStartsFromZero(t *testing.T) {
 	}
 }
 
-// A prefix that never comes (the followers vanished) holds the download
-// up for PrefixStall only, then the upstream sends the whole blob.
-func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
-	ctx := testCtx(t)
-	data := bytes.Repeat([]byte("stall"), 1<<20)
+// slowPrefix is a swarm whose followers trickle: it writes step bytes of
+// the blob at a time, the next after every, until the test releases it or
+// its context ends; with step 0 it writes nothing, blocked as on followers
+// that vanished. It never writes the whole blob.
+type slowPrefix struct {
+	data    []byte
+	step    int
+	every   time.Duration
+	release chan struct{} // closed by the test
+
+	wrote atomic.Int64
+}
+
+func (p *slowPrefix) Prefix(ctx context.Context, _ digest.Digest, _ int64, w io.Writer) (int64, error) {
+	var n int64
+	for {
+		if p.step > 0 && n+int64(p.step) < int64(len(p.data)) {
+			m, err := w.Write(p.data[n : n+int64(p.step)])
+			n += int64(m)
+			p.wrote.Store(n)
+			if err != nil {
+				return n, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return n, context.Cause(ctx)
+		case <-p.release:
+			return n, nil
+		case <-time.After(p.every):
+		}
+	}
+}
+
+// A requester waits for a blob's size no longer than the handler's lookup
+// budget, and a takeover's prefix may be long (a big blob's chunks) or
+// stalled (its followers vanished): the fill is cut by its share of the
+// egress's lookup budget, while the Prefix is still at it, so the size is
+// published in time. The whole bytes written by then are kept and the
+// upstream sends the rest from there in one GET (from 0 without a byte);
+// the blob read is whole.
+func TestFetchPrefixCutByTheLookupBudget(t *testing.T) {
+	data := bytes.Repeat([]byte("a prefix that takes its time"), 1<<19)
 	dgst := digest.FromBytes(data)
-	up := &rangeUpstream{data: data, dgst: dgst}
-	pre := &fakePrefix{data: data, stall: true}
-	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
-		c.Prefix, c.PrefixStall = pre, 200*time.Millisecond
-	})
-	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("%d bytes, %v", len(got), err)
-	}
-	if froms, opens, sent := up.asked(); len(froms) != 0 || opens != 1 || sent != int64(len(data)) {
-		t.Errorf("upstream asked from %v, %d whole GETs, %d bytes; want one whole GET", froms, opens, sent)
-	}
-	if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
-		t.Errorf("spool files %v, want the verified blob", files)
+	size := int64(len(data))
+	for _, tc := range []struct {
+		name string
+		step int
+	}{
+		{"writing slowly past the budget: the rest from where it stopped", 4 << 10},
+		{"blocked, writing nothing: the whole blob", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			up := &rangeUpstream{data: data, dgst: dgst}
+			// 4 KiB each 5 ms at most: the whole blob would take some
+			// 18 s, well past the requester's budget.
+			pre := &slowPrefix{data: data, step: tc.step, every: 5 * time.Millisecond, release: make(chan struct{})}
+			var releaseOnce sync.Once
+			release := func() { releaseOnce.Do(func() { close(pre.release) }) }
+			defer release() // before the Fetcher's Close waits for the download
+			started := make(chan int64, 1)
+			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
+				c.Prefix = pre
+				c.LookupTimeout = DefaultFetcherConfig().LookupTimeout
+				c.OnStart = func(_ digest.Digest, size int64, _ string) Progress { started <- size; return nil }
+			})
+
+			// The requester's whole wait for the size: the handler's
+			// lookup budget. The Prefix is not released before.
+			budget := oci.DefaultLookupTimeout
+			wctx, cancel := context.WithTimeout(ctx, budget)
+			defer cancel()
+			b, err := n.fetcher.Fetch(wctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
+			if err != nil {
+				t.Fatalf("the size was not published within the requester's lookup budget (%v) while the Prefix was still writing: %v", budget, err)
+			}
+			defer b.Close()
+			select {
+			case got := <-started:
+				if got != size {
+					t.Errorf("OnStart with size %d, want %d", got, size)
+				}
+			default:
+				t.Error("the size was published before OnStart")
+			}
+			release()
+
+			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read %d bytes, %v; want the blob", len(got), err)
+			}
+			kept := pre.wrote.Load()
+			if tc.step > 0 && (kept == 0 || kept >= size) {
+				t.Fatalf("the Prefix wrote %d of %d bytes before its cut; the test wants some, not all", kept, size)
+			}
+			froms, opens, sent := up.asked()
+			switch {
+			case kept > 0 && (fmt.Sprint(froms) != fmt.Sprint([]int64{kept}) || opens != 0 || sent != size-kept):
+				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want one GET from %d, %d bytes", froms, opens, sent, kept, size-kept)
+			case kept == 0 && (len(froms) != 0 || opens != 1 || sent != size):
+				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want one whole GET", froms, opens, sent)
+			}
+			if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
+				t.Errorf("spool files %v, want the verified blob", files)
+			}
+		})
 	}
 }
 
@@ -383,7 +459,7 @@ func TestFetchFailingPrefixFallsBackToTheUpstream(t *testing.T) {
 			up := &rangeUpstream{data: data, dgst: dgst}
 			pre := &fakePrefix{data: data, n: tc.written, err: errors.New("swarm: the members holding the chunks went away")}
 			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) { c.Prefix = pre })
-			b, err := n.fetcher.Fetch(ctx, registry.Ref{Registry: "r.test", Repository: "x"}, dgst)
+			b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
 			if err != nil {
 				t.Fatal(err)
 			}
