@@ -216,8 +216,9 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 			s.log.Warn("resumed chunk not added", "digest", b.digest, "chunk", k, "err", err)
 		}
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.refreshPeers(e)
+	go s.keepWindow(e)
 	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers))
 	return e, disk, nil
 }

@@ -102,9 +102,10 @@ func (s *Swarm) Follow(ctx context.Context, dgst digest.Digest, size int64, owne
 		}
 		next = 1
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.followChunks(e, next)
 	go s.refreshPeers(e)
+	go s.keepWindow(e)
 	s.log.Debug("following", "digest", dgst, "size", size, "owner", ownerHTTP, "chunks", len(e.chunks))
 	return &torrentBlob{s: s, size: size, e: e, pin: disk}, nil
 }
@@ -197,7 +198,7 @@ func (s *Swarm) addFollowedChunk(ctx context.Context, e *entry, c *chunkInfo) bo
 			s.mu.Unlock()
 			return false
 		}
-		if c.index < e.reading+windowChunks {
+		if c.index < e.windowEnd {
 			defer s.mu.Unlock()
 			if e.chunks[c.index] != nil {
 				return true

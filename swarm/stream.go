@@ -136,10 +136,8 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	for next := k + 1; next < k+windowChunks; next++ {
-		if _, err := sr.s.ensureChunk(sr.e, next); err != nil {
-			return nil, err
-		}
+	if err := sr.s.widenWindow(sr.e); err != nil {
+		return nil, err
 	}
 	r := c.t.NewReader()
 	r.SetContext(sr.ctx)
@@ -176,8 +174,9 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 func (s *Swarm) reachChunk(e *entry, k int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k > e.reading {
-		e.reading = k
+	if k > e.reading || k >= e.windowEnd {
+		e.reading = max(e.reading, k)
+		e.windowEnd = max(e.windowEnd, k+1) // keepWindow widens it
 		e.signalLocked()
 	}
 	if e.readers > 1 {

@@ -95,9 +95,10 @@ type Config struct {
 	// default 2 s.
 	PeerRefresh time.Duration
 	// Readahead bounds the verified pieces the chunk downloads of a stream's
-	// window keep in memory for its reader (pieceBuffers; each chunk keeps
-	// Readahead/windowChunks); default 64 MiB. Which pieces are fetched is
-	// the window's business (window.go).
+	// window keep in memory for its reader (pieceBuffers; each of its at
+	// most 2·windowChunks chunks keeps Readahead/(2·windowChunks));
+	// default 64 MiB. Which pieces are fetched is the window's business
+	// (window.go).
 	Readahead int64
 	// DownloadRetention: downloads left unfinished and untouched this long
 	// (a pull that was abandoned) are deleted when the swarm starts; younger
@@ -297,10 +298,12 @@ type entry struct {
 	disk *diskcache.Entry
 
 	// Guarded by Swarm.mu.
-	chunks  []*chunk      // one per chunk; nil until its torrent is added
-	reading int           // the furthest chunk a stream of it reads
-	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
-	gone    error         // why the entry left the table; waiters stop
+	chunks  []*chunk // one per chunk; nil until its torrent is added
+	reading int      // the furthest chunk a stream of it reads
+	// windowEnd: chunks before it may be added (window.go).
+	windowEnd int
+	changed   chan struct{} // closed and replaced when a chunk is added or the entry ends
+	gone      error         // why the entry left the table; waiters stop
 	// Of a download: the streams reading it, and the timer that drops it
 	// once none has for AbandonTimeout (abandon.go).
 	readers  int
@@ -373,7 +376,7 @@ func New(cfg Config) (*Swarm, error) {
 		cfg:       cfg,
 		meta:      metainfoCache{dir: filepath.Join(cfg.DataDir, "metainfo"), cache: cfg.Cache},
 		cache:     cfg.Cache,
-		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / windowChunks, chunk: int64(cfg.ChunkSize), opened: newOpenDownloads(), freed: cfg.Freed},
+		downloads: downloadStorage{dir: filepath.Join(cfg.DataDir, "downloads"), log: cfg.Logger.With("component", "swarm"), keep: cfg.Readahead / (2 * windowChunks), chunk: int64(cfg.ChunkSize), opened: newOpenDownloads(), freed: cfg.Freed},
 		received:  newPeerCounters(),
 		traffic:   newPeerTraffic(),
 		small:     newSmallFetches(cfg.SmallFetchBytes),

@@ -379,7 +379,7 @@ func (p *PeerConn) applyRequestState(next desiredRequestState) {
 		}
 
 		existing := t.requestingPeer(req)
-		if existing != nil && existing != p && !t.mayStealRequest(req) {
+		if existing != nil && existing != p && !t.mayStealRequest(req, existing) {
 			continue
 		}
 		if existing != nil && existing != p {

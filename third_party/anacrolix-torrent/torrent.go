@@ -70,6 +70,12 @@ type torrentSlogGroupInput struct {
 // Maintains state of torrent within a Client. Many methods should not be called before the info is
 // available, see .Info and .GotInfo.
 type Torrent struct {
+	// dregistryStealRecheck re-decides requests after a refused steal
+	// (dregistry_seeder.go); guarded by the client lock.
+	dregistryStealRecheck *time.Timer
+	// dregistryNowSince: when a reader first waited on a piece its designee
+	// was to fetch (dregistry_seeder.go); guarded by the client lock.
+	dregistryNowSince map[pieceIndex]time.Time
 	// Torrent-level aggregate statistics. First in struct to ensure 64-bit
 	// alignment. See #262.
 	connStats AllConnStats
