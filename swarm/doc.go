@@ -22,7 +22,7 @@
 //     the same chunk torrents from the seeders the tracker names. Both read
 //     chunk by chunk from verified pieces only and withhold the last bytes
 //     until the whole digest matches. Inside the window a stream needs,
-//     pieces go rarest first with a per-node rotation (window.go), so the
+//     pieces go rarest first within per-node random tiers (window.go), so the
 //     downloaders of one seeder trade. Blobs under Config.SmallBlobSize come
 //     whole over HTTP from one seeder, one fetch per digest however many
 //     ask, their buffers bounded together by Config.SmallFetchBytes.

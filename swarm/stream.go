@@ -163,9 +163,10 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 	return r, nil
 }
 
-// reachChunk records that a stream of e reads chunk k: a followed blob
-// adds chunk torrents up to windowChunks past the furthest one read, so
-// memory and the download stay bounded when the reader is slow. The chunks
+// reachChunk records that a stream of e reads chunk k: the window
+// (window.go) starts at the furthest chunk read and ends at most
+// 2·windowChunks past it, so memory and the download stay bounded when the
+// reader is slow. The chunks
 // before k, when this is e's only stream, keep no piece for a reader any
 // more: each chunk bounds its kept pieces on its own, and those a reader
 // never read through (a read shaped like a peer's request keeps its piece)
