@@ -32,7 +32,7 @@ func prefixKey(d digest.Digest) string { return "swarm/prefix/" + d.String() }
 // the first chunk no member holds. It returns the bytes written: 0, and no
 // error, when no member holds chunk 0 or the blob is small (whole over
 // HTTP). Only pieces that passed their hash check are written; reads end
-// with ctx (the caller's deadline for the whole fill). A blob this node
+// with ctx (the caller bounds the wait for progress). A blob this node
 // already downloads (it followed the dead owner too) is read from that
 // download; this node's own growth of it is left alone: the chunks read
 // here are dropped before Prefix returns, so the growth can publish them.

@@ -41,8 +41,11 @@ func DefaultFetcherConfig() FetcherConfig {
 		// Manifests are a few KiB, so this holds hundreds, while 256 of
 		// the largest a registry allows (4 MiB) would be 1 GiB.
 		MaxManifestBytes: 16 << 20,
-		Now:              time.Now,
-		Logger:           slog.Default(),
+		// A takeover starts its upstream fetch after at most this long
+		// without a byte of the blob's prefix from the swarm.
+		PrefixStall: 5 * time.Second,
+		Now:         time.Now,
+		Logger:      slog.Default(),
 	}
 }
 
@@ -103,15 +106,14 @@ type FetcherConfig struct {
 	// chunks members already hold (the swarm) fill the spool, and the
 	// upstream is asked only for the rest (Range, when the upstream blob
 	// is an oci.ResumableBlob). The whole blob is still hashed before
-	// its last byte is released. The fill ends half the LookupTimeout
-	// after the download started, stalled or not, so the size is
-	// published within LookupTimeout; the upstream then sends the rest
-	// from there (from 0 without a byte). Optional.
+	// its last byte is released. Optional.
 	Prefix Prefix
+	// PrefixStall ends the prefix's fetch when no byte came for this long;
+	// the upstream then sends the rest from there (from 0 without a byte).
+	// Default 5 s.
+	PrefixStall time.Duration
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a
-	// blob's size, and a download's time to publish the size (its prefix
-	// and the body's open included): LookupBudget of the handler's lookup
-	// timeout.
+	// blob's size: LookupBudget of the handler's lookup timeout.
 	LookupTimeout time.Duration
 	// StallTimeout fails a download that receives no byte for this long
 	// (its readers then fail with it); a reader waits at most twice that.
@@ -159,6 +161,9 @@ func (c *FetcherConfig) setDefaults() error {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = d.StallTimeout
 	}
+	if c.PrefixStall <= 0 {
+		c.PrefixStall = d.PrefixStall
+	}
 	if c.MaxTags <= 0 {
 		c.MaxTags = d.MaxTags
 	}
@@ -200,11 +205,9 @@ type Prefix interface {
 	// Prefix writes to w, in order from byte 0, the first bytes of dgst
 	// (size bytes) that members hold, each checked before it is written
 	// (piece hashes), and returns how many it wrote: 0 when none hold any.
-	// It stops when ctx ends (the fill's share of the lookup budget: w
-	// takes no byte after that), having written whole checked bytes only;
-	// an error after some bytes leaves those bytes good. The download
-	// waits for it to return before it publishes the size. It never
-	// writes the bytes of another blob, and may write the whole blob.
+	// It stops when ctx ends, having written whole checked bytes only; an
+	// error after some bytes leaves those bytes good. It never writes the
+	// bytes of another blob, and may write the whole blob.
 	Prefix(ctx context.Context, dgst digest.Digest, size int64, w io.Writer) (int64, error)
 }
 

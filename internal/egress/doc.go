@@ -22,13 +22,9 @@
 //     stream: unkept.go), so the data dir never holds more than
 //     --cache-size and the node never stops serving. After that, a blob
 //     this node's containerd holds (FetcherConfig.Local) is served from
-//     there, never fetched again for a member that asks late. The size
-//     is published (the callers wake, OnStart) only once the upstream's
-//     body is open: an upstream that answers the size but fails the GET
-//     fails the callers before they got a byte, so a member tries the
-//     next candidate. OnStart returns a Progress the download drives
-//     (Advance as bytes land, Complete once the digest matched, Fail):
-//     the daemon seeds the spool while it grows.
+//     there, never fetched again for a member that asks late. OnStart, once the size is known, returns
+//     a Progress the download drives (Advance as bytes land, Complete once
+//     the digest matched, Fail): the daemon seeds the spool while it grows.
 //     With a Prefix (the swarm), a download first takes the blob's first
 //     chunks from the members that hold them — a candidate taking over
 //     from an owner that died mid-blob finds them at its followers — and
@@ -36,12 +32,7 @@
 //     Content-Range is handled without splicing unchecked bytes); the
 //     whole blob, prefix included, is hashed before its last byte is
 //     released, and a mismatch makes the next download start from 0
-//     (resume.go). Its callers wait for the prefix: the size comes after
-//     it, with the rest's body open. So the fill ends at half the lookup
-//     budget (LookupTimeout) from the download's start, keeping the whole
-//     bytes written by then, and the upstream sends the rest from there:
-//     the size is published within LookupTimeout however long or stalled
-//     the prefix, and a requester does not miss its lookup.
+//     (resume.go).
 //     Tags are cached for a few seconds and, when
 //     the upstream is unreachable, answered from the last known descriptor.
 //   - Source is the oci.Source every node uses in place of the plain
@@ -85,14 +76,13 @@
 // Fetcher.mu or spool.mu. None of them is
 // held across an upstream or peer request, a wait for a download (readers
 // wait on a spool's changed channel with no lock held) or a callback.
-// Prefix, OnStart, the Progress calls and OnComplete run on the
-// download's goroutine, in that order, with no lock of the package held,
-// so they may call Release. Prefix writes through a prefixWriter, whose
-// lock is taken before spool.mu (it records the bytes as the download's
-// progress) and never while calling out; OnStart, and so the Progress,
-// comes only once Prefix has returned (by its deadline: it stops when
-// its context ends) and the upstream's body is open (the swarm drops the
-// prefix's chunk torrents before the growth may publish the same ones).
+// OnStart, the Progress calls, Prefix and OnComplete run on the
+// download's goroutine with no lock of the package held, so they may call
+// Release. Prefix writes through a prefixWriter, whose lock is taken
+// before spool.mu (it records the bytes as the download's progress) and
+// never while calling out; Progress.Advance hears of the prefix only once
+// Prefix has returned (the swarm drops the prefix's chunk torrents before
+// the growth may publish the same ones).
 // Advance (called per buffer written) must not block; the others must
 // return promptly (record, wake their own loop): the next caller of the
 // digest does not wait for them, but the download and Close do. The peer

@@ -148,26 +148,26 @@ func (f *Fetcher) evict(s *spool, d *diskcache.Entry) {
 	}
 }
 
-// copyUpstream streams the blob into file and checks its digest. With a
-// Prefix, the spool starts with what the cluster holds of the blob and the
-// upstream is asked for the rest only (resume.go). Either way the body is
-// open before the size is published (OnStart sets *progress, setSize wakes
-// the callers): an upstream that answers the size but fails the GET fails
-// the callers before they got anything, so a member asking through the
-// peer endpoint tries the next candidate.
+// copyUpstream streams the blob into file and checks its digest. Once the
+// size is known it sets *progress (OnStart) and advances it as bytes land.
+// With a Prefix, the spool starts with what the cluster holds of the blob
+// and the upstream is asked for the rest only (resume.go).
 func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
-	// One lookup budget from here to the published size, whatever comes
-	// in between (the size, a prefix, the body's open): the callers wait
-	// for the size within the handler's lookup budget, of which
-	// LookupTimeout is four fifths (LookupBudget).
-	lookupEnd := time.Now().Add(f.cfg.LookupTimeout)
-	blob, body, size, err := f.openUpstream(ctx, cancel, s, lookupEnd)
+	blob, body, size, err := f.openUpstream(ctx, cancel, s)
 	if err != nil {
 		return size, err
 	}
 	defer blob.Close()
+	if body != nil {
+		defer func() { body.Close() }()
+	}
+	if f.cfg.OnStart != nil {
+		// Before setSize: whoever learns the size may rely on it.
+		*progress = f.cfg.OnStart(s.dgst, size, file.Name())
+	}
+	s.setSize(size)
 
 	// A blob whose reader verifies itself (registry's upstream) is not
 	// hashed a second time: that reader fails instead of returning the
@@ -178,41 +178,28 @@ func (f *Fetcher) copyUpstream(s *spool, file *os.File, progress *Progress) (int
 	if vb, ok := blob.(oci.VerifyingBlob); !ok || vb.VerifiesDigest() != s.dgst {
 		sum = s.dgst.Algorithm().Hash()
 	}
-	var written, drop int64
+	var written int64
 	if body == nil {
 		var prefixSum hash.Hash
-		if body, written, drop, prefixSum, err = f.resumeUpstream(ctx, cancel, s, file, blob, size, lookupEnd); err != nil {
+		if body, written, prefixSum, err = f.resumeUpstream(ctx, cancel, s, file, blob, size, progress); err != nil {
 			return 0, err
 		}
+		defer func() { body.Close() }()
 		if written > 0 {
 			sum = prefixSum
 		}
 	}
-	defer func() { body.Close() }()
-	if f.cfg.OnStart != nil {
-		// Before setSize: whoever learns the size may rely on it. After
-		// Prefix returned: the growth publishes the prefix's chunks only
-		// once the swarm dropped its own torrents of them.
-		*progress = f.cfg.OnStart(s.dgst, size, file.Name())
-	}
-	s.setSize(size)
-	if written > 0 && *progress != nil {
-		(*progress).Advance(written)
-	}
-	if err := f.skip(ctx, cancel, s, body, drop); err != nil {
-		return 0, err
-	}
 	return f.copyBody(ctx, cancel, s, file, body, sum, written, size, progress)
 }
 
-// openUpstream looks the blob up upstream by lookupEnd, admits its size to
-// the cache and, without a Prefix, opens its body by then too (nil with a
-// Prefix: resumeUpstream opens it). On error the blob is closed already
-// and the int64 is what copyUpstream returns.
-func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, lookupEnd time.Time) (oci.Blob, io.ReadCloser, int64, error) {
+// openUpstream looks the blob up upstream within the lookup timeout,
+// admits its size to the cache and, without a Prefix, opens its body (nil
+// with a Prefix: resumeUpstream opens it). On error the blob is closed
+// already and the int64 is what copyUpstream returns.
+func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool) (oci.Blob, io.ReadCloser, int64, error) {
 	// The blob's readers depend on the context Blob gets, so the lookup is
 	// bounded by a timer, not by a context that would end with it.
-	lookup := time.AfterFunc(time.Until(lookupEnd), func() { cancel(errLookupTimeout) })
+	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
 	blob, err := f.cfg.Upstream.Blob(ctx, s.ref, s.dgst)
 	if err != nil {
 		lookup.Stop()
@@ -250,22 +237,26 @@ func (f *Fetcher) openUpstream(ctx context.Context, cancel context.CancelCauseFu
 }
 
 // resumeUpstream writes to file the prefix of the blob the cluster holds,
-// hashing it into prefixSum, then opens the upstream body for the rest,
-// both by lookupEnd (the prefix by its share of it, prefixBudget). It
-// returns the body, the prefix's length, and how many of the body's first
-// bytes the prefix holds already (an upstream that sent more than the
-// rest): copyUpstream drops those once the size is published.
-func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob oci.Blob, size int64, lookupEnd time.Time) (body io.ReadCloser, written, drop int64, prefixSum hash.Hash, err error) {
-	prefixSum = s.dgst.Algorithm().Hash()
-	prefixEnd := lookupEnd.Add(prefixBudget(f.cfg.LookupTimeout) - f.cfg.LookupTimeout)
-	if written, err = f.fillPrefix(ctx, s, file, prefixSum, size, prefixEnd); err != nil {
-		return nil, 0, 0, nil, err
-	}
-	body, start, err := f.openRest(ctx, cancel, s, blob, written, lookupEnd)
+// hashing it into prefixSum, then opens the upstream body positioned at
+// the prefix's end.
+func (f *Fetcher) resumeUpstream(ctx context.Context, cancel context.CancelCauseFunc, s *spool, file *os.File, blob oci.Blob, size int64, progress *Progress) (io.ReadCloser, int64, hash.Hash, error) {
+	prefixSum := s.dgst.Algorithm().Hash()
+	written, err := f.fillPrefix(ctx, s, file, prefixSum, size)
 	if err != nil {
-		return nil, 0, 0, nil, err
+		return nil, 0, nil, err
 	}
-	return body, written, written - start, prefixSum, nil
+	if written > 0 && *progress != nil {
+		(*progress).Advance(written)
+	}
+	body, start, err := f.openRest(ctx, cancel, s, blob, written)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if err := f.skip(ctx, cancel, s, body, written-start); err != nil {
+		body.Close()
+		return nil, 0, nil, err
+	}
+	return body, written, prefixSum, nil
 }
 
 // copyBody copies body into file from written up to size, cut when no byte

@@ -62,7 +62,6 @@ type testUpstream struct {
 	gateAt   int64
 	fault    upstreamFault
 	down     bool
-	failGets int      // the next blob GETs answer 503 (HEADs still answer the size)
 	auth     []string // Authorization headers seen
 	link     *link    // when set, blob bodies share this bandwidth
 	sent     int64    // blob body bytes sent
@@ -109,16 +108,11 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var gateAt int64
 	var fault upstreamFault
 	var lnk *link
-	failGet := false
 	isBlobGet := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:")
 	if isBlobGet {
 		u.blobGets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
 		gate, gateAt, fault = u.gate, u.gateAt, u.fault
 		lnk = u.link
-		if u.failGets > 0 {
-			u.failGets--
-			failGet = true
-		}
 	}
 	if strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.URL.Path, "/manifests/sha256:") &&
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -126,7 +120,7 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	basic := u.basic
 	u.mu.Unlock()
-	if down || failGet {
+	if down {
 		http.Error(w, "down for the test", http.StatusServiceUnavailable)
 		return
 	}
@@ -137,10 +131,6 @@ func (u *testUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isBlobGet {
-		// go-containerregistry's registry does not understand the
-		// open-ended Range a resumed download sends (bytes=N-): it answers
-		// the whole blob instead (200), as registries that ignore Range do.
-		r.Header.Del("Range")
 		w = &faultyWriter{ResponseWriter: w, ctx: r.Context(), gate: gate, at: gateAt, fault: fault, link: lnk, u: u}
 	}
 	u.backend.ServeHTTP(w, r)
@@ -227,14 +217,6 @@ func (u *testUpstream) hold(at int64) (release func()) {
 func (u *testUpstream) setFault(f upstreamFault, at int64) {
 	u.mu.Lock()
 	u.fault, u.gateAt = f, at
-	u.mu.Unlock()
-}
-
-// failNextGets makes the next n blob GETs answer 503 while HEADs still
-// answer the size: an upstream that fails between the lookup and the body.
-func (u *testUpstream) failNextGets(n int) {
-	u.mu.Lock()
-	u.failGets = n
 	u.mu.Unlock()
 }
 

@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Resuming a download another owner left (FetcherConfig.Prefix). When the
@@ -19,16 +20,7 @@ import (
 // swarm hold its first chunks, checked piece by piece. The candidate that
 // takes over writes those into its spool, then asks the upstream for the
 // rest only (Range: bytes=<prefix>-) and hashes the whole blob — prefix
-// and rest — before the last byte is released, as for any download. The
-// prefix is written and the rest's body opened before the size is
-// published, as the body is opened without a Prefix: an upstream that
-// fails the GET of the rest fails the download before anyone read from
-// it, and the member asks the next candidate. So the callers, who wait
-// for the size no longer than their lookup budget, do not wait for a
-// prefix of any length: the fill ends by its share of the lookup budget
-// (prefixBudget), keeping the whole bytes written by then, and the
-// upstream sends the rest from there, as after a Prefix that failed part
-// way. A prefix that stalls is cut by the same deadline. An
+// and rest — before the last byte is released, as for any download. An
 // upstream that ignores the Range (200) sends the whole blob: its first
 // bytes are read and dropped. One that answers another range is asked
 // again for the whole blob, dropped up to the same point. The bytes of two
@@ -48,17 +40,8 @@ var errDigestMismatch = errors.New("digest mismatch")
 // before are kept, the rest is the upstream's.
 var errPrefixTooLong = errors.New("prefix longer than the blob")
 
-// errPrefixBudget ends a prefix fill at its share of the lookup budget.
-var errPrefixBudget = errors.New("the prefix's share of the lookup budget is spent")
-
-// prefixBudget is how long after a download starts its prefix fill ends:
-// half of the lookup budget (LookupTimeout) from the size's lookup to its
-// publication. The other half is left for opening the rest's body, which
-// needs the upstream's answer as the size did; the size then reaches the
-// callers within LookupTimeout, itself within the handler's budget
-// (LookupBudget). A prefix cut there costs upstream bytes only (the rest
-// comes from there), never a requester's lookup.
-func prefixBudget(lookup time.Duration) time.Duration { return lookup / 2 }
+// errPrefixStalled ends a prefix that got no byte within PrefixStall.
+var errPrefixStalled = errors.New("no byte of the prefix within the prefix stall bound")
 
 // badPrefixes are digests whose resumed download did not match: their next
 // download takes nothing from the cluster. Guarded by Fetcher.mu.
@@ -85,18 +68,19 @@ func (f *Fetcher) takeBadPrefix(dgst digest.Digest) bool {
 }
 
 // fillPrefix writes what the cluster holds of s's blob at the start of
-// file, hashing it into sum, until end at the latest, and returns how many
-// bytes it wrote. Running out of time or a failing Prefix leaves the bytes
-// written so far (each one checked); only a failed write to the spool is
-// an error.
-func (f *Fetcher) fillPrefix(ctx context.Context, s *spool, file *os.File, sum hash.Hash, size int64, end time.Time) (int64, error) {
+// file, hashing it into sum, and returns how many bytes it wrote. Running
+// out of time or a failing Prefix leaves the bytes written so far (each
+// one checked); only a failed write to the spool is an error.
+func (f *Fetcher) fillPrefix(ctx context.Context, s *spool, file *os.File, sum hash.Hash, size int64) (int64, error) {
 	if f.takeBadPrefix(s.dgst) {
 		f.log.Info("the last download that resumed from the cluster's prefix did not match: fetching from byte 0", "digest", s.dgst)
 		return 0, nil
 	}
-	pctx, cancel := context.WithDeadlineCause(ctx, end, errPrefixBudget)
-	defer cancel()
-	w := &prefixWriter{ctx: pctx, file: file, sum: sum, s: s, size: size}
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(f.cfg.PrefixStall, func() { cancel(errPrefixStalled) })
+	defer stall.Stop()
+	w := &prefixWriter{file: file, sum: sum, s: s, size: size, touch: func() { stall.Reset(f.cfg.PrefixStall) }}
 	start := time.Now()
 	n, err := f.cfg.Prefix.Prefix(pctx, s.dgst, size, w)
 	written, werr := w.end()
@@ -112,9 +96,6 @@ func (f *Fetcher) fillPrefix(ctx context.Context, s *spool, file *os.File, sum h
 		s.mu.Lock()
 		s.prefix = written
 		s.mu.Unlock()
-		if err != nil {
-			err = errors.Join(err, context.Cause(pctx))
-		}
 		f.log.Info("download resumed from the prefix the cluster holds", "digest", s.dgst, "bytes", written, "size", size,
 			"duration", time.Since(start), "err", err)
 	}
@@ -122,15 +103,13 @@ func (f *Fetcher) fillPrefix(ctx context.Context, s *spool, file *os.File, sum h
 }
 
 // prefixWriter writes a Prefix's bytes to the spool and lets its readers
-// have them; it takes no byte past the blob's size, after ctx (the fill's
-// deadline: a Prefix copying from a source that ignores ctx stops there
-// too) or after end.
+// have them; it takes no byte past the blob's size or after end.
 type prefixWriter struct {
-	ctx  context.Context
-	file *os.File
-	sum  hash.Hash
-	s    *spool
-	size int64
+	file  *os.File
+	sum   hash.Hash
+	s     *spool
+	size  int64
+	touch func()
 
 	mu      sync.Mutex
 	written int64
@@ -146,10 +125,6 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	case w.ended:
 		return 0, errors.New("egress: prefix written after its end")
-	case w.ctx.Err() != nil:
-		// Not kept in w.err: the bytes before stay, as for a Prefix that
-		// failed part way.
-		return 0, fmt.Errorf("egress: prefix of %s: %w", w.s.dgst, context.Cause(w.ctx))
 	case w.written+int64(len(p)) > w.size:
 		w.err = fmt.Errorf("egress: %s of %d bytes: %w", w.s.dgst, w.size, errPrefixTooLong)
 		return 0, w.err
@@ -159,6 +134,7 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 	w.written += int64(n)
 	if n > 0 {
 		w.s.progress(int64(n))
+		w.touch()
 	}
 	if err != nil {
 		w.err = fmt.Errorf("spool %s: %w", w.s.dgst, err)
@@ -178,16 +154,15 @@ func (w *prefixWriter) end() (int64, error) {
 	return w.written, nil
 }
 
-// openRest opens, by lookupEnd, the upstream's body for the blob from byte
-// from (the prefix's end) and returns it with the offset its first byte
-// is at: from when the upstream honoured the Range, 0 when it sent the
-// whole blob (or answered another range and was asked again for the
-// whole).
-func (f *Fetcher) openRest(ctx context.Context, cancel context.CancelCauseFunc, s *spool, blob oci.Blob, from int64, lookupEnd time.Time) (io.ReadCloser, int64, error) {
+// openRest opens the upstream's body for the blob from byte from (the
+// prefix's end) and returns it with the offset its first byte is at: from
+// when the upstream honoured the Range, 0 when it sent the whole blob (or
+// answered another range and was asked again for the whole).
+func (f *Fetcher) openRest(ctx context.Context, cancel context.CancelCauseFunc, s *spool, blob oci.Blob, from int64) (io.ReadCloser, int64, error) {
 	if from == blob.Size() {
 		return io.NopCloser(eofReader{}), from, nil
 	}
-	lookup := time.AfterFunc(time.Until(lookupEnd), func() { cancel(errLookupTimeout) })
+	lookup := time.AfterFunc(f.cfg.LookupTimeout, func() { cancel(errLookupTimeout) })
 	body, start, err := f.openFrom(ctx, s, blob, from)
 	if !lookup.Stop() {
 		err = errors.Join(err, context.Cause(ctx))

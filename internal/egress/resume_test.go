@@ -9,13 +9,13 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dregistry/dregistry/registry/oci"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // rangeMode is how the fake upstream answers a ranged GET.
@@ -109,13 +109,12 @@ func (b rangeBlob) OpenFrom(_ context.Context, offset int64) (io.ReadCloser, int
 }
 
 // fakePrefix hands out the blob's first n bytes (what followers hold),
-// corrupt ones if asked; err, when set, is returned after the n bytes (a
-// swarm that failed).
+// corrupt ones if asked, or nothing at all until its context ends.
 type fakePrefix struct {
 	data    []byte
 	n       int64
 	corrupt bool
-	err     error
+	stall   bool
 
 	mu    sync.Mutex
 	calls int
@@ -127,6 +126,10 @@ func (p *fakePrefix) Prefix(ctx context.Context, _ digest.Digest, size int64, w 
 	p.mu.Unlock()
 	if size != int64(len(p.data)) {
 		return 0, fmt.Errorf("size %d, want %d", size, len(p.data))
+	}
+	if p.stall {
+		<-ctx.Done()
+		return 0, context.Cause(ctx)
 	}
 	b := bytes.Clone(p.data[:p.n])
 	if p.corrupt && len(b) > 0 {
@@ -141,7 +144,7 @@ func (p *fakePrefix) Prefix(ctx context.Context, _ digest.Digest, size int64, w 
 		}
 		b = b[m:]
 	}
-	return n, p.err
+	return n, nil
 }
 
 func (p *fakePrefix) called() int {
@@ -264,214 +267,29 @@ func TestFetchResumedDigestMismatchFailsAndTheNextStartsFromZero(t *testing.T) {
 	}
 }
 
-// slowPrefix is a swarm whose followers trickle: it writes step bytes of
-// the blob at a time, the next after every, until the test releases it or
-// its context ends; with step 0 it writes nothing, blocked as on followers
-// that vanished. It never writes the whole blob.
-type slowPrefix struct {
-	data    []byte
-	step    int
-	every   time.Duration
-	release chan struct{} // closed by the test
-
-	wrote atomic.Int64
-}
-
-func (p *slowPrefix) Prefix(ctx context.Context, _ digest.Digest, _ int64, w io.Writer) (int64, error) {
-	var n int64
-	for {
-		if p.step > 0 && n+int64(p.step) < int64(len(p.data)) {
-			m, err := w.Write(p.data[n : n+int64(p.step)])
-			n += int64(m)
-			p.wrote.Store(n)
-			if err != nil {
-				return n, err
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return n, context.Cause(ctx)
-		case <-p.release:
-			return n, nil
-		case <-time.After(p.every):
-		}
-	}
-}
-
-// A requester waits for a blob's size no longer than the handler's lookup
-// budget, and a takeover's prefix may be long (a big blob's chunks) or
-// stalled (its followers vanished): the fill is cut by its share of the
-// egress's lookup budget, while the Prefix is still at it, so the size is
-// published in time. The whole bytes written by then are kept and the
-// upstream sends the rest from there in one GET (from 0 without a byte);
-// the blob read is whole.
-func TestFetchPrefixCutByTheLookupBudget(t *testing.T) {
-	data := bytes.Repeat([]byte("a prefix that takes its time"), 1<<19)
+// A prefix that never comes (the followers vanished) holds the download
+// up for PrefixStall only, then the upstream sends the whole blob.
+func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
+	ctx := testCtx(t)
+	data := bytes.Repeat([]byte("stall"), 1<<20)
 	dgst := digest.FromBytes(data)
-	size := int64(len(data))
-	for _, tc := range []struct {
-		name string
-		step int
-	}{
-		{"writing slowly past the budget: the rest from where it stopped", 4 << 10},
-		{"blocked, writing nothing: the whole blob", 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			up := &rangeUpstream{data: data, dgst: dgst}
-			// 4 KiB each 5 ms at most: the whole blob would take some
-			// 18 s, well past the requester's budget.
-			pre := &slowPrefix{data: data, step: tc.step, every: 5 * time.Millisecond, release: make(chan struct{})}
-			var releaseOnce sync.Once
-			release := func() { releaseOnce.Do(func() { close(pre.release) }) }
-			defer release() // before the Fetcher's Close waits for the download
-			started := make(chan int64, 1)
-			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
-				c.Prefix = pre
-				c.LookupTimeout = DefaultFetcherConfig().LookupTimeout
-				c.OnStart = func(_ digest.Digest, size int64, _ string) Progress { started <- size; return nil }
-			})
-
-			// The requester's whole wait for the size: the handler's
-			// lookup budget. The Prefix is not released before.
-			budget := oci.DefaultLookupTimeout
-			wctx, cancel := context.WithTimeout(ctx, budget)
-			defer cancel()
-			b, err := n.fetcher.Fetch(wctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
-			if err != nil {
-				t.Fatalf("the size was not published within the requester's lookup budget (%v) while the Prefix was still writing: %v", budget, err)
-			}
-			defer b.Close()
-			select {
-			case got := <-started:
-				if got != size {
-					t.Errorf("OnStart with size %d, want %d", got, size)
-				}
-			default:
-				t.Error("the size was published before OnStart")
-			}
-			release()
-
-			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("read %d bytes, %v; want the blob", len(got), err)
-			}
-			kept := pre.wrote.Load()
-			if tc.step > 0 && (kept == 0 || kept >= size) {
-				t.Fatalf("the Prefix wrote %d of %d bytes before its cut; the test wants some, not all", kept, size)
-			}
-			froms, opens, sent := up.asked()
-			switch {
-			case kept > 0 && (fmt.Sprint(froms) != fmt.Sprint([]int64{kept}) || opens != 0 || sent != size-kept):
-				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want one GET from %d, %d bytes", froms, opens, sent, kept, size-kept)
-			case kept == 0 && (len(froms) != 0 || opens != 1 || sent != size):
-				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want one whole GET", froms, opens, sent)
-			}
-			if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
-				t.Errorf("spool files %v, want the verified blob", files)
-			}
-		})
+	up := &rangeUpstream{data: data, dgst: dgst}
+	pre := &fakePrefix{data: data, stall: true}
+	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
+		c.Prefix, c.PrefixStall = pre, 200*time.Millisecond
+	})
+	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// An upstream that answers the blob's size but fails its GET fails the
-// owner before it answers anyone (no size published, no OnStart), so the
-// member asks the next candidate: with a Prefix as without, whether the
-// cluster holds the blob's first bytes or nothing.
-func TestUpstreamFailingTheGETSendsTheMemberToTheNextCandidate(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		prefix int64 // bytes the cluster holds; -1: no Prefix
-	}{
-		{"without a Prefix", -1},
-		{"with a Prefix holding nothing", 0},
-		{"with a Prefix holding the first bytes", 1 << 20},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			up := newTestUpstream(t)
-			c := up.content(3<<20+7, 61)
-			dgst := c.BlobDigest()
-			starts := map[string]*atomic.Int32{"a": {}, "b": {}}
-			egressNode := func(name string, members *cluster) *node {
-				return newNode(t, name, true, up.source(), members, func(fc *FetcherConfig) {
-					if tc.prefix >= 0 {
-						fc.Prefix = &fakePrefix{data: c.Blob, n: tc.prefix}
-					}
-					fc.OnStart = func(digest.Digest, int64, string) Progress { starts[name].Add(1); return nil }
-				})
-			}
-			members := &cluster{}
-			a, b := egressNode("a", members), egressNode("b", members)
-			asker := newNode(t, "c", false, &forbiddenUpstream{}, members, nil)
-			members.set(a.member(true), b.member(true), asker.member(false))
-			first, second := a, b
-			if candidates(members.Members(), asker.member(false), blobKey(dgst))[0].Name == "b" {
-				first, second = b, a
-			}
-
-			up.failNextGets(1) // the first candidate's GET
-			blob, err := asker.source.Blob(ctx, c.Ref, dgst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer blob.Close()
-			if got, err := readAllAt(ctx, blob, 0); err != nil || !bytes.Equal(got, c.Blob) {
-				t.Fatalf("read %d bytes, %v; want the blob from the next candidate", len(got), err)
-			}
-			if got := up.gets(dgst); got != 2 {
-				t.Errorf("upstream saw %d GETs of the blob, want 2 (the failed one, then the next candidate's)", got)
-			}
-			if got := first.requests("GET", blobsPath); got != 1 {
-				t.Errorf("the first candidate was asked %d times, want 1", got)
-			}
-			if got := second.requests("GET", blobsPath); got != 1 {
-				t.Errorf("the next candidate was asked %d times, want 1", got)
-			}
-			if got := starts[first.name].Load(); got != 0 {
-				t.Errorf("the failed download called OnStart %d times: its size was published", got)
-			}
-			if files := first.spoolFiles(t); len(files) != 0 {
-				t.Errorf("the failed download left %v", files)
-			}
-		})
+	defer b.Close()
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("%d bytes, %v", len(got), err)
 	}
-}
-
-// A Prefix that fails (the swarm's error) costs the download nothing but
-// what it did not write: failing at once, the upstream sends the whole
-// blob; failing after some bytes, the upstream sends the rest from there.
-func TestFetchFailingPrefixFallsBackToTheUpstream(t *testing.T) {
-	data := bytes.Repeat([]byte("prefix fails"), 1<<20)
-	dgst := digest.FromBytes(data)
-	size := int64(len(data))
-	for _, tc := range []struct {
-		name      string
-		written   int64
-		wantFroms []int64
-		wantOpens int
-		wantSent  int64
-	}{
-		{"before any byte: the whole blob from the upstream", 0, nil, 1, size},
-		{"after some bytes: the rest from the upstream", 2 << 20, []int64{2 << 20}, 0, size - 2<<20},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			up := &rangeUpstream{data: data, dgst: dgst}
-			pre := &fakePrefix{data: data, n: tc.written, err: errors.New("swarm: the members holding the chunks went away")}
-			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) { c.Prefix = pre })
-			b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes, %v", len(got), err)
-			}
-			froms, opens, sent := up.asked()
-			if fmt.Sprint(froms) != fmt.Sprint(tc.wantFroms) || opens != tc.wantOpens || sent != tc.wantSent {
-				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes sent; want from %v, %d whole, %d bytes",
-					froms, opens, sent, tc.wantFroms, tc.wantOpens, tc.wantSent)
-			}
-		})
+	if froms, opens, sent := up.asked(); len(froms) != 0 || opens != 1 || sent != int64(len(data)) {
+		t.Errorf("upstream asked from %v, %d whole GETs, %d bytes; want one whole GET", froms, opens, sent)
+	}
+	if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
+		t.Errorf("spool files %v, want the verified blob", files)
 	}
 }
