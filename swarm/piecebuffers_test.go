@@ -187,8 +187,10 @@ func TestAlignedBufferStartsOnTheDirectIOBoundary(t *testing.T) {
 // A peer's request reading a kept piece to its end leaves it for the
 // stream; the stream reading it through frees it.
 func TestUploadsLeaveKeptPiecesForTheStream(t *testing.T) {
-	const piece, chunk = 512 << 10, 256 << 10
-	content, dgst := randomBlob(t, 65<<20) // 512 KiB pieces
+	// Pieces of two requests: 256 KiB pieces (PieceLength up to 256 MiB),
+	// 128 KiB requests.
+	const piece, chunk = 256 << 10, 128 << 10
+	content, dgst := randomBlob(t, 65<<20)
 	b := mustHash(t, content, dgst)
 	if b.info.PieceLength != piece {
 		t.Fatalf("piece length %d, want %d", b.info.PieceLength, piece)
@@ -230,10 +232,12 @@ func TestUploadsLeaveKeptPiecesForTheStream(t *testing.T) {
 		t.Fatal("piece still kept after the stream read it through")
 	}
 
-	// A piece of one chunk (a blob up to 64 MiB) is freed by any read
-	// through it: the stream's whole-piece read looks like a request, and
-	// keeping such pieces would hold the whole blob in memory.
-	small, smallDgst := randomBlob(t, 4*chunk)
+	// A piece of one request (the default 256 KiB requests and pieces) is
+	// freed by any read through it: the stream's whole-piece read looks
+	// like a request, and keeping such pieces would hold the whole blob in
+	// memory.
+	st.chunk = piece
+	small, smallDgst := randomBlob(t, 4*piece)
 	sb := mustHash(t, small, smallDgst)
 	sti, err := st.OpenTorrent(context.Background(), &sb.info, sb.infoHash)
 	if err != nil {
@@ -241,13 +245,14 @@ func TestUploadsLeaveKeptPiecesForTheStream(t *testing.T) {
 	}
 	defer sti.Close()
 	sp := sti.Piece(sb.info.Piece(1)).(downloadPiece)
-	if _, err := sp.WriteAt(small[chunk:2*chunk], 0); err != nil {
+	if _, err := sp.WriteAt(small[piece:2*piece], 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := sp.MarkComplete(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sp.ReadAt(request, 0); err != nil || !bytes.Equal(request, small[chunk:2*chunk]) {
+	whole := make([]byte, piece)
+	if _, err := sp.ReadAt(whole, 0); err != nil || !bytes.Equal(whole, small[piece:2*piece]) {
 		t.Fatalf("whole-piece read: %v", err)
 	}
 	sp.d.mu.Lock()

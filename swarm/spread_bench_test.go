@@ -11,24 +11,19 @@ import (
 // BenchmarkWarmSpread: one seeder, three downloaders reading a 96 MiB blob
 // (three 32 MiB chunks) at once, in one process on loopback. The figure is
 // the seeder's upload as a multiple of the blob: 3x is a star, 1x is every
-// piece sent by the seeder once and traded after. With "per-node" each node
-// orders a chunk's pieces by a hash of its own seed (window.go); with
-// "same-order" every node has the same seed, which is what the
-// library's index tie-break alone gives. "capped" limits the seeder's
-// upload to 50 MiB/s, a stand-in for a real NIC next to the free loopback.
+// piece sent by the seeder once and traded after. "capped" limits the
+// seeder's upload to 50 MiB/s, a stand-in for a real NIC next to the free
+// loopback.
 //
 //	go test -run '^$' -bench WarmSpread -benchtime 3x ./swarm
 func BenchmarkWarmSpread(b *testing.B) {
 	const getters = 3
 	for _, sc := range []struct {
 		name     string
-		same     bool
 		capBytes int64
 	}{
-		{"per-node", false, 0},
-		{"same-order", true, 0},
-		{"per-node-capped", false, 50 << 20},
-		{"same-order-capped", true, 50 << 20},
+		{"free", 0},
+		{"capped", 50 << 20},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
 			var seederUp, fromPeers, total float64
@@ -42,9 +37,6 @@ func BenchmarkWarmSpread(b *testing.B) {
 				var nodes []*node
 				for g := range getters {
 					n := startNode(b, tr, fmt.Sprintf("127.0.0.%d", 3+g), "", nil)
-					if sc.same {
-						n.tiebreak = 0
-					}
 					tr.announcePartial(dgst, n)
 					nodes = append(nodes, n)
 				}

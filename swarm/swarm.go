@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -259,9 +258,6 @@ type Swarm struct {
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
 	listener  net.Listener // ours when PeerKeys is set; nil otherwise
-	// tiebreak seeds this node's piece order inside a chunk (window.go),
-	// so downloaders of one seeder start on different pieces.
-	tiebreak uint64
 
 	// admitMu serializes the start of downloads (Blob's Open, Follow):
 	// the table is checked, the cache admits the download (evicting others,
@@ -385,7 +381,6 @@ func New(cfg Config) (*Swarm, error) {
 		changes:   make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		gate:      cfg.Gate,
-		tiebreak:  mrand.Uint64(),
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)

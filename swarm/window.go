@@ -8,30 +8,24 @@ import (
 )
 
 // Piece choice. A download wants every piece of the chunks in its window
-// (below) at once, not in stream order: the
-// library then takes them by priority, then partial pieces, then
-// availability (rarest first), then index. With equal availability, the
-// index alone would make N downloaders of one seeder ask it for the same
-// pieces in the same order, and then have nothing to trade. So each node
-// sorts a chunk's pieces into four priority tiers by a hash of (its own
-// random seed, chunk, piece): inside a tier the library still goes rarest
-// first, but every node starts on its own random quarter of the chunk, and
-// what one fetched from the seeder is what the others ask it for. A hash,
-// not a per-node rotation: the lead's rollout model (internal/rolloutmodel)
-// found rotations walk in step (cold 1 GiB, N=8: 1.48x vs 1.17x for a
-// hash). The stream's own reader raises only the piece it is blocked on
-// (PiecePriorityNow, above every tier; readahead of one piece).
+// (below) at once, all at one priority, and the library takes them partial
+// pieces first, then rarest first, then in index order; the stream's own
+// reader raises the piece it is blocked on (PiecePriorityNow) and the one
+// after it. Which node asks a seeder for which piece is the library's
+// designee rule (third_party/anacrolix-torrent/dregistry_seeder.go): one
+// downloader per piece, by a hash of the piece and the peer, so the
+// downloaders already start on different pieces and have something to
+// trade, and each asks the seeder for its own pieces in stream order.
 //
-// Measured on loopback (BenchmarkWarmSpread, swarm/BENCHMARKS.md; one
-// seeder, three downloaders of a 96 MiB blob at once, the seeder's upload as
-// a multiple of the blob): see the table there. Loopback is free, so the
-// library asks the seeder as readily as a peer; the seeder-capped rows show
-// the trading a real link forces. (The old strictly-in-order stream with
-// 64 MiB readahead had all downloaders want the same pieces: issue 13
-// measured 595 MB of 128 MiB uploaded by the seeder at N=8.)
-var pieceTiers = [...]torrent.PiecePriority{
-	torrent.PiecePriorityNext, torrent.PiecePriorityReadahead, torrent.PiecePriorityHigh, torrent.PiecePriorityNormal,
-}
+// Each node used to sort a chunk's pieces into four priority tiers by a
+// hash of its own seed, the chunk and the piece (a hash, not a rotation:
+// the rollout model found rotations walk in step). That spread the
+// downloaders before the designee rule existed; with it, the tiers only
+// made each designee ask the seeder for its pieces in a random order, so
+// the piece every stream waited on was often last in its designee's
+// queue, the other nodes' nowGrace ran out, and they asked the seeder too.
+// Without them the seeder served 15-19 duplicate requests of 512 per
+// blob instead of 36-39 (BenchmarkRollout, 8 nodes, 128 MiB, 50 Mbit/s).
 
 // The window is the chunks from the one the stream reads on, as many as it
 // takes for one chunk's bytes still to be missing (windowMissing), and at
@@ -131,15 +125,6 @@ func (s *Swarm) wantChunk(t *torrent.Torrent, k int) {
 		if t.PieceState(i).Complete {
 			continue
 		}
-		t.Piece(i).SetPriority(pieceTiers[pieceRank(s.tiebreak, k, i)%uint64(len(pieceTiers))])
+		t.Piece(i).SetPriority(torrent.PiecePriorityNormal)
 	}
-}
-
-// pieceRank is a per-node pseudo-random rank of piece i of chunk k
-// (splitmix64 of the three).
-func pieceRank(seed uint64, k, i int) uint64 {
-	x := seed ^ uint64(k)*0x9e3779b97f4a7c15 ^ uint64(i)*0xbf58476d1ce4e5b9
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
 }

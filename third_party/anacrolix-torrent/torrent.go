@@ -76,6 +76,10 @@ type Torrent struct {
 	// dregistryNowSince: when a reader first waited on a piece its designee
 	// was to fetch (dregistry_seeder.go); guarded by the client lock.
 	dregistryNowSince map[pieceIndex]time.Time
+	// dregistryView: this node's first decision about a seeder in this
+	// torrent, and the downloaders of its blob seen in sibling torrents
+	// (dregistry_seeder.go); guarded by the client lock.
+	dregistryView dregistryView
 	// Torrent-level aggregate statistics. First in struct to ensure 64-bit
 	// alignment. See #262.
 	connStats AllConnStats
