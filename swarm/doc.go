@@ -22,8 +22,9 @@
 //     the same chunk torrents from the seeders the tracker names. Both read
 //     chunk by chunk from verified pieces only and withhold the last bytes
 //     until the whole digest matches. Inside the window a stream needs,
-//     pieces go rarest first within per-node random tiers (window.go), so the
-//     downloaders of one seeder trade. Blobs under Config.SmallBlobSize come
+//     pieces go rarest first, and one downloader per piece asks a seeder
+//     for it (window.go, the library's designee rule), so the downloaders
+//     of one seeder trade. Blobs under Config.SmallBlobSize come
 //     whole over HTTP from one seeder, one fetch per digest however many
 //     ask, their buffers bounded together by Config.SmallFetchBytes.
 //   - Prefix(ctx, digest, size, w) is the egress Fetcher's Prefix: when a

@@ -141,8 +141,9 @@ func (sr *streamReader) reader(k int, at int64) (torrent.Reader, error) {
 	}
 	r := c.t.NewReader()
 	r.SetContext(sr.ctx)
-	// Only the piece the stream waits for is raised above the window's
-	// tiers (window.go); the rest of the chunk is wanted already.
+	// Only the piece the stream waits for, and one piece's length after
+	// its position, are raised above the window's priority (window.go);
+	// the rest of the chunk is wanted already.
 	r.SetReadahead(sr.e.lay.pieceLength)
 	if at > 0 {
 		if _, err := r.Seek(at, io.SeekStart); err != nil {
