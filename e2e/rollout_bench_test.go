@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -16,6 +17,9 @@ import (
 
 // Defaults of BenchmarkRollout; DREGISTRY_BENCH_NODES,
 // DREGISTRY_BENCH_LAYER_MIB and DREGISTRY_BENCH_RATE_MBIT override them.
+// DREGISTRY_BENCH_CC sets every host's TCP congestion control (one of the
+// kernel's net.ipv4.tcp_available_congestion_control; by default the
+// machine's, which namespaces inherit).
 const (
 	rolloutNodes    = 8
 	rolloutLayerMiB = 128
@@ -61,9 +65,9 @@ func BenchmarkRollout(b *testing.B) {
 	layerSize := int64(envInt(b, "DREGISTRY_BENCH_LAYER_MIB", rolloutLayerMiB)) << 20
 	rate := int64(envInt(b, "DREGISTRY_BENCH_RATE_MBIT", rolloutRateMbit)) * 1_000_000
 
-	c := startRolloutCluster(b, count, rate)
+	c := startRolloutCluster(b, count, rate, os.Getenv("DREGISTRY_BENCH_CC"))
 	waitEgressKnown(b, c.up, c.nodes, c.nodes[:1])
-	b.Logf("load average at the start: %s", loadAverage())
+	b.Logf("load average at the start: %s; TCP congestion control: %s", loadAverage(), cmp.Or(os.Getenv("DREGISTRY_BENCH_CC"), "the machine's"))
 
 	var sum rolloutResult
 	b.ResetTimer()
@@ -106,15 +110,17 @@ type rolloutCluster struct {
 // startRolloutCluster puts the upstream on fabric host .2 and node i on
 // .11+i, each a host of its own: the node's containerd, every ctr it runs
 // and its dregistry share its namespace and so its capped port.
-func startRolloutCluster(b *testing.B, count int, rate int64) *rolloutCluster {
+func startRolloutCluster(b *testing.B, count int, rate int64, cc string) *rolloutCluster {
 	b.Helper()
 	f := testenv.NewFabric(b, "ro")
 	c := &rolloutCluster{rate: rate, upPort: f.Attach(b, "up", 2, rate)}
+	setCC(b, c.upPort, cc)
 	c.up = testenv.StartRegistryIn(b, c.upPort.Netns, c.upPort.Addr+":5500")
 	bin := testenv.BuildDregistry(b)
 	key := testenv.NewClusterKey(b)
 	for i := range count {
 		port := f.Attach(b, fmt.Sprintf("n%d", i+1), 11+i, rate)
+		setCC(b, port, cc)
 		args := []string{"--egress"}
 		if i > 0 {
 			args = []string{"--join", c.nodes[0].GossipAddr}
@@ -127,6 +133,18 @@ func startRolloutCluster(b *testing.B, count int, rate int64) *rolloutCluster {
 		c.ports = append(c.ports, port)
 	}
 	return c
+}
+
+// setCC sets the TCP congestion control of p's host to cc, unless cc is
+// empty.
+func setCC(b *testing.B, p *testenv.Port, cc string) {
+	b.Helper()
+	if cc == "" {
+		return
+	}
+	if out, err := p.Netns.Exec("sysctl", "-w", "net.ipv4.tcp_congestion_control="+cc); err != nil {
+		b.Fatalf("%s: congestion control %q: %v: %s", p.Name, cc, err, out)
+	}
 }
 
 // rolloutResult is one iteration's figures (or their sum).
