@@ -17,9 +17,9 @@ import (
 
 // Defaults of BenchmarkRollout; DREGISTRY_BENCH_NODES,
 // DREGISTRY_BENCH_LAYER_MIB and DREGISTRY_BENCH_RATE_MBIT override them.
-// DREGISTRY_BENCH_CC sets every host's TCP congestion control (one of the
-// kernel's net.ipv4.tcp_available_congestion_control; by default the
-// machine's, which namespaces inherit).
+// DREGISTRY_BENCH_CC sets every host's TCP congestion control (by default
+// the machine's, which namespaces inherit; a namespace may only choose one
+// of net.ipv4.tcp_allowed_congestion_control, e.g. reno or bbr).
 const (
 	rolloutNodes    = 8
 	rolloutLayerMiB = 128
@@ -143,7 +143,7 @@ func setCC(b *testing.B, p *testenv.Port, cc string) {
 		return
 	}
 	if out, err := p.Netns.Exec("sysctl", "-w", "net.ipv4.tcp_congestion_control="+cc); err != nil {
-		b.Fatalf("%s: congestion control %q: %v: %s", p.Name, cc, err, out)
+		b.Fatalf("%s: congestion control %q (allowed in a namespace: net.ipv4.tcp_allowed_congestion_control): %v: %s", p.Name, cc, err, out)
 	}
 }
 
