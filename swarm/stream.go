@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -27,6 +28,7 @@ type streamReader struct {
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 	watchdog  *time.Timer
+	waitingAt atomic.Int64 // pos when the watchdog was armed, for its log
 	pos, size int64
 	// r reads chunk k; nil before the first read. rmu guards r, k and
 	// closed: Close may come from another goroutine than Read.
@@ -54,6 +56,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 	// The watchdog runs only while a Read waits, so a slow consumer is not
 	// mistaken for a stalled swarm.
 	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, func() {
+		s.logStall(e, sr.waitingAt.Load())
 		cancel(fmt.Errorf("swarm: %w (%s) on %s", oci.ErrStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
@@ -77,6 +80,7 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		k := sr.e.lay.chunkOf(sr.pos)
 		off, length := sr.e.lay.span(k)
 		p = p[:min(int64(len(p)), off+length-sr.pos)] // one chunk per read
+		sr.waitingAt.Store(sr.pos)
 		sr.watchdog.Reset(sr.s.cfg.StallTimeout)
 		var r torrent.Reader
 		if r, err = sr.reader(k, sr.pos-off); err == nil {

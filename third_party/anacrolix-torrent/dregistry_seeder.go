@@ -2,6 +2,7 @@ package torrent
 
 import (
 	"encoding/binary"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -250,4 +251,13 @@ func (t *Torrent) blobDownloaders(ids []PeerID) []PeerID {
 		}
 	}
 	return ids
+}
+
+// DregistryWriteStatus writes t's human-readable status (its connections,
+// their requests and rates) to w, as Client.WriteStatus does for every
+// torrent: the swarm logs it when a stream stalls.
+func (t *Torrent) DregistryWriteStatus(w io.Writer) {
+	t.cl.rLock()
+	defer t.cl.rUnlock()
+	t.writeStatus(w)
 }
