@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -266,10 +267,19 @@ func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 	defer close(stall.release)
 	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
 	// The metainfo endpoint answers; the pieces never come.
-	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
+	var logs syncBuffer
+	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) {
+		c.StallTimeout = 300 * time.Millisecond
+		logTo(&logs)(c)
+	})
 	_, err := readBlob(t, d, dgst, 0)
 	if !errors.Is(err, oci.ErrStalled) {
 		t.Fatalf("err = %v, want the no-progress error", err)
+	}
+	// The stall names the chunk torrent's connections: the hung seeder's
+	// address is in the logged status.
+	if got := logs.String(); !strings.Contains(got, "stream stalled") || !strings.Contains(got, "127.0.0.9") {
+		t.Fatalf("the stall's log does not show the torrent's peers:\n%s", got)
 	}
 }
 
