@@ -34,7 +34,7 @@ func prefixKey(d digest.Digest) string { return "swarm/prefix/" + d.String() }
 // HTTP). Only pieces that passed their hash check are written; reads end
 // with ctx (the caller bounds the wait for progress). A blob this node
 // already downloads (it followed the dead owner too) is read from that
-// download; this node's own growth of it is left alone: the chunks read
+// download, its whole chunks only; this node's own growth of it is left alone: the chunks read
 // here are dropped before Prefix returns, so the growth can publish them.
 func (s *Swarm) Prefix(ctx context.Context, dgst digest.Digest, size int64, w io.Writer) (int64, error) {
 	if err := dgst.Validate(); err != nil {
@@ -60,8 +60,13 @@ func (s *Swarm) Prefix(ctx context.Context, dgst digest.Digest, size int64, w io
 	return s.prefixFromPeers(ctx, dgst, s.layout(size), w)
 }
 
-// prefixFromDownload copies the chunks a download of this node knows, in
-// order, until the first it does not know (a followed blob's next chunk).
+// prefixFromDownload copies the chunks a download of this node holds
+// whole, in order, until the first it does not: it never waits for the
+// download. The upstream sends the rest at once; waiting for a download
+// that was slow (one seeder, under load) held the egress's first byte past
+// its followers' lookup budget (TestLoadManyConcurrentPullsKeepDaemonsFlat:
+// the egress node's own containerd pulled the blob through the swarm when
+// another node asked the egress for it).
 func (s *Swarm) prefixFromDownload(ctx context.Context, e *entry, w io.Writer) (int64, error) {
 	s.mu.Lock()
 	pin, ok := s.pinLocked(e)
@@ -74,9 +79,11 @@ func (s *Swarm) prefixFromDownload(ctx context.Context, e *entry, w io.Writer) (
 	}
 	var written int64
 	for k := range e.lay.numChunks() {
-		c, err := s.ensureChunk(e, k)
-		if err != nil || c == nil {
-			return written, err
+		s.mu.Lock()
+		c := e.chunks[k]
+		s.mu.Unlock()
+		if c == nil || c.t.BytesMissing() != 0 {
+			return written, nil
 		}
 		n, err := copyChunk(ctx, c, e.lay.pieceLength, w)
 		written += n

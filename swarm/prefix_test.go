@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,5 +110,55 @@ func TestPrefixWithNoHolderIsEmpty(t *testing.T) {
 	var buf bytes.Buffer
 	if got, err := n.Prefix(ctx, dgst, 4*testChunk, &buf); got != 0 || err != nil || buf.Len() != 0 {
 		t.Fatalf("Prefix = %d, %v (%d bytes written); want nothing", got, err, buf.Len())
+	}
+}
+
+// halfStallingReaderAt serves the bytes before upto and blocks on any read
+// past them until release closes: a seeder whose later pieces never come.
+type halfStallingReaderAt struct {
+	data    []byte
+	upto    int64
+	release chan struct{}
+}
+
+func (s halfStallingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > s.upto {
+		<-s.release
+		return 0, io.ErrUnexpectedEOF
+	}
+	return copy(p, s.data[off:]), nil
+}
+
+// A download of this node that holds chunk 0 and waits on chunk 1 gives
+// the prefix chunk 0 at once: Prefix never waits for the download (its
+// caller's followers wait for the first byte within their lookup budget).
+func TestPrefixFromAStuckDownloadTakesItsWholeChunksAtOnce(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4*testChunk)
+	size := int64(len(content))
+	seeder := startNode(t, tr, "127.0.0.7", "", chunked())
+	stall := halfStallingReaderAt{data: content, upto: testChunk, release: make(chan struct{})}
+	defer close(stall.release)
+	seedRaw(t, seeder, tr, mustHash(t, content, dgst), stall)
+	d := startNode(t, tr, "127.0.0.8", "", chunked(func(c *Config) { c.StallTimeout = time.Minute }))
+	rc, err := openBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadFull(rc, make([]byte, testChunk)); err != nil {
+		t.Fatalf("chunk 0 from the seeder: %v", err)
+	}
+	// The stream now waits on chunk 1, which never comes. Prefix must not:
+	// its context would end it only after the test's deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var buf bytes.Buffer
+	n, err := d.Prefix(ctx, dgst, size, &buf)
+	if err != nil || n != testChunk || !bytes.Equal(buf.Bytes(), content[:testChunk]) {
+		t.Fatalf("Prefix = %d, %v; want chunk 0's %d bytes", n, err, testChunk)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Prefix waited for the stuck download until its context ended")
 	}
 }

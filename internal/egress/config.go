@@ -110,6 +110,7 @@ type FetcherConfig struct {
 	Prefix Prefix
 	// PrefixStall ends the prefix's fetch when no byte came for this long;
 	// the upstream then sends the rest from there (from 0 without a byte).
+	// The first byte is waited for at most a quarter of LookupTimeout.
 	// Default 5 s.
 	PrefixStall time.Duration
 	// LookupTimeout bounds the upstream's answer to a tag, a manifest or a

@@ -78,7 +78,13 @@ func (f *Fetcher) fillPrefix(ctx context.Context, s *spool, file *os.File, sum h
 	}
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stall := time.AfterFunc(f.cfg.PrefixStall, func() { cancel(errPrefixStalled) })
+	// The first byte is waited for a quarter of the lookup budget at most:
+	// followers wait for this download's first byte within their lookup
+	// budget, and the upstream still has to send it if no prefix comes.
+	// (With PrefixStall alone, 5 s, a prefix read from a download of this
+	// node that made no progress kept the first byte past the followers'
+	// 5 s, and containerd went to the upstream itself.)
+	stall := time.AfterFunc(min(f.cfg.PrefixStall, f.cfg.LookupTimeout/4), func() { cancel(errPrefixStalled) })
 	defer stall.Stop()
 	w := &prefixWriter{file: file, sum: sum, s: s, size: size, touch: func() { stall.Reset(f.cfg.PrefixStall) }}
 	start := time.Now()

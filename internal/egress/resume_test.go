@@ -293,3 +293,28 @@ func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
 		t.Errorf("spool files %v, want the verified blob", files)
 	}
 }
+
+// The first byte of a prefix is waited for a quarter of the lookup budget
+// at most, however long PrefixStall is: followers wait for the download's
+// first byte within their lookup budget.
+func TestFetchPrefixFirstByteWithinTheLookupBudget(t *testing.T) {
+	ctx := testCtx(t)
+	data := bytes.Repeat([]byte("first"), 1<<20)
+	dgst := digest.FromBytes(data)
+	up := &rangeUpstream{data: data, dgst: dgst}
+	pre := &fakePrefix{data: data, stall: true}
+	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
+		c.Prefix, c.PrefixStall, c.LookupTimeout = pre, 10*time.Minute, 400*time.Millisecond
+	})
+	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("%d bytes, %v: the prefix held the download", len(got), err)
+	}
+	if froms, opens, _ := up.asked(); len(froms) != 0 || opens != 1 {
+		t.Errorf("upstream asked from %v and %d whole GETs; want one whole GET", froms, opens)
+	}
+}
