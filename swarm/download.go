@@ -219,7 +219,7 @@ func (s *Swarm) download(b *blobInfo, peers []Peer) (*entry, *diskcache.Entry, e
 	s.wg.Add(2)
 	go s.refreshPeers(e)
 	go s.keepWindow(e)
-	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers))
+	s.log.Debug("downloading", "digest", b.digest, "size", b.size(), "chunks", len(e.chunks), "seeders", len(peers), "peers", peerAddrs(peers))
 	return e, disk, nil
 }
 
@@ -415,3 +415,16 @@ func (s *Swarm) discard(e *entry, cause error) {
 }
 
 var _ oci.Source = (*Swarm)(nil)
+
+// peerAddrs lists peers' torrent addresses, for logs.
+func peerAddrs(peers []Peer) []string {
+	out := make([]string, 0, len(peers))
+	for _, p := range peers {
+		a := p.TorrentAddr.String()
+		if p.Partial {
+			a += " (partial)"
+		}
+		out = append(out, a)
+	}
+	return out
+}

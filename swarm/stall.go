@@ -30,5 +30,5 @@ func (s *Swarm) logStall(e *entry, at int64) {
 	if len(status) > stallStatusBytes {
 		status = append(status[:stallStatusBytes], "…"...)
 	}
-	s.log.Warn("stream stalled", "digest", e.digest, "at", at, "chunk", k, "status", string(status))
+	s.log.Warn("stream stalled", "digest", e.digest, "at", at, "chunk", k, "peers now", peerAddrs(s.peersOf(e.digest)), "status", string(status))
 }
