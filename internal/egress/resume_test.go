@@ -268,53 +268,41 @@ func TestFetchResumedDigestMismatchFailsAndTheNextStartsFromZero(t *testing.T) {
 }
 
 // A prefix that never comes (the followers vanished) holds the download
-// up for PrefixStall only, then the upstream sends the whole blob.
+// up for PrefixStall only, then the upstream sends the whole blob. Its
+// first byte is waited for a quarter of the lookup budget at most, however
+// long PrefixStall is: followers wait for the download's first byte within
+// their lookup budget.
 func TestFetchPrefixStallFallsBackToTheWholeBlob(t *testing.T) {
-	ctx := testCtx(t)
-	data := bytes.Repeat([]byte("stall"), 1<<20)
-	dgst := digest.FromBytes(data)
-	up := &rangeUpstream{data: data, dgst: dgst}
-	pre := &fakePrefix{data: data, stall: true}
-	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
-		c.Prefix, c.PrefixStall = pre, 200*time.Millisecond
-	})
-	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("%d bytes, %v", len(got), err)
-	}
-	if froms, opens, sent := up.asked(); len(froms) != 0 || opens != 1 || sent != int64(len(data)) {
-		t.Errorf("upstream asked from %v, %d whole GETs, %d bytes; want one whole GET", froms, opens, sent)
-	}
-	if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
-		t.Errorf("spool files %v, want the verified blob", files)
-	}
-}
-
-// The first byte of a prefix is waited for a quarter of the lookup budget
-// at most, however long PrefixStall is: followers wait for the download's
-// first byte within their lookup budget.
-func TestFetchPrefixFirstByteWithinTheLookupBudget(t *testing.T) {
-	ctx := testCtx(t)
-	data := bytes.Repeat([]byte("first"), 1<<20)
-	dgst := digest.FromBytes(data)
-	up := &rangeUpstream{data: data, dgst: dgst}
-	pre := &fakePrefix{data: data, stall: true}
-	n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
-		c.Prefix, c.PrefixStall, c.LookupTimeout = pre, 10*time.Minute, 400*time.Millisecond
-	})
-	b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("%d bytes, %v: the prefix held the download", len(got), err)
-	}
-	if froms, opens, _ := up.asked(); len(froms) != 0 || opens != 1 {
-		t.Errorf("upstream asked from %v and %d whole GETs; want one whole GET", froms, opens)
+	for _, tc := range []struct {
+		name                string
+		prefixStall, lookup time.Duration
+	}{
+		{"prefix stall", 200 * time.Millisecond, 0},
+		{"lookup budget", 10 * time.Minute, 400 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			data := bytes.Repeat([]byte("stall"), 1<<20)
+			dgst := digest.FromBytes(data)
+			up := &rangeUpstream{data: data, dgst: dgst}
+			pre := &fakePrefix{data: data, stall: true}
+			n := newNode(t, "a", true, up, &cluster{}, func(c *FetcherConfig) {
+				c.Prefix, c.PrefixStall, c.LookupTimeout = pre, tc.prefixStall, tc.lookup
+			})
+			b, err := n.fetcher.Fetch(ctx, oci.Ref{Registry: "r.test", Repository: "x"}, dgst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes, %v: the prefix held the download", len(got), err)
+			}
+			if froms, opens, sent := up.asked(); len(froms) != 0 || opens != 1 || sent != int64(len(data)) {
+				t.Errorf("upstream asked from %v, %d whole GETs, %d bytes; want one whole GET", froms, opens, sent)
+			}
+			if files := n.spoolFiles(t); len(files) != 1 || strings.HasSuffix(files[0], ".partial") {
+				t.Errorf("spool files %v, want the verified blob", files)
+			}
+		})
 	}
 }
