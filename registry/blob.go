@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -105,39 +104,8 @@ func askBlob(ctx context.Context, src oci.Source, ref oci.Ref, dgst digest.Diges
 		_ = b.Close()
 		return openBlob{}, fmt.Errorf("blob %s: open at %d: %w", dgst, ob.rng.Start, err)
 	}
-	if _, spans := ob.body.(oci.FileSpans); !spans && ob.rng.Length > 0 {
-		if ob.body, err = firstBytes(ob.body); err != nil {
-			_ = b.Close()
-			return openBlob{}, fmt.Errorf("blob %s: first byte at %d: %w", dgst, ob.rng.Start, err)
-		}
-	}
 	return ob, nil
 }
-
-// firstBytes reads the first bytes of a stream before the source counts as
-// having answered: its lookup's context (and so the lookup timeout) ends a
-// read that waits, and the next source is tried, where once the headers
-// were sent and the response could only stall. (A swarm download whose
-// only seeder had just dropped the blob streamed no byte for 30 s, then
-// containerd went to the upstream itself.) A stream that is a file's spans
-// is not peeked: its bytes are local, and sendfile needs the interface.
-func firstBytes(body io.ReadCloser) (io.ReadCloser, error) {
-	buf := make([]byte, 32<<10)
-	n, err := io.ReadAtLeast(body, buf, 1)
-	if err != nil {
-		_ = body.Close()
-		return nil, err
-	}
-	return peeked{Reader: io.MultiReader(bytes.NewReader(buf[:n]), body), body: body}, nil
-}
-
-// peeked is a stream whose first bytes were read ahead.
-type peeked struct {
-	io.Reader
-	body io.Closer
-}
-
-func (p peeked) Close() error { return p.body.Close() }
 
 // writeBlob sends the blob f's source answered with: its headers, then its
 // range of bytes, cut off when the source stalls or fails.

@@ -438,25 +438,6 @@ func TestHandlerBlobAbortsOnFailingSource(t *testing.T) {
 	}
 }
 
-// A source whose stream gives no first byte within the lookup timeout has
-// not answered: the next source serves the blob, where the stalled stream
-// once had the headers sent and could only be cut off after StallTimeout.
-func TestHandlerBlobFirstByteWithinTheLookupTimeout(t *testing.T) {
-	f := newFixture(t, func(f *fixture, cfg *Config) {
-		f.local.stallAt = 0
-		f.upstream.addBlob(f.ref, f.blob)
-		cfg.LookupTimeout = 300 * time.Millisecond
-		cfg.StallTimeout = time.Minute // longer than doRequest waits
-	})
-	resp, body, err := doRequest(t, "GET", f.url("/v2/library/alpine/blobs/"+f.blobDigest.String()), nil)
-	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, f.blob) {
-		t.Fatalf("%v, %v, %d bytes; want the blob from the next source", err, resp, len(body))
-	}
-	if got := f.obs.wait(t, 1); got.source != "upstream" {
-		t.Errorf("served by %q, want the upstream", got.source)
-	}
-}
-
 // The observer's total runs until the response ended: a body cut off after
 // a stall reports at least the stall timeout past its first byte.
 func TestHandlerObserverTotalCoversBody(t *testing.T) {
