@@ -132,6 +132,7 @@ func (s *Swarm) Unseed(dgst digest.Digest) {
 		// (a walk during a pull), and where the copy came from still
 		// holds. They are a few entries per downloaded blob.
 		s.dropLocked(e, nil)
+		s.log.Debug("unseeded", "digest", dgst)
 	}
 }
 
