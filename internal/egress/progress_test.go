@@ -223,10 +223,12 @@ func TestProgressFailsWithTheDownload(t *testing.T) {
 			if tc.fault != faultNone {
 				up.setFault(tc.fault, at)
 			}
-			if tc.stall || tc.close {
-				release := up.hold(at)
-				defer release()
-			}
+			// Every case holds the body at the fault until Fetch returned:
+			// a download that failed before the caller opened it answers
+			// Fetch itself with the error, and this test is about a
+			// failure that reaches the Progress and a reader.
+			release := up.hold(at)
+			defer release()
 			rec := &progressRecorder{t: t}
 			n := newNode(t, "a", true, up.source(), &cluster{}, func(fc *FetcherConfig) {
 				fc.OnStart = rec.onStart
@@ -240,6 +242,9 @@ func TestProgressFailsWithTheDownload(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
+			if tc.fault != faultNone {
+				release()
+			}
 			if tc.close {
 				waitFor(t, func() bool { return len(rec.all()) == 1 && rec.all()[0].advanced() >= at }, "the bytes before the hold")
 				if err := n.fetcher.Close(); err != nil {
