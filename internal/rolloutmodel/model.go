@@ -56,10 +56,27 @@ type Config struct {
 	// graph, or everyone when Peers >= Nodes-1.
 	Peers int
 	// Window is how many chunks, from the lowest one a node lacks, it takes
-	// pieces from: the stream's current chunk and the next.
+	// pieces from: the stream's current chunk and the next. With
+	// WindowMissing it is the most chunks the window may span.
 	Window int
+	// WindowMissing makes the window, as swarm/window.go does since
+	// 71b578a, the chunks from the lowest one a node lacks on, as many as
+	// it takes for one chunk's pieces to be missing (at most Window).
+	WindowMissing bool
 	// TieBreak orders pieces of equal rarity, per node.
 	TieBreak TieBreak
+	// Designee is the swarm's rule for a piece that, among a node's peers,
+	// only nodes holding its whole chunk have (seeders of the chunk's
+	// torrent; node 0, first of all): one downloader per piece asks a
+	// seeder for it, the one whose hash of node and piece is lowest among
+	// the chunk's downloaders the asking node sees, itself included; the
+	// others take it from a downloader that holds it, or from a seeder
+	// once it is their next missing piece and they waited Grace for it
+	// (third_party/anacrolix-torrent/dregistry_seeder.go).
+	Designee bool
+	// Grace is the seconds a node waits on its next piece before it asks a
+	// seeder that is not its to ask (Designee).
+	Grace float64
 	// Seed makes a run repeatable: the graph, the tie-breaks and the order
 	// in which nodes ask.
 	Seed uint64
@@ -75,11 +92,17 @@ const (
 	// Two nodes that take the same piece from one seeder in a round then
 	// walk in step and keep asking it for the same pieces.
 	Rotation
+	// Index takes equally rare pieces in index order, the stream's, as the
+	// swarm does since 0638241 (the designee rule spreads the nodes).
+	Index
 )
 
 func (t TieBreak) String() string {
-	if t == Rotation {
+	switch t {
+	case Rotation:
 		return "rotation"
+	case Index:
+		return "index"
 	}
 	return "scatter"
 }
@@ -87,23 +110,38 @@ func (t TieBreak) String() string {
 // Mbit is one megabit per second in bytes per second.
 const Mbit = 1e6 / 8
 
-// DefaultConfig is the setup of issue 13's measurements: 200 Mbit/s links
-// and upstream, the swarm's chunk and piece lengths for the blob's size, a
-// window of 4 chunks (swarm's windowChunks), 4 upload slots and 50
+// DefaultConfig is the swarm as built, in the setup of issue 13's
+// measurements: 200 Mbit/s links and upstream, the swarm's chunk and piece
+// lengths for the blob's size, a window of one chunk's missing pieces over
+// at most 8 chunks (swarm/window.go), rarest first then index order, the
+// designee rule with a grace of 1.5 s (nowGrace), 4 upload slots and 50
 // connections per node (swarm.Config.MaxConns).
 func DefaultConfig(blob int64, nodes int) Config {
 	return Config{
-		Blob:     blob,
-		Chunk:    swarm.ChunkBytes(blob),
-		Piece:    swarm.PieceLength(blob),
-		Nodes:    nodes,
-		Link:     200 * Mbit,
-		Upstream: 200 * Mbit,
-		Slots:    4,
-		Peers:    50,
-		Window:   4,
-		Seed:     1,
+		Blob:          blob,
+		Chunk:         swarm.ChunkBytes(blob),
+		Piece:         swarm.PieceLength(blob),
+		Nodes:         nodes,
+		Link:          200 * Mbit,
+		Upstream:      200 * Mbit,
+		Slots:         4,
+		Peers:         50,
+		Window:        8,
+		WindowMissing: true,
+		TieBreak:      Index,
+		Designee:      true,
+		Grace:         1.5,
+		Seed:          1,
 	}
+}
+
+// Scattered is the swarm of 2026-12-05 (824c790), which the first tables
+// of this model described: a window of 4 chunks, a per-node scattered
+// order among equally rare pieces, no designee rule.
+func Scattered(blob int64, nodes int) Config {
+	c := DefaultConfig(blob, nodes)
+	c.Window, c.WindowMissing, c.TieBreak, c.Designee, c.Grace = 4, false, Scatter, false, 0
+	return c
 }
 
 func (c Config) validate(mode Mode) error {
@@ -124,8 +162,10 @@ func (c Config) validate(mode Mode) error {
 		return fmt.Errorf("rolloutmodel: window of %d chunks, need at least 1", c.Window)
 	case c.Slots < 1:
 		return fmt.Errorf("rolloutmodel: %d slots, need at least 1", c.Slots)
-	case c.TieBreak != Scatter && c.TieBreak != Rotation:
+	case c.TieBreak != Scatter && c.TieBreak != Rotation && c.TieBreak != Index:
 		return fmt.Errorf("rolloutmodel: unknown tie-break %d", int(c.TieBreak))
+	case c.Grace < 0 || math.IsNaN(c.Grace) || math.IsInf(c.Grace, 0):
+		return fmt.Errorf("rolloutmodel: grace %v must be a finite, non-negative time", c.Grace)
 	case c.Peers < 1 && c.Nodes > 1:
 		return fmt.Errorf("rolloutmodel: %d peers, need at least 1", c.Peers)
 	}
@@ -207,7 +247,15 @@ type sim struct {
 	published int // pieces of published chunks (a prefix)
 	waiting   []int
 	scratch   []uint64
+	seeded    []uint64 // pick's scratch: pieces only peers holding their whole chunk offer
 	res       Result
+
+	// The designee rule (Config.Designee).
+	now       float64
+	winHi     []int     // each node's window end (a piece index), this round
+	next      []int     // each node's lowest missing piece
+	nextSince []float64 // since when it has waited on next
+	pubAt     []float64 // when each chunk was published
 }
 
 func newSim(cfg Config, mode Mode) *sim {
@@ -229,9 +277,13 @@ func newSim(cfg Config, mode Mode) *sim {
 		upFree:    make([]int, n),
 		downFree:  make([]int, n),
 		stamp:     make([]int, n),
+		winHi:     make([]int, n),
+		next:      make([]int, n),
+		nextSince: make([]float64, n),
 	}
 	s.holders = make([]int32, s.pieces)
 	chunks := (s.pieces + s.perChunk - 1) / s.perChunk
+	s.pubAt = make([]float64, chunks)
 	for i := range n {
 		s.have[i] = newBitset(s.pieces)
 		s.inflight[i] = newBitset(s.pieces)
@@ -309,14 +361,20 @@ func (s *sim) run() (Result, error) {
 	// A generous bound: every piece to every node through one slot at a
 	// time, after the whole upstream fetch.
 	limit := int(float64(s.cfg.Blob)/s.fetchRate/s.round) + s.pieces*s.cfg.Nodes + 10
+	// Under the designee rule a round may move nothing while nodes wait
+	// out Grace; stuck is nothing moving for longer.
+	idle, patience := 0, int(s.cfg.Grace/s.round)+1
 	for r := 0; len(s.waiting) > 0; r++ {
 		if r > limit {
 			return s.res, fmt.Errorf("rolloutmodel: no end after %d rounds", r)
 		}
 		t := float64(r) * s.round
+		s.now = t
 		s.fetch(t)
 		moves := s.assign()
-		if len(moves) == 0 && s.ownerHeld == s.pieces && s.published == s.pieces {
+		if len(moves) > 0 || s.ownerHeld < s.pieces {
+			idle = 0
+		} else if idle++; idle > patience {
 			return s.res, errStuck
 		}
 		s.apply(moves, t+s.round)
@@ -342,11 +400,16 @@ func (s *sim) fetch(t float64) {
 	for p := s.ownerHeld; p < held; p++ {
 		s.have[0].set(p)
 		s.holders[p]++
+		s.chunkGap[0][p/s.perChunk]--
 	}
 	s.ownerHeld = held
+	was := s.published
 	s.published = min(held/s.perChunk*s.perChunk, s.pieces)
 	if held == s.pieces {
 		s.published = s.pieces
+	}
+	for k := (was + s.perChunk - 1) / s.perChunk; k*s.perChunk < s.published; k++ {
+		s.pubAt[k] = t
 	}
 }
 
@@ -363,6 +426,7 @@ func (s *sim) assign() []transfer {
 	}
 	for _, i := range s.waiting {
 		s.downFree[i] = s.cfg.Slots
+		s.winHi[i] = s.windowEnd(i)
 	}
 	s.rng.Shuffle(len(s.waiting), func(a, b int) {
 		s.waiting[a], s.waiting[b] = s.waiting[b], s.waiting[a]
@@ -394,43 +458,84 @@ func (s *sim) assign() []transfer {
 	return moves
 }
 
+// windowEnd is the end (a piece index, exclusive) of node i's window: from
+// the lowest chunk it lacks, Window chunks, or with WindowMissing as many
+// as it takes for one chunk's pieces to be missing (at most Window); only
+// published pieces count.
+func (s *sim) windowEnd(i int) int {
+	k, end := s.cur[i], s.cur[i]+s.cfg.Window
+	if s.cfg.WindowMissing {
+		missing := int32(0)
+		for end = k; end < k+s.cfg.Window && end < len(s.chunkGap[i]) && missing < int32(s.perChunk); end++ {
+			missing += s.chunkGap[i][end]
+		}
+	}
+	return min(end*s.perChunk, s.published)
+}
+
 // pick returns the rarest piece of node i's window that a peer with a free
-// upload slot holds, and that peer; -1 when there is none.
+// upload slot may send it, and that peer; -1 when there is none. Under the
+// designee rule a peer holding the piece's whole chunk (a seeder of it) may
+// send it only to its designee, or to a node that waited Grace on it.
 func (s *sim) pick(i int) (piece, from int) {
 	lo := s.cur[i] * s.perChunk
-	hi := min(lo+s.cfg.Window*s.perChunk, s.published)
+	hi := s.winHi[i]
 	if lo >= hi {
 		return -1, -1
 	}
 	w0, w1 := lo/64, (hi-1)/64
-	avail := s.scratch[:0]
+	avail, seeded := s.scratch[:0], s.seeded[:0]
 	for range w1 - w0 + 1 {
-		avail = append(avail, 0)
+		avail, seeded = append(avail, 0), append(seeded, 0)
 	}
-	s.scratch = avail
+	s.scratch, s.seeded = avail, seeded
 	for _, j := range s.peers[i] {
 		if s.upFree[j] == 0 {
 			continue
 		}
-		for w := w0; w <= w1; w++ {
-			avail[w-w0] |= s.have[j][w]
+		if !s.cfg.Designee {
+			for w := w0; w <= w1; w++ {
+				avail[w-w0] |= s.have[j][w]
+			}
+			continue
+		}
+		// By chunk: j is a downloader of some, a seeder of others.
+		for k := lo / s.perChunk; k*s.perChunk < hi; k++ {
+			clo, chi := k*s.perChunk, min((k+1)*s.perChunk, hi)
+			into := avail
+			if s.chunkGap[j][k] == 0 {
+				into = seeded
+			}
+			for w := clo / 64; w <= (chi-1)/64; w++ {
+				into[w-w0] |= s.have[j][w] & rangeMask(w, clo, chi)
+			}
 		}
 	}
-	best, bestRare, bestTie := -1, int32(math.MaxInt32), math.MaxInt
+	best, bestRare, bestTie, bestSeeded := -1, int32(math.MaxInt32), math.MaxInt, false
 	span := hi - lo
 	for w := w0; w <= w1; w++ {
-		m := avail[w-w0] &^ s.have[i][w] &^ s.inflight[i][w] & rangeMask(w, lo, hi)
+		m := (avail[w-w0] | seeded[w-w0]) &^ s.have[i][w] &^ s.inflight[i][w] & rangeMask(w, lo, hi)
 		for m != 0 {
 			b := bits.TrailingZeros64(m)
 			m &= m - 1
 			p := w*64 + b
-			tie := (p - lo + s.rot[i]) % span
-			if s.cfg.TieBreak == Scatter {
+			var tie int
+			switch s.cfg.TieBreak {
+			case Scatter:
 				tie = int(mix(uint64(s.rot[i])<<32|uint64(p)) >> 2)
+			case Rotation:
+				tie = (p - lo + s.rot[i]) % span
+			case Index:
+				tie = p
 			}
-			if h := s.holders[p]; h < bestRare || h == bestRare && tie < bestTie {
-				best, bestRare, bestTie = p, h, tie
+			if h := s.holders[p]; !(h < bestRare || h == bestRare && tie < bestTie) {
+				continue
 			}
+			onlySeeded := avail[w-w0]&(1<<b) == 0
+			if onlySeeded && !s.maySeed(i, p) {
+				continue
+			}
+			best, bestRare, bestTie, bestSeeded = p, s.holders[p], tie, onlySeeded
 		}
 	}
 	if best < 0 {
@@ -438,10 +543,15 @@ func (s *sim) pick(i int) (piece, from int) {
 	}
 	// The holder with the most free slots, so that load spreads; among
 	// those, one drawn by a hash, so that node 0 (first in every list) is
-	// not everyone's default.
+	// not everyone's default. Under the designee rule a seeder only when
+	// no downloader offers the piece.
+	k := best / s.perChunk
 	from, fromTie := -1, uint64(0)
 	for _, j := range s.peers[i] {
 		if s.upFree[j] == 0 || !s.have[j].has(best) {
+			continue
+		}
+		if s.cfg.Designee && !bestSeeded && s.chunkGap[j][k] == 0 {
 			continue
 		}
 		tie := mix(uint64(s.rot[i])<<32 ^ uint64(j)<<12 ^ uint64(best))
@@ -450,6 +560,27 @@ func (s *sim) pick(i int) (piece, from int) {
 		}
 	}
 	return best, from
+}
+
+// maySeed tells whether node i may ask a seeder (a peer holding the whole
+// chunk) for piece p: it is p's designee among the chunk's downloaders it
+// sees (itself and its waiting peers whose window reached the chunk), or p
+// is its next missing piece and it waited Grace on it.
+func (s *sim) maySeed(i, p int) bool {
+	if p == s.next[i] && s.now-max(s.nextSince[i], s.pubAt[p/s.perChunk]) >= s.cfg.Grace {
+		return true
+	}
+	k := p / s.perChunk
+	mine := mix(uint64(i)<<32 | uint64(p))
+	for _, j := range s.peers[i] {
+		if s.left[j] == 0 || s.chunkGap[j][k] == 0 || s.winHi[j] <= k*s.perChunk || s.cur[j] > k {
+			continue
+		}
+		if mix(uint64(j)<<32|uint64(p)) < mine {
+			return false
+		}
+	}
+	return true
 }
 
 // mix is SplitMix64's finalizer: a cheap, well-spread hash.
@@ -501,6 +632,12 @@ func (s *sim) apply(moves []transfer, end float64) {
 		s.res.Uploaded[m.from] += size
 		s.res.Received[m.to] += size
 		s.left[m.to]--
+		if m.piece == s.next[m.to] {
+			for s.next[m.to] < s.pieces && s.have[m.to].has(s.next[m.to]) {
+				s.next[m.to]++
+			}
+			s.nextSince[m.to] = end
+		}
 		k := m.piece / s.perChunk
 		s.chunkGap[m.to][k]--
 		for s.cur[m.to] < len(s.chunkGap[m.to]) && s.chunkGap[m.to][s.cur[m.to]] == 0 {
