@@ -14,12 +14,7 @@ import (
 // BenchmarkModel prints star, pipelined cold and warm at 200 Mbit/s, for
 // the swarm as built (DefaultConfig).
 func BenchmarkModel(b *testing.B) {
-	printed := false
-	for b.Loop() {
-		w := io.Discard
-		if !printed {
-			w, printed = os.Stdout, true
-		}
+	printTable(b, func(w io.Writer) {
 		fmt.Fprintln(w, "| blob | N | star, cold | swarm, cold (p50) | swarm, warm (p50) | upload, cold: node 0 / others' max | upload, warm: node 0 / others' max | upstream, cold |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 		for _, blob := range []int64{128 << 20, 1 << 30} {
@@ -32,19 +27,14 @@ func BenchmarkModel(b *testing.B) {
 					uploads(cold, blob), uploads(warm, blob), frac(cold.Upstream, blob))
 			}
 		}
-	}
+	})
 }
 
 // BenchmarkModelMeasured runs the model at the link-capped cluster's
 // setup (BenchmarkRollout in e2e: 128 MiB, 50 Mbit/s links and upstream,
 // N = 4, 8 and 16), to set beside what the cluster measured.
 func BenchmarkModelMeasured(b *testing.B) {
-	printed := false
-	for b.Loop() {
-		w := io.Discard
-		if !printed {
-			w, printed = os.Stdout, true
-		}
+	printTable(b, func(w io.Writer) {
 		fmt.Fprintln(w, "| N | swarm, cold | swarm, warm | upload, cold: node 0 / others' max | upload, warm: node 0 / others' max |")
 		fmt.Fprintln(w, "|---|---|---|---|---|")
 		for _, n := range []int{4, 8, 16} {
@@ -53,7 +43,7 @@ func BenchmarkModelMeasured(b *testing.B) {
 			cold, warm := mustRun(b, cfg, Cold), mustRun(b, cfg, Warm)
 			fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", n, secs(cfg, cold.Last()), secs(cfg, warm.Last()), uploads(cold, cfg.Blob), uploads(warm, cfg.Blob))
 		}
-	}
+	})
 }
 
 // BenchmarkModelChoices prints how the design's choices move the
@@ -72,12 +62,7 @@ func BenchmarkModelChoices(b *testing.B) {
 		{"C = 32 MiB", func(c *Config) { c.Chunk = 32 << 20 }},
 		{"the swarm of 2026-12-05: window 4 chunks, scattered order, no designee", func(c *Config) { *c = Scattered(c.Blob, c.Nodes) }},
 	}
-	printed := false
-	for b.Loop() {
-		w := io.Discard
-		if !printed {
-			w, printed = os.Stdout, true
-		}
+	printTable(b, func(w io.Writer) {
 		fmt.Fprintln(w, "| blob | variant | cold N=8 | cold N=100 | cold N=1000 | warm N=8 | warm N=100 | warm N=1000 | node 0's upload, cold N=1000 |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 		for _, blob := range []int64{128 << 20} {
@@ -98,7 +83,7 @@ func BenchmarkModelChoices(b *testing.B) {
 				fmt.Fprintf(w, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %.2f B |\n", append(append([]any{blob >> 20, v.name}, cells...), frac(up, blob))...)
 			}
 		}
-	}
+	})
 }
 
 // BenchmarkModelKraken runs the model at Kraken's published setup: 3 GB to
@@ -107,12 +92,7 @@ func BenchmarkModelChoices(b *testing.B) {
 // which 2,600 hosts on 50 connections each are not, so the rows are the
 // swarm of 2026-12-05 (Scattered), with a window of 2 and 4 chunks.
 func BenchmarkModelKraken(b *testing.B) {
-	printed := false
-	for b.Loop() {
-		w := io.Discard
-		if !printed {
-			w, printed = os.Stdout, true
-		}
+	printTable(b, func(w io.Writer) {
 		fmt.Fprintln(w, "| 3 GB, N = 2,600, 300 MB/s | last | p50 | max upload |")
 		fmt.Fprintln(w, "|---|---|---|---|")
 		for _, window := range []int{2, 4} {
@@ -124,6 +104,19 @@ func BenchmarkModelKraken(b *testing.B) {
 				fmt.Fprintf(w, "| swarm of 2026-12-05, %v, window %d chunks | %s | %s | %.2f B |\n", mode, window, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
 			}
 		}
+	})
+}
+
+// printTable runs print once per benchmark iteration, writing the first
+// run's table to stdout and the others' nowhere.
+func printTable(b *testing.B, print func(w io.Writer)) {
+	printed := false
+	for b.Loop() {
+		w := io.Discard
+		if !printed {
+			w, printed = os.Stdout, true
+		}
+		print(w)
 	}
 }
 
