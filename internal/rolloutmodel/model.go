@@ -483,8 +483,20 @@ func (s *sim) pick(i int) (piece, from int) {
 	if lo >= hi {
 		return -1, -1
 	}
+	avail, seeded := s.available(i, lo, hi)
+	best, onlySeeded := s.choose(i, lo, hi, avail, seeded)
+	if best < 0 {
+		return -1, -1
+	}
+	return best, s.source(i, best, onlySeeded)
+}
+
+// available fills the words of [lo, hi) that node i's peers with a free
+// upload slot offer: from downloaders (avail) and, under the designee rule,
+// from peers holding the piece's whole chunk (seeded), by chunk.
+func (s *sim) available(i, lo, hi int) (avail, seeded []uint64) {
 	w0, w1 := lo/64, (hi-1)/64
-	avail, seeded := s.scratch[:0], s.seeded[:0]
+	avail, seeded = s.scratch[:0], s.seeded[:0]
 	for range w1 - w0 + 1 {
 		avail, seeded = append(avail, 0), append(seeded, 0)
 	}
@@ -499,7 +511,6 @@ func (s *sim) pick(i int) (piece, from int) {
 			}
 			continue
 		}
-		// By chunk: j is a downloader of some, a seeder of others.
 		for k := lo / s.perChunk; k*s.perChunk < hi; k++ {
 			clo, chi := k*s.perChunk, min((k+1)*s.perChunk, hi)
 			into := avail
@@ -511,9 +522,16 @@ func (s *sim) pick(i int) (piece, from int) {
 			}
 		}
 	}
-	best, bestRare, bestTie, bestSeeded := -1, int32(math.MaxInt32), math.MaxInt, false
+	return avail, seeded
+}
+
+// choose returns the rarest piece of [lo, hi) node i lacks and may have
+// (ties broken by TieBreak), and whether only seeders offer it.
+func (s *sim) choose(i, lo, hi int, avail, seeded []uint64) (best int, onlySeeded bool) {
+	w0 := lo / 64
+	best, bestRare, bestTie := -1, int32(math.MaxInt32), math.MaxInt
 	span := hi - lo
-	for w := w0; w <= w1; w++ {
+	for w := w0; w <= (hi-1)/64; w++ {
 		m := (avail[w-w0] | seeded[w-w0]) &^ s.have[i][w] &^ s.inflight[i][w] & rangeMask(w, lo, hi)
 		for m != 0 {
 			b := bits.TrailingZeros64(m)
@@ -531,27 +549,28 @@ func (s *sim) pick(i int) (piece, from int) {
 			if h := s.holders[p]; !(h < bestRare || h == bestRare && tie < bestTie) {
 				continue
 			}
-			onlySeeded := avail[w-w0]&(1<<b) == 0
-			if onlySeeded && !s.maySeed(i, p) {
+			seededOnly := avail[w-w0]&(1<<b) == 0
+			if seededOnly && !s.maySeed(i, p) {
 				continue
 			}
-			best, bestRare, bestTie, bestSeeded = p, s.holders[p], tie, onlySeeded
+			best, bestRare, bestTie, onlySeeded = p, s.holders[p], tie, seededOnly
 		}
 	}
-	if best < 0 {
-		return -1, -1
-	}
-	// The holder with the most free slots, so that load spreads; among
-	// those, one drawn by a hash, so that node 0 (first in every list) is
-	// not everyone's default. Under the designee rule a seeder only when
-	// no downloader offers the piece.
+	return best, onlySeeded
+}
+
+// source returns the peer node i takes piece best from: the holder with
+// the most free slots, so that load spreads; among those, one drawn by a
+// hash, so that node 0 (first in every list) is not everyone's default.
+// Under the designee rule a seeder only when no downloader offers it.
+func (s *sim) source(i, best int, onlySeeded bool) int {
 	k := best / s.perChunk
 	from, fromTie := -1, uint64(0)
 	for _, j := range s.peers[i] {
 		if s.upFree[j] == 0 || !s.have[j].has(best) {
 			continue
 		}
-		if s.cfg.Designee && !bestSeeded && s.chunkGap[j][k] == 0 {
+		if s.cfg.Designee && !onlySeeded && s.chunkGap[j][k] == 0 {
 			continue
 		}
 		tie := mix(uint64(s.rot[i])<<32 ^ uint64(j)<<12 ^ uint64(best))
@@ -559,7 +578,7 @@ func (s *sim) pick(i int) (piece, from int) {
 			from, fromTie = int(j), tie
 		}
 	}
-	return best, from
+	return from
 }
 
 // maySeed tells whether node i may ask a seeder (a peer holding the whole
