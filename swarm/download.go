@@ -305,7 +305,10 @@ func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.
 		s.downloads.setIdle(ci.infoHash, true)
 	}
 	e.signalLocked()
-	s.wantChunk(t, ci.index)
+	if len(peers) > s.cfg.MaxConns {
+		e.wide = true
+	}
+	s.wantChunk(t, ci.index, e.wide)
 	t.AddPeers(peers)
 	return c, nil
 }
@@ -332,6 +335,7 @@ func (s *Swarm) refreshPeers(e *entry) {
 		select {
 		case <-tick.C:
 			peers := s.downloadPeers(e)
+			s.widen(e, len(peers))
 			for _, c := range s.chunksOf(e) {
 				c.t.AddPeers(peers)
 			}

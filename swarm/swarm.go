@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -258,6 +259,10 @@ type Swarm struct {
 	gate      *peerauth.Gate
 	auth      peerauth.Counters
 	listener  net.Listener // ours when PeerKeys is set; nil otherwise
+	// tiebreak seeds this node's piece order inside a chunk in a wide
+	// swarm (window.go), so downloaders of one seeder start on different
+	// pieces.
+	tiebreak uint64
 
 	// admitMu serializes the start of downloads (Blob's Open, Follow):
 	// the table is checked, the cache admits the download (evicting others,
@@ -298,8 +303,12 @@ type entry struct {
 	reading int      // the furthest chunk a stream of it reads
 	// windowEnd: chunks before it may be added (window.go).
 	windowEnd int
-	changed   chan struct{} // closed and replaced when a chunk is added or the entry ends
-	gone      error         // why the entry left the table; waiters stop
+	// wide: the tracker named more peers of a download than a torrent
+	// connects to, so its chunks take the wide swarm's piece choice
+	// (window.go). It never goes back.
+	wide    bool
+	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
+	gone    error         // why the entry left the table; waiters stop
 	// Of a download: the streams reading it, and the timer that drops it
 	// once none has for AbandonTimeout (abandon.go).
 	readers  int
@@ -381,6 +390,7 @@ func New(cfg Config) (*Swarm, error) {
 		changes:   make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		gate:      cfg.Gate,
+		tiebreak:  mrand.Uint64(),
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)

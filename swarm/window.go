@@ -26,6 +26,22 @@ import (
 // queue, the other nodes' nowGrace ran out, and they asked the seeder too.
 // Without them the seeder served 15-19 duplicate requests of 512 per
 // blob instead of 36-39 (BenchmarkRollout, 8 nodes, 128 MiB, 50 Mbit/s).
+//
+// A wide swarm goes back to the tiers, without the designee rule. The rule
+// needs every downloader in view, and a torrent connects to at most
+// MaxConns peers: when the tracker names more peers of a download than
+// that, each node would decide from a part of the downloaders, and a piece
+// none of the seeder's peers takes for its own would leave the seeder only
+// after nowGrace. The rollout model (internal/rolloutmodel,
+// docs/benchmarks.md) puts the rule at 8-42x one transfer at 100 and 1,000
+// nodes with 50 connections each, and the tiers without it at 1.20-1.23x
+// cold and 1.05-1.07x warm; without either, every node would ask the
+// seeder for the same lowest piece (4x). A download turns wide when the
+// tracker names more than MaxConns peers of it (at a chunk's start or a
+// peer refresh), and stays so.
+var pieceTiers = [...]torrent.PiecePriority{
+	torrent.PiecePriorityNext, torrent.PiecePriorityReadahead, torrent.PiecePriorityHigh, torrent.PiecePriorityNormal,
+}
 
 // The window is the chunks from the one the stream reads on, as many as it
 // takes for one chunk's bytes still to be missing (windowMissing), and at
@@ -117,14 +133,57 @@ func (s *Swarm) widenWindow(e *entry) error {
 	return nil
 }
 
-// wantChunk asks for every piece of chunk k of a download. It takes the
-// client lock (per piece): callers may hold Swarm.mu, never a lock the
-// library's callbacks take.
-func (s *Swarm) wantChunk(t *torrent.Torrent, k int) {
+// wantChunk asks for every piece of chunk k of a download: at one
+// priority under the designee rule, or in this node's tiers without it in
+// a wide swarm (see pieceTiers). It takes the client lock (per piece):
+// callers may hold Swarm.mu, never a lock the library's callbacks take.
+func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
+	t.DregistrySetDesignee(!wide)
 	for i := range t.NumPieces() {
 		if t.PieceState(i).Complete {
 			continue
 		}
-		t.Piece(i).SetPriority(torrent.PiecePriorityNormal)
+		prio := torrent.PiecePriorityNormal
+		if wide {
+			prio = pieceTiers[tierRank(s.tiebreak, k, i)%uint64(len(pieceTiers))]
+		}
+		t.Piece(i).SetPriority(prio)
+	}
+}
+
+// tierRank is a per-node pseudo-random rank of piece i of chunk k
+// (splitmix64 of the three).
+func tierRank(seed uint64, k, i int) uint64 {
+	x := seed ^ uint64(k)*0x9e3779b97f4a7c15 ^ uint64(i)*0xbf58476d1ce4e5b9
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// widen turns download e wide once the tracker names more of its peers
+// than a torrent connects to, and re-wants the chunks it has. Takes s.mu,
+// then the client lock (wantChunk).
+func (s *Swarm) widen(e *entry, peers int) {
+	if peers <= s.cfg.MaxConns {
+		return
+	}
+	s.mu.Lock()
+	was := e.wide
+	e.wide = true
+	var chunks []*chunk
+	if !was {
+		for _, c := range e.chunks {
+			if c != nil {
+				chunks = append(chunks, c)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if was {
+		return
+	}
+	s.log.Info("wide swarm: more peers than a torrent connects to; piece order per node, no designee rule", "digest", e.digest, "peers", peers, "max conns", s.cfg.MaxConns)
+	for _, c := range chunks {
+		s.wantChunk(c.t, c.info.index, true)
 	}
 }

@@ -53,10 +53,11 @@ func BenchmarkModelChoices(b *testing.B) {
 		name string
 		edit func(*Config)
 	}{
-		{"as built: C = swarm.ChunkBytes, window of one chunk missing (≤ 8 chunks), index order, designee, 4 slots, 50 peers", func(*Config) {}},
-		{"every node connected to every other (peers = N − 1)", func(c *Config) { c.Peers = c.Nodes }},
-		{"no designee rule", func(c *Config) { c.Designee = false }},
-		{"grace 0.6 s", func(c *Config) { c.Grace = 0.6 }},
+		{"as built: C = swarm.ChunkBytes, window of one chunk missing (≤ 8 chunks), index order and the designee rule up to 51 nodes, the wide fallback beyond, 4 slots, 50 peers", func(*Config) {}},
+		{"the designee rule at any N (main before the wide fallback)", func(c *Config) { c.WideFallback = false }},
+		{"the designee rule, every node connected to every other (peers = N − 1)", func(c *Config) { c.Peers = c.Nodes }},
+		{"no designee rule, index order, at any N", func(c *Config) { c.Designee, c.WideFallback = false, false }},
+		{"grace 0.6 s, no fallback", func(c *Config) { c.Grace, c.WideFallback = 0.6, false }},
 		{"window 4 chunks", func(c *Config) { c.WindowMissing, c.Window = false, 4 }},
 		{"C = 8 MiB", func(c *Config) { c.Chunk = 8 << 20 }},
 		{"C = 32 MiB", func(c *Config) { c.Chunk = 32 << 20 }},
@@ -87,21 +88,27 @@ func BenchmarkModelChoices(b *testing.B) {
 }
 
 // BenchmarkModelKraken runs the model at Kraken's published setup: 3 GB to
-// 2,600 hosts, 300 MB/s per agent (the upstream too), one seeder. The swarm
-// as built needs every downloader in view (TestDesigneeRuleNeedsEveryDownloaderInView),
-// which 2,600 hosts on 50 connections each are not, so the rows are the
-// swarm of 2026-12-05 (Scattered), with a window of 2 and 4 chunks.
+// 2,600 hosts, 300 MB/s per agent (the upstream too), one seeder: the
+// swarm as built (its wide fallback, at that size) and the swarm of
+// 2026-12-05 with a window of 2 and 4 chunks.
 func BenchmarkModelKraken(b *testing.B) {
 	printTable(b, func(w io.Writer) {
 		fmt.Fprintln(w, "| 3 GB, N = 2,600, 300 MB/s | last | p50 | max upload |")
 		fmt.Fprintln(w, "|---|---|---|---|")
+		row := func(name string, cfg Config, mode Mode) {
+			cfg.Link, cfg.Upstream = 300e6, 300e6
+			r := mustRun(b, cfg, mode)
+			_, up := r.MaxUpload()
+			fmt.Fprintf(w, "| %s, %v | %s | %s | %.2f B |\n", name, mode, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
+		}
+		for _, mode := range []Mode{Cold, Warm} {
+			row("swarm as built", DefaultConfig(3e9, 2600), mode)
+		}
 		for _, window := range []int{2, 4} {
 			for _, mode := range []Mode{Cold, Warm} {
 				cfg := Scattered(3e9, 2600)
-				cfg.Link, cfg.Upstream, cfg.Window = 300e6, 300e6, window
-				r := mustRun(b, cfg, mode)
-				_, up := r.MaxUpload()
-				fmt.Fprintf(w, "| swarm of 2026-12-05, %v, window %d chunks | %s | %s | %.2f B |\n", mode, window, secs(cfg, r.Last()), secs(cfg, r.Median()), frac(up, cfg.Blob))
+				cfg.Window = window
+				row(fmt.Sprintf("swarm of 2026-12-05, window %d chunks", window), cfg, mode)
 			}
 		}
 	})

@@ -77,6 +77,10 @@ type Config struct {
 	// Grace is the seconds a node waits on its next piece before it asks a
 	// seeder that is not its to ask (Designee).
 	Grace float64
+	// WideFallback is the swarm's answer to a cluster wider than a node's
+	// connections (swarm/window.go): with more than Peers + 1 nodes, no
+	// designee rule and a per-node scattered order (TieBreak Scatter).
+	WideFallback bool
 	// Seed makes a run repeatable: the graph, the tie-breaks and the order
 	// in which nodes ask.
 	Seed uint64
@@ -131,6 +135,7 @@ func DefaultConfig(blob int64, nodes int) Config {
 		TieBreak:      Index,
 		Designee:      true,
 		Grace:         1.5,
+		WideFallback:  true,
 		Seed:          1,
 	}
 }
@@ -140,7 +145,7 @@ func DefaultConfig(blob int64, nodes int) Config {
 // order among equally rare pieces, no designee rule.
 func Scattered(blob int64, nodes int) Config {
 	c := DefaultConfig(blob, nodes)
-	c.Window, c.WindowMissing, c.TieBreak, c.Designee, c.Grace = 4, false, Scatter, false, 0
+	c.Window, c.WindowMissing, c.TieBreak, c.Designee, c.Grace, c.WideFallback = 4, false, Scatter, false, 0, false
 	return c
 }
 
@@ -215,6 +220,9 @@ var errStuck = errors.New("rolloutmodel: no piece can move; the peer graph is no
 func Run(cfg Config, mode Mode) (Result, error) {
 	if err := cfg.validate(mode); err != nil {
 		return Result{}, err
+	}
+	if cfg.WideFallback && cfg.Nodes-1 > cfg.Peers {
+		cfg.Designee, cfg.TieBreak = false, Scatter
 	}
 	return newSim(cfg, mode).run()
 }

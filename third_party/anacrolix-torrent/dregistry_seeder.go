@@ -31,6 +31,9 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 		return false
 	}
 	t := p.t
+	if t.dregistryNoDesignee {
+		return false
+	}
 	now := t.piece(i).purePriority() >= PiecePriorityNow
 	self := pieceRank(t.cl.peerID, i)
 	designee := true
@@ -252,6 +255,35 @@ func (t *Torrent) blobDownloaders(ids []PeerID) []PeerID {
 	}
 	return ids
 }
+
+// DregistrySetDesignee turns the designee rule (skipAtSeeder) on, as it is
+// by default, or off, and has every connection decide its requests again.
+// The rule needs every downloader in view: where the cluster holds more of
+// them than a torrent connects to, each node would decide from a part of
+// them, and a piece that none of the seeder's peers takes for its own would
+// leave the seeder only after nowGrace (internal/rolloutmodel: 8-42x one
+// transfer at 100 and 1,000 nodes). The swarm turns it off there.
+func (t *Torrent) DregistrySetDesignee(on bool) {
+	t.cl.lock()
+	defer t.cl.unlock()
+	if t.dregistryNoDesignee == !on {
+		return
+	}
+	t.dregistryNoDesignee = !on
+	for c := range t.conns {
+		c.onNeedUpdateRequests(peerUpdateRequestsDesigneeReason)
+	}
+}
+
+// DregistryDesignee reports whether the designee rule is on for t.
+func (t *Torrent) DregistryDesignee() bool {
+	t.cl.rLock()
+	defer t.cl.rUnlock()
+	return !t.dregistryNoDesignee
+}
+
+// peerUpdateRequestsDesigneeReason: the designee rule was turned on or off.
+const peerUpdateRequestsDesigneeReason = "dregistry: designee rule changed"
 
 // DregistryWriteStatus writes t's human-readable status (its connections,
 // their requests and rates) to w, as Client.WriteStatus does for every

@@ -80,6 +80,9 @@ type Torrent struct {
 	// torrent, and the downloaders of its blob seen in sibling torrents
 	// (dregistry_seeder.go); guarded by the client lock.
 	dregistryView dregistryView
+	// dregistryNoDesignee turns the designee rule off
+	// (DregistrySetDesignee); guarded by the client lock.
+	dregistryNoDesignee bool
 	// Torrent-level aggregate statistics. First in struct to ensure 64-bit
 	// alignment. See #262.
 	connStats AllConnStats
