@@ -21,7 +21,10 @@
 // them by one downloader, the one a hash of node and piece ranks first
 // among the chunk's downloaders the asking node is connected to; the
 // others take it from that one, or ask a seeder once it is their next
-// missing piece and they waited Config.Grace. The swarm of 2026-12-05
+// missing piece and they waited Config.Grace. Beyond Peers + 1 nodes the
+// rule has no full view, and the swarm's wide fallback
+// (Config.WideFallback) drops it for a per-node scattered order. The swarm
+// of 2026-12-05
 // (Scattered: four chunks, a per-node scattered order, no designee) is
 // kept for comparison.
 // A piece received in a round can be uploaded from the next round. A node
