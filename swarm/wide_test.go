@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -123,5 +124,47 @@ func TestWideSwarmOrdersPiecesPerNodeWithoutTheDesigneeRule(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Wide, the download still completes and verifies: three downloaders of
+// two seeders, each connecting to at most three of its four peers per
+// torrent (so at least one seeder), read a blob of several chunks at once.
+func TestWideSwarmDownloadsTheBlob(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 5*testChunk+333)
+	seed(t, startNode(t, tr, "127.0.0.2", "", chunked()), tr, content, dgst)
+	seed(t, startNode(t, tr, "127.0.0.3", "", chunked()), tr, content, dgst)
+	var nodes []*node
+	for i := range 3 {
+		n := startNode(t, tr, fmt.Sprintf("127.0.0.%d", 4+i), "", chunked(func(c *Config) {
+			c.MaxConns, c.PeerRefresh = 3, 100*time.Millisecond
+		}))
+		tr.announcePartial(dgst, n)
+		nodes = append(nodes, n)
+	}
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			got, err := readBlob(t, n, dgst, 0)
+			if err == nil && !bytes.Equal(got, content) {
+				err = fmt.Errorf("%s read %d bytes, not the blob", n.ip, len(got))
+			}
+			errs <- err
+		}()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, n := range nodes {
+		n.mu.Lock()
+		e := n.torrents[dgst]
+		wide := e != nil && e.wide
+		n.mu.Unlock()
+		if !wide {
+			t.Errorf("%s: the download is not wide with more peers than MaxConns", n.ip)
+		}
 	}
 }
