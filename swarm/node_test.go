@@ -143,16 +143,21 @@ func openBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) (io.ReadC
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	b, err := n.Blob(ctx, refForTests(), dgst)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := b.Open(ctx, offset)
+	rc, err := openBlobIn(ctx, n, dgst, offset)
 	if err != nil {
 		return nil, err
 	}
 	t.Cleanup(func() { rc.Close() })
 	return rc, nil
+}
+
+// openBlobIn opens dgst on n from offset under ctx; the caller closes it.
+func openBlobIn(ctx context.Context, n *node, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
+	b, err := n.Blob(ctx, refForTests(), dgst)
+	if err != nil {
+		return nil, err
+	}
+	return b.Open(ctx, offset)
 }
 
 // readBlob opens dgst on n from offset and reads it to the end.

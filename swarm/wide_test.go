@@ -71,12 +71,7 @@ func TestWideSwarmOrdersPiecesPerNodeWithoutTheDesigneeRule(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			b, err := d.Blob(ctx, refForTests(), dgst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			rc, err := b.Open(ctx, 0)
+			rc, err := openBlobIn(ctx, d, dgst, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
