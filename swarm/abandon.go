@@ -21,10 +21,14 @@ var errAbandoned = errors.New("swarm: download abandoned: no stream read it")
 
 // readerOpened counts a stream of download e: it keeps piece buffers for
 // it again and stops the idle timer.
-func (s *Swarm) readerOpened(e *entry) {
+func (s *Swarm) readerOpened(e *entry, sr *streamReader) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.readers++
+	if e.streams == nil {
+		e.streams = map[*streamReader]struct{}{}
+	}
+	e.streams[sr] = struct{}{}
 	if e.readers > 1 {
 		return
 	}
@@ -36,11 +40,12 @@ func (s *Swarm) readerOpened(e *entry) {
 
 // readerClosed uncounts a stream of e; the last one frees e's piece
 // buffers and starts the idle timer.
-func (s *Swarm) readerClosed(e *entry) {
+func (s *Swarm) readerClosed(e *entry, sr *streamReader) {
 	uploaded := s.uploadedOf(e) // before s.mu: it takes the client lock per chunk
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.readers--
+	delete(e.streams, sr)
 	if e.readers > 0 || e.gone != nil {
 		return
 	}

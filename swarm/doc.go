@@ -55,8 +55,10 @@
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
 // complete blob, and never waits without a bound: no seeder is an immediate
-// oci.ErrNotFound, and a read that makes no progress for
-// Config.StallTimeout fails so the response is aborted and containerd retries.
+// oci.ErrNotFound, a read that makes no progress for Config.StallTimeout
+// fails so the response is aborted and containerd retries, and so does one
+// that waits on a download left with no peer at all for
+// Config.OrphanTimeout (orphan.go).
 //
 // It speaks registry/oci's vocabulary (Swarm is an oci.Source; peer
 // requests carry oci.NoForwardHeader) and never imports the registry

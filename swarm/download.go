@@ -325,19 +325,24 @@ func (s *Swarm) downloadPeers(e *entry) []torrent.PeerInfo {
 }
 
 // refreshPeers adds peers that appear while a download runs, so a seeder
-// that vanishes is replaced. It ends when the download is verified, dropped
+// that vanishes is replaced, and fails the waiting streams of a download
+// left with no peer at all (orphan.go). It ends when the download is verified, dropped
 // or the swarm closes.
 func (s *Swarm) refreshPeers(e *entry) {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.cfg.PeerRefresh)
 	defer tick.Stop()
+	var orphan orphanClock
 	for {
 		select {
-		case <-tick.C:
+		case now := <-tick.C:
 			peers := s.downloadPeers(e)
 			s.widen(e, len(peers))
 			for _, c := range s.chunksOf(e) {
 				c.t.AddPeers(peers)
+			}
+			if orphan.tick(s.hasPeer(e, peers), now, s.cfg.OrphanTimeout) {
+				s.failWaiting(e, now.Sub(orphan.since))
 			}
 		case <-e.verified:
 			return

@@ -29,12 +29,16 @@ type streamReader struct {
 	cancel    context.CancelCauseFunc
 	watchdog  *time.Timer
 	waitingAt atomic.Int64 // pos when the watchdog was armed, for its log
+	waiting   atomic.Bool  // a Read waits for the swarm (orphan.go)
 	pos, size int64
-	// r reads chunk k; nil before the first read. rmu guards r, k and
-	// closed: Close may come from another goroutine than Read.
+	// r reads chunk k; nil before the first read. rmu guards r, k, inRead
+	// and closed: Close may come from another goroutine than Read, and
+	// then leaves closing r to the Read that uses it (the library's reader
+	// must not be closed under its Read).
 	rmu    sync.Mutex
 	r      torrent.Reader
 	k      int
+	inRead bool
 	closed bool
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
@@ -60,7 +64,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 		cancel(fmt.Errorf("swarm: %w (%s) on %s", oci.ErrStalled, s.cfg.StallTimeout, e.digest))
 	})
 	sr.watchdog.Stop()
-	s.readerOpened(e)
+	s.readerOpened(e, sr)
 	return sr
 }
 
@@ -80,13 +84,12 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		k := sr.e.lay.chunkOf(sr.pos)
 		off, length := sr.e.lay.span(k)
 		p = p[:min(int64(len(p)), off+length-sr.pos)] // one chunk per read
-		sr.waitingAt.Store(sr.pos)
-		sr.watchdog.Reset(sr.s.cfg.StallTimeout)
+		sr.beginWait()
 		var r torrent.Reader
 		if r, err = sr.reader(k, sr.pos-off); err == nil {
 			n, err = r.Read(p)
 		}
-		sr.watchdog.Stop()
+		sr.endWait()
 		if errors.Is(err, io.EOF) && sr.pos+int64(n) == off+length {
 			err = nil // end of the chunk, not of the blob
 		}
@@ -123,6 +126,31 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		return n, sr.err
 	}
 	return n, nil
+}
+
+// beginWait arms the stall watchdog and marks the stream as reading from
+// the swarm.
+func (sr *streamReader) beginWait() {
+	sr.rmu.Lock()
+	sr.inRead = true
+	sr.rmu.Unlock()
+	sr.waitingAt.Store(sr.pos)
+	sr.waiting.Store(true)
+	sr.watchdog.Reset(sr.s.cfg.StallTimeout)
+}
+
+// endWait stops the watchdog, and closes the chunk reader if Close came
+// while the Read used it.
+func (sr *streamReader) endWait() {
+	sr.watchdog.Stop()
+	sr.waiting.Store(false)
+	sr.rmu.Lock()
+	defer sr.rmu.Unlock()
+	sr.inRead = false
+	if sr.closed && sr.r != nil {
+		sr.r.Close()
+		sr.r = nil
+	}
 }
 
 // reader returns a reader of chunk k at offset at (in the chunk), waiting
@@ -314,10 +342,11 @@ func (sr *streamReader) Close() error {
 	}
 	sr.closed = true
 	var err error
-	if sr.r != nil {
+	if sr.r != nil && !sr.inRead {
 		err = sr.r.Close()
+		sr.r = nil
 	}
 	sr.rmu.Unlock()
-	sr.s.readerClosed(sr.e)
+	sr.s.readerClosed(sr.e, sr)
 	return err
 }

@@ -94,6 +94,13 @@ type Config struct {
 	// PeerRefresh is how often a download asks Seeders for new peers;
 	// default 2 s.
 	PeerRefresh time.Duration
+	// OrphanTimeout fails the waiting reads of a download that has had no
+	// peer for this long: the tracker names none (its seeders went, say
+	// containerd dropped the blob) and no chunk torrent is connected to
+	// one. Nothing can arrive, so the response is cut now rather than
+	// after StallTimeout, and containerd's retry finds its next source
+	// (Blob answers "no complete seeder" at once). Default 5 s.
+	OrphanTimeout time.Duration
 	// Readahead bounds the verified pieces the chunk downloads of a stream's
 	// window keep in memory for its reader (pieceBuffers; each of its at
 	// most 2·windowChunks chunks keeps Readahead/(2·windowChunks));
@@ -147,6 +154,7 @@ func DefaultConfig() Config {
 		LookupTimeout:   oci.DefaultLookupTimeout,
 		StallTimeout:    oci.DefaultStallTimeout,
 		PeerRefresh:     2 * time.Second,
+		OrphanTimeout:   5 * time.Second,
 		Readahead:       64 << 20,
 		// Long enough for a retry to resume an interrupted download.
 		DownloadRetention: 24 * time.Hour,
@@ -221,6 +229,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PeerRefresh == 0 {
 		c.PeerRefresh = d.PeerRefresh
+	}
+	if c.OrphanTimeout == 0 {
+		c.OrphanTimeout = d.OrphanTimeout
 	}
 	if c.Readahead == 0 {
 		c.Readahead = d.Readahead
@@ -309,9 +320,11 @@ type entry struct {
 	wide    bool
 	changed chan struct{} // closed and replaced when a chunk is added or the entry ends
 	gone    error         // why the entry left the table; waiters stop
-	// Of a download: the streams reading it, and the timer that drops it
-	// once none has for AbandonTimeout (abandon.go).
+	// Of a download: the streams reading it (counted, and each one, so a
+	// download left with no peer can fail those that wait: orphan.go), and
+	// the timer that drops it once none has for AbandonTimeout (abandon.go).
 	readers  int
+	streams  map[*streamReader]struct{}
 	idle     *time.Timer
 	uploaded int64 // its chunks' uploads when the idle timer was armed
 

@@ -1,0 +1,81 @@
+package swarm
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/dregistry/dregistry/registry/oci"
+)
+
+// A download whose only seeder leaves (its containerd dropped the blob)
+// fails its waiting read after OrphanTimeout, not after StallTimeout, and
+// says why; while a connection to the seeder lasts, it waits.
+func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4<<20)
+	seeder := startNode(t, tr, "127.0.0.21", "", nil)
+	// The metainfo endpoint answers; the pieces never come.
+	stall := stallingReaderAt{release: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(stall.release)
+		}
+	}
+	defer release()
+	seedRaw(t, seeder, tr, mustHash(t, content, dgst), stall)
+	d := startNode(t, tr, "127.0.0.22", "", func(c *Config) {
+		c.StallTimeout = 5 * time.Minute // far past every wait below
+		c.OrphanTimeout = 300 * time.Millisecond
+	})
+	rc, err := openBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, rc)
+		done <- err
+	}()
+	connected := func() bool {
+		d.mu.Lock()
+		e := d.torrents[dgst]
+		d.mu.Unlock()
+		if e == nil {
+			return false
+		}
+		for _, c := range d.chunksOf(e) {
+			if len(c.t.PeerConns()) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(20 * time.Second); !connected(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the download never connected to its seeder")
+		}
+	}
+	// The tracker forgets the seeder, but the connection stays: the read
+	// keeps waiting well past OrphanTimeout.
+	tr.withdraw(dgst, seeder)
+	select {
+	case err := <-done:
+		t.Fatalf("read ended while a peer was still connected: %v", err)
+	case <-time.After(10 * 300 * time.Millisecond):
+	}
+	// The seeder drops the blob: no peer is left.
+	release()
+	seeder.Unseed(dgst)
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNoPeer) || !errors.Is(err, oci.ErrStalled) {
+			t.Fatalf("read failed with %v, want the no-peer stall", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the read still waits a minute after its last peer went")
+	}
+}
