@@ -55,8 +55,9 @@
 //
 // It never talks to an upstream registry, never serves unverified bytes as a
 // complete blob, and never waits without a bound: no seeder is an immediate
-// oci.ErrNotFound, a read that makes no progress for Config.StallTimeout
-// fails so the response is aborted and containerd retries, and so does one
+// oci.ErrNotFound, a read whose chunk receives no byte for
+// Config.StallTimeout fails so the response is aborted and containerd
+// retries (watchdog.go), and so does one
 // that waits on a download left with no peer at all for
 // Config.OrphanTimeout (orphan.go).
 //
@@ -73,7 +74,10 @@
 // tracker's lock (read, through Members.IsMember). peerTraffic.sampleMu is
 // taken before the client lock (Stats and a closed connection's retire read
 // connection counts under it; no callback takes it: PeerConnClosed starts
-// the retire on a goroutine).
+// the retire on a goroutine). A stream's streamReader.rmu is taken with
+// neither Swarm.mu nor the client lock held, and before the client lock
+// (the library's reader is closed under it, never while a Read uses it);
+// the watchdog (watchdog.go) reads the chunk's progress before taking it.
 //
 //   - Swarm.admitMu serializes the start of a download (Blob's first Open,
 //     Follow): it is held while the cache admits the download, which may

@@ -3,6 +3,7 @@ package swarm
 import (
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,35 @@ func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the read still waits a minute after its last peer went")
+	}
+}
+
+// A piece that arrives more slowly than StallTimeout, but moves, does not
+// cut the stream: the watchdog counts its chunk's bytes as they come.
+func TestSlowPieceThatMovesDoesNotStallTheStream(t *testing.T) {
+	tr := newTracker()
+	// 6 pieces of 256 KiB: the seeder's limiter lets its first MiB go at
+	// once (its burst), then 64 KiB/s: each of the last pieces takes about
+	// 4 s, far past the downloader's StallTimeout, in requests of 16 KiB.
+	content, dgst := randomBlob(t, 3<<19)
+	small := func(c *Config) { c.ChunkSize = 16 << 10 }
+	seeder := startNode(t, tr, "127.0.0.23", "", func(c *Config) {
+		small(c)
+		c.UploadLimit = 64 << 10
+	})
+	seed(t, seeder, tr, content, dgst)
+	var logs syncBuffer
+	d := startNode(t, tr, "127.0.0.24", "", func(c *Config) {
+		small(c)
+		c.StallTimeout = 1500 * time.Millisecond
+		logTo(&logs)(c)
+	})
+	got, err := readBlob(t, d, dgst, 0)
+	if err != nil {
+		t.Fatalf("read: %v\n%s", err, logs.String())
+	}
+	mustEqual(t, got, content)
+	if !strings.Contains(logs.String(), "slow chunk that still moves") {
+		t.Fatalf("no wait outlasted StallTimeout, so the test proved nothing:\n%s", logs.String())
 	}
 }

@@ -21,7 +21,7 @@ import (
 // bytes until the whole digest matches, so a bad blob ends in an error,
 // never in a complete response. A chunk whose metainfo is not known yet (a
 // followed blob still growing on its owner) is waited for, under the same
-// stall watchdog as a piece.
+// stall watchdog as a piece (watchdog.go).
 type streamReader struct {
 	s         *Swarm
 	e         *entry
@@ -31,15 +31,21 @@ type streamReader struct {
 	waitingAt atomic.Int64 // pos when the watchdog was armed, for its log
 	waiting   atomic.Bool  // a Read waits for the swarm (orphan.go)
 	pos, size int64
-	// r reads chunk k; nil before the first read. rmu guards r, k, inRead
-	// and closed: Close may come from another goroutine than Read, and
-	// then leaves closing r to the Read that uses it (the library's reader
-	// must not be closed under its Read).
+	// r reads chunk k; nil before the first read. rmu guards r, k, inRead,
+	// closed, armedAt and awaited: Close may come from another goroutine
+	// than Read, and then leaves closing r to the Read that uses it (the
+	// library's reader must not be closed under its Read), and the
+	// watchdog fires on its own goroutine. Under rmu only the library's
+	// reader is closed (its client lock); see the lock order in doc.go.
 	rmu    sync.Mutex
 	r      torrent.Reader
 	k      int
 	inRead bool
 	closed bool
+	// armedAt is when the watchdog's current bound started; awaited the
+	// chunk the Read waits on (watchdog.go).
+	armedAt time.Time
+	awaited *awaitedChunk
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
 	digester digest.Digester
@@ -59,10 +65,7 @@ func newStreamReader(ctx context.Context, s *Swarm, e *entry, offset int64) *str
 	}
 	// The watchdog runs only while a Read waits, so a slow consumer is not
 	// mistaken for a stalled swarm.
-	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, func() {
-		s.logStall(e, sr.waitingAt.Load())
-		cancel(fmt.Errorf("swarm: %w (%s) on %s", oci.ErrStalled, s.cfg.StallTimeout, e.digest))
-	})
+	sr.watchdog = time.AfterFunc(s.cfg.StallTimeout, sr.expire)
 	sr.watchdog.Stop()
 	s.readerOpened(e, sr)
 	return sr
@@ -87,6 +90,7 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		sr.beginWait()
 		var r torrent.Reader
 		if r, err = sr.reader(k, sr.pos-off); err == nil {
+			sr.noteAwaited(k)
 			n, err = r.Read(p)
 		}
 		sr.endWait()
@@ -126,31 +130,6 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		return n, sr.err
 	}
 	return n, nil
-}
-
-// beginWait arms the stall watchdog and marks the stream as reading from
-// the swarm.
-func (sr *streamReader) beginWait() {
-	sr.rmu.Lock()
-	sr.inRead = true
-	sr.rmu.Unlock()
-	sr.waitingAt.Store(sr.pos)
-	sr.waiting.Store(true)
-	sr.watchdog.Reset(sr.s.cfg.StallTimeout)
-}
-
-// endWait stops the watchdog, and closes the chunk reader if Close came
-// while the Read used it.
-func (sr *streamReader) endWait() {
-	sr.watchdog.Stop()
-	sr.waiting.Store(false)
-	sr.rmu.Lock()
-	defer sr.rmu.Unlock()
-	sr.inRead = false
-	if sr.closed && sr.r != nil {
-		sr.r.Close()
-		sr.r = nil
-	}
 }
 
 // reader returns a reader of chunk k at offset at (in the chunk), waiting

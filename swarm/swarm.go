@@ -88,8 +88,9 @@ type Config struct {
 	SmallFetchBytes int64
 	// LookupTimeout bounds the metainfo fetch from seeders; default 5 s.
 	LookupTimeout time.Duration
-	// StallTimeout fails a read that receives nothing for this long, so the
-	// response is aborted and containerd retries; default 30 s.
+	// StallTimeout fails a read that receives nothing for this long (no
+	// byte of the chunk it waits on arrives: watchdog.go), so the response
+	// is aborted and containerd retries; default 30 s.
 	StallTimeout time.Duration
 	// PeerRefresh is how often a download asks Seeders for new peers;
 	// default 2 s.
