@@ -20,6 +20,9 @@ import (
 // DREGISTRY_BENCH_CC sets every host's TCP congestion control (by default
 // the machine's, which namespaces inherit; a namespace may only choose one
 // of net.ipv4.tcp_allowed_congestion_control, e.g. reno or bbr).
+// DREGISTRY_BENCH_QUEUE_MS sets the length of every link's tbf queue
+// (default testenv.DefaultQueue, 100 ms: a deep FIFO; a real NIC with
+// fq_codel keeps its queue near 5 ms, and this kernel has no fq_codel).
 const (
 	rolloutNodes    = 8
 	rolloutLayerMiB = 128
@@ -65,9 +68,10 @@ func BenchmarkRollout(b *testing.B) {
 	layerSize := int64(envInt(b, "DREGISTRY_BENCH_LAYER_MIB", rolloutLayerMiB)) << 20
 	rate := int64(envInt(b, "DREGISTRY_BENCH_RATE_MBIT", rolloutRateMbit)) * 1_000_000
 
-	c := startRolloutCluster(b, count, rate, os.Getenv("DREGISTRY_BENCH_CC"))
+	queue := time.Duration(envInt(b, "DREGISTRY_BENCH_QUEUE_MS", int(testenv.DefaultQueue/time.Millisecond))) * time.Millisecond
+	c := startRolloutCluster(b, count, rate, queue, os.Getenv("DREGISTRY_BENCH_CC"))
 	waitEgressKnown(b, c.up, c.nodes, c.nodes[:1])
-	b.Logf("load average at the start: %s; TCP congestion control: %s", loadAverage(), cmp.Or(os.Getenv("DREGISTRY_BENCH_CC"), "the machine's"))
+	b.Logf("load average at the start: %s; TCP congestion control: %s; tbf queues of %s", loadAverage(), cmp.Or(os.Getenv("DREGISTRY_BENCH_CC"), "the machine's"), queue)
 
 	var sum rolloutResult
 	b.ResetTimer()
@@ -103,6 +107,7 @@ type rolloutCluster struct {
 	up     *testenv.Registry
 	upPort *testenv.Port
 	rate   int64
+	queue  time.Duration // every link's tbf queue
 	nodes  []*testenv.Node
 	ports  []*testenv.Port // ports[i] is nodes[i]'s
 }
@@ -110,16 +115,18 @@ type rolloutCluster struct {
 // startRolloutCluster puts the upstream on fabric host .2 and node i on
 // .11+i, each a host of its own: the node's containerd, every ctr it runs
 // and its dregistry share its namespace and so its capped port.
-func startRolloutCluster(b *testing.B, count int, rate int64, cc string) *rolloutCluster {
+func startRolloutCluster(b *testing.B, count int, rate int64, queue time.Duration, cc string) *rolloutCluster {
 	b.Helper()
 	f := testenv.NewFabric(b, "ro")
-	c := &rolloutCluster{rate: rate, upPort: f.Attach(b, "up", 2, rate)}
+	c := &rolloutCluster{rate: rate, queue: queue, upPort: f.Attach(b, "up", 2, 0)}
+	c.shape(b, c.upPort)
 	setCC(b, c.upPort, cc)
 	c.up = testenv.StartRegistryIn(b, c.upPort.Netns, c.upPort.Addr+":5500")
 	bin := testenv.BuildDregistry(b)
 	key := testenv.NewClusterKey(b)
 	for i := range count {
-		port := f.Attach(b, fmt.Sprintf("n%d", i+1), 11+i, rate)
+		port := f.Attach(b, fmt.Sprintf("n%d", i+1), 11+i, 0)
+		c.shape(b, port)
 		setCC(b, port, cc)
 		args := []string{"--egress"}
 		if i > 0 {
@@ -242,10 +249,16 @@ func (c *rolloutCluster) push(b *testing.B, kind, iter string, layerSize int64) 
 		b.Fatal(err)
 	}
 	img := c.up.Push(b, testenv.ImageSpec{Repo: "bench/rollout-" + kind, Tag: "v" + iter, LayerSizes: []int64{layerSize}, Uncompressed: true})
-	if err := c.upPort.Limit(c.rate); err != nil {
+	c.shape(b, c.upPort)
+	return img
+}
+
+// shape caps p both ways at the cluster's rate, with its queue length.
+func (c *rolloutCluster) shape(b *testing.B, p *testenv.Port) {
+	b.Helper()
+	if err := p.LimitQueue(c.rate, c.queue); err != nil {
 		b.Fatal(err)
 	}
-	return img
 }
 
 // fetchAll runs `ctr content fetch` of img on the nodes of idx at the same

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // Fabric is a switched network of hosts, each in a network namespace of its
@@ -132,10 +133,15 @@ func (f *Fabric) Attach(t testing.TB, name string, host int, bitsPerSecond int64
 // veth pair: the host's end shapes what it sends, the bridge's end what it
 // receives).
 func (p *Port) Limit(bitsPerSecond int64) error {
-	if err := p.Link.Limit(false, bitsPerSecond); err != nil {
+	return p.LimitQueue(bitsPerSecond, DefaultQueue)
+}
+
+// LimitQueue is Limit with tbf queues of the given length.
+func (p *Port) LimitQueue(bitsPerSecond int64, queue time.Duration) error {
+	if err := p.Link.LimitQueue(false, bitsPerSecond, queue); err != nil {
 		return err
 	}
-	return p.Link.Limit(true, bitsPerSecond)
+	return p.Link.LimitQueue(true, bitsPerSecond, queue)
 }
 
 // Unlimit removes the cap on what the host receives (the bridge's end),

@@ -8,13 +8,27 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
+// DefaultQueue is how long tbf lets packets wait before it drops them
+// (its latency): a deep FIFO, as a NIC without a fair-queuing qdisc has.
+const DefaultQueue = 100 * time.Millisecond
+
 // Limit caps the rate at which end a (true) or b (false) of the link sends,
-// in bits per second, with a tbf qdisc: the other direction stays free.
+// in bits per second, with a tbf qdisc holding DefaultQueue: the other
+// direction stays free.
 func (l *Link) Limit(a bool, bitsPerSecond int64) error {
+	return l.LimitQueue(a, bitsPerSecond, DefaultQueue)
+}
+
+// LimitQueue is Limit with a queue of the given length (tbf's latency).
+func (l *Link) LimitQueue(a bool, bitsPerSecond int64, queue time.Duration) error {
 	if bitsPerSecond <= 0 {
 		return fmt.Errorf("testenv: link rate %d bit/s must be positive", bitsPerSecond)
+	}
+	if queue < time.Millisecond {
+		return fmt.Errorf("testenv: tbf queue %s must be at least 1ms", queue)
 	}
 	ns, name := l.B, l.BName
 	if a {
@@ -25,7 +39,7 @@ func (l *Link) Limit(a bool, bitsPerSecond int64) error {
 	burst := max(bitsPerSecond/8/100, 64<<10)
 	args := []string{"qdisc", "replace", "dev", name, "root", "tbf",
 		"rate", strconv.FormatInt(bitsPerSecond, 10) + "bit",
-		"burst", strconv.FormatInt(burst, 10) + "b", "latency", "100ms"}
+		"burst", strconv.FormatInt(burst, 10) + "b", "latency", strconv.FormatInt(queue.Milliseconds(), 10) + "ms"}
 	if ns == nil {
 		return runTC(args...)
 	}
