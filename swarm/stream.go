@@ -42,9 +42,12 @@ type streamReader struct {
 	k      int
 	inRead bool
 	closed bool
-	// armedAt is when the watchdog's current bound started; awaited the
-	// chunk the Read waits on (watchdog.go).
+	// Of the watchdog (watchdog.go): the chunk the Read waits on, when its
+	// current bound started, when it fires next, and the chunk's progress
+	// noted once the Read waited a while.
+	waitK   int
 	armedAt time.Time
+	due     time.Time
 	awaited *awaitedChunk
 	// digester hashes the stream itself when it starts at 0; a stream that
 	// starts later is checked against the stored pieces at the end.
@@ -87,10 +90,9 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 		k := sr.e.lay.chunkOf(sr.pos)
 		off, length := sr.e.lay.span(k)
 		p = p[:min(int64(len(p)), off+length-sr.pos)] // one chunk per read
-		sr.beginWait()
+		sr.beginWait(k)
 		var r torrent.Reader
 		if r, err = sr.reader(k, sr.pos-off); err == nil {
-			sr.noteAwaited(k)
 			n, err = r.Read(p)
 		}
 		sr.endWait()
