@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -59,17 +58,9 @@ func TestBanOfABadPeerIsLoggedAsAWarningWithItsIP(t *testing.T) {
 	var log syncBuffer
 	d := startNode(t, tr, "127.0.0.22", "", func(c *Config) { logTo(&log)(c); c.StallTimeout = time.Minute })
 
-	rc, err := openBlob(t, d, dgst, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Reading asks for pieces; an honest seeder joins once the liar is
 	// banned, and the read ends before the test closes the stream.
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, rc)
-		done <- err
-	}()
+	done := drainInBackground(t, d, dgst)
 	waitFor(t, "the liar to be banned", func() bool { return banned(d, "127.0.0.21") })
 	waitFor(t, "the ban in the log", func() bool {
 		return len(linesWith(log.String(), "level=WARN", MsgPeerBanned, "peer=127.0.0.21")) > 0

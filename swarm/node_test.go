@@ -160,6 +160,22 @@ func openBlobIn(ctx context.Context, n *node, dgst digest.Digest, offset int64) 
 	return b.Open(ctx, offset)
 }
 
+// drainInBackground opens dgst on n from 0 and reads it to the end on
+// another goroutine; the channel gets the read's error (nil at the end).
+func drainInBackground(t testing.TB, n *node, dgst digest.Digest) <-chan error {
+	t.Helper()
+	rc, err := openBlob(t, n, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, rc)
+		done <- err
+	}()
+	return done
+}
+
 // readBlob opens dgst on n from offset and reads it to the end.
 func readBlob(t testing.TB, n *node, dgst digest.Digest, offset int64) ([]byte, error) {
 	t.Helper()

@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"errors"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -32,15 +31,7 @@ func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 		c.StallTimeout = 5 * time.Minute // far past every wait below
 		c.OrphanTimeout = 300 * time.Millisecond
 	})
-	rc, err := openBlob(t, d, dgst, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, rc)
-		done <- err
-	}()
+	done := drainInBackground(t, d, dgst)
 	connected := func() bool {
 		d.mu.Lock()
 		e := d.torrents[dgst]
@@ -55,11 +46,7 @@ func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 		}
 		return false
 	}
-	for deadline := time.Now().Add(20 * time.Second); !connected(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the download never connected to its seeder")
-		}
-	}
+	waitFor(t, "the download to connect to its seeder", connected)
 	// The tracker forgets the seeder, but the connection stays: the read
 	// keeps waiting well past OrphanTimeout.
 	tr.withdraw(dgst, seeder)
