@@ -120,8 +120,12 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	// At 400 Mbit/s a 256 MiB blob takes over 5 s to leave the upstream:
-	// time to find the owner mid-blob and kill it.
-	up, _ := testenv.StartShapedRegistry(t, "mid", 400_000_000)
+	// time to find the owner mid-blob. A short queue, so that throttling
+	// the link (waitOwnerPastChunk) takes effect at once.
+	up, link := testenv.StartShapedRegistry(t, "mid", upstreamRate)
+	if err := link.LimitQueue(false, upstreamRate, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 	// Nodes 1 and 2 are egress nodes (one owns the blob, the other takes
 	// over); nodes 3 and 4 pull.
 	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 4, Upstream: up, Args: egressFirst(2)})
@@ -139,10 +143,13 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	// chunk before it: the candidate that takes over must resume from
 	// there (issue 13), so the upstream sends little more than the blob.
 	chunk := swarm.ChunkBytes(layer.Size)
-	owner, held, spooled := waitOwnerPastChunk(t, nodes[:2], pullers, layer, chunk, done)
+	owner, held, spooled := waitOwnerPastChunk(t, nodes[:2], pullers, layer, chunk, link, done)
 	t.Logf("killing the owner %s mid-blob at %d of %d bytes, its followers holding %d", owner.Name, spooled, layer.Size, held)
 	watch.exclude(owner)
 	owner.Kill(t)
+	if err := link.LimitQueue(false, upstreamRate, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 
 	var errs []error
 	select {
@@ -197,37 +204,70 @@ func TestPullsSurviveTheEgressDyingMidBlob(t *testing.T) {
 	}
 }
 
+// upstreamRate is the upstream's link in TestPullsSurviveTheEgressDyingMidBlob.
+const upstreamRate = 400_000_000
+
 // waitOwnerPastChunk returns the candidate whose egress download of blob
 // has just passed a chunk boundary k·chunk (k ≥ 2, less than half a chunk
 // past it) while every puller holds all k chunks before it, with k·chunk
-// and the bytes its spool had; it fails if the pulls end first. Less than half a chunk lost, plus what
-// the upstream's socket and link held, stays under the one chunk a
-// takeover may cost.
-func waitOwnerPastChunk(t *testing.T, candidates, pullers []*testenv.Node, blob testenv.Blob, chunk int64, pulls <-chan []error) (*testenv.Node, int64, int64) {
+// and the bytes its spool had; it fails if the pulls end first. Less than
+// half a chunk lost, plus what the upstream's socket and link held, stays
+// under the one chunk a takeover may cost. Once the owner passes the
+// boundary, the upstream's link (up) is throttled to a trickle so the
+// pullers catch up whatever this machine's speed; the caller restores it.
+func waitOwnerPastChunk(t *testing.T, candidates, pullers []*testenv.Node, blob testenv.Blob, chunk int64, up *testenv.Link, pulls <-chan []error) (*testenv.Node, int64, int64) {
+	t.Helper()
+	owner, k := waitSpool(t, candidates, blob, func(size int64) (int64, bool) {
+		k := size / chunk
+		return k, size < blob.Size-chunk && k >= 2 && size-k*chunk < chunk/4
+	}, pulls)
+	if err := up.LimitQueue(false, 1_000_000, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(spoolPath(owner, blob.Digest) + ".partial"); err == nil {
+		t.Logf("upstream throttled with %s's spool at %d bytes, %d past chunk %d", owner.Name, st.Size(), st.Size()-k*chunk, k)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !pullersHold(pullers, blob.Digest, k*chunk) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pullers did not get the %d chunks before %s's spool within a minute", k, owner.Name)
+		}
+		select {
+		case errs := <-pulls:
+			t.Fatalf("the pulls ended (%v) while the upstream was throttled", errors.Join(errs...))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	st, err := os.Stat(spoolPath(owner, blob.Digest) + ".partial")
+	if err != nil || st.Size()-k*chunk >= chunk/2 {
+		t.Fatalf("%s's spool went on past chunk %d while the upstream was throttled: %v, %v", owner.Name, k, st, err)
+	}
+	return owner, k * chunk, st.Size()
+}
+
+// waitSpool returns the candidate whose partial egress spool of blob has a
+// size that match accepts, and what match returned with it.
+func waitSpool(t *testing.T, candidates []*testenv.Node, blob testenv.Blob, match func(int64) (int64, bool), pulls <-chan []error) (*testenv.Node, int64) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		for _, n := range candidates {
 			st, err := os.Stat(spoolPath(n, blob.Digest) + ".partial")
-			if err != nil || st.Size() >= blob.Size-chunk {
+			if err != nil {
 				continue
 			}
-			k := st.Size() / chunk
-			if k < 2 || st.Size()-k*chunk >= chunk/2 {
-				continue
-			}
-			if pullersHold(pullers, blob.Digest, k*chunk) {
-				return n, k * chunk, st.Size()
+			if v, ok := match(st.Size()); ok {
+				return n, v
 			}
 		}
 		select {
 		case errs := <-pulls:
 			t.Fatalf("the pulls ended (%v) before any egress node was seen just past a chunk", errors.Join(errs...))
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	t.Fatalf("no egress node was seen just past a chunk of %s, its followers holding the chunks before, within 2 minutes", blob.Digest)
-	return nil, 0, 0
+	t.Fatalf("no egress node was seen just past a chunk of %s within 2 minutes", blob.Digest)
+	return nil, 0
 }
 
 // pullersHold reports whether every puller's torrent of d has n bytes.
