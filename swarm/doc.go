@@ -57,9 +57,9 @@
 // complete blob, and never waits without a bound: no seeder is an immediate
 // oci.ErrNotFound, a read whose chunk receives no byte for
 // Config.StallTimeout fails so the response is aborted and containerd
-// retries (watchdog.go), and so does one
-// that waits on a download left with no peer at all for
-// Config.OrphanTimeout (orphan.go).
+// retries (watchdog.go), and so does one that waits on a download left
+// with no complete peer and no byte arriving for Config.OrphanTimeout
+// (orphan.go).
 //
 // It speaks registry/oci's vocabulary (Swarm is an oci.Source; peer
 // requests carry oci.NoForwardHeader) and never imports the registry

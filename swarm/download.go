@@ -317,7 +317,12 @@ func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.
 // names for the digest (partial ones too: they trade pieces) and the owner
 // of a followed blob.
 func (s *Swarm) downloadPeers(e *entry) []torrent.PeerInfo {
-	infos := peerInfos(s.peersOf(e.digest))
+	return s.downloadPeersOf(e, s.peersOf(e.digest))
+}
+
+// downloadPeersOf is downloadPeers with the tracker's peers given.
+func (s *Swarm) downloadPeersOf(e *entry, named []Peer) []torrent.PeerInfo {
+	infos := peerInfos(named)
 	if e.ownerTorrent.IsValid() {
 		infos = append(infos, torrent.PeerInfo{Addr: torrent.StringAddr(e.ownerTorrent.String()), Source: torrent.PeerSourceDirect})
 	}
@@ -326,22 +331,24 @@ func (s *Swarm) downloadPeers(e *entry) []torrent.PeerInfo {
 
 // refreshPeers adds peers that appear while a download runs, so a seeder
 // that vanishes is replaced, and fails the waiting streams of a download
-// left with no peer at all (orphan.go). It ends when the download is verified, dropped
+// left with no complete peer and no progress (orphan.go). It ends when the download is verified, dropped
 // or the swarm closes.
 func (s *Swarm) refreshPeers(e *entry) {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.cfg.PeerRefresh)
 	defer tick.Stop()
-	var orphan orphanClock
+	orphan := orphanClock{done: -1}
 	for {
 		select {
 		case now := <-tick.C:
-			peers := s.downloadPeers(e)
+			named := s.peersOf(e.digest)
+			peers := s.downloadPeersOf(e, named)
 			s.widen(e, len(peers))
 			for _, c := range s.chunksOf(e) {
 				c.t.AddPeers(peers)
 			}
-			if orphan.tick(s.hasPeer(e, peers), now, s.cfg.OrphanTimeout) {
+			alive := s.mayProgress(e, named, len(peers) > len(named), &orphan.done)
+			if orphan.tick(alive, now, s.cfg.OrphanTimeout) {
 				s.failWaiting(e, now.Sub(orphan.since))
 			}
 		case <-e.verified:

@@ -5,32 +5,36 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/anacrolix/torrent"
-
 	"github.com/dregistry/dregistry/registry/oci"
 )
 
 // Orphaned downloads. A download starts because the tracker names a
 // complete seeder, but that seeder may go a moment later (its containerd
-// dropped the blob, or the node left). When the tracker names no peer of
-// the download any more and none of its chunk torrents is connected to
-// one, nothing can arrive: after Config.OrphanTimeout the reads that wait
-// fail (the response is cut, oci.ErrStalled) instead of waiting for
-// StallTimeout. containerd's retry then takes the next source, since Blob
-// answers "no complete seeder" at once. The download itself stays: a peer
-// that comes back resumes it, and the abandon timer drops it otherwise.
+// dropped the blob, or the node left). When the tracker names no complete
+// seeder of the download any more (nor the owner of a followed blob), and
+// no byte of it arrives for Config.OrphanTimeout, nothing is coming: the
+// partial peers left, if any, lack what it misses too. Then the reads
+// that wait fail (the response is cut, oci.ErrStalled) instead of waiting
+// for StallTimeout. containerd's retry then takes the next source, since
+// Blob answers "no complete seeder" at once. The download itself stays: a
+// peer that comes back resumes it, and the abandon timer drops it
+// otherwise.
 
 // errNoPeer is the cause a waiting read of an orphaned download fails with.
-var errNoPeer = errors.New("no peer holds the blob any more")
+var errNoPeer = errors.New("no peer holds the blob any more, and nothing arrives")
 
 // orphanClock tells, at each peer refresh of a download, how long it has
-// had no peer. Only the download's refreshPeers goroutine uses it.
-type orphanClock struct{ since time.Time }
+// had no complete peer and no progress. Only the download's refreshPeers
+// goroutine uses it.
+type orphanClock struct {
+	since time.Time
+	done  int64 // mayProgress's bytes at the last tick
+}
 
-// tick records whether the download has a peer now and reports whether it
-// has had none for at least timeout.
-func (o *orphanClock) tick(hasPeer bool, now time.Time, timeout time.Duration) bool {
-	if hasPeer {
+// tick records whether the download may still progress and reports
+// whether it has not for at least timeout.
+func (o *orphanClock) tick(alive bool, now time.Time, timeout time.Duration) bool {
+	if alive {
 		o.since = time.Time{}
 		return false
 	}
@@ -40,19 +44,23 @@ func (o *orphanClock) tick(hasPeer bool, now time.Time, timeout time.Duration) b
 	return now.Sub(o.since) >= timeout
 }
 
-// hasPeer reports whether e has a peer: one the tracker (or a followed
-// blob's owner) names, or a connection of one of its chunk torrents. It
-// takes s.mu, then the client lock (per chunk, not under s.mu).
-func (s *Swarm) hasPeer(e *entry, named []torrent.PeerInfo) bool {
-	if len(named) > 0 {
+// mayProgress reports whether e can still get bytes: a complete seeder,
+// or the owner of a followed blob, is named, or bytes of e arrived since
+// the last call (partial peers pass pieces on). done carries the bytes e's
+// chunks held at the last call; -1 before the first. It takes s.mu, then
+// the client lock per chunk, not under s.mu.
+func (s *Swarm) mayProgress(e *entry, named []Peer, owner bool, done *int64) bool {
+	if owner || anyComplete(named) {
+		*done = -1
 		return true
 	}
+	var have int64
 	for _, c := range s.chunksOf(e) {
-		if len(c.t.PeerConns()) > 0 {
-			return true
-		}
+		have += c.info.length() - c.t.BytesMissing()
 	}
-	return false
+	moved := *done < 0 || have > *done
+	*done = have
+	return moved
 }
 
 // failWaiting fails the reads of e's streams that wait for the swarm now,
@@ -70,7 +78,7 @@ func (s *Swarm) failWaiting(e *entry, orphanFor time.Duration) {
 	if len(waiting) == 0 {
 		return
 	}
-	s.log.Warn("download has no peer: its waiting streams fail so containerd retries elsewhere",
+	s.log.Warn("download has no complete peer and gets no byte: its waiting streams fail so containerd retries elsewhere",
 		"digest", e.digest, "streams", len(waiting), "for", orphanFor)
 	for _, sr := range waiting {
 		sr.cancel(fmt.Errorf("swarm: %w: %w for %s on %s", oci.ErrStalled, errNoPeer, orphanFor, e.digest))

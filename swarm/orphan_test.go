@@ -9,9 +9,11 @@ import (
 	"github.com/dregistry/dregistry/registry/oci"
 )
 
-// A download whose only seeder leaves (its containerd dropped the blob)
-// fails its waiting read after OrphanTimeout, not after StallTimeout, and
-// says why; while a connection to the seeder lasts, it waits.
+// Two downloads whose only seeder leaves (its containerd dropped the blob)
+// fail their waiting reads after OrphanTimeout, not after StallTimeout,
+// and say why: each still names the other, a partial peer, but that one
+// lacks the same pieces. While the tracker names a complete seeder, even
+// one that sends nothing, they wait (StallTimeout's business).
 func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 4<<20)
@@ -27,44 +29,73 @@ func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 	}
 	defer release()
 	seedRaw(t, seeder, tr, mustHash(t, content, dgst), stall)
-	d := startNode(t, tr, "127.0.0.22", "", func(c *Config) {
-		c.StallTimeout = 5 * time.Minute // far past every wait below
-		c.OrphanTimeout = 300 * time.Millisecond
-	})
-	done := drainInBackground(t, d, dgst)
-	connected := func() bool {
-		d.mu.Lock()
-		e := d.torrents[dgst]
-		d.mu.Unlock()
-		if e == nil {
-			return false
-		}
-		for _, c := range d.chunksOf(e) {
-			if len(c.t.PeerConns()) > 0 {
-				return true
-			}
-		}
-		return false
+	var dones []<-chan error
+	for _, ip := range []string{"127.0.0.22", "127.0.0.27"} {
+		d := startNode(t, tr, ip, "", func(c *Config) {
+			c.StallTimeout = 5 * time.Minute // far past every wait below
+			c.OrphanTimeout = 300 * time.Millisecond
+		})
+		dones = append(dones, drainInBackground(t, d, dgst))
+		tr.announcePartial(dgst, d) // as the daemon announces a download
 	}
-	waitFor(t, "the download to connect to its seeder", connected)
-	// The tracker forgets the seeder, but the connection stays: the read
-	// keeps waiting well past OrphanTimeout.
+	for _, done := range dones {
+		select {
+		case err := <-done:
+			t.Fatalf("read ended while a complete seeder was named: %v", err)
+		case <-time.After(10 * 300 * time.Millisecond):
+		}
+	}
+	// The seeder drops the blob and the tracker forgets it: only the two
+	// downloads are left, and neither has a byte.
 	tr.withdraw(dgst, seeder)
-	select {
-	case err := <-done:
-		t.Fatalf("read ended while a peer was still connected: %v", err)
-	case <-time.After(10 * 300 * time.Millisecond):
-	}
-	// The seeder drops the blob: no peer is left.
 	release()
 	seeder.Unseed(dgst)
+	for _, done := range dones {
+		select {
+		case err := <-done:
+			if !errors.Is(err, errNoPeer) || !errors.Is(err, oci.ErrStalled) {
+				t.Fatalf("read failed with %v, want the no-peer stall", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("a read still waits a minute after the last complete seeder went")
+		}
+	}
+}
+
+// A download whose complete seeder is gone from the tracker but whose
+// partial peers still pass it bytes is not orphaned, however slowly they
+// come.
+func TestDownloadFromPartialPeersThatMoveIsNotOrphaned(t *testing.T) {
+	tr := newTracker()
+	// The seeder's first MiB leaves at once (its limiter's burst), the
+	// last 512 KiB at 64 KiB/s: 8 s, in requests of 16 KiB.
+	content, dgst := randomBlob(t, 3<<19)
+	small := func(c *Config) { c.ChunkSize = 16 << 10 }
+	seeder := startNode(t, tr, "127.0.0.25", "", func(c *Config) {
+		small(c)
+		c.UploadLimit = 64 << 10
+	})
+	seed(t, seeder, tr, content, dgst)
+	var logs syncBuffer
+	d := startNode(t, tr, "127.0.0.26", "", func(c *Config) {
+		small(c)
+		c.OrphanTimeout = 1500 * time.Millisecond
+		logTo(&logs)(c)
+	})
+	done := drainInBackground(t, d, dgst)
+	// Now the tracker knows it only as a node that is still downloading.
+	tr.withdraw(dgst, seeder)
+	tr.announcePartial(dgst, seeder)
 	select {
 	case err := <-done:
-		if !errors.Is(err, errNoPeer) || !errors.Is(err, oci.ErrStalled) {
-			t.Fatalf("read failed with %v, want the no-peer stall", err)
+		if err != nil {
+			t.Fatalf("read: %v\n%s", err, logs.String())
 		}
 	case <-time.After(time.Minute):
-		t.Fatal("the read still waits a minute after its last peer went")
+		t.Fatal("the read did not end within a minute")
+	}
+	if strings.Contains(logs.String(), "no complete peer") {
+		t.Fatalf("the download was taken for orphaned:\n%s", logs.String())
 	}
 }
 

@@ -96,11 +96,12 @@ type Config struct {
 	// default 2 s.
 	PeerRefresh time.Duration
 	// OrphanTimeout fails the waiting reads of a download that has had no
-	// peer for this long: the tracker names none (its seeders went, say
-	// containerd dropped the blob) and no chunk torrent is connected to
-	// one. Nothing can arrive, so the response is cut now rather than
-	// after StallTimeout, and containerd's retry finds its next source
-	// (Blob answers "no complete seeder" at once). Default 5 s.
+	// complete peer and no progress for this long: the tracker names no
+	// complete seeder (they went, say containerd dropped the blob) and no
+	// byte arrived from the partial peers left. Nothing is coming, so the
+	// response is cut now rather than after StallTimeout, and containerd's
+	// retry finds its next source (Blob answers "no complete seeder" at
+	// once). Default 5 s.
 	OrphanTimeout time.Duration
 	// Readahead bounds the verified pieces the chunk downloads of a stream's
 	// window keep in memory for its reader (pieceBuffers; each of its at
