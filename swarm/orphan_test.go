@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/dregistry/dregistry/registry/oci"
 )
 
@@ -67,20 +69,8 @@ func TestDownloadLeftWithNoPeerFailsItsReadSoon(t *testing.T) {
 // come.
 func TestDownloadFromPartialPeersThatMoveIsNotOrphaned(t *testing.T) {
 	tr := newTracker()
-	// The seeder's first MiB leaves at once (its limiter's burst), the
-	// last 512 KiB at 64 KiB/s: 8 s, in requests of 16 KiB.
-	content, dgst := randomBlob(t, 3<<19)
-	small := func(c *Config) { c.ChunkSize = 16 << 10 }
-	seeder := startNode(t, tr, "127.0.0.25", "", func(c *Config) {
-		small(c)
-		c.UploadLimit = 64 << 10
-	})
-	seed(t, seeder, tr, content, dgst)
-	var logs syncBuffer
-	d := startNode(t, tr, "127.0.0.26", "", func(c *Config) {
-		small(c)
+	seeder, d, dgst, _, logs := startSlowPair(t, tr, "127.0.0.25", "127.0.0.26", func(c *Config) {
 		c.OrphanTimeout = 1500 * time.Millisecond
-		logTo(&logs)(c)
 	})
 	done := drainInBackground(t, d, dgst)
 	// Now the tracker knows it only as a node that is still downloading.
@@ -103,21 +93,10 @@ func TestDownloadFromPartialPeersThatMoveIsNotOrphaned(t *testing.T) {
 // cut the stream: the watchdog counts its chunk's bytes as they come.
 func TestSlowPieceThatMovesDoesNotStallTheStream(t *testing.T) {
 	tr := newTracker()
-	// 6 pieces of 256 KiB: the seeder's limiter lets its first MiB go at
-	// once (its burst), then 64 KiB/s: each of the last pieces takes about
-	// 4 s, far past the downloader's StallTimeout, in requests of 16 KiB.
-	content, dgst := randomBlob(t, 3<<19)
-	small := func(c *Config) { c.ChunkSize = 16 << 10 }
-	seeder := startNode(t, tr, "127.0.0.23", "", func(c *Config) {
-		small(c)
-		c.UploadLimit = 64 << 10
-	})
-	seed(t, seeder, tr, content, dgst)
-	var logs syncBuffer
-	d := startNode(t, tr, "127.0.0.24", "", func(c *Config) {
-		small(c)
+	// Each of the last pieces takes about 4 s, far past the downloader's
+	// StallTimeout.
+	_, d, dgst, content, logs := startSlowPair(t, tr, "127.0.0.23", "127.0.0.24", func(c *Config) {
 		c.StallTimeout = 1500 * time.Millisecond
-		logTo(&logs)(c)
 	})
 	got, err := readBlob(t, d, dgst, 0)
 	if err != nil {
@@ -127,4 +106,27 @@ func TestSlowPieceThatMovesDoesNotStallTheStream(t *testing.T) {
 	if !strings.Contains(logs.String(), "slow chunk that still moves") {
 		t.Fatalf("no wait outlasted StallTimeout, so the test proved nothing:\n%s", logs.String())
 	}
+}
+
+// startSlowPair starts a seeder of a new 1.5 MiB blob (6 pieces of
+// 256 KiB) whose upload is slow, and a downloader tuned by tune that logs
+// to the returned buffer. The seeder's limiter lets its first MiB go at
+// once (its burst), the last 512 KiB at 64 KiB/s: 8 s, in requests of
+// 16 KiB.
+func startSlowPair(t *testing.T, tr *tracker, seederIP, downloaderIP string, tune func(*Config)) (seeder, d *node, dgst digest.Digest, content []byte, logs *syncBuffer) {
+	t.Helper()
+	content, dgst = randomBlob(t, 3<<19)
+	small := func(c *Config) { c.ChunkSize = 16 << 10 }
+	seeder = startNode(t, tr, seederIP, "", func(c *Config) {
+		small(c)
+		c.UploadLimit = 64 << 10
+	})
+	seed(t, seeder, tr, content, dgst)
+	logs = &syncBuffer{}
+	d = startNode(t, tr, downloaderIP, "", func(c *Config) {
+		small(c)
+		tune(c)
+		logTo(logs)(c)
+	})
+	return seeder, d, dgst, content, logs
 }
