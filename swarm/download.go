@@ -347,7 +347,7 @@ func (s *Swarm) refreshPeers(e *entry) {
 			for _, c := range s.chunksOf(e) {
 				c.t.AddPeers(peers)
 			}
-			alive := s.mayProgress(e, named, len(peers) > len(named), &orphan.done)
+			alive := s.mayProgress(e, named, e.owner != "", &orphan.done)
 			if orphan.tick(alive, now, s.cfg.OrphanTimeout) {
 				s.failWaiting(e, now.Sub(orphan.since))
 			}
