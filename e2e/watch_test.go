@@ -44,9 +44,12 @@ type seederWatch struct {
 	nodes  []*testenv.Node
 	byAddr map[string]*testenv.Node
 
-	mu       sync.Mutex
-	unasked  map[string]bool // the test cannot speak from this node's address
-	down     map[string]bool // killed, stopped, frozen or cut off by the test
+	mu      sync.Mutex
+	unasked map[string]bool // the test cannot speak from this node's address
+	down    map[string]bool // killed, stopped, frozen or cut off by the test
+	// downs counts each node's excludes: a request that a take-down
+	// overlapped (sent before exclude, failed after include) is not judged.
+	downs    map[string]int
 	faulty   map[string]bool // corrupted by the test on purpose: not judged
 	current  map[string]bool // seeders read whole since they were last unlisted
 	verified map[string]bool // seeder HTTP addresses ever read whole
@@ -58,7 +61,7 @@ type seederWatch struct {
 
 func watchSeeders(nodes []*testenv.Node, blob testenv.Blob) *seederWatch {
 	w := &seederWatch{blob: blob, nodes: nodes, byAddr: map[string]*testenv.Node{},
-		unasked: map[string]bool{}, down: map[string]bool{}, faulty: map[string]bool{}, current: map[string]bool{}, verified: map[string]bool{},
+		unasked: map[string]bool{}, down: map[string]bool{}, downs: map[string]int{}, faulty: map[string]bool{}, current: map[string]bool{}, verified: map[string]bool{},
 		quit: make(chan struct{}), finished: make(chan struct{})}
 	for _, n := range nodes {
 		w.byAddr[n.HTTPAddr] = n
@@ -85,6 +88,7 @@ func (w *seederWatch) round() {
 		if w.is(w.down, asked) {
 			continue
 		}
+		downs := w.downsOf(asked)
 		var complete []*testenv.Node
 		list, err := seedersVia(asked, w.blob.Digest)
 		if err == nil {
@@ -115,8 +119,10 @@ func (w *seederWatch) round() {
 			}
 		}
 		if err = errors.Join(err, terr); err != nil {
-			// The test may have taken the node down while it was asked.
-			if !w.is(w.down, asked) {
+			// The test may have taken the node down while it was asked
+			// (a frozen daemon resets, once it resumes, the connections
+			// whose header read its freeze outlasted).
+			if !w.is(w.down, asked) && w.downsOf(asked) == downs {
 				w.record(fmt.Sprintf("the seeder watch could not read %s's listing: %v", asked.Name, err))
 			}
 			continue
@@ -366,8 +372,18 @@ func (w *seederWatch) verifiedSeeders() []string {
 // asked, and a listing of it is judged by the copy it left on disk. Call
 // it before taking the node down.
 func (w *seederWatch) exclude(n *testenv.Node) {
+	w.mu.Lock()
+	w.downs[n.Name]++
+	w.mu.Unlock()
 	w.set(w.down, n, true)
 	w.set(w.current, n, false)
+}
+
+// downsOf is how many times n was excluded.
+func (w *seederWatch) downsOf(n *testenv.Node) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.downs[n.Name]
 }
 
 // corrupted stops judging listings of n: the test damages its copy on
