@@ -32,7 +32,7 @@ type streamReader struct {
 	waiting   atomic.Bool  // a Read waits for the swarm (orphan.go)
 	pos, size int64
 	// r reads chunk k; nil before the first read. rmu guards r, k, inRead,
-	// closed, armedAt and awaited: Close may come from another goroutine
+	// closed and the watchdog's fields: Close may come from another goroutine
 	// than Read, and then leaves closing r to the Read that uses it (the
 	// library's reader must not be closed under its Read), and the
 	// watchdog fires on its own goroutine. Under rmu only the library's
