@@ -36,7 +36,7 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 	}
 	now := t.piece(i).purePriority() >= PiecePriorityNow
 	self := pieceRank(t.cl.peerID, i)
-	designee := true
+	designee, held := true, false
 	for c := range t.conns {
 		if c == p || c.closed.IsSet() {
 			continue
@@ -45,22 +45,34 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 			continue
 		}
 		if c.peerHasPiece(i) && !c.peerChoking {
-			return true // a downloading peer has it: take it there
+			if !now {
+				return true // a downloading peer has it: take it there
+			}
+			held = true
 		}
 		if pieceRank(c.PeerID, i) > self {
 			designee = false // c is the one to fetch it from the seeder
 		}
 	}
-	if designee && t.dregistryView.outranked(t, self, i) {
+	if held {
+		designee = false
+	} else if designee && t.dregistryView.outranked(t, self, i) {
 		designee = false
 	}
 	if designee || !now {
 		return !designee
 	}
-	// A piece the reader waits on, held by no downloading peer and not
-	// this node's to fetch: its designee, whose own reader is usually at
-	// the same place, asks the seeder for it first; after nowGrace anyone
-	// may.
+	// A piece the reader waits on that a downloading peer holds, or that
+	// no downloading peer holds and is not this node's to fetch: it comes
+	// from that peer, or from its designee (whose own reader is usually at
+	// the same place), first; after nowGrace anyone may ask a seeder too.
+	// The request pending at the holder moves only once that connection
+	// delivered nothing for stealAfter (mayStealRequest), so a holder that
+	// sends, however busy, keeps it; one that has stopped answering (seen
+	// in BenchmarkRollout: a follower's request for the piece its stream
+	// waited on went unanswered by the one downloading peer that held it,
+	// and the seeders, never asked, left the stream stalled for 10 s)
+	// no longer holds the stream.
 	since, ok := t.dregistryNowSince[i]
 	if !ok {
 		since = time.Now()
@@ -128,6 +140,38 @@ func (t *Torrent) mayStealRequest(r RequestIndex, existing *PeerConn) bool {
 // stealAfter is how long a request a reader waits on stays with a
 // connection that delivers nothing before another may take it.
 const stealAfter = time.Second
+
+// stuckRequest reports whether r, a request a reader waits on, has been
+// pending at existing for stuckAfter while existing delivered nothing
+// useful. Then the library's "don't steal from the poor" rule yields: it
+// lets a connection take a request only if that connection received a
+// chunk more recently than existing, so connections with nothing left to
+// fetch (their last chunk older than existing's) could never take it, and
+// the stream waited on one peer that had stopped answering while every
+// other peer of the torrent held the piece (BenchmarkRollout, 8 MiB
+// chunks: "stream stalled" after 10 s, the piece requested from one peer
+// 13 s before, each idle connection's last chunk older). stuckAfter is
+// longer than stealAfter so that a request moves between two slow
+// connections at most once in that time. Called with the client lock held.
+func (t *Torrent) stuckRequest(r RequestIndex, existing *PeerConn) bool {
+	if t.piece(t.pieceIndexOfRequestIndex(r)).purePriority() < PiecePriorityNow {
+		return false
+	}
+	since := existing.lastUsefulChunkReceived
+	if st, ok := t.requestState[r]; ok && st.when.After(since) {
+		since = st.when
+	}
+	wait := stuckAfter - time.Since(since)
+	if wait <= 0 {
+		return true
+	}
+	t.recheckStealsIn(wait)
+	return false
+}
+
+// stuckAfter is how long a request a reader waits on may stay with a
+// connection that delivers nothing before any connection may take it.
+const stuckAfter = 3 * time.Second
 
 // peerUpdateRequestsStealRecheckReason: a refused steal's wait is over.
 const peerUpdateRequestsStealRecheckReason = "dregistry: steal recheck"

@@ -1595,7 +1595,14 @@ func (t *Torrent) updatePiecePriorityNoRequests(piece pieceIndex) (updateRequest
 		// It would be possible to filter on pure-priority changes here to avoid churning the piece
 		// request order. If there's a storage cap then it's possible that pieces are moved around
 		// so that new requests can be issued.
-		updateRequests = t.updatePieceRequestOrderPiece(piece) && t.hasStorageCap()
+		changed := t.updatePieceRequestOrderPiece(piece)
+		updateRequests = changed && t.hasStorageCap()
+		// dregistry: a reader now waiting on the piece changes what the
+		// connections may do (skipAtSeeder's grace, mayStealRequest), so
+		// they decide again, as after a change of the pending pieces.
+		if changed && t.piece(piece).purePriority() >= PiecePriorityNow {
+			updateRequests = true
+		}
 	}
 	if t.updatePendingPieces(piece) {
 		if !t.disableTriggers {
