@@ -283,6 +283,35 @@ func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 	}
 }
 
+// A read that the caller's own stall bound ends (the egress pipeline's
+// cancels the context with a cause of its own) logs the chunk torrent's
+// status too, so the stall it gave up on can be explained.
+func TestReadEndedByTheCallersBoundLogsTheStall(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4<<20)
+	hung := startNode(t, tr, "127.0.0.37", "", nil)
+	stall := stallingReaderAt{release: make(chan struct{})}
+	defer close(stall.release)
+	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
+	var logs syncBuffer
+	d := startNode(t, tr, "127.0.0.38", "", logTo(&logs)) // StallTimeout 8 s
+	bound := errors.New("the caller's stall bound")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	rc, err := openBlobIn(ctx, d, dgst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	time.AfterFunc(500*time.Millisecond, func() { cancel(bound) })
+	if _, err := io.ReadAll(rc); !errors.Is(err, bound) {
+		t.Fatalf("err = %v, want the caller's cause", err)
+	}
+	if got := logs.String(); !strings.Contains(got, "stream stalled") || !strings.Contains(got, "127.0.0.37") {
+		t.Fatalf("the read the caller ended logged no torrent status:\n%s", got)
+	}
+}
+
 func TestSeedRefusesWrongContentAndChangesNothing(t *testing.T) {
 	tr := newTracker()
 	n := startNode(t, tr, "127.0.0.2", "", nil)

@@ -124,6 +124,12 @@ func (sr *streamReader) Read(p []byte) (int, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		if cause := context.Cause(sr.ctx); cause != nil {
+			if sr.fromSeed == nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, oci.ErrStalled) {
+				// The caller's own stall bound ended a wait for the
+				// swarm (the egress pipeline's): log what the chunk's
+				// torrent was doing, as the watchdog does.
+				sr.s.logStall(sr.e, sr.pos)
+			}
 			err = cause
 		} else if gone := sr.s.goneCause(sr.e); gone != nil && !errors.Is(err, gone) {
 			err = fmt.Errorf("%w: %w", gone, err)
