@@ -54,7 +54,7 @@ func TestAwaitedPieceHeldOnlyByAPeerThatStoppedAnsweringComesFromASeeder(t *test
 func TestAwaitedPieceStuckAtAPeerMovesToAnIdleOne(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 2<<20)
-	lay := layoutOf(int64(len(content)))
+	lay := fuzzLayout(int64(len(content)))
 	ci, err := mustHash(t, content, dgst).chunk(lay, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -88,11 +88,6 @@ func TestAwaitedPieceStuckAtAPeerMovesToAnIdleOne(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the read did not end within a minute")
 	}
-}
-
-// layoutOf is the chunk geometry every node gives a blob of size bytes.
-func layoutOf(size int64) layout {
-	return layout{size: size, pieceLength: PieceLength(size), chunkBytes: ChunkBytes(size)}
 }
 
 // announcePeer lists p as holding d.
