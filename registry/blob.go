@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,18 +56,29 @@ func (h *handler) serveBlob(ex *exchange, name, reference string) {
 		return
 	}
 	rangeHeader := r.Header.Get("Range")
-	f, err := firstAnswer(r.Context(), h.cfg.Sources, h.cfg.LookupTimeout,
-		func(ctx context.Context, src oci.Source) (openBlob, error) {
-			return askBlob(ctx, src, ref, dgst, r.Method, rangeHeader)
-		}, openBlob.close)
-	if err != nil {
-		h.log.Debug("blob not found", "ref", ref.String(), "digest", dgst, "err", err)
-		writeError(w, r, http.StatusNotFound, codeBlobUnknown, fmt.Sprintf("blob %s in %s unknown", dgst, ref))
-		return
+	// A source whose stream fails before its first byte has sent nothing,
+	// not even the headers: the next source in the order answers instead.
+	sources := h.cfg.Sources
+	for len(sources) > 0 {
+		f, err := firstAnswer(r.Context(), sources, h.cfg.LookupTimeout,
+			func(ctx context.Context, src oci.Source) (openBlob, error) {
+				return askBlob(ctx, src, ref, dgst, r.Method, rangeHeader)
+			}, openBlob.close)
+		if err != nil {
+			h.log.Debug("blob not found", "ref", ref.String(), "digest", dgst, "err", err)
+			break
+		}
+		ex.source = f.source.Name()
+		next := h.writeBlob(ex, dgst, f)
+		f.release()
+		if !next {
+			return
+		}
+		sources = sources[slices.Index(sources, f.source)+1:]
+		w.Header().Del("Content-Length")
+		w.Header().Del("Content-Range")
 	}
-	ex.source = f.source.Name()
-	defer f.release()
-	h.writeBlob(ex, dgst, f)
+	writeError(w, r, http.StatusNotFound, codeBlobUnknown, fmt.Sprintf("blob %s in %s unknown", dgst, ref))
 }
 
 // askBlob is one source's answer to a blob request: sized only for a HEAD
@@ -108,8 +120,10 @@ func askBlob(ctx context.Context, src oci.Source, ref oci.Ref, dgst digest.Diges
 }
 
 // writeBlob sends the blob f's source answered with: its headers, then its
-// range of bytes, cut off when the source stalls or fails.
-func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob]) {
+// range of bytes, cut off when the source stalls or fails. It reports next
+// when it sent nothing because the source's stream failed before its first
+// byte: then the caller asks the next source.
+func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob]) (next bool) {
 	w, r := ex.w, ex.r
 	ob := f.value
 	var closeOnce sync.Once
@@ -128,7 +142,7 @@ func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob])
 		hd.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 		hd.Set("Content-Length", "0")
 		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
-		return
+		return false
 	}
 	// A stalled source is cut off by cancelling its context and closing its
 	// reader, which ends the blocked read with an error.
@@ -146,13 +160,18 @@ func (h *handler) writeBlob(ex *exchange, dgst digest.Digest, f found[openBlob])
 			r.Header.Del("Range")
 		}
 		h.serveSeekable(w, r, sb.ReadSeeker(), onStall)
-		return
+		return false
 	}
-	h.streamBlob(ex, dgst, ob, onStall)
+	return h.streamBlob(ex, dgst, ob, onStall)
 }
 
-// streamBlob sends the range ob opened of a blob that cannot seek.
-func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onStall func()) {
+// streamBlob sends the range ob opened of a blob that cannot seek. A
+// stream read byte by byte waits for its first bytes before the headers
+// go out, and reports next if it failed before any (see writeBlob):
+// a swarm download whose peers all left fails its stream within seconds,
+// and containerd, seeing the connection cut before the headers, would go
+// to the upstream itself.
+func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onStall func()) (next bool) {
 	w, r, hd := ex.w, ex.r, ex.w.Header()
 	hd.Set("Content-Length", strconv.FormatInt(ob.rng.Length, 10))
 	status := http.StatusOK
@@ -160,24 +179,57 @@ func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onSt
 		status = http.StatusPartialContent
 		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", ob.rng.Start, ob.rng.Start+ob.rng.Length-1, ob.blob.Size()))
 	}
-	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
-		return
+		w.WriteHeader(status)
+		return false
 	}
 	if spans, ok := ob.body.(oci.FileSpans); ok {
+		w.WriteHeader(status)
 		if err := h.sendSpans(w, spans, ob.rng.Length, onStall); err != nil {
 			h.log.Warn("aborting blob response", "source", ex.source, "digest", dgst, "err", err)
 			panic(http.ErrAbortHandler)
 		}
-		return
+		return false
 	}
 	watch := newStallWatch(ob.body, h.cfg.StallTimeout, onStall)
 	defer watch.stop()
-	if err := h.copyBlob(w, watch, ob.rng.Length); err != nil {
+	bufp := h.buffers.Get().(*[]byte)
+	defer h.buffers.Put(bufp)
+	first := (*bufp)[:min(int64(len(*bufp)), ob.rng.Length)]
+	n, err := readSome(watch, first)
+	if n == 0 && err != nil && r.Context().Err() == nil {
+		h.log.Info("source failed before its first byte: asking the next source", "source", ex.source, "digest", dgst, "err", err)
+		return true
+	}
+	w.WriteHeader(status)
+	if _, werr := w.Write(first[:n]); werr != nil {
+		return false // the client left
+	}
+	if err == nil {
+		err = h.copyBlob(w, watch, ob.rng.Length-int64(n))
+	} else if err == io.EOF && int64(n) < ob.rng.Length {
+		err = fmt.Errorf("%w: %d bytes missing", errShortBlob, ob.rng.Length-int64(n))
+	}
+	if err != nil && err != io.EOF {
 		h.log.Warn("aborting blob response", "source", ex.source, "digest", dgst, "err", err)
 		// Never pad or finish a response with bytes we do not have: cut the
 		// connection so containerd retries with Range.
 		panic(http.ErrAbortHandler)
+	}
+	return false
+}
+
+// readSome reads into p until it holds at least one byte or the reader
+// fails (an empty p reads nothing).
+func readSome(r io.Reader, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := r.Read(p)
+		if n > 0 || err != nil {
+			return n, err
+		}
 	}
 }
 

@@ -438,6 +438,47 @@ func TestHandlerBlobAbortsOnFailingSource(t *testing.T) {
 	}
 }
 
+// A source whose stream fails or stalls before its first byte has sent
+// nothing, not even the headers: the next source answers, and a client
+// never sees the connection cut before a response (containerd would then
+// take the blob from the upstream itself).
+func TestHandlerBlobFailingBeforeItsFirstByteGoesToTheNextSource(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(f *fixture, cfg *Config)
+	}{
+		{"stream fails", func(f *fixture, _ *Config) { f.local.failAt = 0 }},
+		{"stream stalls", func(f *fixture, cfg *Config) { f.local.stallAt = 0; cfg.StallTimeout = 300 * time.Millisecond }},
+		{"range stream fails", func(f *fixture, _ *Config) { f.local.failAt = 1000 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.setup)
+			url := f.url("/v2/library/alpine/blobs/" + f.blobDigest.String())
+			var hdr http.Header
+			want := f.blob
+			if f.local.failAt == 1000 {
+				hdr, want = http.Header{"Range": {"bytes=1000-"}}, f.blob[1000:]
+			}
+			// Only the first source holds it: nothing answers.
+			resp, _, err := doRequest(t, "GET", url, hdr)
+			if err != nil || resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("with no other source: %v %v, want a 404", err, resp)
+			}
+			f.upstream.addBlob(f.ref, f.blob)
+			resp, body, err := doRequest(t, "GET", url, hdr)
+			if err != nil || resp.StatusCode/100 != 2 || !bytes.Equal(body, want) {
+				t.Fatalf("%v %v, %d bytes, want the blob from the next source", err, resp, len(body))
+			}
+			if got := resp.Header.Get("Content-Length"); got != strconv.Itoa(len(want)) {
+				t.Errorf("Content-Length %q, want %d", got, len(want))
+			}
+			if f.upstream.opens.Load() != 1 {
+				t.Errorf("the next source was opened %d times, want 1", f.upstream.opens.Load())
+			}
+		})
+	}
+}
+
 // The observer's total runs until the response ended: a body cut off after
 // a stall reports at least the stall timeout past its first byte.
 func TestHandlerObserverTotalCoversBody(t *testing.T) {
