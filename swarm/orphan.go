@@ -14,9 +14,11 @@ import (
 // seeder of the download any more (nor the owner of a followed blob), and
 // no byte of it arrives for Config.OrphanTimeout, nothing is coming: the
 // partial peers left, if any, lack what it misses too. Then the reads
-// that wait fail (the response is cut, oci.ErrStalled) instead of waiting
-// for StallTimeout. containerd's retry then takes the next source, since
-// Blob answers "no complete seeder" at once. The download itself stays: a
+// that wait fail (oci.ErrStalled) instead of waiting for StallTimeout.
+// A response that sent nothing yet goes to the registry's next source (the
+// egress; registry/blob.go); one that did is cut, and containerd's Range
+// retry finds the next source, since Blob answers "no complete seeder" at
+// once. The download itself stays: a
 // peer that comes back resumes it, and the abandon timer drops it
 // otherwise.
 
