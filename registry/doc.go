@@ -13,8 +13,10 @@
 // tried in order (this node's containerd, then the swarm, then the egress
 // or upstream). It never answers 401 and never waits on a source past its
 // deadline: what cannot be served is a fast 404, so containerd moves on to
-// its next host. A source failing once bytes have gone out aborts the
-// response; it is never padded or completed.
+// its next host. A streamed blob's headers go out with its first bytes: a
+// source whose stream fails or stalls before them has sent nothing, and
+// the next source answers. A source failing once bytes have gone out
+// aborts the response; it is never padded or completed.
 //
 // The API:
 //
