@@ -259,14 +259,22 @@ func (s stallingReaderAt) ReadAt([]byte, int64) (int, error) {
 	return 0, io.ErrUnexpectedEOF
 }
 
+// startHungSeeder seeds a new 4 MiB blob on a node at ip whose reads wait
+// until the test ends: its metainfo endpoint answers; the pieces never
+// come.
+func startHungSeeder(t *testing.T, tr *tracker, ip string) digest.Digest {
+	t.Helper()
+	content, dgst := randomBlob(t, 4<<20)
+	hung := startNode(t, tr, ip, "", nil)
+	stall := stallingReaderAt{release: make(chan struct{})}
+	t.Cleanup(func() { close(stall.release) })
+	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
+	return dgst
+}
+
 func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 	tr := newTracker()
-	content, dgst := randomBlob(t, 4<<20)
-	hung := startNode(t, tr, "127.0.0.9", "", nil)
-	stall := stallingReaderAt{release: make(chan struct{})}
-	defer close(stall.release)
-	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
-	// The metainfo endpoint answers; the pieces never come.
+	dgst := startHungSeeder(t, tr, "127.0.0.9")
 	var logs syncBuffer
 	d := startNode(t, tr, "127.0.0.10", "", func(c *Config) {
 		c.StallTimeout = 300 * time.Millisecond
@@ -288,11 +296,7 @@ func TestStalledSwarmFailsTheReadInsteadOfHanging(t *testing.T) {
 // status too, so the stall it gave up on can be explained.
 func TestReadEndedByTheCallersBoundLogsTheStall(t *testing.T) {
 	tr := newTracker()
-	content, dgst := randomBlob(t, 4<<20)
-	hung := startNode(t, tr, "127.0.0.37", "", nil)
-	stall := stallingReaderAt{release: make(chan struct{})}
-	defer close(stall.release)
-	seedRaw(t, hung, tr, mustHash(t, content, dgst), stall)
+	dgst := startHungSeeder(t, tr, "127.0.0.37")
 	var logs syncBuffer
 	d := startNode(t, tr, "127.0.0.38", "", logTo(&logs)) // StallTimeout 8 s
 	bound := errors.New("the caller's stall bound")
