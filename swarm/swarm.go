@@ -438,7 +438,8 @@ func New(cfg Config) (*Swarm, error) {
 }
 
 // startAuthenticated starts the client with our own TCP listener and
-// dialer, both running peerauth's handshake before any BitTorrent byte:
+// dialer, both bounding the bytes a socket holds unsent (sockopt.go) and
+// running peerauth's handshake before any BitTorrent byte:
 // the library's built-in sockets are off (DisableTCP), and it uses what
 // AddListener and AddDialer give it. Connections from addresses that are
 // not current members' are closed before the handshake; the library's IP
@@ -455,9 +456,9 @@ func (s *Swarm) startAuthenticated(cc *torrent.ClientConfig, bindIP net.IP) erro
 		ln.Close()
 		return fmt.Errorf("swarm: start torrent client: %w", err)
 	}
-	s.listener = s.cfg.PeerKeys.NewListener(ln, s.cfg.Members.IsMember, &s.auth)
+	s.listener = s.cfg.PeerKeys.NewListener(lowatListener{ln}, s.cfg.Members.IsMember, &s.auth)
 	s.client.AddListener(s.listener)
-	d := &net.Dialer{Timeout: 5 * time.Second}
+	d := &net.Dialer{Timeout: 5 * time.Second, Control: setNotSentLowat}
 	if bindIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: bindIP}
 	}
