@@ -65,10 +65,15 @@ func (t *Tracker) merge(m *message) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	changed := false
+	now := time.Now()
 	for i := range m.Views {
 		v := &m.Views[i]
 		if v.Name == t.cfg.Name {
 			continue // we are the authority on ourselves
+		}
+		if t.holdIfLost(v, now) {
+			t.stats.stale.Add(1)
+			continue
 		}
 		c, stale := t.idx.apply(v)
 		if stale {
@@ -219,6 +224,7 @@ func (t *Tracker) memberUp(n *memberlist.Node) {
 		o.meta, o.metaOK = meta, true
 	}
 	o.alive, o.departed = true, false
+	t.applyHeld(o, time.Now())
 }
 
 // gossipNode copies what SendReliable needs of n. memberlist calls its

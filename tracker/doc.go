@@ -12,7 +12,8 @@
 //     Members, NumMembers, the probe loop and incoming push/pull streams
 //     take it too.
 //   - Tracker.mu guards the index, the own inventory, the member
-//     addresses and gossipAt. The event callbacks take it, so the order
+//     addresses, gossipAt, the lost members and the views held for them
+//     (held.go). The event callbacks take it, so the order
 //     is: memberlist's node lock, then Tracker.mu. Therefore nothing that
 //     holds Tracker.mu ever calls into memberlist (Members, NumMembers,
 //     SendReliable, Join, ...): code that needs the membership under

@@ -53,10 +53,12 @@ func (t *Tracker) reconnect() {
 func (t *Tracker) lostToContact(now time.Time) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.dropOldHeld(now)
 	addrs := make([]string, 0, reconnectBatch)
 	for name, l := range t.lost {
 		if now.Sub(l.at) > t.cfg.ReconnectTimeout {
 			delete(t.lost, name)
+			delete(t.held, name)
 			continue
 		}
 		addrs = append(addrs, l.addr)

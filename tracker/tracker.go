@@ -42,6 +42,7 @@ type Tracker struct {
 	gossipAt map[string]memberlist.Node // live members' names and gossip addresses (copies)
 	live     atomic.Int64               // len(gossipAt), for readers that must not take t.mu
 	lost     map[string]lostMember      // members that failed, to contact again (reconnect.go)
+	held     map[string]heldView        // views of lost members refused while they counted failed (held.go)
 	seen     *seenSet                   // announcements already passed on
 
 	sendQ   chan snapshotTo // members to send our own snapshot to
@@ -76,6 +77,7 @@ func New(cfg Config) (*Tracker, error) {
 		addrs:    memberAddrs{byName: make(map[string][]netip.Addr), count: make(map[netip.Addr]int)},
 		gossipAt: make(map[string]memberlist.Node),
 		lost:     make(map[string]lostMember),
+		held:     make(map[string]heldView),
 		seen:     newSeenSet(seenLimit, seenTTL),
 		sendQ:    make(chan snapshotTo, 4096),
 		stop:     make(chan struct{}),
