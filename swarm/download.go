@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -345,7 +346,12 @@ func (s *Swarm) refreshPeers(e *entry) {
 			peers := s.downloadPeersOf(e, named)
 			s.widen(e, len(peers))
 			for _, c := range s.chunksOf(e) {
-				c.t.AddPeers(peers)
+				if c.t.BytesMissing() == 0 {
+					// Its downloaders dial us; a dial to a peer that has the
+					// chunk too would be dropped at once (mutually complete).
+					continue
+				}
+				c.t.AddPeers(notConnected(c.t, peers))
 			}
 			alive := s.mayProgress(e, named, e.owner != "", &orphan.done)
 			if orphan.tick(alive, now, s.cfg.OrphanTimeout) {
@@ -372,6 +378,26 @@ func (s *Swarm) chunksOf(e *entry) []*chunk {
 		}
 	}
 	return out
+}
+
+// notConnected drops the peers t already has a connection with. A
+// connection the peer dialled comes from another port than the one it
+// listens on, so the library would dial the peer again on every refresh,
+// only to close the new connection as a duplicate (the client drops
+// duplicate peer IDs, swarm.go). Peers are told apart by IP: one daemon
+// per node.
+func notConnected(t *torrent.Torrent, peers []torrent.PeerInfo) []torrent.PeerInfo {
+	conns := t.PeerConns()
+	if len(conns) == 0 {
+		return peers
+	}
+	connected := make(map[string]bool, len(conns))
+	for _, pc := range conns {
+		connected[hostOf(pc.RemoteAddr.String())] = true
+	}
+	return slices.DeleteFunc(slices.Clone(peers), func(p torrent.PeerInfo) bool {
+		return connected[hostOf(p.Addr.String())]
+	})
 }
 
 func peerInfos(peers []Peer) []torrent.PeerInfo {
