@@ -118,6 +118,10 @@
 //     storage's Close. Drop waits, holding the client lock (and here
 //     Swarm.mu), for piece hashes and Close in flight, so those touch local
 //     files and download.mu only.
+//   - A grown chunk's source (content and first-read check, grownStorage)
+//     is an atomic pointer: promote and Replace store a new one under
+//     Swarm.mu, and the library loads it, lock-free, each time it asks for
+//     a piece's storage.
 //   - seedCheck.mu is held across the first hash of a seeded piece, a read
 //     of containerd's content that may be slow. It is taken from ReadAt only;
 //     Completion, called under the client lock, reads the state atomically.

@@ -194,12 +194,13 @@ func (g *Growth) publish(k int, pieces []byte) error {
 	if e.gone != nil || s.closed {
 		return nil
 	}
-	check := new(atomic.Pointer[seedCheck])
-	t, err := s.addTorrent(ci, grownStorage{content: io.NewSectionReader(g.file, ci.off, ci.length()), check: check})
+	src := new(atomic.Pointer[grownSource])
+	src.Store(&grownSource{content: io.NewSectionReader(g.file, ci.off, ci.length())})
+	t, err := s.addTorrent(ci, grownStorage{src: src})
 	if err != nil {
 		return err
 	}
-	e.chunks[k] = &chunk{info: ci, t: t, check: check}
+	e.chunks[k] = &chunk{info: ci, t: t, src: src}
 	e.signalLocked()
 	s.log.Debug("chunk published", "digest", e.digest, "chunk", k, "of", len(e.chunks))
 	return nil
@@ -228,7 +229,10 @@ func (g *Growth) promote(pieces []byte) {
 	// next read, so a spool changed on disk is caught (seedCorrupted).
 	for k, c := range seed.chunks {
 		first, _ := seed.lay.pieces(k)
-		c.check.Store(newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }, g.file))
+		c.src.Store(&grownSource{
+			content: io.NewSectionReader(g.file, c.info.off, c.info.length()),
+			check:   newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(seed, first+piece) }, g.file),
+		})
 	}
 	s.torrents[e.digest] = seed
 	s.holdingsChanged()

@@ -83,6 +83,9 @@ func (s *Swarm) addSeed(dgst digest.Digest, b *blobInfo, content io.ReaderAt, re
 		if old.seed != nil && old.info.infoHash == b.infoHash && !replace {
 			return 0, false, nil
 		}
+		if replace && s.resourceLocked(old, b, content) {
+			return len(old.chunks), true, nil
+		}
 		s.dropLocked(old, nil)
 	}
 	e, err := s.addSeedLocked(b, content, true)
@@ -91,6 +94,51 @@ func (s *Swarm) addSeed(dgst digest.Digest, b *blobInfo, content io.ReaderAt, re
 	}
 	return len(e.chunks), true, nil
 }
+
+// resourceLocked points the chunk torrents of old, a grown seed (the egress
+// spool) of b, at content, and seeds them as a new entry; false, and
+// nothing changed, when old is not that. Dropping the torrents and adding
+// them again over content, as other replacements do, closed every
+// connection of the blob just as the egress finished its fetch, the moment
+// its uplink is the rollout's bottleneck: 1-2 s without uploading
+// (BenchmarkRollout), until the peers dialled it again. Each chunk's content
+// and first-read check change together (grownStorage), so content's pieces
+// are checked on their first read as a Seed's are. Streams of old keep
+// reading the spool, as Replace promises. Caller holds s.mu.
+func (s *Swarm) resourceLocked(old *entry, b *blobInfo, content io.ReaderAt) bool {
+	if old.seed == nil || old.info == nil || old.info.infoHash != b.infoHash || old.gone != nil {
+		return false
+	}
+	for _, c := range old.chunks {
+		if c == nil || c.src == nil {
+			return false
+		}
+	}
+	e := newEntry(old.digest, old.lay)
+	e.info, e.seed = b, content
+	e.chunks = old.chunks
+	e.markVerified()
+	for k, c := range e.chunks {
+		first, _ := e.lay.pieces(k)
+		c.src.Store(&grownSource{
+			content: io.NewSectionReader(content, c.info.off, c.info.length()),
+			check:   newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(e, first+piece) }, content),
+		})
+	}
+	s.torrents[e.digest] = e
+	s.holdingsChanged()
+	s.dropLeftoverLocked(e.digest)
+	old.gone = errReplaced
+	old.signalLocked()
+	close(old.stop)
+	if old.idle != nil {
+		old.idle.Stop()
+	}
+	return true
+}
+
+// errReplaced marks a seed entry whose torrents now serve other content.
+var errReplaced = errors.New("swarm: seed replaced")
 
 // addSeedLocked adds every chunk torrent of b over content (first-read
 // checked if check is set) and puts the seed in the table. Caller holds

@@ -55,18 +55,26 @@ func (s seedStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metai
 // blob grows its pieces are served unchecked (they were hashed from this
 // very file a moment ago); once it is complete, promote arms a seed's
 // first-read check afresh, so the grown seed is checked like any Seed of
-// the spool from then on, pieces uploaded during the growth included. The
-// library asks for a piece's storage on every use, so the arming takes
-// effect at the next read.
+// the spool from then on, pieces uploaded during the growth included.
+// Replace later points it at containerd's copy, with a check of its own.
+// The library asks for a piece's storage on every use, so a new source
+// takes effect at the next read, and content and check change together.
 type grownStorage struct {
-	content io.ReaderAt
-	check   *atomic.Pointer[seedCheck]
+	src *atomic.Pointer[grownSource]
+}
+
+// grownSource is what a grown chunk is read from, and how it is checked
+// (nil: unchecked).
+type grownSource struct {
+	content io.ReaderAt // the chunk's bytes, from offset 0
+	check   *seedCheck
 }
 
 func (s grownStorage) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl {
-			return seedPiece{section: io.NewSectionReader(s.content, p.Offset(), p.Length()), index: p.Index(), check: s.check.Load()}
+			src := s.src.Load()
+			return seedPiece{section: io.NewSectionReader(src.content, p.Offset(), p.Length()), index: p.Index(), check: src.check}
 		},
 		Close: func() error { return nil },
 	}, nil

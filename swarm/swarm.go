@@ -340,9 +340,9 @@ type entry struct {
 type chunk struct {
 	info *chunkInfo
 	t    *torrent.Torrent
-	// check arms a grown chunk's first-read check once the blob is
-	// complete (grownStorage); nil for other chunks.
-	check *atomic.Pointer[seedCheck]
+	// src is a grown chunk's content and first-read check (grownStorage),
+	// which promote and Replace change; nil for other chunks.
+	src *atomic.Pointer[grownSource]
 }
 
 func newEntry(dgst digest.Digest, lay layout) *entry {

@@ -1,0 +1,124 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// countingReader counts the reads of a seed's content.
+type countingReader struct {
+	r     *bytes.Reader
+	reads atomic.Int64
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.reads.Add(1)
+	return c.r.ReadAt(p, off)
+}
+
+// growAndComplete grows content on owner from a spool file and completes
+// it: owner seeds the spool, as the egress does once its fetch ended.
+func growAndComplete(t *testing.T, owner *node, content []byte, dgst digest.Digest) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "spool")
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	g, err := owner.Grow(dgst, int64(len(content)), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Advance(int64(len(content)))
+	g.Complete()
+	waitFor(t, "the grown blob to become a seed", func() bool { return owner.seeded(dgst) != nil })
+	return path
+}
+
+// Replacing the egress spool by containerd's copy keeps the blob's chunk
+// torrents, whose drop closed the connections of every peer downloading
+// from the egress (its uplink idled 1-2 s in BenchmarkRollout, just as it
+// finished its fetch), and the pieces come from the new content from then
+// on.
+func TestReplaceOfAGrownSeedKeepsItsTorrents(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4*testChunk)
+	// 1 MiB/s: the download spans the Replace.
+	owner := startNode(t, tr, "127.0.4.41", "", chunked(func(c *Config) { c.UploadLimit = 1 << 20 }))
+	growAndComplete(t, owner, content, dgst)
+	tr.announce(dgst, owner)
+	before := joinedChunks(owner, dgst)
+
+	dl := startNode(t, tr, "127.0.4.42", "", chunked())
+	done := drainInBackground(t, dl, dgst)
+	waitFor(t, "the downloader to connect to the owner", func() bool {
+		for _, c := range joinedChunks(owner, dgst) {
+			if len(c.t.PeerConns()) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	fresh := &countingReader{r: bytes.NewReader(content)}
+	if err := owner.Replace(context.Background(), dgst, int64(len(content)), fresh); err != nil {
+		t.Fatal(err)
+	}
+	after := joinedChunks(owner, dgst)
+	if len(after) != len(before) {
+		t.Fatalf("%d chunk torrents after Replace, %d before", len(after), len(before))
+	}
+	for k := range after {
+		if after[k].t != before[k].t {
+			t.Fatalf("chunk %d's torrent was dropped and added again", k)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("download across the Replace: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the download did not end within a minute")
+	}
+	if fresh.reads.Load() == 0 {
+		t.Error("no piece was read from the new content")
+	}
+}
+
+// The new content is checked on each piece's first read, as any Seed's: a
+// copy that differs from the blob (the metainfo is cached, so Replace
+// hashes nothing) is caught and the seed dropped, and no byte of it
+// reaches a peer as good data.
+func TestReplaceOfAGrownSeedChecksTheNewContent(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 3*testChunk)
+	owner := startNode(t, tr, "127.0.4.43", "", chunked())
+	growAndComplete(t, owner, content, dgst)
+	tr.announce(dgst, owner)
+	bad := bytes.Clone(content)
+	for off := 100; off < len(bad); off += int(PieceLength(int64(len(bad)))) {
+		bad[off] ^= 0xff
+	}
+	if err := owner.Replace(context.Background(), dgst, int64(len(bad)), bytes.NewReader(bad)); err != nil {
+		t.Fatal(err)
+	}
+	late := startNode(t, tr, "127.0.4.44", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
+	if got, err := readBlob(t, late, dgst, 0); err == nil {
+		t.Fatalf("read %d bytes of a blob whose only seed is corrupted, want an error", len(got))
+	}
+	waitFor(t, "the corrupted seed to be dropped", func() bool { return owner.seeded(dgst) == nil })
+	if st, _ := lookupStats(late, dgst); st.ReceivedFrom["127.0.4.43"] != 0 {
+		t.Fatalf("the corrupted seed sent %d bytes", st.ReceivedFrom["127.0.4.43"])
+	}
+}
