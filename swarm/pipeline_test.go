@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -381,15 +379,7 @@ func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 3*testChunk)
 	size := int64(len(content))
-	path := filepath.Join(t.TempDir(), "spool")
-	if err := os.WriteFile(path, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	path, f := spoolFile(t, content)
 	owner := startNode(t, tr, "127.0.0.2", "", chunked())
 	g, err := owner.Grow(dgst, size, f)
 	if err != nil {
@@ -412,12 +402,5 @@ func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
 	tr.announce(dgst, owner)
 	corruptEveryPiece(t, path, size)
 
-	late := startNode(t, tr, "127.0.0.4", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
-	if got, err := readBlob(t, late, dgst, 0); err == nil {
-		t.Fatalf("read %d bytes of a blob whose only seed is corrupted, want an error", len(got))
-	}
-	waitFor(t, "the corrupted grown seed to be dropped", func() bool { return owner.seeded(dgst) == nil })
-	if st, _ := lookupStats(late, dgst); st.ReceivedFrom["127.0.0.2"] != 0 {
-		t.Fatalf("the corrupted seed sent %d bytes", st.ReceivedFrom["127.0.0.2"])
-	}
+	corruptSeedIsDropped(t, tr, owner, dgst, "127.0.0.4")
 }

@@ -23,9 +23,9 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	return c.r.ReadAt(p, off)
 }
 
-// growAndComplete grows content on owner from a spool file and completes
-// it: owner seeds the spool, as the egress does once its fetch ended.
-func growAndComplete(t *testing.T, owner *node, content []byte, dgst digest.Digest) string {
+// spoolFile writes content to a file of the test and opens it (closed at
+// the test's end).
+func spoolFile(t *testing.T, content []byte) (string, *os.File) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "spool")
 	if err := os.WriteFile(path, content, 0o644); err != nil {
@@ -36,6 +36,14 @@ func growAndComplete(t *testing.T, owner *node, content []byte, dgst digest.Dige
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
+	return path, f
+}
+
+// growAndComplete grows content on owner from a spool file and completes
+// it: owner seeds the spool, as the egress does once its fetch ended.
+func growAndComplete(t *testing.T, owner *node, content []byte, dgst digest.Digest) {
+	t.Helper()
+	_, f := spoolFile(t, content)
 	g, err := owner.Grow(dgst, int64(len(content)), f)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +51,6 @@ func growAndComplete(t *testing.T, owner *node, content []byte, dgst digest.Dige
 	g.Advance(int64(len(content)))
 	g.Complete()
 	waitFor(t, "the grown blob to become a seed", func() bool { return owner.seeded(dgst) != nil })
-	return path
 }
 
 // Replacing the egress spool by containerd's copy keeps the blob's chunk
@@ -113,12 +120,20 @@ func TestReplaceOfAGrownSeedChecksTheNewContent(t *testing.T) {
 	if err := owner.Replace(context.Background(), dgst, int64(len(bad)), bytes.NewReader(bad)); err != nil {
 		t.Fatal(err)
 	}
-	late := startNode(t, tr, "127.0.4.44", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
+	corruptSeedIsDropped(t, tr, owner, dgst, "127.0.4.44")
+}
+
+// corruptSeedIsDropped checks that a node started on ip cannot read dgst,
+// whose only seed, owner's, is corrupted, that owner drops that seed, and
+// that no byte of it reached the node.
+func corruptSeedIsDropped(t *testing.T, tr *tracker, owner *node, dgst digest.Digest, ip string) {
+	t.Helper()
+	late := startNode(t, tr, ip, "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
 	if got, err := readBlob(t, late, dgst, 0); err == nil {
 		t.Fatalf("read %d bytes of a blob whose only seed is corrupted, want an error", len(got))
 	}
 	waitFor(t, "the corrupted seed to be dropped", func() bool { return owner.seeded(dgst) == nil })
-	if st, _ := lookupStats(late, dgst); st.ReceivedFrom["127.0.4.43"] != 0 {
-		t.Fatalf("the corrupted seed sent %d bytes", st.ReceivedFrom["127.0.4.43"])
+	if st, _ := lookupStats(late, dgst); st.ReceivedFrom[owner.ip] != 0 {
+		t.Fatalf("the corrupted seed sent %d bytes", st.ReceivedFrom[owner.ip])
 	}
 }

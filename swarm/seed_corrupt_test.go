@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -35,15 +34,7 @@ func TestSeedStorageRefusesAPieceChangedOnDisk(t *testing.T) {
 	const piece = 256 << 10
 	content, dgst := randomBlob(t, 3*piece)
 	b := mustHash(t, content, dgst)
-	path := filepath.Join(t.TempDir(), "blob")
-	if err := os.WriteFile(path, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	path, f := spoolFile(t, content)
 	var mu sync.Mutex
 	var reported []int
 	st := seedStorage{content: f, corrupt: func(i int) { mu.Lock(); reported = append(reported, i); mu.Unlock() }}
@@ -80,15 +71,7 @@ func TestSeedStorageRefusesAPieceChangedOnDisk(t *testing.T) {
 func TestSeedCorruptedOnDiskIsDroppedAndRefused(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 4<<20)
-	path := filepath.Join(t.TempDir(), "blob")
-	if err := os.WriteFile(path, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	path, f := spoolFile(t, content)
 	a := startNode(t, tr, "127.0.0.31", "", nil)
 	if err := a.Seed(context.Background(), dgst, int64(len(content)), f); err != nil {
 		t.Fatal(err)
