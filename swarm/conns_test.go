@@ -9,9 +9,10 @@ import (
 
 // Two downloaders of one blob each find the other through the tracker and
 // both dial: each chunk torrent keeps one connection between them, not one
-// per direction, and no node keeps dialing peers it has. Every flow on a node's capped uplink takes its share of the
-// link's queue, and with two per pair a rollout ran 6 (up to 19) TCP flows
-// per node pair at once (docs/benchmarks.md).
+// per direction, and no node keeps dialing peers it has. Every flow on a
+// node's capped uplink takes its share of the link's queue, and with two
+// per pair a rollout ran 6 (up to 19) TCP flows per node pair at once
+// (docs/benchmarks.md).
 func TestNodesKeepOneConnectionPerPeerAndChunkTorrent(t *testing.T) {
 	tr := newTracker()
 	k := testKeys(t, 1)
