@@ -395,6 +395,28 @@ func (n *node) requests(method, prefix string) int {
 	return count
 }
 
+// rangeNote is how a request's Range shows in peerReqs.
+func rangeNote(r *http.Request) string {
+	if v := r.Header.Get("Range"); v != "" {
+		return " range=" + v
+	}
+	return ""
+}
+
+// blobRanges lists the Range of every blob GET received ("" for none).
+func (n *node) blobRanges() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, r := range n.peerReqs {
+		if rest, ok := strings.CutPrefix(r, "GET "+blobsPath); ok {
+			_, rng, _ := strings.Cut(rest, " range=")
+			out = append(out, rng)
+		}
+	}
+	return out
+}
+
 func (n *node) authSeen() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -446,7 +468,7 @@ func newNodeWith(t testing.TB, name string, egress bool, up oci.Source, c Cluste
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
 		n.peerAuth = append(n.peerAuth, r.Header.Get("Authorization"))
-		n.peerReqs = append(n.peerReqs, r.Method+" "+r.URL.Path)
+		n.peerReqs = append(n.peerReqs, r.Method+" "+r.URL.Path+rangeNote(r))
 		n.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))

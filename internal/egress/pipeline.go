@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/maphash"
 	"io"
 	"net/http"
@@ -206,6 +207,27 @@ func (b *followedBlob) streamed(ctx context.Context) (oci.Blob, error) {
 	return nil, errors.Join(errs...)
 }
 
+// remote is the owners' stream, asked of the followed owner first, then
+// of the other remote candidates, with no request made yet.
+func (b *followedBlob) remote() *remoteBlob {
+	order := []Member{b.owner}
+	for _, o := range b.owners {
+		if o.Name != b.owner.Name && o.Name != b.src.cfg.Self {
+			order = append(order, o)
+		}
+	}
+	return &remoteBlob{s: b.src, ref: b.ref, dgst: b.dgst, size: b.size, owners: order}
+}
+
+// keepFallback makes fb the stream of every later Open, unless one is set.
+func (b *followedBlob) keepFallback(fb oci.Blob) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fallback == nil && !b.closed {
+		b.fallback = fb
+	}
+}
+
 // fallBack opens the owners' stream (once) after cause ended the swarm's.
 func (b *followedBlob) fallBack(ctx context.Context, cause error) (oci.Blob, error) {
 	if fb := b.current(); fb != nil {
@@ -259,6 +281,9 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	}
 	r := &followReader{b: b, ctx: ctx, fctx: fctx, cancel: cancel, start: offset, pos: offset, rc: rc}
 	r.sum.SetSeed(b.seed)
+	if offset == 0 {
+		r.whole = b.dgst.Algorithm().Hash()
+	}
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
@@ -290,7 +315,10 @@ type followReader struct {
 	start  int64        // the offset of the Open
 	pos    int64        // the next byte to deliver
 	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
-	err    error        // the swarm reader's error that came with bytes
+	// whole is the blob's digest hash over [0,pos) when the read began at
+	// 0: an owner's stream can then resume at pos (remoteBlob.resume).
+	whole hash.Hash
+	err   error // the swarm reader's error that came with bytes
 
 	mu       sync.Mutex
 	rc       io.ReadCloser // the swarm's reader, then the owners'
@@ -325,6 +353,9 @@ func (r *followReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.timer.Reset(r.b.src.cfg.PipelineStall)
 		r.sum.Write(p[:n])
+		if r.whole != nil {
+			r.whole.Write(p[:n])
+		}
 		r.pos += int64(n)
 		if err != nil && err != io.EOF {
 			r.err, err = err, nil // handled on the next Read
@@ -370,9 +401,16 @@ func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
 	return rc.Read(p)
 }
 
-// openOwners opens the owners' stream at the Open's offset and checks it
-// against what the swarm delivered so far.
+// openOwners opens the owners' stream where the swarm stopped, when the
+// read began at 0 and an owner streams it (the digest then covers both);
+// else at the Open's offset, checked against what the swarm delivered so
+// far (this node's own spool is read so: it is local).
 func (r *followReader) openOwners(cause error) (io.ReadCloser, error) {
+	if r.whole != nil && r.pos > 0 && r.pos < r.b.size {
+		if rc := r.resume(cause); rc != nil {
+			return rc, nil
+		}
+	}
 	fb, err := r.b.fallBack(r.ctx, cause)
 	if err != nil {
 		return nil, err
@@ -392,6 +430,30 @@ func (r *followReader) openOwners(cause error) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("egress: blob %s: the swarm's bytes [%d,%d) differ from the owners' stream", r.b.dgst, r.start, r.pos)
 	}
 	return rc, nil
+}
+
+// resume continues the read from a remote owner at pos, the blob's digest
+// covering the swarm's bytes and the owner's (remoteBlob.resume); nil when
+// none answers so, or when the read fell back to this node's own spool.
+func (r *followReader) resume(cause error) io.ReadCloser {
+	cur := r.b.current()
+	rb, _ := cur.(*remoteBlob)
+	if cur != nil && rb == nil {
+		return nil
+	}
+	if rb == nil {
+		rb = r.b.remote()
+	}
+	rc, err := rb.resume(r.ctx, r.pos, r.whole)
+	if err != nil {
+		r.b.src.log.Info("the owners' stream cannot resume where the swarm stopped; reading it from the start",
+			"digest", r.b.dgst, "at", r.pos, "err", err)
+		return nil
+	}
+	r.b.src.log.Info("following the owner's download in the swarm failed; streaming the rest from the owners",
+		"digest", r.b.dgst, "owner", r.b.owner.Name, "at", r.pos, "err", cause)
+	r.b.keepFallback(rb)
+	return rc
 }
 
 func (r *followReader) Close() error {

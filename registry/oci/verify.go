@@ -26,6 +26,15 @@ func NewVerifyingReader(body io.ReadCloser, from string, want digest.Digest, siz
 	return &verifyingReader{body: body, from: from, want: want, hash: want.Algorithm().Hash(), size: size, skip: skip}
 }
 
+// NewResumedVerifyingReader reads the blob want of size bytes from body,
+// which starts at byte pos of it: h holds the hash of bytes [0,pos), which
+// the caller got elsewhere (and delivered). As NewVerifyingReader, the
+// read that would end the blob is held back until the hash of the whole
+// matches.
+func NewResumedVerifyingReader(body io.ReadCloser, from string, want digest.Digest, size, pos int64, h hash.Hash) io.ReadCloser {
+	return &verifyingReader{body: body, from: from, want: want, hash: h, size: size, pos: pos}
+}
+
 type verifyingReader struct {
 	body io.ReadCloser
 	from string

@@ -81,3 +81,36 @@ func randomBytes(n int, seed uint64) []byte {
 	}
 	return b[:n:n]
 }
+
+// A resumed reader checks the digest over the bytes hashed before it and
+// its own body, and holds back the blob's end when either was wrong.
+func TestResumedVerifyingReader(t *testing.T) {
+	data := randomBytes(3<<20+7, 6)
+	want := digest.FromBytes(data)
+	const pos = 1<<20 + 5
+	for _, tc := range []struct {
+		name         string
+		prefix, rest []byte
+		ok           bool
+	}{
+		{"both right", data[:pos], data[pos:], true},
+		{"prefix wrong", append([]byte{data[0] ^ 1}, data[1:pos]...), data[pos:], false},
+		{"rest wrong", data[:pos], append(append([]byte(nil), data[pos:len(data)-1]...), data[len(data)-1]^1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := want.Algorithm().Hash()
+			h.Write(tc.prefix)
+			r := NewResumedVerifyingReader(io.NopCloser(bytes.NewReader(tc.rest)), "test", want, int64(len(data)), pos, h)
+			got, err := io.ReadAll(r)
+			if tc.ok {
+				if err != nil || !bytes.Equal(got, data[pos:]) {
+					t.Fatalf("read %d bytes, %v; want the rest of the blob", len(got), err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrDigestMismatch) || int64(len(got)) >= int64(len(data)-pos) {
+				t.Fatalf("read %d of %d bytes, %v; want the end held back and a digest mismatch", len(got), len(data)-pos, err)
+			}
+		})
+	}
+}
