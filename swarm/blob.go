@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/dregistry/dregistry/internal/diskcache"
@@ -99,6 +100,32 @@ func (b *torrentBlob) entry() (*entry, error) {
 		b.e, b.pin = e, pin
 	}
 	return b.e, nil
+}
+
+// Arrived counts the bytes of the blob this node has received so far in
+// its chunk torrents, pieces in progress included. It only grows while the download
+// moves, so a caller bounding a followed read by progress (the egress
+// pipeline) can tell a slow swarm from a dead one: a stream delivers
+// nothing until a whole piece is in and verified, and a 2 MiB piece from a
+// saturated seeder takes seconds. It takes Swarm.mu, then the client lock
+// per chunk, one after the other.
+func (b *torrentBlob) Arrived() int64 {
+	b.mu.Lock()
+	e := b.e
+	b.mu.Unlock()
+	if e == nil {
+		return 0
+	}
+	b.s.mu.Lock()
+	chunks := slices.Clone(e.chunks)
+	b.s.mu.Unlock()
+	var n int64
+	for _, c := range chunks {
+		if c != nil {
+			n += c.info.length() - c.t.BytesMissing()
+		}
+	}
+	return n
 }
 
 // Close leaves the download running: it serves other readers and peers

@@ -141,9 +141,9 @@ func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, r
 		seed: maphash.MakeSeed()}, nil
 }
 
-// errNoProgress ends a followed read that got no byte within
-// PipelineStall.
-var errNoProgress = errors.New("no byte from the swarm within the pipeline stall bound")
+// errNoProgress ends a followed read that got no byte, and whose blob
+// received none, within PipelineStall.
+var errNoProgress = errors.New("nothing from the swarm within the pipeline stall bound")
 
 // followedBlob is a blob followed in the swarm, with the owners' streams
 // in reserve: a read that fails, or gets no byte within PipelineStall,
@@ -284,6 +284,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	if offset == 0 {
 		r.whole = b.dgst.Algorithm().Hash()
 	}
+	r.arrived = r.arrivedNow()
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
@@ -324,15 +325,38 @@ type followReader struct {
 	rc       io.ReadCloser // the swarm's reader, then the owners'
 	switched bool          // reading the owners' stream: its errors are final
 	closed   bool
+	arrived  int64 // the blob's bytes at this node when the bound began
 }
 
-// stalled is the stall bound: it ends the swarm's reader.
+// stalled is the stall bound: it ends the swarm's reader, unless bytes
+// of the blob arrived at this node since the bound began (a swarm that
+// says, through Arrived, what it receives: a stream gets nothing of a
+// piece until all of it is in, and a big piece from a busy peer takes
+// seconds; the swarm's own watchdog still ends a read whose chunk stops
+// moving). Falling back while the swarm moves made the owner a star again
+// (BenchmarkRollout, 1 GiB).
 func (r *followReader) stalled() {
+	arrived := r.arrivedNow() // without r.mu: it takes the swarm's locks
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.switched {
-		r.cancel(errNoProgress)
+	if r.switched || r.closed {
+		return
 	}
+	if arrived > r.arrived {
+		r.arrived = arrived
+		r.timer.Reset(r.b.src.cfg.PipelineStall)
+		return
+	}
+	r.cancel(errNoProgress)
+}
+
+// arrivedNow is what the followed blob has received, or -1 when the
+// swarm does not say.
+func (r *followReader) arrivedNow() int64 {
+	if a, ok := r.b.follow.(interface{ Arrived() int64 }); ok {
+		return a.Arrived()
+	}
+	return -1
 }
 
 func (r *followReader) reader() (io.ReadCloser, bool) {

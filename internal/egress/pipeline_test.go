@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ const (
 	followSilent                        // reads wait, for ever, for a byte
 	followStallMidway                   // reads wait, for ever, after some bytes
 	followLieMidway                     // some bytes, one of them wrong, then a failure
+	followSlowMidway                    // as followStallMidway, while Arrived grows a while
 )
 
 // fakePipeline stands for swarm.Follow: it reads the owner's spool through
@@ -45,6 +47,7 @@ type fakePipeline struct {
 
 	mu    sync.Mutex
 	calls []followCall
+	blobs []*fakeFollowed
 }
 
 type followCall struct {
@@ -74,12 +77,27 @@ func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int6
 	if err != nil {
 		return nil, err
 	}
-	return &fakeFollowed{Blob: b, mode: p.mode}, nil
+	f := &fakeFollowed{Blob: b, mode: p.mode}
+	p.mu.Lock()
+	p.blobs = append(p.blobs, f)
+	p.mu.Unlock()
+	return f, nil
 }
 
 type fakeFollowed struct {
 	oci.Blob
-	mode followMode
+	mode     followMode
+	arrivals atomic.Int64 // calls of Arrived
+}
+
+// Arrived says the blob still receives bytes for its first four calls
+// with followSlowMidway; it never grows otherwise.
+func (b *fakeFollowed) Arrived() int64 {
+	n := b.arrivals.Add(1)
+	if b.mode != followSlowMidway {
+		return 0
+	}
+	return 1000 * min(n, 4)
 }
 
 func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
@@ -93,7 +111,7 @@ func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		return io.NopCloser(failedReader{errors.New("fake swarm: no peer answered")}), nil
 	case followFailMidway:
 		return &midwayReader{rc: rc, left: 100 << 10}, nil
-	case followStallMidway:
+	case followStallMidway, followSlowMidway:
 		return &midwayReader{rc: rc, left: 100 << 10, ctx: ctx}, nil
 	case followLieMidway:
 		return &midwayReader{rc: rc, left: 100 << 10, lie: true}, nil
@@ -533,6 +551,35 @@ func TestSourcePipelineStallBound(t *testing.T) {
 	}
 	if got := pn.owner.requests("GET", blobsPath); got != 1 {
 		t.Errorf("owner's blob stream asked %d times, want 1", got)
+	}
+}
+
+// A followed read that gets no byte while the blob still receives bytes
+// (Arrived grows) keeps waiting on the swarm; once nothing arrives for the
+// bound, it streams the rest from the owner, from where the swarm stopped.
+func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
+	ctx := testCtx(t)
+	up := newTestUpstream(t)
+	c := up.content(2<<20+6, 61)
+	pn := newPipelineNodes(t, up, c.Ref, followSlowMidway, 1)
+	pn.follower.source.cfg.PipelineStall = 100 * time.Millisecond
+	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, c.Blob) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	pn.pipe.mu.Lock()
+	f := pn.pipe.blobs[0]
+	pn.pipe.mu.Unlock()
+	// One call at the Open, three that found more, one that found none.
+	if n := f.arrivals.Load(); n != 5 {
+		t.Errorf("the bound asked what arrived %d times before falling back, want 5", n)
+	}
+	if got := pn.owner.blobRanges(); len(got) != 1 || got[0] != "bytes=102400-" {
+		t.Errorf("owner's blob stream asked with ranges %q, want one from where the swarm stopped", got)
 	}
 }
 
