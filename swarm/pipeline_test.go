@@ -404,3 +404,33 @@ func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
 
 	corruptSeedIsDropped(t, tr, owner, dgst, "127.0.0.4")
 }
+
+// Arrived counts what a followed download received, before any stream
+// reads it: the egress pipeline's stall bound tells a slow swarm from a
+// dead one by it.
+func TestArrivedCountsWhatAFollowedDownloadReceived(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 4*testChunk)
+	size := int64(len(content))
+	owner := startNode(t, tr, "127.0.5.21", "", chunked())
+	n := startNode(t, tr, "127.0.5.22", "", chunked())
+	g, err := owner.Grow(dgst, size, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Fail(nil)
+	tr.announcePartial(dgst, owner)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := n.Follow(ctx, dgst, size, owner.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	arrived := b.(interface{ Arrived() int64 }).Arrived
+	if got := arrived(); got != 0 {
+		t.Fatalf("arrived %d bytes before the owner had any", got)
+	}
+	g.Advance(2 * testChunk)
+	waitFor(t, "two chunks arrive", func() bool { return arrived() == 2*testChunk })
+}
