@@ -528,22 +528,30 @@ func TestPeerStartFetchRefusesOutsiders(t *testing.T) {
 	}
 }
 
-// A swarm that delivers nothing (a slow first chunk, an owner that died
-// unnoticed) is given up after PipelineStall, long before the registry
-// handler's stall timeout, for the owner's stream.
-func TestSourcePipelineStallBound(t *testing.T) {
+// openFollowed opens, on a follower whose swarm acts as mode and whose
+// pipeline bound is stall, a new blob of size bytes (seed picks its
+// content), which it returns too. The blob closes with the test.
+func openFollowed(t *testing.T, mode followMode, stall time.Duration, size int, seed uint64) (context.Context, *pipelineNodes, oci.Blob, []byte) {
 	ctx := testCtx(t)
 	up := newTestUpstream(t)
-	c := up.content(2<<20+4, 59)
-	pn := newPipelineNodes(t, up, c.Ref, followSilent, 1)
-	pn.follower.source.cfg.PipelineStall = 200 * time.Millisecond
+	c := up.content(size, seed)
+	pn := newPipelineNodes(t, up, c.Ref, mode, 1)
+	pn.follower.source.cfg.PipelineStall = stall
 	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return ctx, pn, b, c.Blob
+}
+
+// A swarm that delivers nothing (a slow first chunk, an owner that died
+// unnoticed) is given up after PipelineStall, long before the registry
+// handler's stall timeout, for the owner's stream.
+func TestSourcePipelineStallBound(t *testing.T) {
+	ctx, pn, b, blob := openFollowed(t, followSilent, 200*time.Millisecond, 2<<20+4, 59)
 	start := time.Now()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, c.Blob) {
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 	if d := time.Since(start); d < 200*time.Millisecond {
@@ -558,17 +566,8 @@ func TestSourcePipelineStallBound(t *testing.T) {
 // (Arrived grows) keeps waiting on the swarm; once nothing arrives for the
 // bound, it streams the rest from the owner, from where the swarm stopped.
 func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
-	ctx := testCtx(t)
-	up := newTestUpstream(t)
-	c := up.content(2<<20+6, 61)
-	pn := newPipelineNodes(t, up, c.Ref, followSlowMidway, 1)
-	pn.follower.source.cfg.PipelineStall = 100 * time.Millisecond
-	b, err := pn.follower.source.Blob(ctx, c.Ref, c.BlobDigest())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, c.Blob) {
+	ctx, pn, b, blob := openFollowed(t, followSlowMidway, 100*time.Millisecond, 2<<20+6, 61)
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 	pn.pipe.mu.Lock()
