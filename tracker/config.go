@@ -72,6 +72,13 @@ type Config struct {
 	// carries whole inventories, and the direct snapshots to new members
 	// and the broadcasts do the fast path.
 	PushPullInterval time.Duration
+	// CatchUpAfter: this long after it joined, and again four times as
+	// long after, a node exchanges full state with one random member
+	// (default 5 s). Gossip reaches a member only once the others know
+	// it, so announcements made in a new node's first moments can miss
+	// it, and memberlist's own first push/pull may come a whole
+	// PushPullInterval later, with a few relayed inventories only.
+	CatchUpAfter time.Duration
 	// DeadNodeReclaimTime is how long after a member failed another
 	// address may take over its name (a pod restarted on a new IP);
 	// default 15 s.
@@ -133,6 +140,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:        500 * time.Millisecond,
 		SuspicionMult:       4,
 		PushPullInterval:    60 * time.Second,
+		CatchUpAfter:        5 * time.Second,
 		DeadNodeReclaimTime: 15 * time.Second,
 		GossipToTheDeadTime: 30 * time.Second,
 
@@ -201,6 +209,7 @@ func (c *Config) validateCounts() error {
 	}{
 		{"GossipInterval", c.GossipInterval}, {"ProbeInterval", c.ProbeInterval}, {"ProbeTimeout", c.ProbeTimeout},
 		{"PushPullInterval", c.PushPullInterval}, {"DeadNodeReclaimTime", c.DeadNodeReclaimTime},
+		{"CatchUpAfter", c.CatchUpAfter},
 		{"GossipToTheDeadTime", c.GossipToTheDeadTime}, {"JoinBackoff", c.JoinBackoff},
 		{"JoinMaxBackoff", c.JoinMaxBackoff}, {"LeaveTimeout", c.LeaveTimeout}, {"StuckAfter", c.StuckAfter},
 	} {
@@ -266,6 +275,7 @@ func (c *Config) fillDefaults() {
 	for _, f := range []struct{ v, d *time.Duration }{
 		{&c.GossipInterval, &d.GossipInterval}, {&c.ProbeInterval, &d.ProbeInterval}, {&c.ProbeTimeout, &d.ProbeTimeout},
 		{&c.PushPullInterval, &d.PushPullInterval}, {&c.DeadNodeReclaimTime, &d.DeadNodeReclaimTime},
+		{&c.CatchUpAfter, &d.CatchUpAfter},
 		{&c.GossipToTheDeadTime, &d.GossipToTheDeadTime}, {&c.JoinBackoff, &d.JoinBackoff},
 		{&c.JoinMaxBackoff, &d.JoinMaxBackoff}, {&c.LeaveTimeout, &d.LeaveTimeout}, {&c.StuckAfter, &d.StuckAfter},
 		{&c.ReconnectInterval, &d.ReconnectInterval}, {&c.ReconnectTimeout, &d.ReconnectTimeout},

@@ -23,7 +23,31 @@ type memNet struct {
 	byAddr  map[string]*memTransport
 	next    int
 	dropped atomic.Int64
-	apart   map[string]int // address -> side of a partition; nil when whole
+	apart   map[string]int  // address -> side of a partition; nil when whole
+	deaf    map[string]bool // addresses no packet reaches (streams still do)
+}
+
+// deafen drops every packet (UDP: gossip, probes) sent to t until hear;
+// streams (push/pull, direct snapshots, TCP probes) still reach it.
+func (n *memNet) deafen(t *memTransport) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.deaf == nil {
+		n.deaf = make(map[string]bool)
+	}
+	n.deaf[t.addr.String()] = true
+}
+
+func (n *memNet) hear(t *memTransport) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.deaf, t.addr.String())
+}
+
+func (n *memNet) isDeaf(addr string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.deaf[addr]
 }
 
 // partition cuts the network between the given groups of members (by
@@ -112,7 +136,7 @@ func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	}
 	t.sent.Add(int64(len(b)))
 	dest, err := t.net.peer(a.Addr)
-	if err != nil || !t.net.reachable(t.addr.String(), a.Addr) {
+	if err != nil || !t.net.reachable(t.addr.String(), a.Addr) || t.net.isDeaf(a.Addr) {
 		return now, nil // UDP: a lost packet is not an error
 	}
 	select {

@@ -76,3 +76,46 @@ func (t *Tracker) noteLost(n *memberlist.Node, now time.Time) {
 	}
 	t.lost[n.Name] = lostMember{addr: net.JoinHostPort(net.IP(n.Addr).String(), strconv.Itoa(int(n.Port))), at: now}
 }
+
+// catchUp exchanges full state with one random member CatchUpAfter after
+// the join and again four times as long after it (Config.CatchUpAfter):
+// what gossip did not bring a node that had just joined arrives then, not
+// at memberlist's first push/pull. A contact is a push/pull as a joining
+// node's (memberlist.Join), so each side sends every inventory it knows.
+func (t *Tracker) catchUp() {
+	defer t.wg.Done()
+	for _, d := range []time.Duration{t.cfg.CatchUpAfter, 3 * t.cfg.CatchUpAfter} {
+		timer := time.NewTimer(d)
+		select {
+		case <-t.stop:
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		addr := t.randomMemberAddr()
+		if addr == "" {
+			continue
+		}
+		// No lock held: Join takes memberlist's node lock and its event
+		// callbacks take t.mu.
+		n, err := t.ml.Join([]string{addr})
+		t.log.Debug("caught up with a member", "member", addr, "answered", n, "err", err)
+	}
+}
+
+// randomMemberAddr is the gossip address of a random live member other
+// than this node; "" when there is none.
+func (t *Tracker) randomMemberAddr() string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var addrs []string
+	for name, n := range t.gossipAt {
+		if name != t.cfg.Name {
+			addrs = append(addrs, net.JoinHostPort(net.IP(n.Addr).String(), strconv.Itoa(int(n.Port))))
+		}
+	}
+	if len(addrs) == 0 {
+		return ""
+	}
+	return addrs[rand.IntN(len(addrs))]
+}

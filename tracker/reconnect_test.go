@@ -116,3 +116,31 @@ func TestLostMembersAreContactedUntilTheTimeout(t *testing.T) {
 		t.Fatalf("after the timeout contacted %v and kept %d, want none", got, len(tr.lost))
 	}
 }
+
+// A node that missed an announcement in its first moments (every gossip
+// packet to it lost) learns it from its catch-up exchange, long before
+// memberlist's first periodic push/pull.
+func TestNewNodeCatchesUpOnAnAnnouncementItMissed(t *testing.T) {
+	tune := func(cfg *Config) {
+		cfg.PushPullInterval = 10 * time.Minute
+		cfg.CatchUpAfter = 2 * time.Second
+	}
+	c := newCluster(t, 2, func(_ int, cfg *Config) { tune(cfg) })
+	a, b := c.nodes[0], c.nodes[1]
+	late := c.add("node-late", tune)
+	c.net.deafen(c.ports[late])
+	for _, tr := range c.nodes {
+		waitFor(t, tr.LocalName()+" to see all 3 members", 10*time.Second, func() bool { return tr.NumMembers() == 3 })
+	}
+	d := testDigest("announced-while-deaf")
+	if err := a.Announce(d, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other old member to see the seeder", 10*time.Second, func() bool { return seesExactly(b, d, a.LocalName()) })
+	time.Sleep(500 * time.Millisecond) // every member has sent it on its last time
+	if len(late.Lookup(d)) != 0 {
+		t.Fatal("the gossip reached the deaf member: the test does not test the catch-up")
+	}
+	c.net.hear(c.ports[late])
+	waitFor(t, "the late member to catch up", 10*time.Second, func() bool { return seesExactly(late, d, a.LocalName()) })
+}

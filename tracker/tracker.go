@@ -118,6 +118,8 @@ func (t *Tracker) Join(ctx context.Context, addrs []string) error {
 		n, err := t.ml.Join(addrs)
 		if n > 0 {
 			t.log.Info("joined the cluster", "contacted", n, "members", t.ml.NumMembers())
+			t.wg.Add(1)
+			go t.catchUp()
 			return nil
 		}
 		lastErr = err
