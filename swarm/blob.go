@@ -128,6 +128,23 @@ func (b *torrentBlob) Arrived() int64 {
 	return n
 }
 
+// Progress grows while the blob moves toward this node: the bytes that
+// arrived (Arrived), plus, of a followed blob, what the owner fetched from
+// the upstream while this node held everything the owner had published
+// (noteOwnerFetch). A caller bounding a followed read by progress (the
+// egress pipeline) then waits while the owner's upstream is slow, and
+// leaves the swarm only when neither the swarm nor the owner moves.
+func (b *torrentBlob) Progress() int64 {
+	n := b.Arrived()
+	b.mu.Lock()
+	e := b.e
+	b.mu.Unlock()
+	if e != nil {
+		n += e.ownerWaited.Load()
+	}
+	return n
+}
+
 // Close leaves the download running: it serves other readers and peers
 // until the daemon releases it or the cache evicts it, which it may from
 // now on when no other Blob of it is open.

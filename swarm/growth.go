@@ -46,6 +46,7 @@ func (s *Swarm) Grow(dgst digest.Digest, size int64, file io.ReaderAt) (*Growth,
 	e.growing = true
 	g := &Growth{s: s, e: e, file: file, wake: make(chan struct{}, 1),
 		complete: make(chan struct{}), failed: make(chan struct{}), done: make(chan struct{})}
+	e.grown = &g.written
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

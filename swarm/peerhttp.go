@@ -85,7 +85,9 @@ func (s *Swarm) servePeer(w http.ResponseWriter, r *http.Request) {
 // info dictionary, of a blob seeded here or growing here (the egress spool).
 // A chunk not published yet is waited for, at most Config.MetainfoPoll (not
 // at all with wait=0), then answered 204 No Content: ask again. A blob this
-// node does not seed or grow (or no longer: its fetch failed) is 404. With
+// node does not seed or grow (or no longer: its fetch failed) is 404. The
+// answers about a growing blob say how many of its bytes are written here
+// (FetchedHeader). With
 // held=1, a blob this node downloads (it followed the owner) answers too,
 // never waiting, for a chunk all of whose pieces it holds (404 for the
 // others): the candidate that takes over a dead owner's download asks so
@@ -113,6 +115,9 @@ func (s *Swarm) serveChunkInfo(w http.ResponseWriter, r *http.Request, dgst dige
 			return
 		}
 		c, changed, download := e.chunks[k], e.changed, e.seed == nil && !e.growing
+		if e.grown != nil {
+			w.Header().Set(FetchedHeader, strconv.FormatInt(e.grown.Load(), 10))
+		}
 		s.mu.Unlock()
 		if download && (!held || c == nil || c.t.BytesMissing() > 0) {
 			// Asked without s.mu: BytesMissing takes the client lock.

@@ -406,13 +406,14 @@ func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
 }
 
 // Arrived counts what a followed download received, before any stream
-// reads it: the egress pipeline's stall bound tells a slow swarm from a
-// dead one by it.
+// reads it, and Progress adds what the owner fetched from the upstream
+// once the follower holds all the owner published: the egress pipeline's
+// stall bound tells a slow swarm or a slow upstream from a dead one by it.
 func TestArrivedCountsWhatAFollowedDownloadReceived(t *testing.T) {
 	tr := newTracker()
 	content, dgst := randomBlob(t, 4*testChunk)
 	size := int64(len(content))
-	owner := startNode(t, tr, "127.0.5.21", "", chunked())
+	owner := startNode(t, tr, "127.0.5.21", "", chunked(func(c *Config) { c.MetainfoPoll = 100 * time.Millisecond }))
 	n := startNode(t, tr, "127.0.5.22", "", chunked())
 	g, err := owner.Grow(dgst, size, bytes.NewReader(content))
 	if err != nil {
@@ -433,4 +434,54 @@ func TestArrivedCountsWhatAFollowedDownloadReceived(t *testing.T) {
 	}
 	g.Advance(2 * testChunk)
 	waitFor(t, "two chunks arrive", func() bool { return arrived() == 2*testChunk })
+
+	progress := b.(interface{ Progress() int64 }).Progress
+	before := progress()
+	g.Advance(2*testChunk + testChunk/2)
+	waitFor(t, "the owner's fetch counts", func() bool { return progress() > before })
+	if got := arrived(); got != 2*testChunk {
+		t.Fatalf("arrived %d bytes of an unpublished chunk", got)
+	}
+	// A fetch that stops moving stops counting: ten answers of the owner.
+	stopped := progress()
+	time.Sleep(time.Second)
+	if got := progress(); got != stopped {
+		t.Fatalf("progress went from %d to %d while the owner's fetch stood still", stopped, got)
+	}
+}
+
+// A stream waiting for a chunk the owner has not published yet does not
+// stall while the owner's upstream fetch moves, even when the chunk takes
+// longer than StallTimeout to come; the chunk still arrives whole.
+func TestFollowedStreamWaitsWhileTheOwnersFetchMoves(t *testing.T) {
+	tr := newTracker()
+	content, dgst := randomBlob(t, 3*testChunk)
+	size := int64(len(content))
+	owner := startNode(t, tr, "127.0.5.23", "", chunked(func(c *Config) { c.MetainfoPoll = 100 * time.Millisecond }))
+	n := startNode(t, tr, "127.0.5.24", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
+	g, err := owner.Grow(dgst, size, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Fail(nil)
+	tr.announcePartial(dgst, owner)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g.Advance(2 * testChunk)
+	f := follow(t, ctx, n, owner, dgst, size)
+	// The last chunk takes 4 s, twice the follower's stall bound.
+	const steps = 20
+	for i := 1; i <= steps; i++ {
+		select {
+		case <-f.done:
+			t.Fatalf("the stream ended while the owner fetched: %v", f.err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		g.Advance(2*testChunk + int64(i)*testChunk/steps)
+	}
+	g.Complete()
+	f.wait(t)
+	if f.err != nil || !bytes.Equal(f.got, content) {
+		t.Fatalf("read %d bytes: %v", len(f.got), f.err)
+	}
 }

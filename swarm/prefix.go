@@ -202,8 +202,9 @@ func (s *Swarm) heldChunks(ctx context.Context, dgst digest.Digest, lay layout, 
 		var found *chunkInfo
 		for i, p := range order {
 			ask, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
-			c, _, err := s.pollChunk(ask, peers[p].HTTPAddr, dgst, lay, k, pollHeld)
+			a, err := s.pollChunk(ask, peers[p].HTTPAddr, dgst, lay, k, pollHeld)
 			cancel()
+			c := a.chunk
 			if err != nil && !errors.Is(err, errOwnerForgot) {
 				s.log.Debug("chunk metainfo not fetched from a member", "digest", dgst, "chunk", k, "peer", peers[p].HTTPAddr, "err", err)
 			}

@@ -121,7 +121,10 @@ type Config struct {
 	// least recently used first. Default: unbounded.
 	Cache *diskcache.Cache
 	// MetainfoPoll bounds how long the peer endpoint holds a request for a
-	// chunk of a growing blob that is not published yet; default 10 s.
+	// chunk of a growing blob that is not published yet; default 3 s. Its
+	// answers say how far the owner's fetch got, which a follower waiting
+	// on the owner counts as progress (follow.go), so it is well below the
+	// egress pipeline's stall bound.
 	MetainfoPoll time.Duration
 	// AbandonTimeout: a download no stream has read for this long is
 	// abandoned (containerd gave up on it, or only asked its HEAD) and is
@@ -161,7 +164,7 @@ func DefaultConfig() Config {
 		// Long enough for a retry to resume an interrupted download.
 		DownloadRetention: 24 * time.Hour,
 		ChunkSize:         256 << 10,
-		MetainfoPoll:      10 * time.Second,
+		MetainfoPoll:      3 * time.Second,
 		// Long enough for containerd to come back with a Range retry
 		// after a stall, or for the next pull of a batch to reach the
 		// blob, short against a daemon's life.
@@ -307,6 +310,15 @@ type entry struct {
 	owner string
 	// ownerTorrent is the owner's torrent address, once its endpoint said.
 	ownerTorrent netip.AddrPort
+	// grown is a growing blob's count of bytes written (Growth.written),
+	// which its chunk metainfo answers report; nil otherwise.
+	grown *atomic.Int64
+	// Of a followed blob, the owner's fetch as its chunk metainfo answers
+	// say (followChunks is the only writer): ownerHas is the bytes it last
+	// said it had (-1 before it said), ownerWaited the growth it reported
+	// while this node held every byte it had published (follow.go).
+	ownerHas    atomic.Int64
+	ownerWaited atomic.Int64
 	// disk is a download's entry in the data dir's cache; nil for seeds
 	// and growths (containerd's content, the egress's spool).
 	disk *diskcache.Entry
@@ -346,8 +358,10 @@ type chunk struct {
 }
 
 func newEntry(dgst digest.Digest, lay layout) *entry {
-	return &entry{digest: dgst, lay: lay, chunks: make([]*chunk, lay.numChunks()),
+	e := &entry{digest: dgst, lay: lay, chunks: make([]*chunk, lay.numChunks()),
 		changed: make(chan struct{}), verified: make(chan struct{}), stop: make(chan struct{})}
+	e.ownerHas.Store(-1)
+	return e
 }
 
 func (e *entry) size() int64 { return e.lay.size }

@@ -21,14 +21,18 @@ import (
 // requests may sit behind others in the seeder's queue, so the whole chunk
 // counts. A chunk holds finitely many bytes, and a peer whose pieces fail
 // their hash is banned (bans.go), so a read still ends; one whose chunk
-// gets no byte for StallTimeout fails as before.
+// gets no byte for StallTimeout fails as before. A Read whose chunk is not
+// published yet (a followed blob) waits on the owner's upstream fetch: the
+// bound starts again when the chunk got published since, or the owner's
+// fetch grew while this node held what it had published (ownerWaited).
 
 // awaitedChunk is the chunk torrent a Read waits on (nil while its
 // metainfo is not known), and how many of its bytes were missing when the
-// watchdog's bound started.
+// watchdog's bound started, and the entry's ownerWaited then.
 type awaitedChunk struct {
 	t       *torrent.Torrent
 	missing int64
+	owner   int64
 }
 
 // sampleDelay is how long a Read waits before the watchdog notes how much
@@ -91,12 +95,17 @@ func (sr *streamReader) expire() {
 	a, k, armed := sr.awaited, sr.waitK, sr.armedAt
 	sr.rmu.Unlock()
 	if a == nil {
-		a = &awaitedChunk{t: sr.s.chunkTorrent(sr.e, k)}
-		if a.t != nil {
-			a.missing = a.t.BytesMissing()
-		}
-		sr.rearm(armed, armed, a, armed.Add(stall))
+		sr.rearm(armed, armed, sr.noteAwaited(k), armed.Add(stall))
 		return
+	}
+	if a.t == nil {
+		if now := sr.noteAwaited(k); now.t != nil || now.owner > a.owner {
+			sr.s.log.Info("stream waits on the owner's upstream fetch, which still moves", "digest", sr.e.digest,
+				"at", sr.waitingAt.Load(), "published", now.t != nil, "owner fetched while awaited", now.owner-a.owner)
+			at := time.Now()
+			sr.rearm(armed, at, now, at.Add(stall))
+			return
+		}
 	}
 	if a.t != nil {
 		if missing := a.t.BytesMissing(); missing < a.missing {
@@ -109,6 +118,16 @@ func (sr *streamReader) expire() {
 	}
 	sr.s.logStall(sr.e, sr.waitingAt.Load())
 	sr.cancel(fmt.Errorf("swarm: %w (%s) on %s", oci.ErrStalled, stall, sr.e.digest))
+}
+
+// noteAwaited notes chunk k's torrent and what it misses, or, when it is not
+// added yet, the owner's fetch. It takes Swarm.mu, then the client lock.
+func (sr *streamReader) noteAwaited(k int) *awaitedChunk {
+	a := &awaitedChunk{t: sr.s.chunkTorrent(sr.e, k), owner: sr.e.ownerWaited.Load()}
+	if a.t != nil {
+		a.missing = a.t.BytesMissing()
+	}
+	return a
 }
 
 // rearm sets the watchdog of the wait armed at armed (if it still runs)

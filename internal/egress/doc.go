@@ -42,8 +42,9 @@
 //     fails before answering. With a Pipeline (the swarm), a big blob is
 //     started on the owner without being streamed and followed in the
 //     swarm, so waiting nodes trade pieces; a read that fails, or gets no
-//     byte within PipelineStall, continues from the owners' stream, whose
-//     bytes up to there must hash as the swarm's did. An owner without
+//     byte within PipelineStall while the blob does not move (neither the
+//     swarm nor the owner's upstream fetch), continues from the owners'
+//     stream, from where the swarm stopped when it can. An owner without
 //     room for the spool says so in its answer to the start, and the
 //     node streams from it at once.
 //   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ and

@@ -33,7 +33,7 @@ const (
 	followSilent                        // reads wait, for ever, for a byte
 	followStallMidway                   // reads wait, for ever, after some bytes
 	followLieMidway                     // some bytes, one of them wrong, then a failure
-	followSlowMidway                    // as followStallMidway, while Arrived grows a while
+	followSlowMidway                    // as followStallMidway, while Progress grows a while
 )
 
 // fakePipeline stands for swarm.Follow: it reads the owner's spool through
@@ -86,14 +86,14 @@ func (p *fakePipeline) Follow(ctx context.Context, dgst digest.Digest, size int6
 
 type fakeFollowed struct {
 	oci.Blob
-	mode     followMode
-	arrivals atomic.Int64 // calls of Arrived
+	mode       followMode
+	progresses atomic.Int64 // calls of Progress
 }
 
-// Arrived says the blob still receives bytes for its first four calls
-// with followSlowMidway; it never grows otherwise.
-func (b *fakeFollowed) Arrived() int64 {
-	n := b.arrivals.Add(1)
+// Progress says the blob still moves for its first four calls with
+// followSlowMidway; it never grows otherwise.
+func (b *fakeFollowed) Progress() int64 {
+	n := b.progresses.Add(1)
 	if b.mode != followSlowMidway {
 		return 0
 	}
@@ -562,9 +562,9 @@ func TestSourcePipelineStallBound(t *testing.T) {
 	}
 }
 
-// A followed read that gets no byte while the blob still receives bytes
-// (Arrived grows) keeps waiting on the swarm; once nothing arrives for the
-// bound, it streams the rest from the owner, from where the swarm stopped.
+// A followed read that gets no byte while the blob still moves (Progress
+// grows) keeps waiting on the swarm; once it does not move for the bound,
+// it streams the rest from the owner, from where the swarm stopped.
 func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
 	ctx, pn, b, blob := openFollowed(t, followSlowMidway, 100*time.Millisecond, 2<<20+6, 61)
 	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
@@ -574,8 +574,8 @@ func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
 	f := pn.pipe.blobs[0]
 	pn.pipe.mu.Unlock()
 	// One call at the Open, three that found more, one that found none.
-	if n := f.arrivals.Load(); n != 5 {
-		t.Errorf("the bound asked what arrived %d times before falling back, want 5", n)
+	if n := f.progresses.Load(); n != 5 {
+		t.Errorf("the bound asked how the blob moved %d times before falling back, want 5", n)
 	}
 	if got := pn.owner.blobRanges(); len(got) != 1 || got[0] != "bytes=102400-" {
 		t.Errorf("owner's blob stream asked with ranges %q, want one from where the swarm stopped", got)
