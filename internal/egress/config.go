@@ -246,11 +246,13 @@ type SourceConfig struct {
 	// PipelineMin is the smallest blob followed through Pipeline; smaller
 	// ones are streamed from the owner. Default 16 MiB.
 	PipelineMin int64
-	// PipelineStall bounds the wait for a followed blob's next byte (the
-	// owner's next chunk, from an upstream that may be slow, or an owner
-	// that died): after it the read streams from the owner, or the next
-	// candidate, instead. Keep it well under the registry handler's stall
-	// timeout, and above a chunk's time from the upstream. Default
+	// PipelineStall bounds the wait for a followed blob's next byte while
+	// the blob does not move (a Pipeline blob's Progress: bytes arriving
+	// from the swarm, or the owner's upstream fetch growing while this
+	// node has all the owner published): after it the read streams from
+	// the owner, or the next candidate, instead. Keep it well under the
+	// registry handler's stall timeout, which still ends a response that
+	// gets no byte (a chunk slower than that from the upstream). Default
 	// FollowStall of the handler's default stall timeout.
 	PipelineStall time.Duration
 	// Logger; default slog.Default().
