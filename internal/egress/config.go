@@ -28,6 +28,11 @@ func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 // response alive.
 func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
 
+// FollowMaxWait is the longest a followed read goes without a byte inside
+// the handler's stall timeout, however the blob moves: two thirds, so the
+// owner's stream still gives the handler a byte before its own bound.
+func FollowMaxWait(outerStall time.Duration) time.Duration { return outerStall - outerStall/3 }
+
 // DefaultFetcherConfig returns the defaults, derived from the registry
 // handler's (oci.DefaultLookupTimeout, oci.DefaultStallTimeout); the
 // caller sets Upstream and SpoolDir.
@@ -56,9 +61,10 @@ func DefaultSourceConfig() SourceConfig {
 		MaxAttempts: 3,
 		// The swarm's default small-blob size: smaller blobs come whole
 		// over HTTP anyway.
-		PipelineMin:   16 << 20,
-		PipelineStall: FollowStall(oci.DefaultStallTimeout),
-		Logger:        slog.Default(),
+		PipelineMin:     16 << 20,
+		PipelineStall:   FollowStall(oci.DefaultStallTimeout),
+		PipelineMaxWait: FollowMaxWait(oci.DefaultStallTimeout),
+		Logger:          slog.Default(),
 	}
 }
 
@@ -255,6 +261,13 @@ type SourceConfig struct {
 	// gets no byte (a chunk slower than that from the upstream). Default
 	// FollowStall of the handler's default stall timeout.
 	PipelineStall time.Duration
+	// PipelineMaxWait bounds the wait for a followed blob's next byte
+	// however the blob moves: the registry handler's stall watch ends a
+	// response that gets no byte for its stall timeout, and the owners'
+	// stream gives bytes as the owner gets them. Keep it under that
+	// timeout, and not below PipelineStall (it is raised to it). Default
+	// FollowMaxWait of the handler's default stall timeout.
+	PipelineMaxWait time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -270,8 +283,8 @@ func (c SourceConfig) Validate() error {
 		return errors.New("egress: SourceConfig.Fetcher is required")
 	case c.Gate == nil:
 		return errors.New("egress: SourceConfig.Gate is required: it admits the peer endpoint's requests")
-	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0:
-		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin and PipelineStall must not be negative")
+	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0 || c.PipelineMaxWait < 0:
+		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin, PipelineStall and PipelineMaxWait must not be negative")
 	}
 	return nil
 }
@@ -298,6 +311,10 @@ func (c *SourceConfig) setDefaults() error {
 	if c.PipelineStall == 0 {
 		c.PipelineStall = d.PipelineStall
 	}
+	if c.PipelineMaxWait == 0 {
+		c.PipelineMaxWait = d.PipelineMaxWait
+	}
+	c.PipelineMaxWait = max(c.PipelineMaxWait, c.PipelineStall)
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}

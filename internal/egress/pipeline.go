@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -142,8 +143,12 @@ func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, r
 }
 
 // errNoProgress ends a followed read that got no byte, and whose blob did
-// not move, within PipelineStall.
-var errNoProgress = errors.New("nothing from the swarm within the pipeline stall bound")
+// not move, within PipelineStall; errNoByte one that got no byte within
+// PipelineMaxWait, however its blob moved.
+var (
+	errNoProgress = errors.New("nothing from the swarm within the pipeline stall bound")
+	errNoByte     = errors.New("no byte from the swarm within the pipeline's longest wait")
+)
 
 // followedBlob is a blob followed in the swarm, with the owners' streams
 // in reserve: a read that fails, or gets no byte within PipelineStall,
@@ -285,6 +290,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		r.whole = b.dgst.Algorithm().Hash()
 	}
 	r.progress = r.progressNow()
+	r.lastByte.Store(time.Now().UnixNano())
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
@@ -320,6 +326,9 @@ type followReader struct {
 	// 0: an owner's stream can then resume at pos (remoteBlob.resume).
 	whole hash.Hash
 	err   error // the swarm reader's error that came with bytes
+	// lastByte is when the swarm's reader last gave bytes (or the Open),
+	// in Unix nanoseconds: Read stores it, the stall bound reads it.
+	lastByte atomic.Int64
 
 	mu       sync.Mutex
 	rc       io.ReadCloser // the swarm's reader, then the owners'
@@ -337,19 +346,25 @@ type followReader struct {
 // come from a slow upstream). The swarm's own watchdog still ends a read
 // whose chunk stops moving. Falling back while the blob moves made the
 // owner a star again (BenchmarkRollout: 1 GiB; N = 16 at 12 Mbit/s).
+// Still, the read leaves the swarm once it got no byte for PipelineMaxWait
+// however the blob moves: the registry handler would end the response
+// soon after, and the owners' stream gives bytes as the owner gets them.
 func (r *followReader) stalled() {
 	progress := r.progressNow() // without r.mu: it takes the swarm's locks
+	cfg := r.b.src.cfg
+	left := cfg.PipelineMaxWait - time.Since(time.Unix(0, r.lastByte.Load()))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.switched || r.closed {
-		return
-	}
-	if progress > r.progress {
+	switch {
+	case r.switched || r.closed:
+	case progress <= r.progress:
+		r.cancel(errNoProgress)
+	case left <= 0:
+		r.cancel(errNoByte)
+	default:
 		r.progress = progress
-		r.timer.Reset(r.b.src.cfg.PipelineStall)
-		return
+		r.timer.Reset(min(cfg.PipelineStall, left))
 	}
-	r.cancel(errNoProgress)
 }
 
 // progressNow is the followed blob's Progress, or -1 when the swarm does
@@ -377,6 +392,7 @@ func (r *followReader) Read(p []byte) (int, error) {
 		n, err = rc.Read(p)
 	}
 	if n > 0 {
+		r.lastByte.Store(time.Now().UnixNano())
 		r.timer.Reset(r.b.src.cfg.PipelineStall)
 		r.sum.Write(p[:n])
 		if r.whole != nil {
@@ -397,8 +413,11 @@ func (r *followReader) Read(p []byte) (int, error) {
 // switchToOwners continues the read from the owners' stream after the
 // swarm's failed with cause.
 func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
-	if context.Cause(r.fctx) == errNoProgress {
+	switch context.Cause(r.fctx) {
+	case errNoProgress:
 		cause = fmt.Errorf("%w (%s): %w", errNoProgress, r.b.src.cfg.PipelineStall, cause)
+	case errNoByte:
+		cause = fmt.Errorf("%w (%s): %w", errNoByte, r.b.src.cfg.PipelineMaxWait, cause)
 	}
 	r.mu.Lock()
 	swarm, closed := r.rc, r.closed

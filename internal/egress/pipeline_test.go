@@ -26,14 +26,15 @@ import (
 type followMode int
 
 const (
-	followServe       followMode = iota // the blob, from the owner's spool
-	followRefuse                        // Follow fails (the owner does not know the blob)
-	followFailFirst                     // every read fails before its first byte
-	followFailMidway                    // a read fails after some bytes
-	followSilent                        // reads wait, for ever, for a byte
-	followStallMidway                   // reads wait, for ever, after some bytes
-	followLieMidway                     // some bytes, one of them wrong, then a failure
-	followSlowMidway                    // as followStallMidway, while Progress grows a while
+	followServe        followMode = iota // the blob, from the owner's spool
+	followRefuse                         // Follow fails (the owner does not know the blob)
+	followFailFirst                      // every read fails before its first byte
+	followFailMidway                     // a read fails after some bytes
+	followSilent                         // reads wait, for ever, for a byte
+	followStallMidway                    // reads wait, for ever, after some bytes
+	followLieMidway                      // some bytes, one of them wrong, then a failure
+	followSlowMidway                     // as followStallMidway, while Progress grows a while
+	followMovingMidway                   // as followStallMidway, while Progress grows for ever
 )
 
 // fakePipeline stands for swarm.Follow: it reads the owner's spool through
@@ -91,13 +92,17 @@ type fakeFollowed struct {
 }
 
 // Progress says the blob still moves for its first four calls with
-// followSlowMidway; it never grows otherwise.
+// followSlowMidway, at every call with followMovingMidway; it never grows
+// otherwise.
 func (b *fakeFollowed) Progress() int64 {
 	n := b.progresses.Add(1)
-	if b.mode != followSlowMidway {
-		return 0
+	switch b.mode {
+	case followSlowMidway:
+		return 1000 * min(n, 4)
+	case followMovingMidway:
+		return 1000 * n
 	}
-	return 1000 * min(n, 4)
+	return 0
 }
 
 func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
@@ -111,7 +116,7 @@ func (b *fakeFollowed) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		return io.NopCloser(failedReader{errors.New("fake swarm: no peer answered")}), nil
 	case followFailMidway:
 		return &midwayReader{rc: rc, left: 100 << 10}, nil
-	case followStallMidway, followSlowMidway:
+	case followStallMidway, followSlowMidway, followMovingMidway:
 		return &midwayReader{rc: rc, left: 100 << 10, ctx: ctx}, nil
 	case followLieMidway:
 		return &midwayReader{rc: rc, left: 100 << 10, lie: true}, nil
@@ -576,6 +581,25 @@ func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
 	// One call at the Open, three that found more, one that found none.
 	if n := f.progresses.Load(); n != 5 {
 		t.Errorf("the bound asked how the blob moved %d times before falling back, want 5", n)
+	}
+	if got := pn.owner.blobRanges(); len(got) != 1 || got[0] != "bytes=102400-" {
+		t.Errorf("owner's blob stream asked with ranges %q, want one from where the swarm stopped", got)
+	}
+}
+
+// A followed read that gets no byte while its blob keeps moving (a chunk
+// slower than the handler's stall timeout to come from the upstream)
+// still leaves the swarm after PipelineMaxWait, for the owner's stream
+// from where the swarm stopped: the handler gets a byte before its bound.
+func TestSourcePipelineLongestWait(t *testing.T) {
+	ctx, pn, b, blob := openFollowed(t, followMovingMidway, 100*time.Millisecond, 2<<20+8, 67)
+	pn.follower.source.cfg.PipelineMaxWait = 400 * time.Millisecond
+	start := time.Now()
+	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("fell back after %s, before the longest wait", d)
 	}
 	if got := pn.owner.blobRanges(); len(got) != 1 || got[0] != "bytes=102400-" {
 		t.Errorf("owner's blob stream asked with ranges %q, want one from where the swarm stopped", got)
