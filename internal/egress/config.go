@@ -29,9 +29,14 @@ func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
 
 // FollowMaxWait is the longest a followed read goes without a byte inside
-// the handler's stall timeout, however the blob moves: two thirds, so the
-// owner's stream still gives the handler a byte before its own bound.
-func FollowMaxWait(outerStall time.Duration) time.Duration { return outerStall - outerStall/3 }
+// the handler's stall timeout, however the blob moves: five sixths (25 s of
+// 30), so the owner's stream still gives the handler a byte before its own
+// bound, and containerd its headers (the handler holds them until the
+// first byte) before its ResponseHeaderTimeout, 30 s, after which it
+// would go to the next host, the upstream. Less would cut the wait for a
+// first chunk that is merely slow: at 8 Mbit/s a follower's first byte
+// comes about 21 s after the owner starts (BenchmarkRollout, N = 16).
+func FollowMaxWait(outerStall time.Duration) time.Duration { return outerStall - outerStall/6 }
 
 // DefaultFetcherConfig returns the defaults, derived from the registry
 // handler's (oci.DefaultLookupTimeout, oci.DefaultStallTimeout); the

@@ -348,7 +348,8 @@ type followReader struct {
 // owner a star again (BenchmarkRollout: 1 GiB; N = 16 at 12 Mbit/s).
 // Still, the read leaves the swarm once it got no byte for PipelineMaxWait
 // however the blob moves: the registry handler would end the response
-// soon after, and the owners' stream gives bytes as the owner gets them.
+// soon after (and containerd give up on the headers, which wait for the
+// first byte), and the owners' stream gives bytes as the owner gets them.
 func (r *followReader) stalled() {
 	progress := r.progressNow() // without r.mu: it takes the swarm's locks
 	cfg := r.b.src.cfg
