@@ -28,12 +28,12 @@ func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 // response alive.
 func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
 
-// FollowMaxWait is the longest a followed read goes without a byte inside
-// the handler's stall timeout, however the blob moves: five sixths (25 s of
-// 30), so the owner's stream still gives the handler a byte before its own
-// bound, and containerd its headers (the handler holds them until the
-// first byte) before its ResponseHeaderTimeout, 30 s, after which it
-// would go to the next host, the upstream. Less would cut the wait for a
+// FollowMaxWait is the longest a followed read waits for its first byte,
+// however the blob moves: five sixths of the handler's stall timeout (25 s
+// of 30), so containerd gets its headers (the handler holds them until
+// the first byte) from the owners' stream before its
+// ResponseHeaderTimeout, 30 s, after which it would go to the next host,
+// the upstream. Less would cut the wait for a
 // first chunk that is merely slow: at 8 Mbit/s a follower's first byte
 // comes about 21 s after the owner starts (BenchmarkRollout, N = 16).
 func FollowMaxWait(outerStall time.Duration) time.Duration { return outerStall - outerStall/6 }
@@ -266,12 +266,12 @@ type SourceConfig struct {
 	// gets no byte (a chunk slower than that from the upstream). Default
 	// FollowStall of the handler's default stall timeout.
 	PipelineStall time.Duration
-	// PipelineMaxWait bounds the wait for a followed blob's next byte
-	// however the blob moves: the registry handler's stall watch ends a
-	// response that gets no byte for its stall timeout, and the owners'
-	// stream gives bytes as the owner gets them. Keep it under that
-	// timeout, and not below PipelineStall (it is raised to it). Default
-	// FollowMaxWait of the handler's default stall timeout.
+	// PipelineMaxWait bounds the wait for a followed read's first byte
+	// however the blob moves: the registry handler holds the headers until
+	// then, containerd waits 30 s for them, and the owners' stream gives
+	// bytes as the owner gets them. Keep it under that, and not below
+	// PipelineStall (it is raised to it). Default FollowMaxWait of the
+	// handler's default stall timeout.
 	PipelineMaxWait time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/maphash"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -290,7 +291,7 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		r.whole = b.dgst.Algorithm().Hash()
 	}
 	r.progress = r.progressNow()
-	r.lastByte.Store(time.Now().UnixNano())
+	r.opened = time.Now()
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
@@ -324,11 +325,12 @@ type followReader struct {
 	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
 	// whole is the blob's digest hash over [0,pos) when the read began at
 	// 0: an owner's stream can then resume at pos (remoteBlob.resume).
-	whole hash.Hash
-	err   error // the swarm reader's error that came with bytes
-	// lastByte is when the swarm's reader last gave bytes (or the Open),
-	// in Unix nanoseconds: Read stores it, the stall bound reads it.
-	lastByte atomic.Int64
+	whole  hash.Hash
+	err    error // the swarm reader's error that came with bytes
+	opened time.Time
+	// delivered: the swarm's reader gave a byte (Read sets it, the stall
+	// bound reads it).
+	delivered atomic.Bool
 
 	mu       sync.Mutex
 	rc       io.ReadCloser // the swarm's reader, then the owners'
@@ -346,14 +348,21 @@ type followReader struct {
 // come from a slow upstream). The swarm's own watchdog still ends a read
 // whose chunk stops moving. Falling back while the blob moves made the
 // owner a star again (BenchmarkRollout: 1 GiB; N = 16 at 12 Mbit/s).
-// Still, the read leaves the swarm once it got no byte for PipelineMaxWait
-// however the blob moves: the registry handler would end the response
-// soon after (and containerd give up on the headers, which wait for the
-// first byte), and the owners' stream gives bytes as the owner gets them.
+// Still, a read that got no byte at all within PipelineMaxWait leaves the
+// swarm however the blob moves: the registry handler holds the headers
+// until the first byte, containerd waits 30 s for them before it goes to
+// the next host (the upstream), and the owners' stream gives bytes as the
+// owner gets them. Once bytes went out, a wait that moves is not cut here
+// (the handler's stall watch still bounds it): falling back within a
+// chunk whose pieces come slowly, because many nodes want them from few
+// holders, made the owner send the blob twice (N = 16 at 8 Mbit/s).
 func (r *followReader) stalled() {
 	progress := r.progressNow() // without r.mu: it takes the swarm's locks
 	cfg := r.b.src.cfg
-	left := cfg.PipelineMaxWait - time.Since(time.Unix(0, r.lastByte.Load()))
+	left := time.Duration(math.MaxInt64)
+	if !r.delivered.Load() {
+		left = cfg.PipelineMaxWait - time.Since(r.opened)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
@@ -393,7 +402,7 @@ func (r *followReader) Read(p []byte) (int, error) {
 		n, err = rc.Read(p)
 	}
 	if n > 0 {
-		r.lastByte.Store(time.Now().UnixNano())
+		r.delivered.Store(true)
 		r.timer.Reset(r.b.src.cfg.PipelineStall)
 		r.sum.Write(p[:n])
 		if r.whole != nil {
