@@ -405,22 +405,31 @@ func TestGrownSeedCorruptedAfterCompleteIsDropped(t *testing.T) {
 	corruptSeedIsDropped(t, tr, owner, dgst, "127.0.0.4")
 }
 
+// growAt starts a node at ip whose chunk metainfo long poll answers every
+// 100 ms, and grows there a random blob of the given number of chunks,
+// listed as a partial seed; the growth fails when the test ends.
+func growAt(t *testing.T, tr *tracker, ip string, chunks int) (*node, *Growth, []byte, digest.Digest) {
+	t.Helper()
+	content, dgst := randomBlob(t, chunks*testChunk)
+	owner := startNode(t, tr, ip, "", chunked(func(c *Config) { c.MetainfoPoll = 100 * time.Millisecond }))
+	g, err := owner.Grow(dgst, int64(len(content)), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Fail(nil) })
+	tr.announcePartial(dgst, owner)
+	return owner, g, content, dgst
+}
+
 // Arrived counts what a followed download received, before any stream
 // reads it, and Progress adds what the owner fetched from the upstream
 // once the follower holds all the owner published: the egress pipeline's
 // stall bound tells a slow swarm or a slow upstream from a dead one by it.
 func TestArrivedCountsWhatAFollowedDownloadReceived(t *testing.T) {
 	tr := newTracker()
-	content, dgst := randomBlob(t, 4*testChunk)
+	owner, g, content, dgst := growAt(t, tr, "127.0.5.21", 4)
 	size := int64(len(content))
-	owner := startNode(t, tr, "127.0.5.21", "", chunked(func(c *Config) { c.MetainfoPoll = 100 * time.Millisecond }))
 	n := startNode(t, tr, "127.0.5.22", "", chunked())
-	g, err := owner.Grow(dgst, size, bytes.NewReader(content))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Fail(nil)
-	tr.announcePartial(dgst, owner)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b, err := n.Follow(ctx, dgst, size, owner.http.Listener.Addr().String())
@@ -455,16 +464,9 @@ func TestArrivedCountsWhatAFollowedDownloadReceived(t *testing.T) {
 // longer than StallTimeout to come; the chunk still arrives whole.
 func TestFollowedStreamWaitsWhileTheOwnersFetchMoves(t *testing.T) {
 	tr := newTracker()
-	content, dgst := randomBlob(t, 3*testChunk)
+	owner, g, content, dgst := growAt(t, tr, "127.0.5.23", 3)
 	size := int64(len(content))
-	owner := startNode(t, tr, "127.0.5.23", "", chunked(func(c *Config) { c.MetainfoPoll = 100 * time.Millisecond }))
 	n := startNode(t, tr, "127.0.5.24", "", chunked(func(c *Config) { c.StallTimeout = 2 * time.Second }))
-	g, err := owner.Grow(dgst, size, bytes.NewReader(content))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Fail(nil)
-	tr.announcePartial(dgst, owner)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	g.Advance(2 * testChunk)
