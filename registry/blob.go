@@ -196,12 +196,21 @@ func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onSt
 	bufp := h.buffers.Get().(*[]byte)
 	defer h.buffers.Put(bufp)
 	first := (*bufp)[:min(int64(len(*bufp)), ob.rng.Length)]
-	n, err := readSome(watch, first)
-	if n == 0 && err != nil && r.Context().Err() == nil {
-		h.log.Info("source failed before its first byte: asking the next source", "source", ex.source, "digest", dgst, "err", err)
-		return true
+	var n int
+	var err error
+	sent := false
+	if mv, ok := ob.body.(oci.Progressing); ok {
+		n, sent, err = h.firstBytesMoving(ex, dgst, watch, first, mv, status)
+	} else {
+		n, err = readSome(watch, first)
 	}
-	w.WriteHeader(status)
+	if !sent {
+		if n == 0 && err != nil && r.Context().Err() == nil {
+			h.log.Info("source failed before its first byte: asking the next source", "source", ex.source, "digest", dgst, "err", err)
+			return true
+		}
+		w.WriteHeader(status)
+	}
 	if _, werr := w.Write(first[:n]); werr != nil {
 		return false // the client left
 	}
@@ -217,6 +226,43 @@ func (h *handler) streamBlob(ex *exchange, dgst digest.Digest, ob openBlob, onSt
 		panic(http.ErrAbortHandler)
 	}
 	return false
+}
+
+// firstBytesMoving reads a Progressing stream's first bytes into p as
+// readSome does, and, while they are late, looks every LookupTimeout
+// whether the blob moved since the stream opened: once it did, the
+// headers go out (sent) before the first byte, so containerd, which waits
+// 30 s for them before it goes to its next host (the upstream), keeps
+// waiting for a blob that comes; the stall watch bounds the wait. A
+// followed download waits so for its first chunk when the upstream is
+// slow, or for pieces many nodes want at once from a few holders.
+func (h *handler) firstBytesMoving(ex *exchange, dgst digest.Digest, watch io.Reader, p []byte, mv oci.Progressing, status int) (n int, sent bool, err error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	at := mv.Progress()
+	go func() {
+		n, err := readSome(watch, p)
+		done <- result{n, err}
+	}()
+	look := time.NewTicker(h.cfg.LookupTimeout)
+	defer look.Stop()
+	for {
+		select {
+		case res := <-done:
+			return res.n, sent, res.err
+		case <-look.C:
+			if sent || mv.Progress() <= at {
+				continue
+			}
+			h.log.Info("first byte late while the blob moves: headers sent before it", "source", ex.source, "digest", dgst)
+			ex.w.WriteHeader(status)
+			_ = http.NewResponseController(ex.w).Flush()
+			sent = true
+		}
+	}
 }
 
 // readSome reads into p until it holds at least one byte or the reader

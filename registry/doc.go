@@ -15,8 +15,13 @@
 // deadline: what cannot be served is a fast 404, so containerd moves on to
 // its next host. A streamed blob's headers go out with its first bytes: a
 // source whose stream fails or stalls before them has sent nothing, and
-// the next source answers. A source failing once bytes have gone out
-// aborts the response; it is never padded or completed.
+// the next source answers. Only a stream that says its blob moves
+// (oci.Progressing: the egress following a download in the swarm) gets
+// its headers sent before a late first byte, once the blob moved, so
+// containerd does not leave for the upstream while the blob comes; the
+// stall watch waits as long as such a blob moves. A source failing once
+// the headers have gone out aborts the response; it is never padded or
+// completed.
 //
 // The API:
 //

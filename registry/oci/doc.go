@@ -2,7 +2,7 @@
 // share: what a request names (Ref, Reference and their parsers, which
 // refuse bad input with an error wrapping ErrNameInvalid, ErrDigestInvalid,
 // ErrReferenceInvalid or ErrRegistryInvalid), what a source answers (the
-// Source interface, Blob and its capabilities SeekableBlob, FileSpans,
+// Source interface, Blob and its capabilities SeekableBlob, FileSpans, Progressing,
 // VerifyingBlob, ResumableBlob, BlobStater, and Manifest), the errors every
 // layer tells apart (ErrNotFound, ErrStalled, ErrDigestMismatch,
 // ErrBadContentRange), the manifest media types and SniffManifestType,

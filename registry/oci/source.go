@@ -70,6 +70,21 @@ type FileSpans interface {
 	Sent(n int64)
 }
 
+// Progressing is a blob reader whose blob can move while a Read waits for
+// its next byte: Progress grows as bytes of the blob come in where the
+// reader gets them from (a followed download's pieces, its owner's fetch),
+// though none can be read yet. The handler sends such a stream's headers
+// once its first byte is late and the blob moved, and its stall watch
+// waits as long as Progress grows. A reader whose failure before its first
+// byte is best answered by the next source (a swarm download that lost its
+// peers) must not be one: once the headers are out, a failure cuts the
+// response. Progress takes the source's locks; it is called from another
+// goroutine than Read, seldom.
+type Progressing interface {
+	io.ReadCloser
+	Progress() int64
+}
+
 // VerifyingBlob is a Blob whose readers check every byte against the
 // digest themselves: a reader opened at 0 returns the last byte of the blob
 // (and so io.EOF) only once the whole blob hashed to VerifiesDigest; the
