@@ -274,7 +274,6 @@ func (n *node) openEgress() error {
 		// A follower still gets the owner's stream in time when the swarm
 		// delivers nothing.
 		ecfg.Pipeline, ecfg.PipelineStall = p, egress.FollowStall(cfg.StallTimeout)
-		ecfg.PipelineMaxWait = egress.FollowMaxWait(cfg.StallTimeout)
 	}
 	n.viaEgress, err = egress.NewSource(ecfg)
 	return err

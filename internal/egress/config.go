@@ -28,16 +28,6 @@ func LookupBudget(outer time.Duration) time.Duration { return outer - outer/5 }
 // response alive.
 func FollowStall(outerStall time.Duration) time.Duration { return outerStall / 3 }
 
-// FollowMaxWait is the longest a followed read waits for its first byte,
-// however the blob moves: five sixths of the handler's stall timeout (25 s
-// of 30), so containerd gets its headers (the handler holds them until
-// the first byte) from the owners' stream before its
-// ResponseHeaderTimeout, 30 s, after which it would go to the next host,
-// the upstream. Less would cut the wait for a
-// first chunk that is merely slow: at 8 Mbit/s a follower's first byte
-// comes about 21 s after the owner starts (BenchmarkRollout, N = 16).
-func FollowMaxWait(outerStall time.Duration) time.Duration { return outerStall - outerStall/6 }
-
 // DefaultFetcherConfig returns the defaults, derived from the registry
 // handler's (oci.DefaultLookupTimeout, oci.DefaultStallTimeout); the
 // caller sets Upstream and SpoolDir.
@@ -66,10 +56,9 @@ func DefaultSourceConfig() SourceConfig {
 		MaxAttempts: 3,
 		// The swarm's default small-blob size: smaller blobs come whole
 		// over HTTP anyway.
-		PipelineMin:     16 << 20,
-		PipelineStall:   FollowStall(oci.DefaultStallTimeout),
-		PipelineMaxWait: FollowMaxWait(oci.DefaultStallTimeout),
-		Logger:          slog.Default(),
+		PipelineMin:   16 << 20,
+		PipelineStall: FollowStall(oci.DefaultStallTimeout),
+		Logger:        slog.Default(),
 	}
 }
 
@@ -266,13 +255,6 @@ type SourceConfig struct {
 	// gets no byte (a chunk slower than that from the upstream). Default
 	// FollowStall of the handler's default stall timeout.
 	PipelineStall time.Duration
-	// PipelineMaxWait bounds the wait for a followed read's first byte
-	// however the blob moves: the registry handler holds the headers until
-	// then, containerd waits 30 s for them, and the owners' stream gives
-	// bytes as the owner gets them. Keep it under that, and not below
-	// PipelineStall (it is raised to it). Default FollowMaxWait of the
-	// handler's default stall timeout.
-	PipelineMaxWait time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -288,8 +270,8 @@ func (c SourceConfig) Validate() error {
 		return errors.New("egress: SourceConfig.Fetcher is required")
 	case c.Gate == nil:
 		return errors.New("egress: SourceConfig.Gate is required: it admits the peer endpoint's requests")
-	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0 || c.PipelineMaxWait < 0:
-		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin, PipelineStall and PipelineMaxWait must not be negative")
+	case c.MaxAttempts < 0 || c.PipelineMin < 0 || c.PipelineStall < 0:
+		return errors.New("egress: SourceConfig.MaxAttempts, PipelineMin and PipelineStall must not be negative")
 	}
 	return nil
 }
@@ -316,10 +298,6 @@ func (c *SourceConfig) setDefaults() error {
 	if c.PipelineStall == 0 {
 		c.PipelineStall = d.PipelineStall
 	}
-	if c.PipelineMaxWait == 0 {
-		c.PipelineMaxWait = d.PipelineMaxWait
-	}
-	c.PipelineMaxWait = max(c.PipelineMaxWait, c.PipelineStall)
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}

@@ -38,7 +38,6 @@ func TestDefaultConfigsValidate(t *testing.T) {
 		"negative attempts":      func(c *SourceConfig) { c.MaxAttempts = -1 },
 		"negative pipeline min":  func(c *SourceConfig) { c.PipelineMin = -1 },
 		"negative pipeline wait": func(c *SourceConfig) { c.PipelineStall = -time.Second },
-		"negative longest wait":  func(c *SourceConfig) { c.PipelineMaxWait = -time.Second },
 	} {
 		c := source
 		edit(&c)

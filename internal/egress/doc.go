@@ -43,9 +43,9 @@
 //     started on the owner without being streamed and followed in the
 //     swarm, so waiting nodes trade pieces; a read that fails, or gets no
 //     byte within PipelineStall while the blob does not move (neither the
-//     swarm nor the owner's upstream fetch), or no first byte within
-//     PipelineMaxWait however it moves, continues from the owners'
-//     stream, from where the swarm stopped when it can. An owner without
+//     swarm nor the owner's upstream fetch), continues from the owners'
+//     stream, from where the swarm stopped when it can. Such a read is
+//     oci.Progressing: the registry handler waits as long as it moves. An owner without
 //     room for the spool says so in its answer to the start, and the
 //     node streams from it at once.
 //   - Source.PeerHandler serves /peer/v1/egress/{blobs,manifests,tags}/ and

@@ -8,11 +8,9 @@ import (
 	"hash"
 	"hash/maphash"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -144,12 +142,8 @@ func (s *Source) pipelinedBlob(ctx context.Context, m Member, owners []Member, r
 }
 
 // errNoProgress ends a followed read that got no byte, and whose blob did
-// not move, within PipelineStall; errNoByte one that got no byte within
-// PipelineMaxWait, however its blob moved.
-var (
-	errNoProgress = errors.New("nothing from the swarm within the pipeline stall bound")
-	errNoByte     = errors.New("no byte from the swarm within the pipeline's longest wait")
-)
+// not move, within PipelineStall.
+var errNoProgress = errors.New("nothing from the swarm within the pipeline stall bound")
 
 // followedBlob is a blob followed in the swarm, with the owners' streams
 // in reserve: a read that fails, or gets no byte within PipelineStall,
@@ -291,7 +285,6 @@ func (b *followedBlob) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 		r.whole = b.dgst.Algorithm().Hash()
 	}
 	r.progress = r.progressNow()
-	r.opened = time.Now()
 	r.timer = time.AfterFunc(b.src.cfg.PipelineStall, r.stalled)
 	return r, nil
 }
@@ -325,12 +318,8 @@ type followReader struct {
 	sum    maphash.Hash // of the bytes the swarm delivered, [start,pos)
 	// whole is the blob's digest hash over [0,pos) when the read began at
 	// 0: an owner's stream can then resume at pos (remoteBlob.resume).
-	whole  hash.Hash
-	err    error // the swarm reader's error that came with bytes
-	opened time.Time
-	// delivered: the swarm's reader gave a byte (Read sets it, the stall
-	// bound reads it).
-	delivered atomic.Bool
+	whole hash.Hash
+	err   error // the swarm reader's error that came with bytes
 
 	mu       sync.Mutex
 	rc       io.ReadCloser // the swarm's reader, then the owners'
@@ -347,34 +336,38 @@ type followReader struct {
 // fetch from the upstream grew (a chunk can take longer than the bound to
 // come from a slow upstream). The swarm's own watchdog still ends a read
 // whose chunk stops moving. Falling back while the blob moves made the
-// owner a star again (BenchmarkRollout: 1 GiB; N = 16 at 12 Mbit/s).
-// Still, a read that got no byte at all within PipelineMaxWait leaves the
-// swarm however the blob moves: the registry handler holds the headers
-// until the first byte, containerd waits 30 s for them before it goes to
-// the next host (the upstream), and the owners' stream gives bytes as the
-// owner gets them. Once bytes went out, a wait that moves is not cut here
-// (the handler's stall watch still bounds it): falling back within a
-// chunk whose pieces come slowly, because many nodes want them from few
-// holders, made the owner send the blob twice (N = 16 at 8 Mbit/s).
+// owner a star again (BenchmarkRollout: 1 GiB; N = 16 at 12 Mbit/s), and
+// so did a limit on the wait for the first byte, however the blob moved
+// (N = 16 at 8 Mbit/s: a chunk 0 slow from the upstream, then pieces many
+// nodes wanted from few holders). The reader is oci.Progressing instead:
+// the registry handler sends the headers before a late first byte while
+// the blob moves, so containerd does not leave for the upstream, and its
+// stall watch ends a wait once the blob stops moving.
 func (r *followReader) stalled() {
 	progress := r.progressNow() // without r.mu: it takes the swarm's locks
-	cfg := r.b.src.cfg
-	left := time.Duration(math.MaxInt64)
-	if !r.delivered.Load() {
-		left = cfg.PipelineMaxWait - time.Since(r.opened)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case r.switched || r.closed:
 	case progress <= r.progress:
 		r.cancel(errNoProgress)
-	case left <= 0:
-		r.cancel(errNoByte)
 	default:
 		r.progress = progress
-		r.timer.Reset(min(cfg.PipelineStall, left))
+		r.timer.Reset(r.b.src.cfg.PipelineStall)
 	}
+}
+
+// Progress makes the read an oci.Progressing stream: while it follows the
+// swarm, the followed blob's Progress; once it reads the owners' stream,
+// which gives bytes as it gets them, the value it had then, for good.
+func (r *followReader) Progress() int64 {
+	r.mu.Lock()
+	switched, last := r.switched, r.progress
+	r.mu.Unlock()
+	if switched {
+		return last
+	}
+	return r.progressNow()
 }
 
 // progressNow is the followed blob's Progress, or -1 when the swarm does
@@ -402,7 +395,6 @@ func (r *followReader) Read(p []byte) (int, error) {
 		n, err = rc.Read(p)
 	}
 	if n > 0 {
-		r.delivered.Store(true)
 		r.timer.Reset(r.b.src.cfg.PipelineStall)
 		r.sum.Write(p[:n])
 		if r.whole != nil {
@@ -423,11 +415,8 @@ func (r *followReader) Read(p []byte) (int, error) {
 // switchToOwners continues the read from the owners' stream after the
 // swarm's failed with cause.
 func (r *followReader) switchToOwners(p []byte, cause error) (int, error) {
-	switch context.Cause(r.fctx) {
-	case errNoProgress:
+	if context.Cause(r.fctx) == errNoProgress {
 		cause = fmt.Errorf("%w (%s): %w", errNoProgress, r.b.src.cfg.PipelineStall, cause)
-	case errNoByte:
-		cause = fmt.Errorf("%w (%s): %w", errNoByte, r.b.src.cfg.PipelineMaxWait, cause)
 	}
 	r.mu.Lock()
 	swarm, closed := r.rc, r.closed

@@ -568,12 +568,10 @@ func TestSourcePipelineStallBound(t *testing.T) {
 }
 
 // A followed read that gets no byte while the blob still moves (Progress
-// grows) keeps waiting on the swarm, past PipelineMaxWait since it already
-// gave bytes; once the blob does not move for the bound, it streams the
-// rest from the owner, from where the swarm stopped.
+// grows) keeps waiting on the swarm; once the blob does not move for the
+// bound, it streams the rest from the owner, from where the swarm stopped.
 func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
 	ctx, pn, b, blob := openFollowed(t, followSlowMidway, 100*time.Millisecond, 2<<20+6, 61)
-	pn.follower.source.cfg.PipelineMaxWait = 250 * time.Millisecond
 	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
@@ -589,22 +587,47 @@ func TestSourcePipelineWaitsWhileTheSwarmMoves(t *testing.T) {
 	}
 }
 
-// A followed read that gets no first byte while its blob keeps moving (a
-// first chunk slower than containerd's wait for the headers to come from
-// the upstream) still leaves the swarm after PipelineMaxWait, for the
-// owner's stream, which gives bytes as the owner gets them.
-func TestSourcePipelineLongestWait(t *testing.T) {
-	ctx, pn, b, blob := openFollowed(t, followMovingSilent, 100*time.Millisecond, 2<<20+8, 67)
-	pn.follower.source.cfg.PipelineMaxWait = 400 * time.Millisecond
-	start := time.Now()
-	if got, err := readAllAt(ctx, b, 0); err != nil || !bytes.Equal(got, blob) {
-		t.Fatalf("read %d bytes, %v", len(got), err)
+// A followed read is oci.Progressing, so the registry handler can tell a
+// late first byte of a blob that moves (a first chunk slow from the
+// upstream) from a stall: it says how the blob moves, and it waits while
+// it does, however long, without leaving the swarm for the owner's
+// stream; closing it (the handler's stall watch) ends the wait.
+func TestSourcePipelineReadWaitsWhileItsBlobMoves(t *testing.T) {
+	const stall = 100 * time.Millisecond
+	ctx, pn, b, _ := openFollowed(t, followMovingSilent, stall, 2<<20+8, 67)
+	rc, err := b.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if d := time.Since(start); d < 400*time.Millisecond {
-		t.Errorf("fell back after %s, before the longest wait", d)
+	mv, ok := rc.(oci.Progressing)
+	if !ok {
+		rc.Close()
+		t.Fatalf("a followed read (%T) is not oci.Progressing", rc)
 	}
-	if got := pn.owner.requests("GET", blobsPath); got != 1 {
-		t.Errorf("owner's blob stream asked %d times, want 1", got)
+	if p1, p2 := mv.Progress(), mv.Progress(); p2 <= p1 {
+		t.Errorf("Progress %d then %d: it does not say the blob moves", p1, p2)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(make([]byte, 1024))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		t.Fatalf("the read ended (%v) while its blob moved", err)
+	case <-time.After(10 * stall):
+	}
+	if got := pn.owner.requests("GET", blobsPath); got != 0 {
+		t.Errorf("owner's blob stream asked %d times while the swarm's blob moved, want 0", got)
+	}
+	rc.Close()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("the read of a closed stream ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("closing the stream did not end its read")
 	}
 }
 
