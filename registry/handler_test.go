@@ -91,7 +91,11 @@ func doRequest(t *testing.T, method, url string, header http.Header) (*http.Resp
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	return send(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}}, req)
+}
+
+// send makes req with client and reads the whole body.
+func send(client *http.Client, req *http.Request) (*http.Response, []byte, error) {
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, err

@@ -111,16 +111,13 @@ func movingFixture(t *testing.T, stall time.Duration) (*fixture, *movingSource) 
 // gives up on a response whose headers do not come within headerWait.
 func getWithHeaderTimeout(t *testing.T, url string, headerWait time.Duration) (*http.Response, []byte, error) {
 	t.Helper()
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DisableCompression: true, ResponseHeaderTimeout: headerWait,
-	}}
-	resp, err := client.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp, body, err
+	return send(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DisableCompression: true, ResponseHeaderTimeout: headerWait,
+	}}, req)
 }
 
 // A stream whose first byte comes late, while its blob moves, gets its
