@@ -196,3 +196,60 @@ func describeReceived(from map[string]int64, nodes []*testenv.Node) string {
 	sort.Strings(parts)
 	return "{" + strings.Join(parts, ", ") + "}"
 }
+
+// An upstream too slow for a first chunk within containerd's wait for the
+// headers (30 s): at 3 Mbit/s the 16 MiB chunk 0 takes about 45 s. The
+// followers' handlers send the headers while it comes, containerd keeps
+// waiting, and no follower leaves the swarm for the owner's stream (the
+// egress's former limit on the first byte made each do so at 25 s) or
+// containerd for the upstream.
+func TestFollowersWaitOutASlowFirstChunk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: starts three nodes and an upstream capped at 3 Mbit/s")
+	}
+	testenv.RequireRoot(t)
+	up, link := testenv.StartShapedRegistry(t, "slow1", 200_000_000)
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: egressFirst(1)})
+	waitEgressKnown(t, up, nodes, nodes[:1])
+	followers := nodes[1:]
+	// One chunk and a bit: the whole pull is chunk 0's wait, and then 1 MiB.
+	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/slow-first-chunk", Tag: "v1", LayerSizes: []int64{17 << 20}, Uncompressed: true})
+	layer := img.Layers[0]
+	if err := link.LimitQueue(false, 3_000_000, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	errs, took := atOnce(len(followers), func(i int) error { return contentFetch(followers[i], img.Ref, fetchViaDregistry) })
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", followers[i].Name, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("2 followers fetched the %d MiB layer from a 3 Mbit/s upstream in %s", layer.Size>>20, took.Round(10*time.Millisecond))
+	for _, n := range followers {
+		checkHolds(t, n, img.Blobs())
+	}
+	reqs := up.Requests(t)
+	if n := testenv.BlobSends(reqs, layer.Digest, layer.Size); n != 1 {
+		t.Errorf("upstream sent the layer %d times, want once", n)
+	}
+	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
+		t.Errorf("containerd went to the upstream itself %d times, first: %+v", len(direct), direct[0])
+	}
+	for _, n := range followers {
+		log, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(log), "headers sent before it") {
+			t.Errorf("%s sent no headers before a first byte: the premise (a first chunk slower than 30 s) did not hold", n.Name)
+		}
+		for _, line := range strings.Split(string(log), "\n") {
+			if strings.Contains(line, "streaming it from the owner") || strings.Contains(line, "streaming the rest from the owners") {
+				t.Errorf("%s left the swarm for the owner's stream: %s", n.Name, line)
+			}
+		}
+	}
+}
