@@ -24,41 +24,16 @@ func TestColdRolloutFollowersTradePiecesWhileTheOwnerFetches(t *testing.T) {
 	testenv.RequireRoot(t)
 	// At 200 Mbit/s the 96 MiB layer takes about 4 s to leave the upstream:
 	// its first chunks are published, and traded, while the rest arrives.
-	up, _ := testenv.StartShapedRegistry(t, "pipe", 200_000_000)
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 4, Upstream: up, Args: egressFirst(1)})
-	waitEgressKnown(t, up, nodes, nodes[:1])
+	up, _, nodes := egressCluster(t, "pipe", 4)
 	owner, followers := nodes[0], nodes[1:]
 
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/pipeline", Tag: "v1", LayerSizes: []int64{96 << 20}, Uncompressed: true})
 	layer := img.Layers[0]
 
 	w := watchTrades(t, owner, followers, layer)
-	errs, took := atOnce(len(nodes), func(i int) error { return contentFetch(nodes[i], img.Ref, fetchViaDregistry) })
-	w.stop()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("%s: %v", nodes[i].Name, err)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("4 nodes fetched the %d MiB layer at once in %s", layer.Size>>20, took.Round(10*time.Millisecond))
-	for _, n := range nodes {
-		checkHolds(t, n, img.Blobs())
-	}
-
-	// Exactly one upstream fetch of the layer, and containerd never went
-	// there itself.
-	reqs := up.Requests(t)
-	if n := testenv.BlobSends(reqs, layer.Digest, layer.Size); n != 1 {
-		t.Errorf("upstream sent the layer %d times, want exactly once for the cluster", n)
-	}
+	reqs := fetchLayerOnce(t, up, nodes, img, w.stop)
 	if gets := blobGETs(reqs, layer.Digest); len(gets) != 1 {
 		t.Errorf("upstream answered %d GETs of the layer, want one: %+v", len(gets), gets)
-	}
-	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
-		t.Errorf("containerd contacted the upstream itself %d times, first: %+v", len(direct), direct[0])
 	}
 
 	// Where each follower's pieces came from, by peer: the followers got
@@ -208,36 +183,14 @@ func TestFollowersWaitOutASlowFirstChunk(t *testing.T) {
 		t.Skip("e2e: starts three nodes and an upstream capped at 3 Mbit/s")
 	}
 	testenv.RequireRoot(t)
-	up, link := testenv.StartShapedRegistry(t, "slow1", 200_000_000)
-	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: 3, Upstream: up, Args: egressFirst(1)})
-	waitEgressKnown(t, up, nodes, nodes[:1])
+	up, link, nodes := egressCluster(t, "slow1", 3)
 	followers := nodes[1:]
 	// One chunk and a bit: the whole pull is chunk 0's wait, and then 1 MiB.
 	img := up.Push(t, testenv.ImageSpec{Repo: "e2e/slow-first-chunk", Tag: "v1", LayerSizes: []int64{17 << 20}, Uncompressed: true})
-	layer := img.Layers[0]
 	if err := link.LimitQueue(false, 3_000_000, 5*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	errs, took := atOnce(len(followers), func(i int) error { return contentFetch(followers[i], img.Ref, fetchViaDregistry) })
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("%s: %v", followers[i].Name, err)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("2 followers fetched the %d MiB layer from a 3 Mbit/s upstream in %s", layer.Size>>20, took.Round(10*time.Millisecond))
-	for _, n := range followers {
-		checkHolds(t, n, img.Blobs())
-	}
-	reqs := up.Requests(t)
-	if n := testenv.BlobSends(reqs, layer.Digest, layer.Size); n != 1 {
-		t.Errorf("upstream sent the layer %d times, want once", n)
-	}
-	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
-		t.Errorf("containerd went to the upstream itself %d times, first: %+v", len(direct), direct[0])
-	}
+	fetchLayerOnce(t, up, followers, img, nil)
 	for _, n := range followers {
 		log, err := os.ReadFile(n.LogPath)
 		if err != nil {
@@ -252,4 +205,49 @@ func TestFollowersWaitOutASlowFirstChunk(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fetchLayerOnce makes nodes fetch img's one layer at once through
+// dregistry (ended, if set, runs as soon as the fetches end), and checks
+// that each holds the image, that the upstream sent the layer exactly once
+// for the cluster, and that containerd never went there itself. It returns
+// the upstream's requests.
+func fetchLayerOnce(t *testing.T, up *testenv.Registry, nodes []*testenv.Node, img testenv.Image, ended func()) []testenv.Request {
+	t.Helper()
+	layer := img.Layers[0]
+	errs, took := atOnce(len(nodes), func(i int) error { return contentFetch(nodes[i], img.Ref, fetchViaDregistry) })
+	if ended != nil {
+		ended()
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", nodes[i].Name, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("%d nodes fetched the %d MiB layer at once in %s", len(nodes), layer.Size>>20, took.Round(10*time.Millisecond))
+	for _, n := range nodes {
+		checkHolds(t, n, img.Blobs())
+	}
+	reqs := up.Requests(t)
+	if n := testenv.BlobSends(reqs, layer.Digest, layer.Size); n != 1 {
+		t.Errorf("upstream sent the layer %d times, want exactly once for the cluster", n)
+	}
+	if direct := testenv.FromContainerd(reqs); len(direct) > 0 {
+		t.Errorf("containerd contacted the upstream itself %d times, first: %+v", len(direct), direct[0])
+	}
+	return reqs
+}
+
+// egressCluster starts an upstream in its own namespace, its link capped
+// at 200 Mbit/s (id names it), and n nodes, the first an egress node that
+// every node knows as one.
+func egressCluster(t *testing.T, id string, n int) (*testenv.Registry, *testenv.Link, []*testenv.Node) {
+	t.Helper()
+	up, link := testenv.StartShapedRegistry(t, id, 200_000_000)
+	nodes := testenv.StartCluster(t, testenv.ClusterConfig{Nodes: n, Upstream: up, Args: egressFirst(1)})
+	waitEgressKnown(t, up, nodes, nodes[:1])
+	return up, link, nodes
 }
