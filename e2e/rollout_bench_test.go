@@ -23,6 +23,9 @@ import (
 // DREGISTRY_BENCH_QUEUE_MS sets the length of every link's tbf queue
 // (default testenv.DefaultQueue, 100 ms: a deep FIFO; a real NIC with
 // fq_codel keeps its queue near 5 ms, and this kernel has no fq_codel).
+// DREGISTRY_BENCH_SWITCH_QUEUE_MS, if set, is the queue of what each host
+// receives instead (the bridge's end of its link: a switch port's buffer),
+// so the host's own queue (what it sends) and the switch's can differ.
 const (
 	rolloutNodes    = 8
 	rolloutLayerMiB = 128
@@ -69,9 +72,10 @@ func BenchmarkRollout(b *testing.B) {
 	rate := int64(envInt(b, "DREGISTRY_BENCH_RATE_MBIT", rolloutRateMbit)) * 1_000_000
 
 	queue := time.Duration(envInt(b, "DREGISTRY_BENCH_QUEUE_MS", int(testenv.DefaultQueue/time.Millisecond))) * time.Millisecond
-	c := startRolloutCluster(b, count, rate, queue, os.Getenv("DREGISTRY_BENCH_CC"))
+	switchQueue := time.Duration(envInt(b, "DREGISTRY_BENCH_SWITCH_QUEUE_MS", int(queue/time.Millisecond))) * time.Millisecond
+	c := startRolloutCluster(b, count, rate, queue, switchQueue, os.Getenv("DREGISTRY_BENCH_CC"))
 	waitEgressKnown(b, c.up, c.nodes, c.nodes[:1])
-	b.Logf("load average at the start: %s; TCP congestion control: %s; tbf queues of %s", loadAverage(), cmp.Or(os.Getenv("DREGISTRY_BENCH_CC"), "the machine's"), queue)
+	b.Logf("load average at the start: %s; TCP congestion control: %s; tbf queues %s", loadAverage(), cmp.Or(os.Getenv("DREGISTRY_BENCH_CC"), "the machine's"), queuesOf(queue, switchQueue))
 
 	var sum rolloutResult
 	b.ResetTimer()
@@ -107,7 +111,8 @@ type rolloutCluster struct {
 	up     *testenv.Registry
 	upPort *testenv.Port
 	rate   int64
-	queue  time.Duration // every link's tbf queue
+	queue  time.Duration // every link's tbf queue of what its host sends
+	swq    time.Duration // and of what it receives (the switch port's)
 	nodes  []*testenv.Node
 	ports  []*testenv.Port // ports[i] is nodes[i]'s
 }
@@ -115,10 +120,10 @@ type rolloutCluster struct {
 // startRolloutCluster puts the upstream on fabric host .2 and node i on
 // .11+i, each a host of its own: the node's containerd, every ctr it runs
 // and its dregistry share its namespace and so its capped port.
-func startRolloutCluster(b *testing.B, count int, rate int64, queue time.Duration, cc string) *rolloutCluster {
+func startRolloutCluster(b *testing.B, count int, rate int64, queue, switchQueue time.Duration, cc string) *rolloutCluster {
 	b.Helper()
 	f := testenv.NewFabric(b, "ro")
-	c := &rolloutCluster{rate: rate, queue: queue, upPort: f.Attach(b, "up", 2, 0)}
+	c := &rolloutCluster{rate: rate, queue: queue, swq: switchQueue, upPort: f.Attach(b, "up", 2, 0)}
 	c.shape(b, c.upPort)
 	setCC(b, c.upPort, cc)
 	c.up = testenv.StartRegistryIn(b, c.upPort.Netns, c.upPort.Addr+":5500")
@@ -204,24 +209,28 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 		all[i] = i
 	}
 	upBefore, before := c.counters(b)
+	lost := c.losses(b)
 	cpu := readCPU(b)
 	r.cold = c.fetchAll(b, all, imgCold, true).Seconds()
 	r.coldCPU = readCPU(b).busySince(cpu)
 	upAfter, after := c.counters(b)
 	r.coldUp = uploadsPer(before, after, imgCold.Layers[0].Size)
 	b.Logf("cold, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgCold.Layers[0].Size))
+	b.Logf("cold, losses: %s", c.lossesSince(b, lost))
 	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
 
 	// Warm: node 1 holds the image, and every other node lists it.
 	c.fetchAll(b, []int{0}, imgWarm, true)
 	waitSeederKnown(b, c.nodes[1:], c.nodes[0], imgWarm.Layers[0])
 	_, before = c.counters(b)
+	lost = c.losses(b)
 	cpu = readCPU(b)
 	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
 	r.warmCPU = readCPU(b).busySince(cpu)
 	_, after = c.counters(b)
 	r.warmUp = uploadsPer(before, after, imgWarm.Layers[0].Size)
 	b.Logf("warm, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgWarm.Layers[0].Size))
+	b.Logf("warm, losses: %s", c.lossesSince(b, lost))
 
 	reqs := c.up.Requests(b)
 	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
@@ -253,12 +262,20 @@ func (c *rolloutCluster) push(b *testing.B, kind, iter string, layerSize int64) 
 	return img
 }
 
-// shape caps p both ways at the cluster's rate, with its queue length.
+// shape caps p both ways at the cluster's rate, with its queue lengths.
 func (c *rolloutCluster) shape(b *testing.B, p *testenv.Port) {
 	b.Helper()
-	if err := p.LimitQueue(c.rate, c.queue); err != nil {
+	if err := p.LimitQueues(c.rate, c.queue, c.swq); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// queuesOf describes the links' queues for the benchmark's log.
+func queuesOf(queue, switchQueue time.Duration) string {
+	if queue == switchQueue {
+		return "of " + queue.String()
+	}
+	return fmt.Sprintf("of %s (what a host sends) and %s (what it receives)", queue, switchQueue)
 }
 
 // fetchAll runs `ctr content fetch` of img on the nodes of idx at the same
@@ -396,6 +413,40 @@ func (c *rolloutCluster) counters(b *testing.B) (testenv.Counters, []testenv.Cou
 		}
 	}
 	return up, nodes
+}
+
+// losses reads the upstream's port's losses (first) and every node's.
+func (c *rolloutCluster) losses(b *testing.B) []testenv.Losses {
+	b.Helper()
+	ports := append([]*testenv.Port{c.upPort}, c.ports...)
+	out := make([]testenv.Losses, len(ports))
+	for i, p := range ports {
+		l, err := p.Losses()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = l
+	}
+	return out
+}
+
+// lossesSince lists, for the upstream and each node, the TCP segments it
+// retransmitted and the packets its link's queues dropped since before:
+// of what it sent (its own queue; the segment never crossed the link) and
+// of what was sent to it (the sender's link carried it for nothing).
+func (c *rolloutCluster) lossesSince(b *testing.B, before []testenv.Losses) string {
+	b.Helper()
+	after := c.losses(b)
+	parts := make([]string, len(after))
+	for i := range after {
+		d := after[i].Sub(before[i])
+		name := "upstream"
+		if i > 0 {
+			name = c.nodes[i-1].Name
+		}
+		parts[i] = fmt.Sprintf("%s retransmitted %d, dropped sending %d / receiving %d", name, d.Retrans, d.TxDrops, d.RxDrops)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func uploadsPer(before, after []testenv.Counters, blobSize int64) uploads {

@@ -2,8 +2,11 @@ package testenv
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -138,10 +141,17 @@ func (p *Port) Limit(bitsPerSecond int64) error {
 
 // LimitQueue is Limit with tbf queues of the given length.
 func (p *Port) LimitQueue(bitsPerSecond int64, queue time.Duration) error {
-	if err := p.Link.LimitQueue(false, bitsPerSecond, queue); err != nil {
+	return p.LimitQueues(bitsPerSecond, queue, queue)
+}
+
+// LimitQueues is Limit with a queue of sends for what the host sends (its
+// NIC's) and one of receives for what it receives (the bridge's end: a
+// switch port's buffer).
+func (p *Port) LimitQueues(bitsPerSecond int64, sends, receives time.Duration) error {
+	if err := p.Link.LimitQueue(false, bitsPerSecond, sends); err != nil {
 		return err
 	}
-	return p.Link.LimitQueue(true, bitsPerSecond, queue)
+	return p.Link.LimitQueue(true, bitsPerSecond, receives)
 }
 
 // Unlimit removes the cap on what the host receives (the bridge's end),
@@ -182,4 +192,83 @@ func (p *Port) Counters() (Counters, error) {
 		return Counters{}, fmt.Errorf("testenv: counters of %s: %q: %v", p.Name, out, err)
 	}
 	return Counters{Tx: links[0].Stats64.Tx.Bytes, Rx: links[0].Stats64.Rx.Bytes}, nil
+}
+
+// Losses are the packets a port's queues dropped, of what its host sent
+// (TxDrops, the host's own tbf) and of what was sent to it (RxDrops, the
+// bridge end's), and the TCP segments the host retransmitted (Retrans,
+// its namespace's counter). A packet dropped on its way to a host has
+// crossed its sender's link for nothing; one its sender's own queue
+// dropped has not.
+type Losses struct{ TxDrops, RxDrops, Retrans int64 }
+
+// Sub returns l − o: the counts between two readings.
+func (l Losses) Sub(o Losses) Losses {
+	return Losses{TxDrops: l.TxDrops - o.TxDrops, RxDrops: l.RxDrops - o.RxDrops, Retrans: l.Retrans - o.Retrans}
+}
+
+// Losses reads the port's queue drops and its host's TCP retransmissions
+// (four commands: not for a per-second sampler).
+func (p *Port) Losses() (Losses, error) {
+	var l Losses
+	var err error
+	if l.TxDrops, err = qdiscDrops(p.Link.B, p.Link.BName); err != nil {
+		return Losses{}, err
+	}
+	if l.RxDrops, err = qdiscDrops(p.Link.A, p.Link.AName); err != nil {
+		return Losses{}, err
+	}
+	snmp, err := p.Netns.Exec("cat", "/proc/net/snmp")
+	if err != nil {
+		return Losses{}, err
+	}
+	if l.Retrans, err = tcpCounter(snmp, "RetransSegs"); err != nil {
+		return Losses{}, fmt.Errorf("testenv: TCP counters of %s: %w", p.Name, err)
+	}
+	return l, nil
+}
+
+// qdiscDrops is the packets the root qdisc of dev in ns dropped.
+func qdiscDrops(ns *Netns, dev string) (int64, error) {
+	out, err := ns.Exec("tc", "-s", "-j", "qdisc", "show", "dev", dev, "root")
+	if err != nil {
+		return 0, err
+	}
+	var qdiscs []struct {
+		Drops int64 `json:"drops"`
+	}
+	if err := json.Unmarshal([]byte(out), &qdiscs); err != nil {
+		return 0, fmt.Errorf("testenv: queue of %s: %q: %w", dev, out, err)
+	}
+	var drops int64
+	for _, q := range qdiscs {
+		drops += q.Drops
+	}
+	return drops, nil
+}
+
+// tcpCounter reads one counter of the "Tcp:" lines of /proc/net/snmp (a
+// line of names, then a line of values).
+func tcpCounter(snmp, name string) (int64, error) {
+	var names []string
+	for _, line := range strings.Split(snmp, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = fields
+			continue
+		}
+		if len(fields) != len(names) {
+			return 0, fmt.Errorf("%d values for %d names", len(fields), len(names))
+		}
+		for i, n := range names {
+			if n == name {
+				return strconv.ParseInt(fields[i], 10, 64)
+			}
+		}
+		return 0, fmt.Errorf("no counter %s", name)
+	}
+	return 0, errors.New("no Tcp lines")
 }

@@ -51,6 +51,10 @@ func TestFabricJoinsHostsThroughCappedPortsAndCountsTheirBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lostBefore, err := up.Losses()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if out, err := a.Netns.Exec("timeout", "60", busybox, "wget", "-q", "-O", "/dev/null", blobURL); err != nil {
 		t.Fatalf("wget from host a: %v: %s", err, out)
 	}
@@ -67,5 +71,38 @@ func TestFabricJoinsHostsThroughCappedPortsAndCountsTheirBytes(t *testing.T) {
 	}
 	if got := afterUp.Sub(beforeUp).Tx; got < layer.Size {
 		t.Errorf("the upstream sent %d bytes for a %d-byte blob", got, layer.Size)
+	}
+	lostAfter, err := up.Losses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := lostAfter.Sub(lostBefore); d.TxDrops < 0 || d.RxDrops < 0 || d.Retrans < 0 {
+		t.Errorf("the upstream's losses went down: %+v -> %+v", lostBefore, lostAfter)
+	}
+}
+
+func TestTCPCounterReadsProcNetSNMP(t *testing.T) {
+	const snmp = `Ip: Forwarding DefaultTTL
+Ip: 1 64
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 43 35 0 45 0 21955 224127 20374 0 51 0
+Udp: InDatagrams
+Udp: 7
+`
+	if got, err := tcpCounter(snmp, "RetransSegs"); err != nil || got != 20374 {
+		t.Errorf("RetransSegs = %d, %v; want 20374", got, err)
+	}
+	if got, err := tcpCounter(snmp, "OutSegs"); err != nil || got != 224127 {
+		t.Errorf("OutSegs = %d, %v; want 224127", got, err)
+	}
+	for name, bad := range map[string]string{
+		"no Tcp lines":    "Ip: Forwarding\nIp: 1\n",
+		"a missing value": "Tcp: InSegs RetransSegs\nTcp: 5\n",
+		"no such counter": "Tcp: InSegs OutSegs\nTcp: 5 6\n",
+		"not a number":    "Tcp: RetransSegs\nTcp: many\n",
+	} {
+		if got, err := tcpCounter(bad, "RetransSegs"); err == nil {
+			t.Errorf("%s: %d, nil; want an error", name, got)
+		}
 	}
 }
