@@ -592,7 +592,7 @@ func waitTorrentBytes(t *testing.T, n *testenv.Node, blob testenv.Blob, min int6
 
 // uploadedBytes is the piece bytes n sent to peers for blob, from GET
 // /admin/v1/stats (0 when n has no torrent of it).
-func uploadedBytes(t *testing.T, n *testenv.Node, blob testenv.Blob) int64 {
+func uploadedBytes(t testing.TB, n *testenv.Node, blob testenv.Blob) int64 {
 	t.Helper()
 	var st struct {
 		Torrents []struct {

@@ -217,6 +217,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	r.coldUp = uploadsPer(before, after, imgCold.Layers[0].Size)
 	b.Logf("cold, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgCold.Layers[0].Size))
 	b.Logf("cold, losses: %s", c.lossesSince(b, lost))
+	b.Logf("cold, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgCold.Layers[0], nil))
 	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
 
 	// Warm: node 1 holds the image, and every other node lists it.
@@ -224,6 +225,10 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	waitSeederKnown(b, c.nodes[1:], c.nodes[0], imgWarm.Layers[0])
 	_, before = c.counters(b)
 	lost = c.losses(b)
+	seeded := make([]int64, len(c.nodes))
+	for i, n := range c.nodes {
+		seeded[i] = uploadedBytes(b, n, imgWarm.Layers[0])
+	}
 	cpu = readCPU(b)
 	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
 	r.warmCPU = readCPU(b).busySince(cpu)
@@ -231,6 +236,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	r.warmUp = uploadsPer(before, after, imgWarm.Layers[0].Size)
 	b.Logf("warm, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgWarm.Layers[0].Size))
 	b.Logf("warm, losses: %s", c.lossesSince(b, lost))
+	b.Logf("warm, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgWarm.Layers[0], seeded))
 
 	reqs := c.up.Requests(b)
 	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
@@ -413,6 +419,22 @@ func (c *rolloutCluster) counters(b *testing.B) (testenv.Counters, []testenv.Cou
 		}
 	}
 	return up, nodes
+}
+
+// piecesSent lists the piece bytes each node's swarm sent for blob since
+// before (nil: since it started), per byte of the blob: the payload of
+// its upload, without the headers and retransmissions its link counts.
+func (c *rolloutCluster) piecesSent(b *testing.B, blob testenv.Blob, before []int64) string {
+	b.Helper()
+	parts := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		sent := uploadedBytes(b, n, blob)
+		if before != nil {
+			sent -= before[i]
+		}
+		parts[i] = fmt.Sprintf("%s %.3f", n.Name, float64(sent)/float64(blob.Size))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // losses reads the upstream's port's losses (first) and every node's.
