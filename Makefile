@@ -81,6 +81,8 @@ test: deps lint fuzz
 	@# Hundreds of in-process members are ~10x slower under -race; the scale
 	@# test skips itself there and runs here.
 	$(GO) test -count=1 -timeout 10m -run Scale ./tracker
+	@# Our tests of our changes to the vendored torrent library (third_party/).
+	$(GO) test -race -count=1 -timeout 5m -run Dregistry github.com/anacrolix/torrent
 	cd deploy && DREGISTRY_E2E=required $(GO) test -race -count=1 ./...
 
 # fuzz runs every committed fuzz target for FUZZTIME each, one at a time (go

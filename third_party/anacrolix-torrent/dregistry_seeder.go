@@ -81,16 +81,69 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 		}
 		t.dregistryNowSince[i] = since
 	}
-	if wait := nowGrace - time.Since(since); wait > 0 {
+	if wait := p.nowGrace() - time.Since(since); wait > 0 {
 		t.recheckStealsIn(wait)
 		return true
 	}
 	return false
 }
 
-// nowGrace is how long a piece a reader waits on is left to its designee
-// before this node asks the seeder for it too.
+// nowGrace is how long, at least, a piece a reader waits on is left to its
+// designee (or to a downloading peer that holds it) before this node asks
+// the seeder for it too.
 const nowGrace = 1500 * time.Millisecond
+
+// maxNowGrace bounds that wait however slowly the seeder sends: well
+// inside the swarm's and the registry's stall limits (10 s and more).
+const maxNowGrace = 6 * time.Second
+
+// nowGracePieces is that wait in piece times at the rate this node
+// receives from the seeder.
+const nowGracePieces = 3
+
+// nowGrace is how long a piece a reader waits on is left to its designee
+// (or to a downloading peer that holds it) before this node asks seeder p
+// for it too: nowGracePieces piece times at the rate this node receives
+// from p while it has requests pending there, within [nowGrace,
+// maxNowGrace]. A designee shares the seeder's uplink with every other
+// downloader, so where that uplink is slow a piece takes it longer than a
+// fixed grace: at 4 Mbit/s, four nodes, a 256 KiB piece took the designee
+// 1.5 s or more, and the other nodes, their grace over, asked the seeder
+// for the same piece (39 of the 42 pieces the egress sent twice in a cold
+// rollout; docs/benchmarks.md "Where the egress's extra bytes go" and "A
+// grace in piece times"). The rate is taken
+// over this node's connections to p in every chunk torrent of the blob: a
+// chunk torrent's connection has received nothing when its first piece is
+// awaited. Called with the client lock held.
+func (p *PeerConn) nowGrace() time.Duration {
+	t := p.t
+	if t.info == nil || t.info.PieceLength <= 0 {
+		return nowGrace
+	}
+	var bytes int64
+	var busy time.Duration
+	add := func(o *Torrent) {
+		for c := range o.conns {
+			if c.PeerID == p.PeerID {
+				bytes += c._stats.BytesReadUsefulData.Int64()
+				busy += c.totalExpectingTime()
+			}
+		}
+	}
+	add(t)
+	if blob, _, ok := strings.Cut(t.info.Name, "#"); ok {
+		for o := range t.cl.torrents {
+			if o != t && o.info != nil && strings.HasPrefix(o.info.Name, blob+"#") {
+				add(o)
+			}
+		}
+	}
+	if bytes <= 0 || busy <= 0 {
+		return nowGrace
+	}
+	piece := time.Duration(float64(t.info.PieceLength) / float64(bytes) * float64(busy))
+	return min(max(nowGracePieces*piece, nowGrace), maxNowGrace)
+}
 
 // pieceRank is a peer's rank for piece i, the same on every node. Peer IDs
 // share a client prefix, so the ID and the index go through a full mix (a

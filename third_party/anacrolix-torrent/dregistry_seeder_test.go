@@ -1,0 +1,77 @@
+package torrent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+)
+
+// dregistry's test of its own change (dregistry_seeder.go); the library's
+// tests are not vendored. Run from the repository's root by `make test`.
+
+// TestDregistryNowGraceFollowsSeederRate checks the grace a reader's piece
+// is left to its designee: three piece times at the rate this node receives
+// from that seeder, over its connections to it in every chunk torrent of
+// the same blob (not other peers, not other blobs), within [1.5 s, 6 s].
+func TestDregistryNowGraceFollowsSeederRate(t *testing.T) {
+	const piece = 256 << 10
+	seeder, other := PeerID{1}, PeerID{2}
+	cl := &Client{torrents: map[*Torrent]struct{}{}}
+	chunk := func(name string) *Torrent {
+		tor := &Torrent{
+			cl:    cl,
+			info:  &metainfo.Info{Name: name, PieceLength: piece},
+			conns: map[*PeerConn]struct{}{},
+		}
+		cl.torrents[tor] = struct{}{}
+		return tor
+	}
+	conn := func(tor *Torrent, id PeerID, bytes int64, busy time.Duration) *PeerConn {
+		c := &PeerConn{PeerID: id}
+		c.t = tor
+		c._stats.BytesReadUsefulData.Add(bytes)
+		c.cumulativeExpectedToReceiveChunks = busy
+		tor.conns[c] = struct{}{}
+		return c
+	}
+	c0, c1 := chunk("sha256:aa#0"), chunk("sha256:aa#1")
+	c2 := chunk("sha256:aa#2")
+	elsewhere := chunk("sha256:bb#0")
+
+	// Nothing received from the seeder yet: the floor.
+	fresh := conn(c2, seeder, 0, 0)
+	if got := fresh.nowGrace(); got != nowGrace {
+		t.Fatalf("grace with nothing received = %v, want %v", got, nowGrace)
+	}
+
+	// 1 MiB in 4 s from the seeder over two chunk torrents: 256 KiB/s,
+	// a piece a second, so three seconds. A fast other peer and a fast
+	// connection to the same seeder for another blob do not count.
+	conn(c0, seeder, 512<<10, 2*time.Second)
+	conn(c1, seeder, 512<<10, 2*time.Second)
+	conn(c0, other, 100<<20, time.Second)
+	conn(elsewhere, seeder, 100<<20, time.Second)
+	if got, want := fresh.nowGrace(), 3*time.Second; got != want {
+		t.Fatalf("grace at 256 KiB/s = %v, want %v", got, want)
+	}
+
+	// A fast seeder: the floor again.
+	fast := conn(elsewhere, other, 64<<20, time.Second)
+	if got := fast.nowGrace(); got != nowGrace {
+		t.Fatalf("grace at 64 MiB/s = %v, want %v", got, nowGrace)
+	}
+
+	// A very slow one: the ceiling.
+	slow := conn(chunk("sha256:cc#0"), seeder, piece, 10*time.Second)
+	if got := slow.nowGrace(); got != maxNowGrace {
+		t.Fatalf("grace at 25 KiB/s = %v, want %v", got, maxNowGrace)
+	}
+
+	// No info yet (metadata not received): the floor.
+	noInfo := &PeerConn{PeerID: seeder}
+	noInfo.t = &Torrent{cl: cl, conns: map[*PeerConn]struct{}{}}
+	if got := noInfo.nowGrace(); got != nowGrace {
+		t.Fatalf("grace without info = %v, want %v", got, nowGrace)
+	}
+}
