@@ -114,10 +114,15 @@ const nowGracePieces = 3
 // grace in piece times"). The rate is taken
 // over this node's connections to p in every chunk torrent of the blob: a
 // chunk torrent's connection has received nothing when its first piece is
-// awaited. Called with the client lock held.
+// awaited. Only while p is the one seeder this node sees in the torrent:
+// once another peer holds every piece (a downloader that finished), the
+// seeders' uplinks are no longer one shared bottleneck, and a stream's
+// last pieces waited up to 6 s for a designee or a busy holder while
+// finished peers sat idle (the warm rollout's last seconds passed with no
+// byte moving). Called with the client lock held.
 func (p *PeerConn) nowGrace() time.Duration {
 	t := p.t
-	if t.info == nil || t.info.PieceLength <= 0 {
+	if t.info == nil || t.info.PieceLength <= 0 || p.otherSeeder() {
 		return nowGrace
 	}
 	var bytes int64
@@ -143,6 +148,20 @@ func (p *PeerConn) nowGrace() time.Duration {
 	}
 	piece := time.Duration(float64(t.info.PieceLength) / float64(bytes) * float64(busy))
 	return min(max(nowGracePieces*piece, nowGrace), maxNowGrace)
+}
+
+// otherSeeder reports whether t has an open connection to a peer other
+// than p's that holds every piece. Called with the client lock held.
+func (p *PeerConn) otherSeeder() bool {
+	for c := range p.t.conns {
+		if c.PeerID == p.PeerID || c.closed.IsSet() {
+			continue
+		}
+		if all, known := c.peerHasAllPieces(); all && known {
+			return true
+		}
+	}
+	return false
 }
 
 // pieceRank is a peer's rank for piece i, the same on every node. Peer IDs

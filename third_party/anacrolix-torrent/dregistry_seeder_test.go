@@ -56,6 +56,19 @@ func TestDregistryNowGraceFollowsSeederRate(t *testing.T) {
 		t.Fatalf("grace at 256 KiB/s = %v, want %v", got, want)
 	}
 
+	// Another peer holds every piece of that chunk too (a downloader
+	// that finished it): the seeders are no longer one bottleneck, so the
+	// floor; the grace returns once that peer is gone.
+	done := conn(c2, PeerID{3}, 0, 0)
+	done.peerSentHaveAll = true
+	if got := fresh.nowGrace(); got != nowGrace {
+		t.Fatalf("grace with a second seeder = %v, want %v", got, nowGrace)
+	}
+	delete(c2.conns, done)
+	if got, want := fresh.nowGrace(), 3*time.Second; got != want {
+		t.Fatalf("grace once the second seeder left = %v, want %v", got, want)
+	}
+
 	// A fast seeder: the floor again.
 	fast := conn(elsewhere, other, 64<<20, time.Second)
 	if got := fast.nowGrace(); got != nowGrace {
