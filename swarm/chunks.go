@@ -25,17 +25,24 @@ import (
 // multiple of the blob's piece length, so chunks hold whole pieces.
 //
 // A cold rollout cannot end before the last chunk, published only once the
-// upstream delivered all of it, has crossed one link: about B/U + C/L. So a
-// chunk is small next to the blob: 16 MiB up to 256 MiB (a 128 MiB layer:
-// 8 chunks), 32 MiB above (a 1 GiB layer: 32 torrents, not hundreds). The
-// rollout model (internal/rolloutmodel; 200 Mbit/s links, window of 4
-// chunks) puts a 128 MiB cold rollout at 1.22x one pull for N=8 and 1.27x
-// for N=100 with 16 MiB chunks, against 1.34x and 1.36x with 32 MiB; chunks
-// of 8 MiB hold too few pieces for the window to trade (1.22x/1.33x), and
-// for 1 GiB 32 MiB beats 16 MiB (1.11x against 1.14x at N=8).
+// upstream delivered all of it, has crossed one link: about B/U + C/L. The
+// egress can send only published chunks, so it stays about a chunk behind
+// the upstream. So a chunk is small next to the blob: 8 MiB up to 256 MiB
+// (a 128 MiB layer: 16 chunks), 32 MiB above (a 1 GiB layer: 32 torrents,
+// not hundreds). With 16 MiB chunks, 8 nodes on 12 Mbit/s links took
+// 1.30-1.33x one pull cold and 1.18-1.21x warm; with 8 MiB, 1.24x and
+// 1.17-1.19x (docs/benchmarks.md, "8 MiB chunks"). The rollout model
+// (internal/rolloutmodel; 200 Mbit/s links) agrees for the cold rollout
+// at every N (1.09-1.21x against 1.16-1.26x up to 1,000 nodes) and puts
+// the warm one at 1.12x for N = 100 and 1,000 (1.05-1.07x with 16 MiB).
+// For 1 GiB 32 MiB beats 16 MiB in the model (1.11x against 1.14x at N=8).
+// Nodes must agree on it: a node with another geometry derives other
+// infohashes and refuses the other's chunk metainfo (parseChunkInfo), so
+// during an upgrade across a change of it the two versions do not share
+// blobs of that size.
 func ChunkBytes(size int64) int64 {
 	if size <= 256<<20 {
-		return 16 << 20
+		return 8 << 20
 	}
 	return 32 << 20
 }
