@@ -33,8 +33,9 @@ import (
 // 1.30-1.33x one pull cold and 1.18-1.21x warm; with 8 MiB, 1.24x and
 // 1.17-1.19x (docs/benchmarks.md, "8 MiB chunks"). The rollout model
 // (internal/rolloutmodel; 200 Mbit/s links) agrees for the cold rollout
-// at every N (1.09-1.21x against 1.16-1.26x up to 1,000 nodes) and puts
-// the warm one at 1.12x for N = 100 and 1,000 (1.05-1.07x with 16 MiB).
+// at every N but 50 (1.09-1.20x against 1.16-1.26x up to 1,000 nodes; at
+// 50, 1.21x against 1.16x) and puts the warm one at 1.12x for N = 100 and
+// 1,000 (1.05-1.07x with 16 MiB).
 // For 1 GiB 32 MiB beats 16 MiB in the model (1.11x against 1.14x at N=8).
 // Nodes must agree on it: a node with another geometry derives other
 // infohashes and refuses the other's chunk metainfo (parseChunkInfo), so
