@@ -25,9 +25,20 @@ import (
 // peers. The piece a reader waits on (PiecePriorityNow) is taken from a
 // downloading peer that has it, else left to its designee for nowGrace and
 // then asked of the seeder by anyone, so when views differ, or a designee
-// is slow, a stream does not wait long. Called with the client lock held.
+// is slow, a stream does not wait long.
+//
+// The rule holds only for a peer that held every piece when it first told
+// this node what it has (the egress with a chunk it published, the warm
+// rollout's seeder): its uplink is the one every node shares. A peer that
+// came to hold every piece while connected (a downloader that finished
+// the chunk) is asked as any downloader is. Under the rule, a reader's
+// piece held by such a peer went to the egress too once the grace ran
+// out, while that peer's one-piece request slot was busy: at N = 8 on
+// 12 Mbit/s links about two thirds of the egress's 100 repeated requests
+// in a cold rollout (docs/benchmarks.md, "Peers that finished a chunk").
+// Called with the client lock held.
 func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
-	if all, known := p.peerHasAllPieces(); !all || !known {
+	if all, known := p.peerHasAllPieces(); !all || !known || p.dregistryGrown {
 		return false
 	}
 	t := p.t
@@ -114,12 +125,13 @@ const nowGracePieces = 3
 // grace in piece times"). The rate is taken
 // over this node's connections to p in every chunk torrent of the blob: a
 // chunk torrent's connection has received nothing when its first piece is
-// awaited. Only while p is the one seeder this node sees in the torrent:
-// once another peer holds every piece (a downloader that finished), the
-// seeders' uplinks are no longer one shared bottleneck, and a stream's
-// last pieces waited up to 6 s for a designee or a busy holder while
-// finished peers sat idle (the warm rollout's last seconds passed with no
-// byte moving). Called with the client lock held.
+// awaited. Only while p is the one seeder under the rule this node sees in
+// the torrent: with two, their uplinks are not one shared bottleneck. (A
+// downloader that finished is asked freely, not under the rule: with the
+// long grace applied to them as well, a stream's last pieces waited up to
+// 6 s for a designee or a busy holder while finished peers sat idle, and
+// the warm rollout's last seconds passed with no byte moving.) Called with
+// the client lock held.
 func (p *PeerConn) nowGrace() time.Duration {
 	t := p.t
 	if t.info == nil || t.info.PieceLength <= 0 || p.otherSeeder() {
@@ -151,10 +163,12 @@ func (p *PeerConn) nowGrace() time.Duration {
 }
 
 // otherSeeder reports whether t has an open connection to a peer other
-// than p's that holds every piece. Called with the client lock held.
+// than p's that held every piece from the start (a peer that finished
+// while connected is asked freely: skipAtSeeder). Called with the client
+// lock held.
 func (p *PeerConn) otherSeeder() bool {
 	for c := range p.t.conns {
-		if c.PeerID == p.PeerID || c.closed.IsSet() {
+		if c.PeerID == p.PeerID || c.closed.IsSet() || c.dregistryGrown {
 			continue
 		}
 		if all, known := c.peerHasAllPieces(); all && known {

@@ -98,6 +98,10 @@ type PeerConn struct {
 	// The peer has everything. This can occur due to a special message, when
 	// we may not even know the number of pieces in the torrent yet.
 	peerSentHaveAll bool
+	// dregistryGrown: the peer came to hold every piece by HAVE messages
+	// while connected (a downloader that finished), not from its first
+	// bitfield or HAVE ALL (dregistry_seeder.go).
+	dregistryGrown bool
 
 	requestState requestStrategy.PeerRequestState
 
@@ -469,6 +473,9 @@ func (cn *PeerConn) peerSentHave(piece pieceIndex) error {
 		cn.t.incPieceAvailability(piece)
 	}
 	cn._peerPieces.Add(uint32(piece))
+	if cn.t.haveInfo() && cn._peerPieces.GetCardinality() == uint64(cn.t.numPieces()) {
+		cn.dregistryGrown = true
+	}
 	if cn.t.wantPieceIndex(piece) {
 		cn.onNeedUpdateRequests("have")
 	}
