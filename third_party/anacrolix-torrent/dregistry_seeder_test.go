@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 )
 
@@ -56,9 +57,17 @@ func TestDregistryNowGraceFollowsSeederRate(t *testing.T) {
 		t.Fatalf("grace at 256 KiB/s = %v, want %v", got, want)
 	}
 
-	// Another peer holds every piece of that chunk too (a downloader
-	// that finished it): the seeders are no longer one bottleneck, so the
-	// floor; the grace returns once that peer is gone.
+	// A downloader that finished the chunk while connected is asked
+	// freely (skipAtSeeder), so it changes nothing here.
+	finished := conn(c2, PeerID{4}, 0, 0)
+	finished.peerSentHaveAll, finished.dregistryGrown = true, true
+	if got, want := fresh.nowGrace(), 3*time.Second; got != want {
+		t.Fatalf("grace with a finished downloader = %v, want %v", got, want)
+	}
+
+	// Another peer held every piece of that chunk from the start: the
+	// seeders are no longer one bottleneck, so the floor; the grace
+	// returns once that peer is gone.
 	done := conn(c2, PeerID{3}, 0, 0)
 	done.peerSentHaveAll = true
 	if got := fresh.nowGrace(); got != nowGrace {
@@ -86,5 +95,86 @@ func TestDregistryNowGraceFollowsSeederRate(t *testing.T) {
 	noInfo.t = &Torrent{cl: cl, conns: map[*PeerConn]struct{}{}}
 	if got := noInfo.nowGrace(); got != nowGrace {
 		t.Fatalf("grace without info = %v, want %v", got, nowGrace)
+	}
+}
+
+// TestDregistryFinishedDownloaderIsNotUnderTheRule checks that the
+// designee rule holds for a peer that held every piece when it first said
+// what it has, and not for one that came to hold them by HAVE messages
+// while connected (a downloader that finished the chunk): that one is
+// asked for a piece another downloader holds, as any downloader is.
+func TestDregistryFinishedDownloaderIsNotUnderTheRule(t *testing.T) {
+	cl, err := NewClient(TestingConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const pieces = 4
+	infoBytes, err := bencode.Marshal(metainfo.Info{
+		Name:        "sha256:aa#0",
+		PieceLength: 16 << 10,
+		Length:      pieces * 16 << 10,
+		Pieces:      make([]byte, 20*pieces),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor, err := cl.AddTorrent(&metainfo.MetaInfo{InfoBytes: infoBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cl.lock()
+	defer cl.unlock()
+	var conns []*PeerConn
+	conn := func(id byte) *PeerConn {
+		c := &PeerConn{PeerID: PeerID{id}}
+		c.legacyPeerImpl, c.peerImpl = c, c
+		c.t = tor
+		tor.conns[c] = struct{}{}
+		conns = append(conns, c)
+		return c
+	}
+	defer func() { // fake connections: the client must not close them
+		for _, c := range conns {
+			delete(tor.conns, c)
+			tor.decPeerPieceAvailability(&c.Peer)
+		}
+	}()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	origin := conn(1)
+	must(origin.onPeerSentHaveAll())
+	holder := conn(2) // a downloader holding piece 0
+	must(holder.peerSentHave(0))
+	finished := conn(3) // half at first, the rest while connected
+	must(finished.peerSentBitfield([]bool{true, true, false, false, false, false, false, false}))
+	if finished.dregistryGrown {
+		t.Fatal("a peer missing pieces counts as finished")
+	}
+	must(finished.peerSentHave(2))
+	must(finished.peerSentHave(3))
+
+	if origin.dregistryGrown || !finished.dregistryGrown {
+		t.Fatalf("grown: origin %v, finished %v; want false, true", origin.dregistryGrown, finished.dregistryGrown)
+	}
+	if !origin.skipAtSeeder(0) {
+		t.Fatal("the origin seeder is asked for a piece a downloader holds")
+	}
+	if finished.skipAtSeeder(0) {
+		t.Fatal("a downloader that finished is not asked for a piece another downloader holds")
+	}
+	if origin.otherSeeder() {
+		t.Fatal("a downloader that finished counts as a second seeder from the start")
+	}
+	second := conn(4)
+	must(second.onPeerSentHaveAll())
+	if !origin.otherSeeder() {
+		t.Fatal("a second seeder from the start is not seen")
 	}
 }
