@@ -31,7 +31,8 @@ import (
 // this node what it has (the egress with a chunk it published, the warm
 // rollout's seeder): its uplink is the one every node shares. A peer that
 // came to hold every piece while connected (a downloader that finished
-// the chunk) is asked as any downloader is. Under the rule, a reader's
+// the chunk) is asked as any downloader is, and holds every piece for the
+// rule's "a downloading peer has it". Under the rule, a reader's
 // piece held by such a peer went to the egress too once the grace ran
 // out, while that peer's one-piece request slot was busy: at N = 8 on
 // 12 Mbit/s links about two thirds of the egress's 100 repeated requests
@@ -52,16 +53,17 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 		if c == p || c.closed.IsSet() {
 			continue
 		}
-		if all, known := c.peerHasAllPieces(); all || !known {
+		all, known := c.peerHasAllPieces()
+		if !known || all && !c.dregistryGrown {
 			continue
 		}
 		if c.peerHasPiece(i) && !c.peerChoking {
 			if !now {
-				return true // a downloading peer has it: take it there
+				return true // a downloading or finished peer has it: take it there
 			}
 			held = true
 		}
-		if pieceRank(c.PeerID, i) > self {
+		if !all && pieceRank(c.PeerID, i) > self {
 			designee = false // c is the one to fetch it from the seeder
 		}
 	}
