@@ -24,7 +24,8 @@
 //     until the whole digest matches. Inside the window a stream needs,
 //     pieces go rarest first, and one downloader per piece asks a seeder
 //     for it (window.go, the library's designee rule), so the downloaders
-//     of one seeder trade; in a swarm wider than a torrent's connections
+//     of one seeder trade; a downloader that finished a chunk is asked as
+//     any other, not under the rule; in a swarm wider than a torrent's connections
 //     (MaxConns) each node takes them in an order of its own instead.
 //     Blobs under Config.SmallBlobSize come
 //     whole over HTTP from one seeder, one fetch per digest however many
