@@ -137,8 +137,12 @@ func (s *Swarm) widenWindow(e *entry) error {
 // priority under the designee rule, or in this node's tiers without it in
 // a wide swarm (see pieceTiers). It takes the client lock (per piece):
 // callers may hold Swarm.mu, never a lock the library's callbacks take.
+// Turning wide, the rule goes off only once every piece has its tier, so
+// whoever sees the rule off sees the tiers too.
 func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
-	t.DregistrySetDesignee(!wide)
+	if !wide {
+		t.DregistrySetDesignee(true)
+	}
 	for i := range t.NumPieces() {
 		if t.PieceState(i).Complete {
 			continue
@@ -148,6 +152,10 @@ func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
 			prio = pieceTiers[tierRank(s.tiebreak, k, i)%uint64(len(pieceTiers))]
 		}
 		t.Piece(i).SetPriority(prio)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if wide {
+		t.DregistrySetDesignee(false)
 	}
 }
 
