@@ -106,9 +106,13 @@ func (p *PeerConn) skipAtSeeder(i pieceIndex) bool {
 // the seeder for it too.
 const nowGrace = 1500 * time.Millisecond
 
-// maxNowGrace bounds that wait however slowly the seeder sends: well
-// inside the swarm's and the registry's stall limits (10 s and more).
-const maxNowGrace = 6 * time.Second
+// maxNowGrace bounds that wait however slowly the seeder sends: inside
+// the swarm's stall limit (StallTimeout, 30 s with no byte of the chunk
+// arriving). At 6 s, with 16 nodes at 6 Mbit/s, a piece took the
+// designee longer than that at the shared seeder, the others asked the
+// seeder too, and the egress sent 1.6 blobs (docs/benchmarks.md "Peers
+// that finished a chunk").
+const maxNowGrace = 15 * time.Second
 
 // nowGracePieces is that wait in piece times at the rate this node
 // receives from the seeder.
