@@ -218,6 +218,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	b.Logf("cold, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgCold.Layers[0].Size))
 	b.Logf("cold, losses: %s", c.lossesSince(b, lost))
 	b.Logf("cold, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgCold.Layers[0], nil))
+	b.Logf("cold, useful piece bytes each node received (per blob): %s", c.piecesReceived(b, imgCold.Layers[0]))
 	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
 
 	// Warm: node 1 holds the image, and every other node lists it.
@@ -237,6 +238,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	b.Logf("warm, per node (up/down per blob): %s", perNode(c.nodes, before, after, imgWarm.Layers[0].Size))
 	b.Logf("warm, losses: %s", c.lossesSince(b, lost))
 	b.Logf("warm, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgWarm.Layers[0], seeded))
+	b.Logf("warm, useful piece bytes each node received (per blob): %s", c.piecesReceived(b, imgWarm.Layers[0]))
 
 	reqs := c.up.Requests(b)
 	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
@@ -433,6 +435,36 @@ func (c *rolloutCluster) piecesSent(b *testing.B, blob testenv.Blob, before []in
 			sent -= before[i]
 		}
 		parts[i] = fmt.Sprintf("%s %.3f", n.Name, float64(sent)/float64(blob.Size))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// piecesReceived lists the useful piece bytes each node's swarm received
+// for blob from its peers (downloadedBytes of /admin/v1/stats), as
+// multiples of the blob. Above 1.0 a node fetched pieces again (a chunk
+// torrent dropped and added back); what the nodes sent beyond what they
+// received usefully (piecesSent) is chunks that arrived after they were
+// no longer wanted (a cancelled request, a piece another peer delivered).
+func (c *rolloutCluster) piecesReceived(b *testing.B, blob testenv.Blob) string {
+	b.Helper()
+	parts := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		var st struct {
+			Torrents []struct {
+				Digest     string `json:"digest"`
+				Downloaded int64  `json:"downloadedBytes"`
+			} `json:"torrents"`
+		}
+		if err := adminGet(n, "/admin/v1/stats", &st); err != nil {
+			b.Fatal(err)
+		}
+		var got int64
+		for _, tr := range st.Torrents {
+			if tr.Digest == blob.Digest.String() {
+				got = tr.Downloaded
+			}
+		}
+		parts[i] = fmt.Sprintf("%s %.3f", n.Name, float64(got)/float64(blob.Size))
 	}
 	return strings.Join(parts, ", ")
 }
