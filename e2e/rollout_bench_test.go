@@ -210,6 +210,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	}
 	upBefore, before := c.counters(b)
 	lost := c.losses(b)
+	waste := c.waste(b)
 	cpu := readCPU(b)
 	r.cold = c.fetchAll(b, all, imgCold, true).Seconds()
 	r.coldCPU = readCPU(b).busySince(cpu)
@@ -219,6 +220,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	b.Logf("cold, losses: %s", c.lossesSince(b, lost))
 	b.Logf("cold, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgCold.Layers[0], nil))
 	b.Logf("cold, useful piece bytes each node received (per blob): %s", c.piecesReceived(b, imgCold.Layers[0]))
+	b.Logf("cold, piece bytes each node received but did not need (per blob) / requests it moved: %s", c.wasteSince(b, waste, imgCold.Layers[0].Size))
 	r.upstreamLinkX = float64(upAfter.Sub(upBefore).Tx) / float64(imageBytes(imgCold))
 
 	// Warm: node 1 holds the image, and every other node lists it.
@@ -230,6 +232,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	for i, n := range c.nodes {
 		seeded[i] = uploadedBytes(b, n, imgWarm.Layers[0])
 	}
+	waste = c.waste(b)
 	cpu = readCPU(b)
 	r.warm = c.fetchAll(b, all[1:], imgWarm, true).Seconds()
 	r.warmCPU = readCPU(b).busySince(cpu)
@@ -239,6 +242,7 @@ func (c *rolloutCluster) iteration(b *testing.B, iter string, layerSize int64) r
 	b.Logf("warm, losses: %s", c.lossesSince(b, lost))
 	b.Logf("warm, piece bytes each node sent (per blob): %s", c.piecesSent(b, imgWarm.Layers[0], seeded))
 	b.Logf("warm, useful piece bytes each node received (per blob): %s", c.piecesReceived(b, imgWarm.Layers[0]))
+	b.Logf("warm, piece bytes each node received but did not need (per blob) / requests it moved: %s", c.wasteSince(b, waste, imgWarm.Layers[0].Size))
 
 	reqs := c.up.Requests(b)
 	r.upstreamX = float64(upstreamBytes(reqs, imgCold)) / float64(imageBytes(imgCold))
@@ -465,6 +469,44 @@ func (c *rolloutCluster) piecesReceived(b *testing.B, blob testenv.Blob) string 
 			}
 		}
 		parts[i] = fmt.Sprintf("%s %.3f", n.Name, float64(got)/float64(blob.Size))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// swarmWaste is a node's swarmWastedBytes and swarmRequestsStolen.
+type swarmWaste struct {
+	Wasted int64 `json:"swarmWastedBytes"`
+	Stolen int64 `json:"swarmRequestsStolen"`
+}
+
+// waste reads every node's swarmWaste.
+func (c *rolloutCluster) waste(b *testing.B) []swarmWaste {
+	b.Helper()
+	out := make([]swarmWaste, len(c.nodes))
+	for i, n := range c.nodes {
+		var st struct {
+			Totals swarmWaste `json:"totals"`
+		}
+		if err := adminGet(n, "/admin/v1/stats", &st); err != nil {
+			b.Fatal(err)
+		}
+		out[i] = st.Totals
+	}
+	return out
+}
+
+// wasteSince lists, per node since before, the piece bytes it received
+// but did not need (as multiples of size) and the requests it moved from
+// a peer that delivered nothing in time to another. With piecesSent and
+// piecesReceived it splits what was sent and not used into chunks that
+// arrived after their request moved (counted here) and chunks lost with a
+// closed connection (neither here nor in the useful bytes).
+func (c *rolloutCluster) wasteSince(b *testing.B, before []swarmWaste, size int64) string {
+	b.Helper()
+	after := c.waste(b)
+	parts := make([]string, len(after))
+	for i := range after {
+		parts[i] = fmt.Sprintf("%s %.3f / %d", c.nodes[i].Name, float64(after[i].Wasted-before[i].Wasted)/float64(size), after[i].Stolen-before[i].Stolen)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -88,6 +88,10 @@ func TestAwaitedPieceStuckAtAPeerMovesToAnIdleOne(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the read did not end within a minute")
 	}
+	// The stats count the move, on the node that made it.
+	if st := d.Stats(); st.RequestsStolen < 1 {
+		t.Fatalf("requests moved: %d, want at least the stuck one", st.RequestsStolen)
+	}
 }
 
 // announcePeer lists p as holding d.

@@ -19,6 +19,14 @@ type Stats struct {
 	// started, over every torrent, held or dropped.
 	UploadedBytes   int64
 	DownloadedBytes int64
+	// WastedBytes is the piece bytes received since start that this node
+	// did not need: a chunk another peer had delivered first, mostly one a
+	// peer had sent before a cancel reached it (a request moved to another
+	// peer, counted in RequestsStolen).
+	WastedBytes int64
+	// RequestsStolen counts requests that moved from a connection that
+	// delivered nothing in time to another one.
+	RequestsStolen int64
 	// AuthRefused counts accepted torrent connections closed because their
 	// address is not a member's; AuthFailed those (either way) that failed
 	// the cluster-key handshake. Both stay 0 without Config.PeerKeys.
@@ -66,6 +74,7 @@ func (s *Swarm) Stats() Stats {
 	s.mu.Unlock()
 	cs := s.client.ConnStats()
 	st := Stats{UploadedBytes: cs.BytesWrittenData.Int64(), DownloadedBytes: cs.BytesReadUsefulData.Int64(),
+		WastedBytes: cs.BytesReadData.Int64() - cs.BytesReadUsefulData.Int64(), RequestsStolen: cs.RequestsStolen.Int64(),
 		AuthRefused: s.auth.Refused.Load(), AuthFailed: s.auth.Failed.Load()}
 	var all []*torrent.Torrent
 	for _, sn := range snaps {

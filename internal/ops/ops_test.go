@@ -91,6 +91,7 @@ func TestStatsNamesPeersByMember(t *testing.T) {
 	tr.stats.Torrents = []swarm.TorrentStats{{Digest: d, Size: 100, BytesCompleted: 50, ConnectedPeers: 2,
 		ReceivedFrom: map[string]int64{"10.0.0.1": 30, "10.0.0.2": 20, "10.9.9.9": 1}, UploadedBytes: 12}}
 	tr.stats.UploadedBytes, tr.stats.DownloadedBytes = 30, 60
+	tr.stats.WastedBytes, tr.stats.RequestsStolen = 5, 2
 	s.Observer().Served("blob", "swarm", 200, 40, time.Millisecond, 3*time.Millisecond)
 	s.Observer().Served("blob", "upstream", 200, 7, time.Millisecond, 2*time.Millisecond)
 
@@ -113,7 +114,8 @@ func TestStatsNamesPeersByMember(t *testing.T) {
 		t.Fatalf("torrent: %+v", tor)
 	}
 	if got.Totals.UpstreamSaved != 40 || got.Totals.UpstreamBytes != 7 || got.Totals.Downloaded != 51 ||
-		got.Totals.SwarmUploaded != 30 || got.Totals.SwarmDownloadedTotal != 60 || got.Totals.ShareRatio == nil || *got.Totals.ShareRatio != 0.5 {
+		got.Totals.SwarmUploaded != 30 || got.Totals.SwarmDownloadedTotal != 60 || got.Totals.ShareRatio == nil || *got.Totals.ShareRatio != 0.5 ||
+		got.Totals.SwarmWasted != 5 || got.Totals.SwarmRequestsStolen != 2 {
 		t.Fatalf("totals: %+v", got.Totals)
 	}
 }

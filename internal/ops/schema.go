@@ -80,6 +80,11 @@ type Totals struct {
 	// and usefully received from peers since start, over every torrent.
 	SwarmUploaded        int64 `json:"swarmUploadedBytes"`
 	SwarmDownloadedTotal int64 `json:"swarmDownloadedTotalBytes"`
+	// SwarmWasted is piece bytes received that were not needed (another
+	// peer delivered them first); SwarmRequestsStolen counts requests
+	// moved from a peer that delivered nothing in time to another.
+	SwarmWasted         int64 `json:"swarmWastedBytes"`
+	SwarmRequestsStolen int64 `json:"swarmRequestsStolen"`
 	// ShareRatio is SwarmUploaded / SwarmDownloadedTotal; null when
 	// nothing was downloaded.
 	ShareRatio *float64 `json:"shareRatio"`

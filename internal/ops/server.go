@@ -161,6 +161,8 @@ func (s *Server) snapshot() Stats {
 	out.Totals.UpstreamFetched = s.metrics.upstreamFetched()
 	out.Totals.SwarmUploaded = sw.UploadedBytes
 	out.Totals.SwarmDownloadedTotal = sw.DownloadedBytes
+	out.Totals.SwarmWasted = sw.WastedBytes
+	out.Totals.SwarmRequestsStolen = sw.RequestsStolen
 	out.Totals.ShareRatio = shareRatio(sw.UploadedBytes, sw.DownloadedBytes)
 	peers := peersByName(sw.Peers, byIP)
 	out.Peers = make([]PeerStats, 0, len(peers))

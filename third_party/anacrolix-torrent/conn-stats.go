@@ -35,6 +35,12 @@ type ConnStats struct {
 	// Number of pieces data was written to, that subsequently failed verification. Note that a
 	// connection may not have been the sole dirtier of a piece.
 	PiecesDirtiedBad Count
+
+	// dregistry: requests this connection had pending that another
+	// connection took (a steal of a piece a reader waits on, or a stuck
+	// request moved; see mayStealRequest and stuckRequest). A chunk such a
+	// connection had already sent arrives anyway and is wasted.
+	RequestsStolen Count
 }
 
 func (me *ConnStats) Copy() (ret ConnStats) {

@@ -398,6 +398,7 @@ func (p *PeerConn) applyRequestState(next desiredRequestState) {
 			if (diff > 1 || (diff == 1 && !p.lastUsefulChunkReceived.After(existing.lastUsefulChunkReceived))) && !t.stuckRequest(req, existing) {
 				continue
 			}
+			existing.modifyRelevantConnStats(add(1, func(cs *ConnStats) *Count { return &cs.RequestsStolen }))
 			t.cancelRequest(req)
 		}
 		more = p.mustRequest(req)
