@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
 )
 
 // dregistry's changes to piece requests (third_party/README.md): a seeder
@@ -208,7 +210,8 @@ func mix64(x uint64) uint64 {
 
 // mayStealRequest reports whether a request pending at existing may move
 // to another connection: only for the piece a reader waits on, and only once
-// the request has waited stealAfter while existing delivered nothing useful.
+// the request has waited stealAfter while existing delivered nothing useful
+// and no byte of the request's own piece message (quietSince).
 // A cancelled peer on a busy link has usually sent the chunk already, and
 // those duplicates were a tenth to three quarters of the bytes each node
 // received. A refused steal re-decides the torrent's connections once the
@@ -217,16 +220,43 @@ func (t *Torrent) mayStealRequest(r RequestIndex, existing *PeerConn) bool {
 	if t.piece(t.pieceIndexOfRequestIndex(r)).purePriority() < PiecePriorityNow {
 		return false
 	}
-	since := existing.lastUsefulChunkReceived
-	if st, ok := t.requestState[r]; ok && st.when.After(since) {
-		since = st.when
-	}
-	wait := stealAfter - time.Since(since)
+	wait := stealAfter - time.Since(t.quietSince(r, existing))
 	if wait <= 0 {
 		return true
 	}
 	t.recheckStealsIn(wait)
 	return false
+}
+
+// quietSince is when r, pending at existing, last showed progress: the
+// later of the request itself, existing's last useful chunk, and the last
+// bytes of r's own piece message arriving. A request is one piece message
+// (256 KiB for blobs up to 256 MiB), which on a link shared by a dozen
+// connections takes seconds to cross; counting only whole chunks, the
+// rules moved requests whose payload was half way here, and the rest
+// arrived anyway: at N = 16 on 6 Mbit/s links each node received 0.12
+// blobs it did not need, 180 KiB per request moved (BenchmarkRollout,
+// docs/benchmarks.md). Called with the client lock held.
+func (t *Torrent) quietSince(r RequestIndex, existing *PeerConn) time.Time {
+	since := existing.lastUsefulChunkReceived
+	if st, ok := t.requestState[r]; ok && st.when.After(since) {
+		since = st.when
+	}
+	a := existing.dregistryArriving.Load()
+	arriving := Request{Index: pp.Integer(a >> 32), ChunkSpec: ChunkSpec{Begin: pp.Integer(uint32(a))}}
+	if at := existing.dregistryArrivingAt.Load(); at != 0 && t.requestIndexFromRequest(arriving) == r {
+		if at := time.Unix(0, at); at.After(since) {
+			since = at
+		}
+	}
+	return since
+}
+
+// dregistryPieceData notes that part of the piece message for (index,
+// begin) arrived (pp.Decoder.PieceData, on the reading goroutine).
+func (c *PeerConn) dregistryPieceData(index, begin pp.Integer) {
+	c.dregistryArrivingAt.Store(time.Now().UnixNano())
+	c.dregistryArriving.Store(uint64(index)<<32 | uint64(begin))
 }
 
 // stealAfter is how long a request a reader waits on stays with a
@@ -249,11 +279,7 @@ func (t *Torrent) stuckRequest(r RequestIndex, existing *PeerConn) bool {
 	if t.piece(t.pieceIndexOfRequestIndex(r)).purePriority() < PiecePriorityNow {
 		return false
 	}
-	since := existing.lastUsefulChunkReceived
-	if st, ok := t.requestState[r]; ok && st.when.After(since) {
-		since = st.when
-	}
-	wait := stuckAfter - time.Since(since)
+	wait := stuckAfter - time.Since(t.quietSince(r, existing))
 	if wait <= 0 {
 		return true
 	}

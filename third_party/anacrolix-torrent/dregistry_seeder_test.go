@@ -1,11 +1,15 @@
 package torrent
 
 import (
+	"bufio"
+	"bytes"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 )
 
 // dregistry's test of its own change (dregistry_seeder.go); the library's
@@ -181,5 +185,67 @@ func TestDregistryFinishedDownloaderIsNotUnderTheRule(t *testing.T) {
 	must(second.onPeerSentHaveAll())
 	if !origin.otherSeeder() {
 		t.Fatal("a second seeder from the start is not seen")
+	}
+}
+
+// TestDregistryArrivingRequestIsNotQuiet checks the time the steal rules
+// measure a request's silence from: the bytes of its own piece message
+// arriving count as progress (a 256 KiB message takes seconds on a shared
+// slow link), the bytes of another request's message do not.
+func TestDregistryArrivingRequestIsNotQuiet(t *testing.T) {
+	const chunk = 64 << 10
+	tor := &Torrent{chunkSize: chunk, _chunksPerRegularPiece: 4, requestState: map[RequestIndex]requestState{}}
+	c := &PeerConn{}
+	asked := time.Now().Add(-5 * time.Second)
+	r := tor.pieceRequestIndexBegin(2) + 1 // piece 2, begin 64 KiB
+	tor.requestState[r] = requestState{when: asked}
+	c.lastUsefulChunkReceived = asked.Add(-time.Minute)
+	if got := tor.quietSince(r, c); !got.Equal(asked) {
+		t.Fatalf("quiet since %v, want the request's time %v", got, asked)
+	}
+
+	// Bytes of another request (same piece, next chunk) are no progress.
+	c.dregistryPieceData(2, 2*chunk)
+	if got := tor.quietSince(r, c); !got.Equal(asked) {
+		t.Fatalf("after another request's bytes: quiet since %v, want %v", got, asked)
+	}
+
+	// Bytes of r's own message are.
+	before := time.Now()
+	c.dregistryPieceData(2, chunk)
+	if got := tor.quietSince(r, c); got.Before(before) {
+		t.Fatalf("after r's own bytes: quiet since %v, want at least %v", got, before)
+	}
+}
+
+// TestDregistryDecoderReportsPieceDataAsItArrives checks that the decoder
+// reports each part of a piece message's payload as it is read, with the
+// message's index and begin, and still decodes the message whole.
+func TestDregistryDecoderReportsPieceDataAsItArrives(t *testing.T) {
+	payload := bytes.Repeat([]byte{7}, 1000)
+	raw, err := pp.Message{Type: pp.Piece, Index: 3, Begin: 16384, Piece: payload}.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	d := pp.Decoder{
+		R:         bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(raw)), 16),
+		MaxLength: 1 << 20,
+		PieceData: func(index, begin pp.Integer) {
+			if index != 3 || begin != 16384 {
+				t.Errorf("piece data reported for (%d, %d), want (3, 16384)", index, begin)
+			}
+			calls++
+		},
+	}
+	var msg pp.Message
+	if err := d.Decode(&msg); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(msg.Piece, payload) {
+		t.Fatal("payload changed")
+	}
+	if calls < 2 {
+		t.Fatalf("piece data reported %d times for a payload that arrives in parts, want one per part", calls)
 	}
 }

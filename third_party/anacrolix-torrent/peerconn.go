@@ -102,6 +102,12 @@ type PeerConn struct {
 	// while connected (a downloader that finished), not from its first
 	// bitfield or HAVE ALL (dregistry_seeder.go).
 	dregistryGrown bool
+	// dregistryArriving is the request whose piece message is being read
+	// (index<<32 | begin) and dregistryArrivingAt when its last bytes came
+	// (UnixNano): set by the reading goroutine without the client lock,
+	// read by the steal rules under it (dregistry_seeder.go).
+	dregistryArriving   atomic.Uint64
+	dregistryArrivingAt atomic.Int64
 
 	requestState requestStrategy.PeerRequestState
 
@@ -886,6 +892,7 @@ func (c *PeerConn) mainReadLoop() (err error) {
 		R:         bufio.NewReaderSize(c.r, 1<<17),
 		MaxLength: 4 * pp.Integer(max(int64(t.chunkSize), defaultChunkSize)),
 		Pool:      &t.chunkPool,
+		PieceData: c.dregistryPieceData,
 	}
 	for {
 		var msg pp.Message

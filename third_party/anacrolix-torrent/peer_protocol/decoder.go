@@ -18,6 +18,12 @@ type Decoder struct {
 	// pool. The chunk size should not change for the life of the decoder.
 	Pool      *sync.Pool
 	MaxLength Integer // TODO: Should this include the length header or not?
+	// PieceData, if set, is called each time part of a piece message's
+	// payload has been read, with the message's index and begin (dregistry:
+	// a request whose payload is arriving is not stuck, however long the
+	// whole message takes on a slow link). It runs on the decoding
+	// goroutine.
+	PieceData func(index, begin Integer)
 }
 
 // This limits reads to the length of a message, returning io.EOF when the end of the message bytes
@@ -109,7 +115,7 @@ func (d *Decoder) Decode(msg *Message) (err error) {
 		return
 	}
 	msg.Type = MessageType(c)
-	err = readMessageAfterType(msg, &r, d.Pool)
+	err = readMessageAfterType(msg, &r, d.Pool, d.PieceData)
 	if err != nil {
 		err = fmt.Errorf("reading fields for message type %v: %w", msg.Type, err)
 		return
@@ -120,7 +126,7 @@ func (d *Decoder) Decode(msg *Message) (err error) {
 	return
 }
 
-func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool) (err error) {
+func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool, pieceData func(index, begin Integer)) (err error) {
 	switch msg.Type {
 	case Choke, Unchoke, Interested, NotInterested, HaveAll, HaveNone:
 	case Have, AllowedFast, Suggest:
@@ -153,7 +159,21 @@ func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool) (
 			}
 			msg.Piece = msg.Piece[:dataLen]
 		}
-		_, err = io.ReadFull(r, msg.Piece)
+		if pieceData == nil {
+			_, err = io.ReadFull(r, msg.Piece)
+			break
+		}
+		for read := 0; read < len(msg.Piece); {
+			var n int
+			n, err = r.Read(msg.Piece[read:])
+			read += n
+			if n > 0 {
+				pieceData(msg.Index, msg.Begin)
+			}
+			if err != nil {
+				break
+			}
+		}
 	case Extended:
 		var b byte
 		b, err = r.ReadByte()
