@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
@@ -230,33 +231,64 @@ func (t *Torrent) mayStealRequest(r RequestIndex, existing *PeerConn) bool {
 
 // quietSince is when r, pending at existing, last showed progress: the
 // later of the request itself, existing's last useful chunk, and the last
-// bytes of r's own piece message arriving. A request is one piece message
-// (256 KiB for blobs up to 256 MiB), which on a link shared by a dozen
-// connections takes seconds to cross; counting only whole chunks, the
-// rules moved requests whose payload was half way here, and the rest
-// arrived anyway: at N = 16 on 6 Mbit/s links each node received 0.12
-// blobs it did not need, 180 KiB per request moved (BenchmarkRollout,
-// docs/benchmarks.md). Called with the client lock held.
+// bytes of r's own piece message arriving, if they arrive at a rate that
+// brings the whole message within arrivalBound of its first byte. A
+// request is one piece message (256 KiB for blobs up to 256 MiB), which on
+// a link shared by a dozen connections takes seconds to cross; counting
+// only whole chunks, the rules moved requests whose payload was half way
+// here, and the rest arrived anyway: at N = 16 on 6 Mbit/s links each node
+// received 0.12 blobs it did not need, 180 KiB per request moved
+// (BenchmarkRollout, docs/benchmarks.md). Counting any byte, a message
+// trickling in at 14 KiB/s from a starved connection held the piece a
+// stream waited on for 50 s while every other peer had it. Called with
+// the client lock held.
 func (t *Torrent) quietSince(r RequestIndex, existing *PeerConn) time.Time {
 	since := existing.lastUsefulChunkReceived
 	if st, ok := t.requestState[r]; ok && st.when.After(since) {
 		since = st.when
 	}
-	a := existing.dregistryArriving.Load()
-	arriving := Request{Index: pp.Integer(a >> 32), ChunkSpec: ChunkSpec{Begin: pp.Integer(uint32(a))}}
-	if at := existing.dregistryArrivingAt.Load(); at != 0 && t.requestIndexFromRequest(arriving) == r {
-		if at := time.Unix(0, at); at.After(since) {
-			since = at
-		}
+	a := &existing.dregistryArrival
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.read == 0 || t.requestIndexFromRequest(Request{Index: a.index, ChunkSpec: ChunkSpec{Begin: a.begin}}) != r {
+		return since
+	}
+	// The whole message's time at the rate its bytes came so far.
+	whole := time.Duration(float64(a.last.Sub(a.first)) * float64(a.length) / float64(a.read))
+	if whole <= arrivalBound && a.last.After(since) {
+		since = a.last
 	}
 	return since
 }
 
-// dregistryPieceData notes that part of the piece message for (index,
-// begin) arrived (pp.Decoder.PieceData, on the reading goroutine).
-func (c *PeerConn) dregistryPieceData(index, begin pp.Integer) {
-	c.dregistryArrivingAt.Store(time.Now().UnixNano())
-	c.dregistryArriving.Store(uint64(index)<<32 | uint64(begin))
+// arrivalBound is the longest a piece message may take, at the rate its
+// bytes arrive, for those bytes to count as progress: 256 KiB at 26 KiB/s.
+// Above it the request moves as from a peer that sends nothing.
+const arrivalBound = 10 * time.Second
+
+// dregistryArrival is the piece message a connection is reading: its
+// request, when its first and last payload bytes came, and how many of
+// its length have. mu is a leaf lock.
+type dregistryArrival struct {
+	mu           sync.Mutex
+	index, begin pp.Integer
+	first, last  time.Time
+	read, length int
+}
+
+// dregistryPieceData notes that read of the length payload bytes of the
+// piece message for (index, begin) have arrived (pp.Decoder.PieceData, on
+// the reading goroutine).
+func (c *PeerConn) dregistryPieceData(index, begin pp.Integer, read, length int) {
+	now := time.Now()
+	a := &c.dregistryArrival
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.index != index || a.begin != begin || read <= a.read || a.read == a.length {
+		// A new message: the previous one ended (or was cut).
+		a.index, a.begin, a.first = index, begin, now
+	}
+	a.last, a.read, a.length = now, read, length
 }
 
 // stealAfter is how long a request a reader waits on stays with a

@@ -190,8 +190,10 @@ func TestDregistryFinishedDownloaderIsNotUnderTheRule(t *testing.T) {
 
 // TestDregistryArrivingRequestIsNotQuiet checks the time the steal rules
 // measure a request's silence from: the bytes of its own piece message
-// arriving count as progress (a 256 KiB message takes seconds on a shared
-// slow link), the bytes of another request's message do not.
+// arriving at a fair rate count as progress (a 256 KiB message takes
+// seconds on a shared slow link); the bytes of another request's message
+// do not, nor bytes that trickle in too slowly to bring the message
+// within arrivalBound.
 func TestDregistryArrivingRequestIsNotQuiet(t *testing.T) {
 	const chunk = 64 << 10
 	tor := &Torrent{chunkSize: chunk, _chunksPerRegularPiece: 4, requestState: map[RequestIndex]requestState{}}
@@ -205,16 +207,29 @@ func TestDregistryArrivingRequestIsNotQuiet(t *testing.T) {
 	}
 
 	// Bytes of another request (same piece, next chunk) are no progress.
-	c.dregistryPieceData(2, 2*chunk)
+	c.dregistryPieceData(2, 2*chunk, 1000, chunk)
 	if got := tor.quietSince(r, c); !got.Equal(asked) {
 		t.Fatalf("after another request's bytes: quiet since %v, want %v", got, asked)
 	}
 
 	// Bytes of r's own message are.
-	before := time.Now()
-	c.dregistryPieceData(2, chunk)
-	if got := tor.quietSince(r, c); got.Before(before) {
-		t.Fatalf("after r's own bytes: quiet since %v, want at least %v", got, before)
+	c.dregistryPieceData(2, chunk, 1000, chunk)
+	if got := tor.quietSince(r, c); !got.After(asked) {
+		t.Fatalf("after r's own bytes: quiet since %v, want later than %v", got, asked)
+	}
+
+	// At a rate that would take the whole message 10x arrivalBound, the
+	// bytes count for nothing: the request is as quiet as before.
+	c.dregistryArrival.first = time.Now().Add(-arrivalBound)
+	c.dregistryPieceData(2, chunk, chunk/10, chunk)
+	if got := tor.quietSince(r, c); !got.Equal(asked) {
+		t.Fatalf("after r's bytes trickling in: quiet since %v, want %v", got, asked)
+	}
+	// At half the bound, they count.
+	c.dregistryArrival.first = time.Now().Add(-arrivalBound / 4)
+	c.dregistryPieceData(2, chunk, chunk/2, chunk)
+	if got := tor.quietSince(r, c); !got.After(asked) {
+		t.Fatalf("after r's bytes at a fair rate: quiet since %v, want later than %v", got, asked)
 	}
 }
 
@@ -227,14 +242,15 @@ func TestDregistryDecoderReportsPieceDataAsItArrives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls int
+	var calls, last int
 	d := pp.Decoder{
 		R:         bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(raw)), 16),
 		MaxLength: 1 << 20,
-		PieceData: func(index, begin pp.Integer) {
-			if index != 3 || begin != 16384 {
-				t.Errorf("piece data reported for (%d, %d), want (3, 16384)", index, begin)
+		PieceData: func(index, begin pp.Integer, read, length int) {
+			if index != 3 || begin != 16384 || length != len(payload) || read <= last || read > length {
+				t.Errorf("piece data reported for (%d, %d), %d of %d bytes after %d, want (3, 16384), more of %d", index, begin, read, length, last, len(payload))
 			}
+			last = read
 			calls++
 		},
 	}
@@ -245,7 +261,7 @@ func TestDregistryDecoderReportsPieceDataAsItArrives(t *testing.T) {
 	if !bytes.Equal(msg.Piece, payload) {
 		t.Fatal("payload changed")
 	}
-	if calls < 2 {
+	if calls < 2 || last != len(payload) {
 		t.Fatalf("piece data reported %d times for a payload that arrives in parts, want one per part", calls)
 	}
 }

@@ -102,12 +102,10 @@ type PeerConn struct {
 	// while connected (a downloader that finished), not from its first
 	// bitfield or HAVE ALL (dregistry_seeder.go).
 	dregistryGrown bool
-	// dregistryArriving is the request whose piece message is being read
-	// (index<<32 | begin) and dregistryArrivingAt when its last bytes came
-	// (UnixNano): set by the reading goroutine without the client lock,
-	// read by the steal rules under it (dregistry_seeder.go).
-	dregistryArriving   atomic.Uint64
-	dregistryArrivingAt atomic.Int64
+	// dregistryArrival is the piece message being read: set by the
+	// reading goroutine without the client lock, read by the steal rules
+	// under it (dregistry_seeder.go).
+	dregistryArrival dregistryArrival
 
 	requestState requestStrategy.PeerRequestState
 

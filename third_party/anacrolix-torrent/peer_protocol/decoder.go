@@ -19,11 +19,12 @@ type Decoder struct {
 	Pool      *sync.Pool
 	MaxLength Integer // TODO: Should this include the length header or not?
 	// PieceData, if set, is called each time part of a piece message's
-	// payload has been read, with the message's index and begin (dregistry:
-	// a request whose payload is arriving is not stuck, however long the
-	// whole message takes on a slow link). It runs on the decoding
-	// goroutine.
-	PieceData func(index, begin Integer)
+	// payload has been read, with the message's index and begin, the
+	// payload bytes read so far and the payload's length (dregistry: a
+	// request whose payload is arriving at a fair rate is not stuck,
+	// however long the whole message takes on a slow link). It runs on the
+	// decoding goroutine.
+	PieceData func(index, begin Integer, read, length int)
 }
 
 // This limits reads to the length of a message, returning io.EOF when the end of the message bytes
@@ -126,7 +127,7 @@ func (d *Decoder) Decode(msg *Message) (err error) {
 	return
 }
 
-func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool, pieceData func(index, begin Integer)) (err error) {
+func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool, pieceData func(index, begin Integer, read, length int)) (err error) {
 	switch msg.Type {
 	case Choke, Unchoke, Interested, NotInterested, HaveAll, HaveNone:
 	case Have, AllowedFast, Suggest:
@@ -168,7 +169,7 @@ func readMessageAfterType(msg *Message, r *expectReader, piecePool *sync.Pool, p
 			n, err = r.Read(msg.Piece[read:])
 			read += n
 			if n > 0 {
-				pieceData(msg.Index, msg.Begin)
+				pieceData(msg.Index, msg.Begin, read, len(msg.Piece))
 			}
 			if err != nil {
 				break
