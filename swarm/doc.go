@@ -122,7 +122,10 @@
 //   - A grown chunk's source (content and first-read check, grownStorage)
 //     is an atomic pointer: promote and Replace store a new one under
 //     Swarm.mu, and the library loads it, lock-free, each time it asks for
-//     a piece's storage.
+//     a piece's storage. A finished download's (download.seed, stored once
+//     when containerd's copy takes its place: resourceDownloadLocked) is
+//     the same, loaded by each of its piece's storage calls; that Seed
+//     takes download.mu and openDownloads.mu under Swarm.mu, as setIdle.
 //   - seedCheck.mu is held across the first hash of a seeded piece, a read
 //     of containerd's content that may be slow. It is taken from ReadAt only;
 //     Completion, called under the client lock, reads the state atomically.

@@ -16,7 +16,9 @@ import (
 // kept in the data directory; later calls (and restarts) reuse them. Content
 // that does not match dgst is refused and changes nothing. Seeding a blob
 // this node downloaded replaces the download and deletes its files (the
-// daemon seeds containerd's copy once containerd committed the blob).
+// daemon seeds containerd's copy once containerd committed the blob); a
+// finished, verified download keeps its torrents and connections, its
+// pieces read from content from then on.
 // content must stay readable until Unseed or Close; seeding a digest again
 // keeps the first one.
 func (s *Swarm) Seed(ctx context.Context, dgst digest.Digest, size int64, content io.ReaderAt) error {
@@ -86,6 +88,9 @@ func (s *Swarm) addSeed(dgst digest.Digest, b *blobInfo, content io.ReaderAt, re
 		if replace && s.resourceLocked(old, b, content) {
 			return len(old.chunks), true, nil
 		}
+		if s.resourceDownloadLocked(old, b, content) {
+			return len(old.chunks), true, nil
+		}
 		s.dropLocked(old, nil)
 	}
 	e, err := s.addSeedLocked(b, content, true)
@@ -137,7 +142,74 @@ func (s *Swarm) resourceLocked(old *entry, b *blobInfo, content io.ReaderAt) boo
 	return true
 }
 
-// errReplaced marks a seed entry whose torrents now serve other content.
+// resourceDownloadLocked makes old, a finished and verified download of b,
+// a seed over content (containerd's copy, once it committed the blob)
+// without dropping its chunk torrents; false, and nothing changed, when old
+// is not that. Dropping them closed every connection of a node that had
+// just finished, in the middle of the rollout it feeds: the pieces its
+// peers had asked for were lost and fetched again elsewhere, most often
+// from the egress (BenchmarkRollout at N = 16: the last chunk's last piece
+// waited on such a node, then five followers took it from the egress).
+// Each chunk's download serves its pieces from content from then on, with
+// a seed's first-read check, and its files are closed and deleted (reads
+// in flight keep the data file, as a dropped download's); streams of old
+// keep reading its torrents. Caller holds s.mu.
+func (s *Swarm) resourceDownloadLocked(old *entry, b *blobInfo, content io.ReaderAt) bool {
+	if old.seed != nil || old.growing || old.gone != nil || !old.isVerified() {
+		return false
+	}
+	downloads := make([]*download, len(old.chunks))
+	for k, c := range old.chunks {
+		if c == nil {
+			return false
+		}
+		ci, err := b.chunk(old.lay, k)
+		if err != nil || ci.infoHash != c.info.infoHash {
+			return false
+		}
+		if downloads[k] = s.downloads.opened.get(c.info.infoHash); downloads[k] == nil || !downloads[k].completeAll() {
+			return false
+		}
+	}
+	e := newEntry(old.digest, old.lay)
+	e.info, e.seed = b, content
+	e.chunks = old.chunks
+	e.markVerified()
+	for k, c := range e.chunks {
+		// A seed wants nothing: a piece its check finds corrupt is not
+		// fetched again into content it cannot write (as a seed's
+		// torrent, it is dropped: seedCorrupted).
+		c.t.CancelPieces(0, c.t.NumPieces())
+		c.t.DisallowDataDownload()
+		first, _ := e.lay.pieces(k)
+		err := downloads[k].resource(&grownSource{
+			content: io.NewSectionReader(content, c.info.off, c.info.length()),
+			check:   newSeedCheck(&c.info.info, func(piece int) { go s.seedCorrupted(e, first+piece) }, content),
+		})
+		if err != nil {
+			s.log.Warn("closing a download's files", "digest", old.digest, "chunk", k, "err", err)
+		}
+	}
+	s.torrents[e.digest] = e
+	s.holdingsChanged()
+	s.dropLeftoverLocked(e.digest)
+	old.gone = errReplaced
+	old.signalLocked()
+	close(old.stop)
+	if old.idle != nil {
+		old.idle.Stop()
+	}
+	if old.disk != nil {
+		old.disk.Remove()
+	}
+	if err := s.downloads.remove(old.digest); err != nil {
+		s.log.Warn("release a download replaced by its seed", "digest", old.digest, "err", err)
+	}
+	return true
+}
+
+// errReplaced marks an entry (a seed, or a finished download) whose
+// torrents now serve other content.
 var errReplaced = errors.New("swarm: seed replaced")
 
 // addSeedLocked adds every chunk torrent of b over content (first-read

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -334,6 +335,13 @@ type download struct {
 	chunk int64       // peers' request size; 0: unknown
 	ih    metainfo.Hash
 	open  *openDownloads // where it is listed while open; may be nil
+	// seed, once stored (resource), is the local copy that replaced the
+	// finished download: every piece is read from it, checked as a seed's,
+	// and the download's files are closed. Lock-free, as grownStorage's.
+	seed atomic.Pointer[grownSource]
+	// closeOnce closes the files once: at resource, or at Close.
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // load reads the completion marks left by an earlier run. Marks written for
@@ -405,14 +413,45 @@ const dataReadGrace = 30 * time.Second
 // close ends writing at once and keeps the data file readable for
 // dataReadGrace (see there).
 func (d *download) close() error {
+	d.closeOnce.Do(func() {
+		d.mu.Lock()
+		d.bufs.release()
+		d.bufs = newPieceBuffers(0)
+		d.mu.Unlock()
+		d.open.remove(d.ih, d)
+		data := d.data
+		time.AfterFunc(dataReadGrace, func() { _ = data.Close() })
+		d.closeErr = errors.Join(d.out.close(), d.pieces.Close())
+	})
+	return d.closeErr
+}
+
+// completeAll reports whether every piece is verified and on disk.
+func (d *download) completeAll() bool {
 	d.mu.Lock()
-	d.bufs.release()
-	d.bufs = newPieceBuffers(0)
-	d.mu.Unlock()
-	d.open.remove(d.ih, d)
-	data := d.data
-	time.AfterFunc(dataReadGrace, func() { _ = data.Close() })
-	return errors.Join(d.out.close(), d.pieces.Close())
+	defer d.mu.Unlock()
+	return !slices.Contains(d.complete, false)
+}
+
+// resource serves the finished download's pieces from src (the local copy
+// that replaced it, with a seed's first-read check) from the next read on,
+// and closes its files: a read already going keeps the data file for
+// dataReadGrace, as at close. The torrent, its connections and the
+// requests peers have in flight stay. Pieces the library asks for later
+// report complete unless src's check finds them corrupt.
+func (d *download) resource(src *grownSource) error {
+	d.seed.Store(src)
+	return d.close()
+}
+
+// seedPiece is piece p read from the copy that replaced the download, or
+// ok false while the download's own files serve it.
+func (p downloadPiece) seedPiece() (seedPiece, bool) {
+	src := p.d.seed.Load()
+	if src == nil {
+		return seedPiece{}, false
+	}
+	return seedPiece{section: io.NewSectionReader(src.content, p.off, p.length), index: p.index, check: src.check}, true
 }
 
 // isUpload tells a peer's request (the library reads each one whole) from
@@ -432,6 +471,9 @@ type downloadPiece struct {
 }
 
 func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
+	if sp, ok := p.seedPiece(); ok {
+		return sp.ReadAt(b, off)
+	}
 	if off >= p.length {
 		return 0, io.EOF
 	}
@@ -458,6 +500,9 @@ func (p downloadPiece) ReadAt(b []byte, off int64) (int, error) {
 // while it is hashed, and only MarkComplete/MarkNotComplete (after the hash)
 // recycle the buffer, so it is read without the lock.
 func (p downloadPiece) WriteTo(w io.Writer) (int64, error) {
+	if sp, ok := p.seedPiece(); ok {
+		return io.Copy(w, io.NewSectionReader(sp, 0, p.length))
+	}
 	p.d.mu.Lock()
 	buf := p.d.bufs.assembly(p.index, p.length, false)
 	p.d.mu.Unlock()
@@ -471,6 +516,9 @@ func (p downloadPiece) WriteTo(w io.Writer) (int64, error) {
 // WriteAt copies a chunk into the piece's buffer: the connection's read loop
 // does no disk I/O, and the piece check hashes from memory.
 func (p downloadPiece) WriteAt(b []byte, off int64) (int, error) {
+	if _, ok := p.seedPiece(); ok {
+		return 0, errReadOnly
+	}
 	if off < 0 || off+int64(len(b)) > p.length {
 		return 0, fmt.Errorf("write of %d bytes at %d overflows piece %d", len(b), off, p.index)
 	}
@@ -482,6 +530,9 @@ func (p downloadPiece) WriteAt(b []byte, off int64) (int, error) {
 // MarkComplete writes the verified piece to the data file, then records it;
 // the buffer stays for readers that have not read the piece yet.
 func (p downloadPiece) MarkComplete() error {
+	if _, ok := p.seedPiece(); ok {
+		return nil
+	}
 	p.d.mu.Lock()
 	buf := p.d.bufs.assembly(p.index, p.length, false)
 	p.d.mu.Unlock()
@@ -504,6 +555,9 @@ func (p downloadPiece) MarkComplete() error {
 
 // MarkNotComplete drops the piece's data (it failed its hash check).
 func (p downloadPiece) MarkNotComplete() error {
+	if sp, ok := p.seedPiece(); ok {
+		return sp.MarkNotComplete()
+	}
 	p.d.mu.Lock()
 	p.d.bufs.discard(p.index)
 	p.d.bufs.readThrough(p.index)
@@ -512,6 +566,9 @@ func (p downloadPiece) MarkNotComplete() error {
 }
 
 func (p downloadPiece) Completion() storage.Completion {
+	if sp, ok := p.seedPiece(); ok {
+		return sp.Completion()
+	}
 	p.d.mu.Lock()
 	defer p.d.mu.Unlock()
 	return storage.Completion{Ok: true, Complete: p.d.complete[p.index]}
