@@ -205,6 +205,7 @@ func (s *Swarm) resourceDownloadLocked(old *entry, b *blobInfo, content io.Reade
 	if err := s.downloads.remove(old.digest); err != nil {
 		s.log.Warn("release a download replaced by its seed", "digest", old.digest, "err", err)
 	}
+	s.log.Debug("download seeded in place from the local copy", "digest", old.digest, "chunks", len(e.chunks))
 	return true
 }
 
