@@ -41,7 +41,10 @@
 //     for a chunk it holds whole, for Prefix) and /peer/v1/blobs/<digest>
 //     to members, for local content only; it never forwards.
 //   - Seed of a blob this node downloaded drops the downloaded copy: the
-//     daemon seeds containerd's copy once containerd holds the blob.
+//     daemon seeds containerd's copy once containerd holds the blob. A
+//     finished, verified download keeps its chunk torrents and their
+//     connections, its pieces read from containerd's copy from then on
+//     (resourceDownloadLocked); any other is dropped and seeded afresh.
 //   - Holdings lists every blob (complete or not) under Swarm.mu alone, and
 //     Changes signals when it may have changed, so the daemon announces on
 //     change instead of walking Stats.
