@@ -152,6 +152,7 @@ func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
 			prio = pieceTiers[tierRank(s.tiebreak, k, i)%uint64(len(pieceTiers))]
 		}
 		t.Piece(i).SetPriority(prio)
+		time.Sleep(5 * time.Millisecond)
 	}
 	if wide {
 		t.DregistrySetDesignee(false)
