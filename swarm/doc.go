@@ -82,6 +82,8 @@
 // neither Swarm.mu nor the client lock held, and before the client lock
 // (the library's reader is closed under it, never while a Read uses it);
 // the watchdog (watchdog.go) reads the chunk's progress before taking it.
+// A chunk's wantMu (the wanting of its pieces: startChunk, widen) is taken
+// before Swarm.mu and the client lock, never while holding either.
 //
 //   - Swarm.admitMu serializes the start of a download (Blob's first Open,
 //     Follow): it is held while the cache admits the download, which may
@@ -94,7 +96,8 @@
 //     writes to the caller's writer with no lock held.
 //   - Swarm.mu guards the blob table and, per blob, its chunk slots, the
 //     change signal and the reason it ended. It is held while chunk torrents
-//     are added (AddTorrentOpt, SetInfoBytes, piece priorities, AddPeers) and
+//     are added (AddTorrentOpt, SetInfoBytes; a download chunk's piece
+//     priorities and peers follow without it, startChunk) and
 //     dropped (Torrent.Drop), and while a new download's space is reserved
 //     in the data dir (file I/O, like the OpenTorrent it spares a full
 //     disk), so Swarm.mu is taken before the client lock,

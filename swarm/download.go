@@ -291,7 +291,8 @@ func (s *Swarm) ensureChunk(e *entry, k int) (*chunk, error) {
 }
 
 // addDownloadChunkLocked adds chunk ci of download e over the data
-// directory, wants all of its pieces and gives it peers. Caller holds s.mu.
+// directory; startChunk, on a goroutine of its own, then wants all of its
+// pieces and gives it peers. Caller holds s.mu.
 func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.PeerInfo) (*chunk, error) {
 	if s.closed {
 		return nil, errClosed
@@ -309,9 +310,28 @@ func (s *Swarm) addDownloadChunkLocked(e *entry, ci *chunkInfo, peers []torrent.
 	if len(peers) > s.cfg.MaxConns {
 		e.wide = true
 	}
-	s.wantChunk(t, ci.index, e.wide)
-	t.AddPeers(peers)
+	s.wg.Add(1)
+	go s.startChunk(e, c, peers)
 	return c, nil
+}
+
+// startChunk wants the pieces of download chunk c, s.wantPace apart, then
+// gives it peers, with no lock of the package held but c.wantMu: a widen
+// meanwhile waits for it, and one before it made e wide, which is read
+// here. Nothing is wanted of a download dropped or replaced meanwhile.
+func (s *Swarm) startChunk(e *entry, c *chunk, peers []torrent.PeerInfo) {
+	defer s.wg.Done()
+	c.wantMu.Lock()
+	s.mu.Lock()
+	wide, gone := e.wide, e.gone != nil
+	s.mu.Unlock()
+	if !gone {
+		s.wantChunk(c.t, c.info.index, wide, s.wantPace)
+	}
+	c.wantMu.Unlock()
+	if !gone {
+		c.t.AddPeers(peers)
+	}
 }
 
 // downloadPeers lists the peers of a download: every member the tracker

@@ -186,7 +186,7 @@ func (s *Swarm) addPrefixChunk(infos []*chunkInfo, chunks []*torrent.Torrent, pe
 		return err
 	}
 	chunks[k] = t
-	s.wantChunk(t, k, len(peers) > s.cfg.MaxConns)
+	s.wantChunk(t, k, len(peers) > s.cfg.MaxConns, 0)
 	t.AddPeers(peerInfos(peers))
 	return nil
 }

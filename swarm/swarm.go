@@ -279,6 +279,9 @@ type Swarm struct {
 	// swarm (window.go), so downloaders of one seeder start on different
 	// pieces.
 	tiebreak uint64
+	// wantPace is wantPace (window.go); tests lengthen it before the first
+	// download starts.
+	wantPace time.Duration
 
 	// admitMu serializes the start of downloads (Blob's Open, Follow):
 	// the table is checked, the cache admits the download (evicting others,
@@ -355,6 +358,10 @@ type chunk struct {
 	// src is a grown chunk's content and first-read check (grownStorage),
 	// which promote and Replace change; nil for other chunks.
 	src *atomic.Pointer[grownSource]
+	// wantMu serializes the wanting of the chunk's pieces: a new download
+	// chunk's paced want (startChunk) and widen's. Taken with no lock of
+	// the package held; the client lock is taken under it.
+	wantMu sync.Mutex
 }
 
 func newEntry(dgst digest.Digest, lay layout) *entry {
@@ -420,6 +427,7 @@ func New(cfg Config) (*Swarm, error) {
 		stop:      make(chan struct{}),
 		gate:      cfg.Gate,
 		tiebreak:  mrand.Uint64(),
+		wantPace:  wantPace,
 	}
 	if err := s.downloads.prune(time.Now().Add(-cfg.DownloadRetention)); err != nil {
 		s.log.Warn("old downloads not pruned", "err", err)

@@ -135,11 +135,12 @@ func (s *Swarm) widenWindow(e *entry) error {
 
 // wantChunk asks for every piece of chunk k of a download: at one
 // priority under the designee rule, or in this node's tiers without it in
-// a wide swarm (see pieceTiers). It takes the client lock (per piece):
-// callers may hold Swarm.mu, never a lock the library's callbacks take.
+// a wide swarm (see pieceTiers), pace apart (it returns early when the
+// swarm closes). It takes the client lock (per piece): callers may hold
+// Swarm.mu when pace is 0, never a lock the library's callbacks take.
 // Turning wide, the rule goes off only once every piece has its tier, so
 // whoever sees the rule off sees the tiers too.
-func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
+func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool, pace time.Duration) {
 	if !wide {
 		t.DregistrySetDesignee(true)
 	}
@@ -152,12 +153,30 @@ func (s *Swarm) wantChunk(t *torrent.Torrent, k int, wide bool) {
 			prio = pieceTiers[tierRank(s.tiebreak, k, i)%uint64(len(pieceTiers))]
 		}
 		t.Piece(i).SetPriority(prio)
-		time.Sleep(5 * time.Millisecond)
+		if pace > 0 {
+			select {
+			case <-time.After(pace):
+			case <-s.stop:
+				return
+			}
+		}
 	}
 	if wide {
 		t.DregistrySetDesignee(false)
 	}
 }
+
+// wantPace spaces the wanting of a new download chunk's pieces, its peers
+// given only after the last (startChunk): 32 pieces of 256 KiB take
+// 160 ms. It came in by accident, as a test's sleep left in wantChunk
+// (7f6cf9c) under Swarm.mu, which held the streams, stats and peer
+// endpoints waiting on that lock for those 160 ms per chunk; it now runs
+// with no lock held. Without the pace the two capped runs measured were
+// the slowest of their kind (docs/benchmarks.md, "The sleep in
+// wantChunk"): in that time a chunk's connections form with every piece
+// wanted and this node's own dials wait, and which of those the rollout
+// gains from is not yet separated from the runs' spread.
+const wantPace = 5 * time.Millisecond
 
 // tierRank is a per-node pseudo-random rank of piece i of chunk k
 // (splitmix64 of the three).
@@ -170,7 +189,8 @@ func tierRank(seed uint64, k, i int) uint64 {
 
 // widen turns download e wide once the tracker names more of its peers
 // than a torrent connects to, and re-wants the chunks it has. Takes s.mu,
-// then the client lock (wantChunk).
+// then each chunk's wantMu (after a paced want of it: startChunk) and the
+// client lock (wantChunk).
 func (s *Swarm) widen(e *entry, peers int) {
 	if peers <= s.cfg.MaxConns {
 		return
@@ -192,6 +212,8 @@ func (s *Swarm) widen(e *entry, peers int) {
 	}
 	s.log.Info("wide swarm: more peers than a torrent connects to; piece order per node, no designee rule", "digest", e.digest, "peers", peers, "max conns", s.cfg.MaxConns)
 	for _, c := range chunks {
-		s.wantChunk(c.t, c.info.index, true)
+		c.wantMu.Lock()
+		s.wantChunk(c.t, c.info.index, true, 0)
+		c.wantMu.Unlock()
 	}
 }
