@@ -106,11 +106,6 @@ type PeerConn struct {
 	// reading goroutine without the client lock, read by the steal rules
 	// under it (dregistry_seeder.go).
 	dregistryArrival dregistryArrival
-	// dregistryUpload is the piece this connection last sent a block of,
-	// for the per-piece upload limit (dregistry_upload.go); valid once
-	// dregistryUploaded is set. Under the client lock.
-	dregistryUpload   pp.Integer
-	dregistryUploaded bool
 
 	requestState requestStrategy.PeerRequestState
 
@@ -1210,31 +1205,25 @@ another:
 		if !c.unchoke(msg) {
 			return false
 		}
-		r, ok, busy := c.dregistryNextUpload()
-		if busy {
-			// dregistry: every ready request is of a piece others are
-			// being sent (dregistry_upload.go); look again when one ends.
-			c.setRetryUploadTimer(dregistryUploadRecheck)
+		for r := range c.readyPeerRequests {
+			res := c.t.cl.config.UploadRateLimiter.ReserveN(time.Now(), int(r.Length))
+			if !res.OK() {
+				panic(fmt.Sprintf("upload rate limiter burst size < %d", r.Length))
+			}
+			delay := res.Delay()
+			if delay > 0 {
+				res.Cancel()
+				c.setRetryUploadTimer(delay)
+				// Hard to say what to return here.
+				return true
+			}
+			more := c.sendChunk(r, msg)
+			if !more {
+				return false
+			}
+			goto another
 		}
-		if !ok {
-			return true
-		}
-		res := c.t.cl.config.UploadRateLimiter.ReserveN(time.Now(), int(r.Length))
-		if !res.OK() {
-			panic(fmt.Sprintf("upload rate limiter burst size < %d", r.Length))
-		}
-		delay := res.Delay()
-		if delay > 0 {
-			res.Cancel()
-			c.setRetryUploadTimer(delay)
-			// Hard to say what to return here.
-			return true
-		}
-		more := c.sendChunk(r, msg)
-		if !more {
-			return false
-		}
-		goto another
+		return true
 	}
 	return c.choke(msg)
 }
@@ -1258,7 +1247,6 @@ func (c *PeerConn) sendChunk(r Request, msg func(pp.Message) bool) (more bool) {
 	panicif.NotEq(len(b), r.Length.Int())
 	c.deleteReadyPeerRequest(r)
 	c.lastChunkSent = time.Now()
-	c.dregistrySent(r.Index)
 	return msg(pp.Message{
 		Type:  pp.Piece,
 		Index: r.Index,
